@@ -1,0 +1,1 @@
+//! Connectors know protocols and file formats, not the DAG.

@@ -1,0 +1,7 @@
+//! cutover: declarative mail-migration plans.
+//!
+//! The binary is a thin shell over this library: every command's work lives here so it can be
+//! tested without a process. See `docs/architecture.md` for the code map.
+pub mod cli;
+pub mod connectors;
+pub mod plan;
