@@ -4,4 +4,5 @@
 //! tested without a process. See `docs/architecture.md` for the code map.
 pub mod cli;
 pub mod connectors;
+pub mod graph;
 pub mod plan;

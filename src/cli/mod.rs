@@ -1,11 +1,17 @@
 //! Command-line front end. One file per subcommand: each parses its arguments and prints;
 //! the work lives in the library so every command is testable without a process.
 //!
-//! Every subcommand exposes `Args` (clap) and `run(&Args, &mut Output) -> Result<ExitCode, CliError>`.
+//! Every subcommand exposes `Args` (clap) and `run(&Args, &mut Output) -> ExitCode`.
 
-use std::io::Write;
+pub mod graph;
+pub mod schema;
+pub mod validate;
+
+use std::path::Path;
 
 use clap::{Parser, Subcommand};
+
+use crate::plan::{self, Loaded, Options};
 
 /// Exit codes shared by every command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,23 +24,64 @@ pub enum ExitCode {
     Usage = 2,
 }
 
-/// Where a command writes: stdout for results, stderr for diagnostics and progress.
+/// Where a command writes: `out` for results, `err` for diagnostics and progress.
 pub struct Output<'a> {
-    pub out: &'a mut dyn Write,
-    pub err: &'a mut dyn Write,
-    /// Whether colour and Unicode graphics may be used on `err`.
+    pub out: &'a mut dyn std::io::Write,
+    pub err: &'a mut dyn std::io::Write,
+    /// Whether colour may be used on `err`.
     pub color: bool,
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "cutover", version, about = "Declarative mail-migration plans", long_about = None)]
+#[command(name = "cutover", version, about = "Declarative mail-migration plans: validate, plan, apply", long_about = None)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Check plan files: schema and semantics, every problem at once (exit 1 when invalid).
+    Validate(validate::Args),
+    /// Print the plan format's JSON Schema.
+    Schema(schema::Args),
+    /// Print the step DAG as DOT or Mermaid.
+    Graph(graph::Args),
+}
+
+/// `--target` / `--exclude`, shared by graph, plan and apply.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SelectArgs {
+    /// Only steps matching this glob (and what they depend on). Repeatable.
+    #[arg(long = "target", value_name = "GLOB")]
+    pub targets: Vec<String>,
+    /// Leave out steps matching this glob (and what depends on them). Repeatable.
+    #[arg(long = "exclude", value_name = "GLOB")]
+    pub excludes: Vec<String>,
+}
+
+impl SelectArgs {
+    pub fn selection(&self) -> Result<crate::graph::Selection, String> {
+        crate::graph::Selection::new(&self.targets, &self.excludes)
+    }
+}
+
+/// Loads a plan for a command that needs a valid one: prints its diagnostics (warnings too)
+/// and fails with exit 1 when it has errors, exit 2 when it cannot be read.
+pub fn load_valid_plan(path: &Path, allow_inline_secrets: bool, output: &mut Output<'_>) -> Result<Loaded, ExitCode> {
+    let loaded = plan::load_file(path, Options { allow_inline_secrets }).map_err(|e| {
+        let _ = writeln!(output.err, "error: cannot read {}: {e}", path.display());
+        ExitCode::Usage
+    })?;
+    if !loaded.report.diagnostics.is_empty() {
+        let _ = write!(output.err, "{}", validate::render_diagnostics(&loaded.report, output.color));
+    }
+    if loaded.valid().is_none() {
+        let _ = writeln!(output.err, "error: {} is not a valid plan ({} errors); run `cutover validate` for details", path.display(), loaded.report.errors());
+        return Err(ExitCode::Failure);
+    }
+    Ok(loaded)
+}
 
 /// Parses `std::env::args`, runs the command against the real stdout/stderr, returns the exit code.
 pub fn main() -> i32 {
@@ -43,12 +90,16 @@ pub fn main() -> i32 {
     let stderr = std::io::stderr();
     let mut out = stdout.lock();
     let mut err = stderr.lock();
-    let color = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let color = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
     let mut output = Output { out: &mut out, err: &mut err, color };
     run(cli, &mut output) as i32
 }
 
 /// Runs a parsed command line; the library entry point used by tests.
 pub fn run(cli: Cli, output: &mut Output<'_>) -> ExitCode {
-    match cli.command {}
+    match &cli.command {
+        Command::Validate(args) => validate::run(args, output),
+        Command::Schema(args) => schema::run(args, output),
+        Command::Graph(args) => graph::run(args, output),
+    }
 }

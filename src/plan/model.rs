@@ -1,0 +1,510 @@
+//! The plan model, version 1. The JSON Schema in `schemas/plan.schema.json` is generated from
+//! these types, so every field's doc comment is what an editor shows the consultant.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A cutover plan: one mail migration, from legacy hosts to one target, kept in git.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "cutover plan")]
+pub struct Plan {
+    /// Plan format version. Only `1` exists.
+    pub version: u32,
+    /// Short name of this migration, e.g. `acme-to-m365`. Names the state file
+    /// (`.cutover/<name>.db`) and the report. Letters, digits, `-` and `_`.
+    pub name: String,
+    /// The client's primary mail domain, e.g. `acme.co.uk`. Every user's address must be in
+    /// this domain or one of `extra_domains`.
+    pub domain: String,
+    /// Further domains the client receives mail for (accepted domains at the target).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_domains: Vec<String>,
+    /// Where mail is migrated to.
+    pub target: Target,
+    /// The legacy mail sources, by id. Users' `migrate:` entries refer to these ids.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sources: BTreeMap<String, Source>,
+    /// The mailboxes to migrate, one entry per person or shared mailbox.
+    pub users: Vec<User>,
+    /// The DNS cutover: records to point at the target, and TTL lowering ahead of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<Dns>,
+    /// Human gates, by id (step `manual.<id>`): the walk stops there until someone runs
+    /// `cutover approve manual.<id>`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub manual: BTreeMap<String, ManualGate>,
+    /// Extra ordering: each key is a step id (or glob) that must wait for the listed steps
+    /// (ids or globs), e.g. `dns.cutover: [manual.client-sign-off]`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub after: BTreeMap<String, Vec<String>>,
+    /// Run settings: parallelism, retries, size limits, where outputs go.
+    #[serde(default)]
+    pub settings: Settings,
+}
+
+/// The system mail is migrated into.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Target {
+    /// Microsoft 365 (Exchange Online), reached through Microsoft Graph and IMAP with OAuth2.
+    M365 {
+        /// The tenant: its id (a GUID) or a domain such as `acme.onmicrosoft.com`.
+        tenant: String,
+        /// The tenant's initial `*.onmicrosoft.com` domain; mailboxes exist there before
+        /// the client's own domain is cut over.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        initial_domain: Option<String>,
+        /// The app registration cutover signs in as (client-credentials flow).
+        auth: AppAuth,
+    },
+    /// Any IMAP server (Dovecot, a hosted mailbox, Google Workspace over IMAP).
+    Imap(ServerEndpoint),
+    /// A local Maildir++ tree (Dovecot layout): one sub-directory per user's address.
+    Maildir {
+        /// Directory holding one Maildir per user (relative to the plan file).
+        path: PathBuf,
+    },
+}
+
+/// An app registration's credentials.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppAuth {
+    /// The application (client) id of the app registration.
+    pub client_id: String,
+    /// The app's client secret, as a reference (never inline).
+    pub client_secret: SecretRef,
+    /// OAuth2 token endpoint; defaults to Microsoft's
+    /// `https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint: Option<String>,
+}
+
+/// A mail server cutover connects to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerEndpoint {
+    /// Host name or IP address.
+    pub host: String,
+    /// TCP port. Defaults to the protocol's port for the chosen `tls` (IMAP 993/143, POP3 995/110).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Transport security: `implicit` (TLS from the first byte, the default), `starttls`, or
+    /// `none` (plaintext; also needs `allow_plaintext: true`).
+    #[serde(default)]
+    pub tls: Tls,
+    /// Explicit opt-in to send passwords and mail unencrypted when `tls: none`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_plaintext: bool,
+    /// PEM file of extra CA certificates to trust (a private CA); relative to the plan file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// How to authenticate: `password` (LOGIN/PLAIN/USER-PASS) or `xoauth2`.
+    #[serde(default)]
+    pub auth: AuthMethod,
+    /// The most connections cutover opens to this server at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+}
+
+/// Transport security of a server connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Tls {
+    /// TLS from the first byte (IMAPS 993, POP3S 995).
+    #[default]
+    Implicit,
+    /// Plaintext greeting, then STARTTLS/STLS before any credential is sent.
+    Starttls,
+    /// No encryption. Needs `allow_plaintext: true`.
+    None,
+}
+
+/// How cutover authenticates to a server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMethod {
+    /// A login and password (IMAP LOGIN/AUTHENTICATE PLAIN, POP3 USER/PASS).
+    #[default]
+    Password,
+    /// OAuth2 bearer token (SASL XOAUTH2), obtained by cutover with the client-credentials flow.
+    Xoauth2,
+}
+
+/// A legacy mail source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Source {
+    /// An IMAP server: every folder is migrated (subject to `folders:` rules).
+    Imap(ServerEndpoint),
+    /// A POP3 server: only the inbox exists; messages are never deleted unless `delete_after_copy`.
+    Pop3 {
+        #[serde(flatten)]
+        server: ServerEndpoint,
+        /// Delete each message from the POP3 server once the target has it. Off by default.
+        #[serde(default, skip_serializing_if = "is_false")]
+        delete_after_copy: bool,
+    },
+    /// Outlook PST files (each user's `migrate:` entry names the file).
+    Pst {
+        /// `direct`: cutover reads the PST and uploads its mail itself. `import-service`:
+        /// upload to Microsoft's PST Import Service (SAS URL) and generate its mapping CSV.
+        #[serde(default)]
+        via: PstVia,
+    },
+    /// An mbox file per user (Thunderbird, Apple Mail or Google Takeout export).
+    Mbox,
+    /// A local Maildir per user.
+    Maildir,
+}
+
+/// How PST files reach the target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PstVia {
+    /// cutover reads the PST and appends its mail to the target itself.
+    #[default]
+    Direct,
+    /// Upload to Microsoft's PST Import Service and write its mapping CSV.
+    ImportService,
+}
+
+/// One mailbox to migrate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// The user's address at the target, e.g. `alice@acme.co.uk`. Its local part names the
+    /// user's steps (`copy.alice.…`).
+    pub email: String,
+    /// Name shown in the address book, e.g. `Alice Smith`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Licence SKU to assign at the target, e.g. `O365_BUSINESS_PREMIUM`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub licence: Option<String>,
+    /// Further addresses that deliver to this mailbox.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// Credentials at the target, for targets that sign in per user (IMAP with passwords).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_login: Option<Credentials>,
+    /// Where this user's mail comes from: one entry per source (or per file).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub migrate: Vec<Migration>,
+    /// Outlook autocomplete caches (.nk2 or Stream_Autocomplete .dat) to carry over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autocomplete: Option<Autocomplete>,
+}
+
+/// A login and its password reference.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    /// Login name at the server.
+    pub login: String,
+    /// Password reference.
+    pub password: SecretRef,
+}
+
+/// Mail of one user from one source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Migration {
+    /// The source id (a key of `sources:`).
+    pub from: String,
+    /// Distinguishes two entries of one user from the same source (two PST files); becomes
+    /// part of the step id: `copy.<user>.<source>.<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Login at an IMAP or POP3 source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<String>,
+    /// Password reference for `login` (sources with `auth: password`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<SecretRef>,
+    /// The PST, mbox file or Maildir directory (relative to the plan file), for file sources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// Which folders to copy and where they land.
+    #[serde(default, skip_serializing_if = "FolderRules::is_empty")]
+    pub folders: FolderRules,
+    /// Target folder for mail that has no folder of its own (POP3, mbox); default the inbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub into: Option<String>,
+    /// Copy only mail received on or after this date (`YYYY-MM-DD`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// Copy only mail received before this date (`YYYY-MM-DD`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
+}
+
+/// Folder selection and renaming. Globs match source folder names with `/` as separator:
+/// `*` within one level, `**` across levels.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FolderRules {
+    /// Copy only folders matching one of these globs (default: all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
+    /// Skip folders matching any of these globs, e.g. `Junk*`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    /// Explicit renames, source folder → target folder, e.g. `INBOX.Sent: Sent Items`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub map: BTreeMap<String, String>,
+}
+
+impl FolderRules {
+    pub fn is_empty(&self) -> bool {
+        self.include.is_empty() && self.exclude.is_empty() && self.map.is_empty()
+    }
+}
+
+/// A user's Outlook autocomplete caches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Autocomplete {
+    /// `.nk2` (Outlook 2003/2007) or `Stream_Autocomplete_*.dat` (Outlook 2010+) files,
+    /// relative to the plan file; several are merged.
+    pub files: Vec<PathBuf>,
+    /// CSV mapping old Exchange addresses (legacyExchangeDN or display name) to SMTP addresses,
+    /// for EX entries the plan's users do not resolve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_map: Option<PathBuf>,
+}
+
+/// The DNS cutover.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Dns {
+    /// `manual`: cutover prints the changes and waits for approval. `rfc2136`: cutover sends
+    /// dynamic updates (signed with TSIG) to the zone's primary server.
+    pub provider: DnsProvider,
+    /// The dynamic-update server, for `provider: rfc2136`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rfc2136: Option<Rfc2136>,
+    /// Records to set at cutover, e.g. the MX pointing at the target.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<DnsRecord>,
+    /// Lower the TTL of the managed records ahead of the cutover so the change takes effect fast.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lower_ttl: Option<LowerTtl>,
+}
+
+/// Who changes DNS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsProvider {
+    /// The consultant edits DNS at the registrar; cutover says what to change and waits.
+    Manual,
+    /// RFC 2136 dynamic updates with TSIG.
+    Rfc2136,
+}
+
+/// An RFC 2136 primary server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rfc2136 {
+    /// The primary server's host name or address.
+    pub server: String,
+    /// DNS port (default 53).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The zone to update, e.g. `acme.co.uk.` (default: the plan's `domain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// The TSIG key that signs updates.
+    pub tsig: Tsig,
+}
+
+/// A TSIG key (RFC 8945).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Tsig {
+    /// Key name, e.g. `cutover-key.`.
+    pub name: String,
+    /// HMAC algorithm.
+    #[serde(default)]
+    pub algorithm: TsigAlgorithm,
+    /// The base64 key secret, as a reference.
+    pub secret: SecretRef,
+}
+
+/// TSIG HMAC algorithms.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum TsigAlgorithm {
+    #[default]
+    HmacSha256,
+    HmacSha512,
+}
+
+/// One DNS record set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DnsRecord {
+    /// Owner name relative to the zone: `@` for the apex, `autodiscover`, …
+    pub name: String,
+    /// Record type.
+    #[serde(rename = "type")]
+    pub record_type: RecordType,
+    /// Record data, e.g. `acme-co-uk.mail.protection.outlook.com` or `v=spf1 include:… -all`.
+    pub value: String,
+    /// MX preference (MX only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u16>,
+    /// TTL in seconds after cutover (default 3600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u32>,
+}
+
+/// DNS record types cutover manages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum RecordType {
+    Mx,
+    Txt,
+    Cname,
+    A,
+    Aaaa,
+    Srv,
+}
+
+/// TTL lowering ahead of the cutover.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LowerTtl {
+    /// The low TTL in seconds, e.g. `300`.
+    pub to: u32,
+    /// How long before the cutover to lower it: at least the old TTL, e.g. `24h`, `90m`, `2d`.
+    pub ahead: String,
+}
+
+/// A human gate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ManualGate {
+    /// What the person must do before approving, shown when the walk reaches the gate.
+    pub instructions: String,
+    /// Steps (ids or globs) that wait for this gate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub before: Vec<String>,
+    /// Steps (ids or globs) this gate waits for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+}
+
+/// Run settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Steps run at once (default 4; mail servers throttle beyond a few connections per account).
+    #[serde(default = "default_parallelism")]
+    pub parallelism: u32,
+    /// Attempts per step for transient errors (default 5), with exponential backoff and jitter.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Largest message copied, in MB (default 35, Microsoft 365's default; up to 150).
+    /// Larger messages are skipped and listed in the report.
+    #[serde(default = "default_max_message_size_mb")]
+    pub max_message_size_mb: u32,
+    /// Where generated files go (autocomplete outputs, reports, CSVs), relative to the plan file.
+    #[serde(default = "default_output_dir")]
+    pub output_dir: PathBuf,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            parallelism: default_parallelism(),
+            retries: default_retries(),
+            max_message_size_mb: default_max_message_size_mb(),
+            output_dir: default_output_dir(),
+        }
+    }
+}
+
+fn default_parallelism() -> u32 {
+    4
+}
+fn default_retries() -> u32 {
+    5
+}
+fn default_max_message_size_mb() -> u32 {
+    35
+}
+fn default_output_dir() -> PathBuf {
+    PathBuf::from("cutover-out")
+}
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Where a secret comes from. Secrets never live in the plan: an inline string is refused
+/// (a warning with `--allow-inline-secrets`).
+#[derive(Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum SecretRef {
+    /// Read from an environment variable.
+    Env(EnvSecret),
+    /// Read from a file (relative to the plan file); one trailing newline is dropped.
+    File(FileSecret),
+    /// Run a command (through `sh -c`) and use its standard output, e.g. `pass show acme/alice`.
+    Command(CommandSecret),
+    /// An inline literal. Rejected unless `--allow-inline-secrets`; never do this in git.
+    Inline(String),
+}
+
+impl std::fmt::Debug for SecretRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretRef::Env(e) => write!(f, "env:{}", e.env),
+            SecretRef::File(s) => write!(f, "file:{}", s.file.display()),
+            SecretRef::Command(c) => write!(f, "command:{}", c.command),
+            SecretRef::Inline(_) => f.write_str("inline:<redacted>"),
+        }
+    }
+}
+
+/// `{ env: VAR }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnvSecret {
+    /// Environment variable name.
+    pub env: String,
+}
+
+/// `{ file: PATH }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileSecret {
+    /// File holding the secret.
+    pub file: PathBuf,
+}
+
+/// `{ command: "…" }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommandSecret {
+    /// Shell command printing the secret.
+    pub command: String,
+}
+
+/// Produces the JSON Schema of the plan, as committed in `schemas/plan.schema.json`.
+pub fn json_schema() -> serde_json::Value {
+    let schema = schemars::schema_for!(Plan);
+    serde_json::to_value(schema).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn print_schema() {
+        println!("{}", serde_json::to_string_pretty(&super::json_schema()).unwrap());
+    }
+}

@@ -1,0 +1,617 @@
+//! Semantic checks: what the schema cannot say. They read the YAML tree, not the typed
+//! model, so they still run (and report) when another part of the plan is structurally
+//! broken; checks that need the step graph run once the whole plan deserializes.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::diagnostic::{did_you_mean, list_names, PlanDiagnostic};
+use super::yaml::{ByteSpan, Node, Value};
+use crate::graph::{EdgeOrigin, GraphProblem, RefSite, StepGraph};
+use crate::plan::model::Plan;
+
+pub const UNSUPPORTED_VERSION: &str = "cutover::plan::unsupported-version";
+pub const INVALID_NAME: &str = "cutover::plan::invalid-name";
+pub const INVALID_DOMAIN: &str = "cutover::plan::invalid-domain";
+pub const INVALID_EMAIL: &str = "cutover::plan::invalid-email";
+pub const EMAIL_OUTSIDE_DOMAINS: &str = "cutover::plan::email-outside-domains";
+pub const DUPLICATE_USER: &str = "cutover::plan::duplicate-user";
+pub const DUPLICATE_SOURCE: &str = "cutover::plan::duplicate-source";
+pub const DUPLICATE_STEP: &str = "cutover::plan::duplicate-step";
+pub const UNKNOWN_SOURCE: &str = "cutover::plan::unknown-source";
+pub const UNKNOWN_USER: &str = "cutover::plan::unknown-user";
+pub const UNKNOWN_STEP: &str = "cutover::plan::unknown-step";
+pub const INLINE_SECRET: &str = "cutover::plan::inline-secret";
+pub const PLAINTEXT: &str = "cutover::plan::plaintext-without-opt-in";
+pub const INVALID_HOST: &str = "cutover::plan::invalid-host";
+pub const INVALID_PORT: &str = "cutover::plan::invalid-port";
+pub const INVALID_GLOB: &str = "cutover::plan::invalid-glob";
+pub const INVALID_DATE: &str = "cutover::plan::invalid-date";
+pub const INVALID_DURATION: &str = "cutover::plan::invalid-duration";
+pub const MISSING_FILE: &str = "cutover::plan::missing-file";
+pub const MISSING_SETTING: &str = "cutover::plan::missing-setting";
+pub const DEPENDENCY_CYCLE: &str = "cutover::plan::dependency-cycle";
+
+/// Options that change what validation accepts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Inline literal secrets are warnings instead of errors.
+    pub allow_inline_secrets: bool,
+}
+
+/// Checks of a plan's meaning, on its tree. `base_dir` resolves relative file paths.
+/// Inline secrets are found by the schema walk and reported through [`inline_secret`].
+pub fn check_tree(root: &Node, base_dir: &Path, out: &mut Vec<PlanDiagnostic>) {
+    let mut checker = TreeChecker { base_dir, out };
+    checker.run(root);
+}
+
+struct TreeChecker<'a> {
+    base_dir: &'a Path,
+    out: &'a mut Vec<PlanDiagnostic>,
+}
+
+impl TreeChecker<'_> {
+    fn run(&mut self, root: &Node) {
+        if let Some(version) = root.get("version") {
+            if let Value::Int(v) = version.value {
+                if v != 1 {
+                    self.out.push(
+                        PlanDiagnostic::error(UNSUPPORTED_VERSION, format!("plan version {v} is not supported"))
+                            .label(version.span.clone(), "this cutover reads version 1")
+                            .help("set `version: 1`, or upgrade cutover if the plan was written for a newer one"),
+                    );
+                }
+            }
+        }
+        if let Some(name) = root.get("name") {
+            if let Some(text) = name.as_str() {
+                self.check_identifier(name, text, "plan name", "it names the state file: use letters, digits, `-` and `_`, e.g. `acme-to-m365`");
+            }
+        }
+        let mut domains: Vec<String> = Vec::new();
+        if let Some(domain) = root.get("domain") {
+            if let Some(text) = domain.as_str() {
+                if self.check_domain(domain, text) {
+                    domains.push(text.to_ascii_lowercase());
+                }
+            }
+        }
+        for extra in seq(root.get("extra_domains")) {
+            if let Some(text) = extra.as_str() {
+                if self.check_domain(extra, text) {
+                    domains.push(text.to_ascii_lowercase());
+                }
+            }
+        }
+
+        let mut source_kinds: HashMap<String, String> = HashMap::new();
+        if let Some(sources) = root.get("sources").and_then(Node::as_map) {
+            for (i, entry) in sources.iter().enumerate() {
+                let id = entry.key.scalar_text();
+                if let Some(first) = sources[..i].iter().find(|e| e.key.scalar_text() == id) {
+                    self.out.push(
+                        PlanDiagnostic::error(DUPLICATE_SOURCE, format!("source `{id}` is defined twice"))
+                            .label(entry.key.span.clone(), "second definition")
+                            .label(first.key.span.clone(), "first defined here")
+                            .help("give each source its own id"),
+                    );
+                    continue;
+                }
+                self.check_identifier(&entry.key, &id, "source id", "source ids become part of step ids: use letters, digits, `-` and `_`");
+                let kind = entry.value.get("kind").and_then(Node::as_str).unwrap_or("").to_string();
+                if matches!(kind.as_str(), "imap" | "pop3") {
+                    self.check_server(&entry.value);
+                }
+                source_kinds.insert(id, kind);
+            }
+        }
+        if let Some(target) = root.get("target") {
+            match target.get("kind").and_then(Node::as_str) {
+                Some("imap") => self.check_server(target),
+                Some("m365") => {
+                    if let Some(initial) = target.get("initial_domain") {
+                        if let Some(text) = initial.as_str() {
+                            if !text.to_ascii_lowercase().ends_with(".onmicrosoft.com") {
+                                self.out.push(
+                                    PlanDiagnostic::error(INVALID_DOMAIN, format!("`{text}` is not an onmicrosoft.com domain"))
+                                        .label(initial.span.clone(), "expected `<tenant>.onmicrosoft.com`")
+                                        .help("the initial domain is the one Microsoft created with the tenant, e.g. `acme.onmicrosoft.com`"),
+                                );
+                            }
+                        }
+                    }
+                    if let Some(endpoint) = target.get("auth").and_then(|a| a.get("token_endpoint")) {
+                        if let Some(url) = endpoint.as_str() {
+                            if !url.starts_with("https://") && !url.starts_with("http://127.") && !url.starts_with("http://localhost") {
+                                self.out.push(
+                                    PlanDiagnostic::error(PLAINTEXT, "the token endpoint must use https")
+                                        .label(endpoint.span.clone(), "not https")
+                                        .help("tokens and the client secret travel to this URL; only loopback may use plain http"),
+                                );
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let target_kind = root.get("target").and_then(|t| t.get("kind")).and_then(Node::as_str);
+        let target_needs_login = target_kind == Some("imap")
+            && root.get("target").and_then(|t| t.get("auth")).and_then(Node::as_str).unwrap_or("password") == "password";
+
+        let mut seen_addresses: HashMap<String, ByteSpan> = HashMap::new();
+        for user in seq(root.get("users")) {
+            if let Some(email) = user.get("email") {
+                self.check_address(email, &domains, &mut seen_addresses, "user");
+            }
+            for alias in seq(user.get("aliases")) {
+                self.check_address(alias, &domains, &mut seen_addresses, "alias");
+            }
+            if target_needs_login && user.as_map().is_some() && user.get("target_login").is_none() {
+                let anchor = user.as_map().and_then(|m| m.first()).map_or(user.span.clone(), |e| e.key.span.clone());
+                self.out.push(
+                    PlanDiagnostic::error(MISSING_SETTING, "this user needs `target_login` for the IMAP target")
+                        .label(anchor, "no target credentials")
+                        .help("add `target_login: { login: …, password: { env: … } }`, or use `auth: xoauth2` on the target"),
+                );
+            }
+            for migration in seq(user.get("migrate")) {
+                self.check_migration(migration, &source_kinds);
+            }
+            if let Some(autocomplete) = user.get("autocomplete") {
+                for file in seq(autocomplete.get("files")) {
+                    self.check_file(file, "autocomplete cache");
+                }
+                if let Some(map) = autocomplete.get("address_map") {
+                    self.check_file(map, "address map");
+                }
+            }
+        }
+        if let Some(dns) = root.get("dns") {
+            self.check_dns(dns);
+        }
+    }
+
+    fn check_identifier(&mut self, node: &Node, text: &str, what: &str, help: &str) {
+        let ok = !text.is_empty()
+            && text.len() <= 64
+            && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            && text.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+        if !ok {
+            self.out.push(
+                PlanDiagnostic::error(INVALID_NAME, format!("`{text}` is not a valid {what}"))
+                    .label(node.span.clone(), "letters, digits, `-` and `_` only")
+                    .help(help.to_string()),
+            );
+        }
+    }
+
+    fn check_domain(&mut self, node: &Node, text: &str) -> bool {
+        if is_hostname(text) && text.contains('.') {
+            return true;
+        }
+        self.out.push(
+            PlanDiagnostic::error(INVALID_DOMAIN, format!("`{text}` is not a valid domain"))
+                .label(node.span.clone(), "expected a domain such as `acme.co.uk`")
+                .help("write the bare domain: no `@`, no scheme, no trailing dot"),
+        );
+        false
+    }
+
+    fn check_address(&mut self, node: &Node, domains: &[String], seen: &mut HashMap<String, ByteSpan>, what: &str) {
+        let Some(text) = node.as_str() else { return };
+        let Some((local, domain)) = split_email(text) else {
+            self.out.push(
+                PlanDiagnostic::error(INVALID_EMAIL, format!("`{text}` is not a valid email address"))
+                    .label(node.span.clone(), "expected `name@domain`")
+                    .help("write the full address, e.g. `alice@acme.co.uk`"),
+            );
+            return;
+        };
+        let _ = local;
+        let lower = text.to_ascii_lowercase();
+        if let Some(first) = seen.get(&lower) {
+            self.out.push(
+                PlanDiagnostic::error(DUPLICATE_USER, format!("`{text}` appears twice among the plan's addresses"))
+                    .label(node.span.clone(), format!("duplicate {what}"))
+                    .label(first.clone(), "first used here")
+                    .help("each address belongs to one mailbox; remove or merge the duplicate"),
+            );
+        } else {
+            seen.insert(lower, node.span.clone());
+        }
+        if !domains.is_empty() && !domains.iter().any(|d| d.eq_ignore_ascii_case(domain)) {
+            self.out.push(
+                PlanDiagnostic::error(EMAIL_OUTSIDE_DOMAINS, format!("`{text}` is outside the plan's domains"))
+                    .label(node.span.clone(), format!("`{domain}` is not the plan's domain"))
+                    .help(format!(
+                        "the plan's domains are {}; add `{domain}` to `extra_domains` if the client owns it",
+                        list_names(domains.iter().map(String::as_str))
+                    )),
+            );
+        }
+    }
+
+    fn check_server(&mut self, server: &Node) {
+        if let Some(host) = server.get("host") {
+            if let Some(text) = host.as_str() {
+                if !is_hostname(text) && text.parse::<std::net::IpAddr>().is_err() {
+                    self.out.push(
+                        PlanDiagnostic::error(INVALID_HOST, format!("`{text}` is not a valid host name"))
+                            .label(host.span.clone(), "expected a host name or IP address")
+                            .help("write only the host, e.g. `imap.ionos.co.uk`: no scheme, port or path"),
+                    );
+                }
+            }
+        }
+        if let Some(port) = server.get("port") {
+            if port.value == Value::Int(0) {
+                self.out.push(
+                    PlanDiagnostic::error(INVALID_PORT, "port 0 is not a valid port")
+                        .label(port.span.clone(), "expected 1 to 65535")
+                        .help("omit `port` to use the protocol's default"),
+                );
+            }
+        }
+        if let Some(tls) = server.entry("tls") {
+            let plaintext_allowed = server.get("allow_plaintext").is_some_and(|a| a.value == Value::Bool(true));
+            if tls.value.as_str() == Some("none") && !plaintext_allowed {
+                self.out.push(
+                    PlanDiagnostic::error(PLAINTEXT, "`tls: none` sends passwords and mail unencrypted")
+                        .label(tls.value.span.clone(), "plaintext connection")
+                        .help("use `tls: implicit` or `tls: starttls`; if this really is a closed network, add `allow_plaintext: true`"),
+                );
+            }
+        }
+        if let Some(ca) = server.get("ca_file") {
+            self.check_file(ca, "CA file");
+        }
+    }
+
+    fn check_migration(&mut self, migration: &Node, source_kinds: &HashMap<String, String>) {
+        let from = migration.get("from");
+        let kind = from.and_then(Node::as_str).and_then(|id| source_kinds.get(id)).map(String::as_str);
+        if let Some(from) = from {
+            if let Some(id) = from.as_str() {
+                if !source_kinds.contains_key(id) {
+                    let mut known: Vec<&str> = source_kinds.keys().map(String::as_str).collect();
+                    known.sort_unstable();
+                    let help = match did_you_mean(id, known.iter().copied()) {
+                        Some(s) => format!("did you mean `{s}`? Sources: {}", list_names(known.iter().copied())),
+                        None => format!("sources defined in `sources:`: {}", list_names(known.iter().copied())),
+                    };
+                    self.out.push(
+                        PlanDiagnostic::error(UNKNOWN_SOURCE, format!("unknown source `{id}`"))
+                            .label(from.span.clone(), "no such source")
+                            .help(help),
+                    );
+                }
+            }
+        }
+        let anchor = from.map_or(migration.span.clone(), |f| f.span.clone());
+        match kind {
+            Some("imap" | "pop3") => {
+                if migration.get("login").is_none() {
+                    self.out.push(
+                        PlanDiagnostic::error(MISSING_SETTING, "a mail server source needs `login`")
+                            .label(anchor.clone(), "no `login` for this source")
+                            .help("add `login:` with the account's user name at the old host"),
+                    );
+                }
+                if migration.get("file").is_some() {
+                    self.out.push(
+                        PlanDiagnostic::error(MISSING_SETTING, "`file` is only for file sources (pst, mbox, maildir)")
+                            .label(migration.entry("file").map_or(anchor.clone(), |e| e.key.span.clone()), "not used by a server source")
+                            .help("remove `file:` or point `from:` at a file source"),
+                    );
+                }
+            }
+            Some("pst" | "mbox" | "maildir") => match migration.get("file") {
+                None => self.out.push(
+                    PlanDiagnostic::error(MISSING_SETTING, "a file source needs `file`")
+                        .label(anchor.clone(), "which file?")
+                        .help("add `file:` with the path, relative to the plan file"),
+                ),
+                Some(file) => self.check_file(file, "mail file"),
+            },
+            _ => {}
+        }
+        if let Some(folders) = migration.get("folders") {
+            for list in ["include", "exclude"] {
+                for glob in seq(folders.get(list)) {
+                    if let Some(text) = glob.as_str() {
+                        if let Err(e) = globset::GlobBuilder::new(text).literal_separator(true).build() {
+                            self.out.push(
+                                PlanDiagnostic::error(INVALID_GLOB, format!("`{text}` is not a valid folder glob"))
+                                    .label(glob.span.clone(), e.kind().to_string())
+                                    .help("globs use `*` within a folder level, `**` across levels, `?` and `[abc]`"),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        let mut window: Vec<(&str, chrono_free::Date)> = Vec::new();
+        for field in ["since", "before"] {
+            if let Some(node) = migration.get(field) {
+                if let Some(text) = node.as_str() {
+                    match chrono_free::Date::parse(text) {
+                        Some(date) => window.push((field, date)),
+                        None => self.out.push(
+                            PlanDiagnostic::error(INVALID_DATE, format!("`{text}` is not a date"))
+                                .label(node.span.clone(), "expected YYYY-MM-DD")
+                                .help(format!("write `{field}` as a calendar date, e.g. `2024-01-31`")),
+                        ),
+                    }
+                }
+            }
+        }
+        if let [("since", since), ("before", before)] = window.as_slice() {
+            if since >= before {
+                if let Some(node) = migration.get("before") {
+                    self.out.push(
+                        PlanDiagnostic::error(INVALID_DATE, "`before` is not after `since`: the window is empty")
+                            .label(node.span.clone(), "must be later than `since`")
+                            .help("swap the dates or widen the window"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn check_file(&mut self, node: &Node, what: &str) {
+        let Some(text) = node.as_str() else { return };
+        let path = self.base_dir.join(text);
+        if !path.exists() {
+            self.out.push(
+                PlanDiagnostic::error(MISSING_FILE, format!("{what} `{text}` does not exist"))
+                    .label(node.span.clone(), "file not found")
+                    .help(format!("paths are relative to the plan file's folder ({})", display_dir(self.base_dir))),
+            );
+        }
+    }
+
+    fn check_dns(&mut self, dns: &Node) {
+        if let Some(provider) = dns.entry("provider") {
+            if provider.value.as_str() == Some("rfc2136") && dns.get("rfc2136").is_none() {
+                self.out.push(
+                    PlanDiagnostic::error(MISSING_SETTING, "`provider: rfc2136` needs an `rfc2136:` server")
+                        .label(provider.value.span.clone(), "which server?")
+                        .help("add `rfc2136: { server: ns1.example.net, tsig: { name: …, secret: { env: … } } }`"),
+                );
+            }
+        }
+        if let Some(server) = dns.get("rfc2136").and_then(|r| r.get("server")) {
+            if let Some(text) = server.as_str() {
+                if !is_hostname(text) && text.parse::<std::net::IpAddr>().is_err() {
+                    self.out.push(
+                        PlanDiagnostic::error(INVALID_HOST, format!("`{text}` is not a valid host name"))
+                            .label(server.span.clone(), "expected a host name or IP address")
+                            .help("write only the server's name or address"),
+                    );
+                }
+            }
+        }
+        for record in seq(dns.get("records")) {
+            let is_mx = record.get("type").and_then(Node::as_str) == Some("MX");
+            if is_mx && record.get("priority").is_none() {
+                let anchor = record.entry("type").map_or(record.span.clone(), |e| e.value.span.clone());
+                self.out.push(
+                    PlanDiagnostic::error(MISSING_SETTING, "an MX record needs `priority`")
+                        .label(anchor, "MX without priority")
+                        .help("add `priority: 0` (Microsoft 365 publishes 0)"),
+                );
+            }
+        }
+        if let Some(ahead) = dns.get("lower_ttl").and_then(|l| l.get("ahead")) {
+            if let Some(text) = ahead.as_str() {
+                if parse_duration(text).is_none() {
+                    self.out.push(
+                        PlanDiagnostic::error(INVALID_DURATION, format!("`{text}` is not a duration"))
+                            .label(ahead.span.clone(), "expected e.g. `24h`, `90m`, `2d`")
+                            .help("a number followed by s, m, h or d; at least the records' current TTL"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Inline secrets found by the schema walk become errors, or warnings when allowed.
+pub fn inline_secret(span: ByteSpan, path: &str, options: Options) -> PlanDiagnostic {
+    let message = format!("`{path}` holds a secret inline");
+    let diagnostic = if options.allow_inline_secrets {
+        PlanDiagnostic::warning(INLINE_SECRET, message)
+    } else {
+        PlanDiagnostic::error(INLINE_SECRET, message)
+    };
+    diagnostic
+        .label(span, "literal secret (redacted)")
+        .help("plans live in git: use `{ env: VAR }`, `{ file: path }` or `{ command: \"pass show …\" }`; `--allow-inline-secrets` demotes this to a warning")
+}
+
+/// Problems of the step graph, anchored on the plan text that caused them.
+pub fn check_graph(plan: &Plan, root: &Node, out: &mut Vec<PlanDiagnostic>) -> StepGraph {
+    let (graph, problems) = StepGraph::build(plan);
+    for problem in problems {
+        match problem {
+            GraphProblem::DuplicateStep { id, user, migration } => {
+                let user_node = seq(root.get("users")).nth(user);
+                let (span, help) = match migration {
+                    Some(m) => (
+                        user_node.and_then(|u| seq(u.get("migrate")).nth(m)).and_then(|m| m.get("from")).map(|n| n.span.clone()),
+                        "give each entry from the same source its own `name:` (it becomes part of the step id)",
+                    ),
+                    None => {
+                        let email = &plan.users[user].email;
+                        if plan.users[..user].iter().any(|u| u.email.eq_ignore_ascii_case(email)) {
+                            // Already reported as a duplicate user; one root cause, one message.
+                            continue;
+                        }
+                        (
+                        user_node.and_then(|u| u.get("email")).map(|n| n.span.clone()),
+                        "step ids use the address's local part; two users share it — rename one mailbox or migrate them in separate plans",
+                    )
+                    }
+                };
+                let mut d = PlanDiagnostic::error(DUPLICATE_STEP, format!("two steps would both be `{id}`")).help(help);
+                if let Some(span) = span {
+                    d = d.label(span, "second step with this id");
+                }
+                out.push(d);
+            }
+            GraphProblem::UnknownStep { pattern, site } => {
+                let span = site_span(root, &site);
+                let users: Vec<String> = plan.users.iter().map(|u| crate::graph::user_slug(&u.email)).collect();
+                let named_user = pattern.split('.').nth(1).filter(|u| {
+                    matches!(pattern.split('.').next(), Some("user" | "copy" | "delta" | "autocomplete" | "verify")) && !u.contains(['*', '?', '['])
+                });
+                let d = match named_user.filter(|u| !users.iter().any(|x| x == u)) {
+                    Some(user) => PlanDiagnostic::error(UNKNOWN_USER, format!("`{pattern}` names unknown user `{user}`"))
+                        .help(match did_you_mean(user, users.iter().map(String::as_str)) {
+                            Some(s) => format!("did you mean `{s}`? Users: {}", list_names(users.iter().map(String::as_str))),
+                            None => format!("users (by local part): {}", list_names(users.iter().map(String::as_str))),
+                        }),
+                    None => {
+                        let ids: Vec<&str> = graph.steps().map(|s| s.id.as_str()).collect();
+                        let mut shown: Vec<&str> = ids.iter().copied().take(12).collect();
+                        if ids.len() > shown.len() {
+                            shown.push("…");
+                        }
+                        PlanDiagnostic::error(UNKNOWN_STEP, format!("`{pattern}` matches no step"))
+                            .help(match did_you_mean(&pattern, ids.iter().copied()) {
+                                Some(s) => format!("did you mean `{s}`? Steps: {}", shown.join(", ")),
+                                None => format!("steps: {} (`cutover graph` lists them all)", shown.join(", ")),
+                            })
+                    }
+                };
+                out.push(match span {
+                    Some(span) => d.label(span, "no such step"),
+                    None => d,
+                });
+            }
+            GraphProblem::InvalidPattern { pattern, site, reason } => {
+                let mut d = PlanDiagnostic::error(INVALID_GLOB, format!("`{pattern}` is not a valid step pattern"))
+                    .help("a step id, or a glob such as `copy.*`");
+                if let Some(span) = site_span(root, &site) {
+                    d = d.label(span, reason);
+                }
+                out.push(d);
+            }
+            GraphProblem::Cycle { path, origins } => {
+                let mut d = PlanDiagnostic::error(DEPENDENCY_CYCLE, format!("dependency cycle: {}", path.join(" → ")))
+                    .help("a step cannot wait for itself: remove one of the labelled edges");
+                for (i, origin) in origins.iter().enumerate() {
+                    let edge = format!("{} → {}", path[i], path[i + 1]);
+                    let site = match origin {
+                        EdgeOrigin::Runbook => None,
+                        EdgeOrigin::PlanAfter { key, index } => Some(RefSite::AfterItem { key: key.clone(), index: *index }),
+                        EdgeOrigin::GateBefore { gate, index } => Some(RefSite::GateBefore { gate: gate.clone(), index: *index }),
+                        EdgeOrigin::GateAfter { gate, index } => Some(RefSite::GateAfter { gate: gate.clone(), index: *index }),
+                    };
+                    if let Some(span) = site.and_then(|s| site_span(root, &s)) {
+                        d = d.label(span, edge);
+                    }
+                }
+                out.push(d);
+            }
+        }
+    }
+    graph
+}
+
+fn site_span(root: &Node, site: &RefSite) -> Option<ByteSpan> {
+    match site {
+        RefSite::AfterKey { key } => root.get("after")?.entry(key).map(|e| e.key.span.clone()),
+        RefSite::AfterItem { key, index } => seq(root.get("after")?.get(key)).nth(*index).map(|n| n.span.clone()),
+        RefSite::GateBefore { gate, index } => seq(root.get("manual")?.get(gate)?.get("before")).nth(*index).map(|n| n.span.clone()),
+        RefSite::GateAfter { gate, index } => seq(root.get("manual")?.get(gate)?.get("after")).nth(*index).map(|n| n.span.clone()),
+    }
+}
+
+fn seq(node: Option<&Node>) -> impl Iterator<Item = &Node> {
+    node.and_then(Node::as_seq).unwrap_or_default().iter()
+}
+
+fn display_dir(dir: &Path) -> String {
+    let shown = dir.display().to_string();
+    if shown.is_empty() {
+        ".".to_string()
+    } else {
+        shown
+    }
+}
+
+/// RFC 1123 host name (letters, digits, hyphens; labels of 1–63; 253 in all).
+pub fn is_hostname(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 253
+        && text.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// `local@domain` with a plausible local part (dot-atom) and a host-name domain.
+pub fn split_email(text: &str) -> Option<(&str, &str)> {
+    let (local, domain) = text.rsplit_once('@')?;
+    let local_ok = !local.is_empty()
+        && local.len() <= 64
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && local.chars().all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
+    (local_ok && is_hostname(domain) && domain.contains('.')).then_some((local, domain))
+}
+
+/// `24h`, `90m`, `2d`, `30s` → seconds.
+pub fn parse_duration(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let unit_at = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(unit_at);
+    let n: u64 = number.parse().ok()?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    n.checked_mul(scale)
+}
+
+/// Calendar dates without pulling in a date crate for one check.
+pub mod chrono_free {
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+    pub struct Date {
+        pub year: u16,
+        pub month: u8,
+        pub day: u8,
+    }
+
+    impl Date {
+        /// Strict `YYYY-MM-DD` with a real day of the month.
+        pub fn parse(text: &str) -> Option<Date> {
+            let bytes = text.as_bytes();
+            if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
+                return None;
+            }
+            let year: u16 = text.get(0..4)?.parse().ok()?;
+            let month: u8 = text.get(5..7)?.parse().ok()?;
+            let day: u8 = text.get(8..10)?.parse().ok()?;
+            let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+            let days = match month {
+                1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+                4 | 6 | 9 | 11 => 30,
+                2 if leap => 29,
+                2 => 28,
+                _ => return None,
+            };
+            (year >= 1970 && (1..=days).contains(&day)).then_some(Date { year, month, day })
+        }
+    }
+}
