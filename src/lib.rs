@@ -5,3 +5,4 @@
 pub mod cli;
 pub mod connectors;
 pub mod plan;
+pub mod redact;
