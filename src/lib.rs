@@ -6,3 +6,4 @@ pub mod cli;
 pub mod connectors;
 pub mod plan;
 pub mod redact;
+pub mod state;
