@@ -29,7 +29,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use lock::{Liveness, LockGuard, LockHolder};
+pub use lock::{hostname, liveness, Liveness, LockGuard, LockHolder};
 pub use migrations::SCHEMA_VERSION;
 pub use sqlite::{OpenOptions, SqliteStore};
 
