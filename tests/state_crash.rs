@@ -43,7 +43,7 @@ fn child_process_entry() {
         let delta = Counts {
             items: 1,
             bytes: BYTES_PER_ITEM,
-            skipped: u64::from(uid % 3 == 0),
+            skipped: u64::from(uid.is_multiple_of(3)),
         };
         store
             .commit_progress(STEP, delta, &[("INBOX", &value), ("Sent Items", &value)])

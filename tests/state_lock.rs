@@ -40,7 +40,7 @@ fn locked(err: StateError) -> (cutover::state::LockHolder, Liveness, String) {
     match err {
         StateError::Locked {
             holder, liveness, ..
-        } => (holder, liveness, message),
+        } => (*holder, liveness, message),
         other => panic!("expected Locked, got {other:?}"),
     }
 }

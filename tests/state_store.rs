@@ -191,7 +191,7 @@ fn step_lifecycle_through_the_trait_object() {
     assert!(store.step(id).unwrap().is_none());
     assert!(store.checkpoints(id).unwrap().is_empty());
 
-    store.set_config_hash(id, "DEADbeef01").unwrap();
+    store.set_config_hash(id, "deadbeef01").unwrap();
     let rec = store.step(id).unwrap().unwrap();
     assert_eq!(rec.status, StepStatus::Pending);
     assert_eq!(rec.config_hash.as_deref(), Some("deadbeef01"));
@@ -453,4 +453,24 @@ fn runs_are_recorded_from_lock_to_finish() {
     store
         .finish_run("no-such-run", RunOutcome::Succeeded)
         .unwrap();
+}
+
+#[test]
+fn a_write_blocked_past_the_busy_timeout_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("acme.db");
+    let options = OpenOptions {
+        busy_timeout: Duration::from_millis(50),
+        ..OpenOptions::default()
+    };
+    let store = SqliteStore::open_with(&path, &options).unwrap();
+    let blocker = raw(&path);
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    let err = store.mark_running("user.alice").unwrap_err();
+    assert!(matches!(err, StateError::Busy { .. }), "{err:?}");
+    assert!(err.to_string().contains("acme.db"), "{err}");
+
+    blocker.execute_batch("ROLLBACK").unwrap();
+    store.mark_running("user.alice").unwrap();
 }

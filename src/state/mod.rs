@@ -220,11 +220,19 @@ pub enum StateError {
         source: rusqlite::Error,
     },
 
+    /// Another process kept the file's write lock past the busy timeout (SQLite's own lock,
+    /// held for milliseconds per transaction — not the apply lock).
+    #[error(
+        "state file {path} is busy: {op} waited too long for another process's write \
+         (is something holding a long transaction on it?)"
+    )]
+    Busy { path: PathBuf, op: &'static str },
+
     /// Another apply holds the lock. The message is meant to be shown as is.
     #[error("{}", lock::locked_message(path, holder, *liveness))]
     Locked {
         path: PathBuf,
-        holder: LockHolder,
+        holder: Box<LockHolder>,
         liveness: Liveness,
     },
 
@@ -278,7 +286,8 @@ pub trait StateStore: Send + Sync {
     /// the caller first calls [`clear_step`](Self::clear_step) — this method does not reset
     /// anything by itself. `hash` must be a non-empty hex string
     /// ([`StateError::InvalidArgument`] otherwise), which also keeps configs (and their
-    /// secrets) out of this column.
+    /// secrets) out of this column. It is stored exactly as given — the caller compares it
+    /// byte for byte with the plan's, so it must always produce the same spelling.
     fn set_config_hash(&self, id: &str, hash: &str) -> Result<()>;
 
     /// Marks the step `running`: increments `attempts`, sets `started_at` to now and clears

@@ -5,6 +5,9 @@
 //! a file that SQLite recovers to the last commit on next open. Everything the engine needs to
 //! stay consistent — counters with checkpoints, a reset with its checkpoint deletion, the lock
 //! check with the lock take-over — happens inside single transactions.
+//!
+//! WAL needs shared memory between the processes using the file, so the state file must be on
+//! a local file system (not NFS/SMB) — the default beside the plan in a git checkout is.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -242,21 +245,26 @@ impl SqliteStore {
     }
 
     fn acquire(&self, timeout: Duration, steal_dead: bool) -> Result<LockGuard> {
-        let deadline = Instant::now() + timeout;
+        // A timeout too large to represent means "wait for ever".
+        let deadline = Instant::now().checked_add(timeout);
         loop {
             let (holder, liveness) = match self.try_acquire(steal_dead)? {
                 Ok(guard) => return Ok(guard),
                 Err(held) => held,
             };
             let now = Instant::now();
-            if now >= deadline {
-                return Err(StateError::Locked {
-                    path: self.path.clone(),
-                    holder,
-                    liveness,
-                });
-            }
-            std::thread::sleep(LOCK_POLL.min(deadline - now));
+            let pause = match deadline {
+                Some(deadline) if now >= deadline => {
+                    return Err(StateError::Locked {
+                        path: self.path.clone(),
+                        holder: Box::new(holder),
+                        liveness,
+                    });
+                }
+                Some(deadline) => LOCK_POLL.min(deadline - now),
+                None => LOCK_POLL,
+            };
+            std::thread::sleep(pause);
         }
     }
 }
@@ -293,7 +301,7 @@ impl StateStore for SqliteStore {
             .execute(
                 "INSERT INTO steps (id, config_hash, updated_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT (id) DO UPDATE SET config_hash = ?2, updated_at = ?3",
-                params![id, hash.to_ascii_lowercase(), now],
+                params![id, hash, now],
             )
             .map_err(|e| self.err("set config hash", e))?;
         Ok(())
@@ -535,6 +543,10 @@ pub(crate) fn classify(path: &Path, op: &'static str, source: rusqlite::Error) -
         Some(ErrorCode::NotADatabase) => StateError::Foreign {
             path: path.to_owned(),
             reason: "it is not an SQLite database".into(),
+        },
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StateError::Busy {
+            path: path.to_owned(),
+            op,
         },
         Some(ErrorCode::DatabaseCorrupt) => StateError::Corrupt {
             path: path.to_owned(),
