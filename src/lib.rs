@@ -6,3 +6,5 @@ pub mod cli;
 pub mod connectors;
 pub mod graph;
 pub mod plan;
+pub mod redact;
+pub mod state;

@@ -26,3 +26,6 @@ pub fn run(args: &[&str]) -> Captured {
         stderr: String::from_utf8(err).expect("stderr is UTF-8"),
     }
 }
+
+pub mod child;
+pub use child::*;
