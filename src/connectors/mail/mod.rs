@@ -11,12 +11,14 @@
 
 mod date;
 mod encoding;
+pub mod mbox;
 pub mod message;
 pub mod utf7;
 
 use std::io;
 use std::path::PathBuf;
 
+pub use mbox::{MboxMessage, MboxReader, MboxVariant, MboxWriter};
 pub use message::{DedupeKey, Flag, Flags, RawMessage};
 
 /// Errors name the file and, where one exists, the byte offset, so a report can point a
