@@ -11,6 +11,7 @@
 
 mod date;
 mod encoding;
+pub mod maildir;
 pub mod mbox;
 pub mod message;
 pub mod utf7;
@@ -18,6 +19,7 @@ pub mod utf7;
 use std::io;
 use std::path::PathBuf;
 
+pub use maildir::{AppendOutcome, FolderPath, Maildir, MaildirEntry, MaildirTarget};
 pub use mbox::{MboxMessage, MboxReader, MboxVariant, MboxWriter};
 pub use message::{DedupeKey, Flag, Flags, RawMessage};
 
