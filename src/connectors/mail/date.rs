@@ -119,7 +119,10 @@ fn parse_hms(token: &str) -> Option<i64> {
         Some(s) => s.parse().ok()?,
         None => 0,
     };
-    if it.next().is_some() || !(0..24).contains(&h) || !(0..60).contains(&m) || !(0..61).contains(&s)
+    if it.next().is_some()
+        || !(0..24).contains(&h)
+        || !(0..60).contains(&m)
+        || !(0..61).contains(&s)
     {
         return None;
     }
@@ -181,9 +184,18 @@ mod tests {
     #[test]
     fn parses_common_separator_shapes() {
         let t = Some(at(1_672_671_845));
-        assert_eq!(parse_asctime_anywhere("MAILER-DAEMON Mon Jan  2 15:04:05 2023"), t);
-        assert_eq!(parse_asctime_anywhere("a@b.c Mon Jan 2 15:04:05 +0000 2023"), t);
-        assert_eq!(parse_asctime_anywhere("- Mon Jan 02 15:04:05 2023 +0000"), t);
+        assert_eq!(
+            parse_asctime_anywhere("MAILER-DAEMON Mon Jan  2 15:04:05 2023"),
+            t
+        );
+        assert_eq!(
+            parse_asctime_anywhere("a@b.c Mon Jan 2 15:04:05 +0000 2023"),
+            t
+        );
+        assert_eq!(
+            parse_asctime_anywhere("- Mon Jan 02 15:04:05 2023 +0000"),
+            t
+        );
         assert_eq!(parse_asctime_anywhere("x@y Jan 2 15:04:05 2023"), t);
         assert_eq!(parse_asctime_anywhere("garbage"), None);
         assert_eq!(parse_asctime_anywhere("Jan 99 25:00:00 2023"), None);
@@ -192,7 +204,13 @@ mod tests {
 
     #[test]
     fn round_trip_over_centuries() {
-        for secs in [0u64, 951_782_400, 4_107_542_399, 1_709_164_800, 32_503_680_000] {
+        for secs in [
+            0u64,
+            951_782_400,
+            4_107_542_399,
+            1_709_164_800,
+            32_503_680_000,
+        ] {
             let s = format_asctime(at(secs));
             assert_eq!(parse_asctime_anywhere(&s), Some(at(secs)), "{s}");
         }

@@ -93,8 +93,8 @@ pub(crate) fn unhex(text: &str) -> Option<Vec<u8>> {
 /// Windows-1252 0x80..=0x9F; the rest of the range is Latin-1. Undefined slots map to U+FFFD.
 const CP1252_HIGH: [char; 32] = [
     '€', '\u{fffd}', '‚', 'ƒ', '„', '…', '†', '‡', 'ˆ', '‰', 'Š', '‹', 'Œ', '\u{fffd}', 'Ž',
-    '\u{fffd}', '\u{fffd}', '‘', '’', '“', '”', '•', '–', '—', '˜', '™', 'š', '›', 'œ',
-    '\u{fffd}', 'ž', 'Ÿ',
+    '\u{fffd}', '\u{fffd}', '‘', '’', '“', '”', '•', '–', '—', '˜', '™', 'š', '›', 'œ', '\u{fffd}',
+    'ž', 'Ÿ',
 ];
 
 /// Bytes in a named charset to text, or `None` for a charset this display code does not know.
@@ -102,7 +102,9 @@ pub(crate) fn decode_charset(charset: &str, bytes: &[u8]) -> Option<String> {
     // RFC 2231 allows a language suffix: "utf-8*en".
     let cs = charset.split('*').next().unwrap_or("").to_ascii_lowercase();
     match cs.as_str() {
-        "utf-8" | "utf8" | "us-ascii" | "ascii" => Some(String::from_utf8_lossy(bytes).into_owned()),
+        "utf-8" | "utf8" | "us-ascii" | "ascii" => {
+            Some(String::from_utf8_lossy(bytes).into_owned())
+        }
         "iso-8859-1" | "latin1" | "l1" | "iso_8859-1" => {
             Some(bytes.iter().map(|&b| char::from(b)).collect())
         }
@@ -352,7 +354,10 @@ mod tests {
             ("(=?ISO-8859-1?Q?a?= =?ISO-8859-15?Q?_b?=)", "(a b)"),
             ("=?ISO-8859-2?Q?a?=", "=?ISO-8859-2?Q?a?="),
             ("=?utf-8?B?w6TDtsO8?=", "äöü"),
-            ("Re: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?= aus Berlin", "Re: Grüße aus Berlin"),
+            (
+                "Re: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?= aus Berlin",
+                "Re: Grüße aus Berlin",
+            ),
             ("=?windows-1252?Q?=80_100?=", "€ 100"),
             ("=?x-unknown?Q?abc?=", "=?x-unknown?Q?abc?="),
             ("=?utf-8?B?not base64?=", "=?utf-8?B?not base64?="),
@@ -369,7 +374,10 @@ mod tests {
     #[test]
     fn split_multibyte_across_words() {
         // "ü" = C3 BC split across two words.
-        assert_eq!(decode_rfc2047(b"=?UTF-8?Q?M=C3?= =?UTF-8?Q?=BCller?="), "Müller");
+        assert_eq!(
+            decode_rfc2047(b"=?UTF-8?Q?M=C3?= =?UTF-8?Q?=BCller?="),
+            "Müller"
+        );
     }
 
     #[test]

@@ -599,7 +599,11 @@ fn scan_index(dir: &Path) -> Result<HashSet<DedupeKey>> {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(MailError::io(&path, e)),
             };
-            if !file.metadata().map_err(|e| MailError::io(&path, e))?.is_file() {
+            if !file
+                .metadata()
+                .map_err(|e| MailError::io(&path, e))?
+                .is_file()
+            {
                 continue;
             }
             let key = DedupeKey::from_reader(file).map_err(|e| MailError::io(&path, e))?;

@@ -362,9 +362,7 @@ impl<W: Write> MboxWriter<W> {
                 .map(|c| if c.is_whitespace() { '_' } else { c })
                 .collect()
         };
-        let when = message
-            .internal_date
-            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let when = message.internal_date.unwrap_or(SystemTime::UNIX_EPOCH);
         let separator = format!("From {sender} {}", date::format_asctime(when));
         self.put(separator.as_bytes())?;
         self.put(eol)?;

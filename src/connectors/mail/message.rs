@@ -539,7 +539,10 @@ mod tests {
             .with_keyword("");
         assert!(f.contains(Flag::Seen) && f.contains(Flag::Draft) && !f.contains(Flag::Flagged));
         assert_eq!(f.keywords().collect::<Vec<_>>(), vec!["$Label1"]);
-        assert_eq!(f.system().collect::<Vec<_>>(), vec![Flag::Seen, Flag::Draft]);
+        assert_eq!(
+            f.system().collect::<Vec<_>>(),
+            vec![Flag::Seen, Flag::Draft]
+        );
         let mut g = f.clone();
         g.remove(Flag::Seen);
         assert!(!g.contains(Flag::Seen));

@@ -9,6 +9,7 @@
 //!
 //! Everything streams: memory is bounded by the largest single message, never by a mailbox.
 
+pub mod corpus;
 mod date;
 mod encoding;
 pub mod maildir;
