@@ -182,6 +182,15 @@ fn dedupe_by_message_id_and_by_hash() {
     ));
 
     assert_eq!(names_in(&dir.path().join("cur")).len(), 3);
+    // Queries never create folders; an incomplete folder is completed on append.
+    assert!(!t.contains(&folder("Nope"), &a1.dedupe_key()).unwrap());
+    assert!(!dir.path().join(".Nope").exists());
+    fs::create_dir_all(dir.path().join(".Half/cur")).unwrap();
+    assert!(matches!(
+        t.append(&folder("Half"), &a1).unwrap(),
+        AppendOutcome::Appended { .. }
+    ));
+    assert!(dir.path().join(".Half/maildirfolder").is_file());
     assert_eq!(t.indexed_count(&inbox).unwrap(), 3);
     assert!(t.contains(&inbox, &n2.dedupe_key()).unwrap());
 }

@@ -323,8 +323,8 @@ impl Corpus {
         let from = *self.rng.pick(&PEOPLE);
         let to = *self.rng.pick(&PEOPLE);
         let subject = match i % 3 {
-            0 => encode_rfc2047_b(*self.rng.pick(&UNICODE_SUBJECTS)),
-            1 => encode_rfc2047_q(*self.rng.pick(&UNICODE_SUBJECTS)),
+            0 => encode_rfc2047_b(self.rng.pick::<&str>(&UNICODE_SUBJECTS)),
+            1 => encode_rfc2047_q(self.rng.pick::<&str>(&UNICODE_SUBJECTS)),
             _ => (*self.rng.pick(&ASCII_SUBJECTS)).to_owned(),
         }
         .replace("\r\n", "\n");
@@ -351,7 +351,7 @@ impl Corpus {
             ));
         }
         h.push_str("MIME-Version: 1.0\n");
-        h.push_str(&status_headers(&flags, i % 2 == 0));
+        h.push_str(&status_headers(&flags, i.is_multiple_of(2)));
 
         let mut text = String::new();
         text.push_str(&format!("Hello {},\n\n", to.0));

@@ -86,7 +86,7 @@ pub(crate) fn format_asctime(t: SystemTime) -> String {
 /// `Mon, 02 Jan 2023 16:04:05 +0100`: the RFC 5322 date of `t` as seen in a zone
 /// `offset_minutes` east of UTC.
 pub(crate) fn format_rfc5322(t: SystemTime, offset_minutes: i32) -> String {
-    let p = parts(unix_secs(t) + i64::from(offset_minutes) * 60);
+    let p = parts(unix_secs(t).saturating_add(i64::from(offset_minutes) * 60));
     let sign = if offset_minutes < 0 { '-' } else { '+' };
     let off = offset_minutes.unsigned_abs();
     format!(

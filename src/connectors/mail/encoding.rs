@@ -82,7 +82,7 @@ fn hex_value(b: u8) -> Option<u8> {
 
 pub(crate) fn unhex(text: &str) -> Option<Vec<u8>> {
     let b = text.as_bytes();
-    if b.len() % 2 != 0 {
+    if !b.len().is_multiple_of(2) {
         return None;
     }
     b.chunks(2)

@@ -363,6 +363,8 @@ impl AppendOutcome {
 
 struct FolderState {
     dir: PathBuf,
+    /// Whether the directories exist; queries on a missing folder must not create it.
+    exists: bool,
     index: HashSet<DedupeKey>,
     keywords: Vec<String>,
 }
@@ -408,12 +410,12 @@ impl MaildirTarget {
 
     /// Whether the folder already holds a message with this key.
     pub fn contains(&mut self, folder: &FolderPath, key: &DedupeKey) -> Result<bool> {
-        Ok(self.folder_state(folder)?.index.contains(key))
+        Ok(self.folder_state(folder, false)?.index.contains(key))
     }
 
     /// Number of distinct keys in the folder (existing files plus this instance's appends).
     pub fn indexed_count(&mut self, folder: &FolderPath) -> Result<usize> {
-        Ok(self.folder_state(folder)?.index.len())
+        Ok(self.folder_state(folder, false)?.index.len())
     }
 
     /// Stores `message` in `folder` unless a message with the same [`DedupeKey`] is already
@@ -423,7 +425,7 @@ impl MaildirTarget {
         let key = message.dedupe_key();
         let host = self.host.clone();
         let pid = self.pid;
-        let state = self.folder_state(folder)?;
+        let state = self.folder_state(folder, true)?;
         if state.index.contains(&key) {
             return Ok(AppendOutcome::AlreadyPresent { key });
         }
@@ -465,27 +467,31 @@ impl MaildirTarget {
         Ok(AppendOutcome::Appended { key, path })
     }
 
-    /// The folder's state, created on first use: directories made, leftovers of crashed
-    /// writers removed from `tmp/`, the dedupe index built from the files present.
-    fn folder_state(&mut self, folder: &FolderPath) -> Result<&mut FolderState> {
+    /// The folder's state, created on first use: leftovers of crashed writers removed from
+    /// `tmp/`, the dedupe index built from the files present, and, when `create`, the
+    /// directories made.
+    fn folder_state(&mut self, folder: &FolderPath, create: bool) -> Result<&mut FolderState> {
         use std::collections::hash_map::Entry;
-        match self.folders.entry(folder.clone()) {
-            Entry::Occupied(e) => Ok(e.into_mut()),
+        let state = match self.folders.entry(folder.clone()) {
+            Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(v) => {
                 let dir = folder_dir(&self.root, folder);
-                if !folder.is_inbox() {
-                    create_folder(&self.root, &dir)?;
-                }
                 clean_tmp(&dir.join("tmp"), &self.host, self.pid, self.started_secs)?;
                 let index = scan_index(&dir)?;
                 let keywords = read_keywords(&dir)?;
-                Ok(v.insert(FolderState {
+                v.insert(FolderState {
+                    exists: ["cur", "new", "tmp"].iter().all(|d| dir.join(d).is_dir()),
                     dir,
                     index,
                     keywords,
-                }))
+                })
             }
+        };
+        if create && !state.exists {
+            create_folder(&self.root, &state.dir)?;
+            state.exists = true;
         }
+        Ok(state)
     }
 }
 

@@ -20,7 +20,7 @@ pub mod utf7;
 use std::io;
 use std::path::PathBuf;
 
-pub use maildir::{AppendOutcome, FolderPath, Maildir, MaildirEntry, MaildirTarget};
+pub use maildir::{AppendOutcome, FolderPath, Maildir, MaildirEntry, MaildirFolder, MaildirTarget};
 pub use mbox::{MboxMessage, MboxReader, MboxVariant, MboxWriter};
 pub use message::{DedupeKey, Flag, Flags, RawMessage};
 
