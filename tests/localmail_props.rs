@@ -51,7 +51,10 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
     #[test]
-    fn mboxrd_write_read_round_trip(bodies in proptest::collection::vec(body(), 0..6)) {
+    fn mboxrd_write_read_round_trip(
+        bodies in proptest::collection::vec(body(), 0..6),
+        buffer in 1usize..16,
+    ) {
         let mut out = Vec::new();
         let mut w = MboxWriter::new(&mut out);
         let mut offsets = Vec::new();
@@ -59,7 +62,9 @@ proptest! {
             offsets.push(w.write(&RawMessage::new(b.clone())).unwrap());
         }
         w.finish().unwrap();
-        let read: Vec<_> = MboxReader::new(&out[..], MboxVariant::Mboxrd, "prop")
+        // A tiny read buffer puts buffer boundaries inside separators and escapes.
+        let reader = std::io::BufReader::with_capacity(buffer, &out[..]);
+        let read: Vec<_> = MboxReader::new(reader, MboxVariant::Mboxrd, "prop")
             .collect::<Result<Vec<_>, _>>()
             .unwrap();
         prop_assert_eq!(read.len(), bodies.len());

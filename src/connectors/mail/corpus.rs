@@ -540,9 +540,11 @@ pub fn write_mbox(spec: &CorpusSpec, path: impl AsRef<Path>) -> Result<CorpusSum
 
 /// Writes the corpus into a maildir through [`MaildirTarget`], so flags, keywords and
 /// internal dates land exactly as a migration would store them. Re-running on the same root
-/// adds nothing (dedupe), which makes `demo init` idempotent too.
+/// adds nothing (dedupe), which makes `demo init` idempotent too. Written without fsync: it is
+/// a fixture, not a migration target.
 pub fn write_maildir(spec: &CorpusSpec, root: impl AsRef<Path>) -> Result<CorpusSummary> {
     let mut target = MaildirTarget::open(root)?;
+    target.set_sync(false);
     let mut summary = CorpusSummary::default();
     for m in generate(spec) {
         if let AppendOutcome::Appended { .. } = target.append(&m.folder, &m.message)? {
