@@ -1,0 +1,218 @@
+//! Calendar arithmetic for the two date formats local mail needs: the asctime date in an mbox
+//! `From ` separator (the internal date of an exported message) and the RFC 5322 `Date:` header
+//! the corpus generator writes. Hand-rolled because both are fixed formats in UTC and a date
+//! crate would be a large dependency for a few lines of Hinnant's civil-date algorithm.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// (year, month 1-12, day 1-31) for days since 1970-01-01.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Days since 1970-01-01 for a proleptic Gregorian date.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Whole seconds since the epoch; times before 1970 clamp to 0 (no mail predates it).
+fn unix_secs(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+struct Parts {
+    weekday: &'static str,
+    year: i64,
+    month: u32,
+    day: u32,
+    hour: i64,
+    min: i64,
+    sec: i64,
+}
+
+fn parts(secs: i64) -> Parts {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    Parts {
+        weekday: WEEKDAYS[days.rem_euclid(7) as usize],
+        year,
+        month,
+        day,
+        hour: rem / 3600,
+        min: rem % 3600 / 60,
+        sec: rem % 60,
+    }
+}
+
+/// `Mon Jan  2 15:04:05 2023`, as in mbox `From ` lines (always UTC).
+pub(crate) fn format_asctime(t: SystemTime) -> String {
+    let p = parts(unix_secs(t));
+    format!(
+        "{} {} {:>2} {:02}:{:02}:{:02} {}",
+        p.weekday,
+        MONTHS[p.month as usize - 1],
+        p.day,
+        p.hour,
+        p.min,
+        p.sec,
+        p.year
+    )
+}
+
+/// `Mon, 02 Jan 2023 16:04:05 +0100`: the RFC 5322 date of `t` as seen in a zone
+/// `offset_minutes` east of UTC.
+pub(crate) fn format_rfc5322(t: SystemTime, offset_minutes: i32) -> String {
+    let p = parts(unix_secs(t).saturating_add(i64::from(offset_minutes) * 60));
+    let sign = if offset_minutes < 0 { '-' } else { '+' };
+    let off = offset_minutes.unsigned_abs();
+    format!(
+        "{}, {:02} {} {} {:02}:{:02}:{:02} {}{:02}{:02}",
+        p.weekday,
+        p.day,
+        MONTHS[p.month as usize - 1],
+        p.year,
+        p.hour,
+        p.min,
+        p.sec,
+        sign,
+        off / 60,
+        off % 60
+    )
+}
+
+fn month_index(token: &str) -> Option<u32> {
+    MONTHS
+        .iter()
+        .position(|m| m.eq_ignore_ascii_case(token))
+        .map(|i| i as u32 + 1)
+}
+
+fn parse_hms(token: &str) -> Option<i64> {
+    let mut it = token.split(':');
+    let h: i64 = it.next()?.parse().ok()?;
+    let m: i64 = it.next()?.parse().ok()?;
+    let s: i64 = match it.next() {
+        Some(s) => s.parse().ok()?,
+        None => 0,
+    };
+    if it.next().is_some()
+        || !(0..24).contains(&h)
+        || !(0..60).contains(&m)
+        || !(0..61).contains(&s)
+    {
+        return None;
+    }
+    Some(h * 3600 + m * 60 + s)
+}
+
+/// Finds `Mon DD HH:MM[:SS] ... YYYY` anywhere in an mbox separator line's text after `From `.
+/// Writers disagree on the details (a zone before or after the year, a sender with spaces),
+/// so this searches instead of parsing positionally; the zone is ignored (taken as UTC),
+/// which is how mbox writers mean it. Returns `None` rather than guessing.
+pub(crate) fn parse_asctime_anywhere(text: &str) -> Option<SystemTime> {
+    let tokens: Vec<&str> = text.split_ascii_whitespace().collect();
+    for i in 0..tokens.len() {
+        let Some(month) = month_index(tokens[i]) else {
+            continue;
+        };
+        let Some(day) = tokens.get(i + 1).and_then(|d| d.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Some(secs) = tokens.get(i + 2).and_then(|t| parse_hms(t)) else {
+            continue;
+        };
+        let year = tokens[i + 3..]
+            .iter()
+            .take(2)
+            .find_map(|t| t.parse::<i64>().ok().filter(|y| (1970..=9999).contains(y)));
+        let Some(year) = year else {
+            continue;
+        };
+        if !(1..=31).contains(&day) {
+            continue;
+        }
+        let total = days_from_civil(year, month, day) * 86_400 + secs;
+        return u64::try_from(total)
+            .ok()
+            .map(|s| UNIX_EPOCH + Duration::from_secs(s));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn formats() {
+        // 2023-01-02T15:04:05Z was a Monday.
+        let t = at(1_672_671_845);
+        assert_eq!(format_asctime(t), "Mon Jan  2 15:04:05 2023");
+        assert_eq!(format_rfc5322(t, 60), "Mon, 02 Jan 2023 16:04:05 +0100");
+        assert_eq!(format_rfc5322(t, -330), "Mon, 02 Jan 2023 09:34:05 -0530");
+        assert_eq!(format_asctime(at(0)), "Thu Jan  1 00:00:00 1970");
+    }
+
+    #[test]
+    fn parses_common_separator_shapes() {
+        let t = Some(at(1_672_671_845));
+        assert_eq!(
+            parse_asctime_anywhere("MAILER-DAEMON Mon Jan  2 15:04:05 2023"),
+            t
+        );
+        assert_eq!(
+            parse_asctime_anywhere("a@b.c Mon Jan 2 15:04:05 +0000 2023"),
+            t
+        );
+        assert_eq!(
+            parse_asctime_anywhere("- Mon Jan 02 15:04:05 2023 +0000"),
+            t
+        );
+        assert_eq!(parse_asctime_anywhere("x@y Jan 2 15:04:05 2023"), t);
+        assert_eq!(parse_asctime_anywhere("garbage"), None);
+        assert_eq!(parse_asctime_anywhere("Jan 99 25:00:00 2023"), None);
+        assert_eq!(parse_asctime_anywhere(""), None);
+    }
+
+    #[test]
+    fn round_trip_over_centuries() {
+        for secs in [
+            0u64,
+            951_782_400,
+            4_107_542_399,
+            1_709_164_800,
+            32_503_680_000,
+        ] {
+            let s = format_asctime(at(secs));
+            assert_eq!(parse_asctime_anywhere(&s), Some(at(secs)), "{s}");
+        }
+    }
+}
