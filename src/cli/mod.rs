@@ -3,6 +3,7 @@
 //!
 //! Every subcommand exposes `Args` (clap) and `run(&Args, &mut Output) -> ExitCode`.
 
+pub mod demo;
 pub mod graph;
 pub mod schema;
 pub mod validate;
@@ -47,6 +48,8 @@ pub enum Command {
     Schema(schema::Args),
     /// Print the step DAG as DOT or Mermaid.
     Graph(graph::Args),
+    /// Sample data for the demo plan.
+    Demo(demo::Args),
 }
 
 /// `--target` / `--exclude`, shared by graph, plan and apply.
@@ -101,5 +104,6 @@ pub fn run(cli: Cli, output: &mut Output<'_>) -> ExitCode {
         Command::Validate(args) => validate::run(args, output),
         Command::Schema(args) => schema::run(args, output),
         Command::Graph(args) => graph::run(args, output),
+        Command::Demo(args) => demo::run(args, output),
     }
 }

@@ -17,29 +17,67 @@ pub const INVALID_VALUE: &str = "cutover::plan::invalid-value";
 pub const DUPLICATE_KEY: &str = "cutover::plan::duplicate-key";
 
 /// Where in the plan a node sits, for messages and for anchoring "missing field" labels.
+/// A borrowed chain up to the root: the dotted path is only rendered when a problem is found,
+/// which keeps large plans fast.
 #[derive(Clone)]
-struct Place<'a> {
-    path: String,
+struct Place<'p> {
+    parent: Option<&'p Place<'p>>,
+    seg: Seg<'p>,
     /// The key whose value is this node, when there is one.
     key_span: Option<ByteSpan>,
     /// The property's own description from the schema, for help lines.
-    description: Option<&'a str>,
+    description: Option<&'p str>,
 }
 
-impl Place<'_> {
-    fn child_key(&self, key: &str) -> String {
-        if self.path.is_empty() {
-            key.to_string()
-        } else {
-            format!("{}.{key}", self.path)
+#[derive(Clone, Copy)]
+enum Seg<'p> {
+    Root,
+    Key(&'p str),
+    Index(usize),
+}
+
+impl<'p> Place<'p> {
+    fn root() -> Self {
+        Place { parent: None, seg: Seg::Root, key_span: None, description: None }
+    }
+
+    fn child(&'p self, seg: Seg<'p>, key_span: Option<ByteSpan>) -> Place<'p> {
+        Place { parent: Some(self), seg, key_span, description: None }
+    }
+
+    fn without_description(&self) -> Place<'p> {
+        Place { description: None, ..self.clone() }
+    }
+
+    /// `users[2].migrate[0].password`
+    fn path(&self) -> String {
+        let mut segs = Vec::new();
+        let mut at = Some(self);
+        while let Some(place) = at {
+            segs.push(place.seg);
+            at = place.parent;
         }
+        let mut out = String::new();
+        for seg in segs.into_iter().rev() {
+            match seg {
+                Seg::Root => {}
+                Seg::Key(k) if out.is_empty() => out.push_str(k),
+                Seg::Key(k) => {
+                    out.push('.');
+                    out.push_str(k);
+                }
+                Seg::Index(i) => out.push_str(&format!("[{i}]")),
+            }
+        }
+        out
     }
 
     fn where_(&self) -> String {
-        if self.path.is_empty() {
+        let path = self.path();
+        if path.is_empty() {
             "at the top level".to_string()
         } else {
-            format!("in `{}`", self.path)
+            format!("in `{path}`")
         }
     }
 }
@@ -56,12 +94,7 @@ const SECRET_REF: &str = "#/$defs/SecretRef";
 pub fn check(root: &Node, schema: &J) -> SchemaFindings {
     let mut out = Vec::new();
     let checker = Checker { root: schema, inline_secrets: Default::default() };
-    let place = Place {
-        path: String::new(),
-        key_span: None,
-        description: None,
-    };
-    checker.check(root, schema, &place, &mut out);
+    checker.check(root, schema, &Place::root(), &mut out);
     SchemaFindings { diagnostics: out, inline_secrets: checker.inline_secrets.into_inner() }
 }
 
@@ -76,8 +109,12 @@ impl<'s> Checker<'s> {
         for _ in 0..32 {
             match current.get("$ref").and_then(J::as_str) {
                 Some(reference) => {
-                    let pointer = reference.trim_start_matches('#');
-                    match self.root.pointer(pointer) {
+                    // schemars only emits `#/$defs/<Name>`: look it up without pointer parsing.
+                    let target = match reference.strip_prefix("#/$defs/") {
+                        Some(name) => self.root.get("$defs").and_then(|d| d.get(name)),
+                        None => self.root.pointer(reference.trim_start_matches('#')),
+                    };
+                    match target {
                         Some(target) => current = target,
                         None => return current,
                     }
@@ -88,9 +125,9 @@ impl<'s> Checker<'s> {
         current
     }
 
-    fn check(&self, node: &Node, schema: &'s J, place: &Place<'s>, out: &mut Vec<PlanDiagnostic>) {
+    fn check(&self, node: &Node, schema: &'s J, place: &Place<'_>, out: &mut Vec<PlanDiagnostic>) {
         if schema.get("$ref").and_then(J::as_str) == Some(SECRET_REF) && node.as_str().is_some() {
-            self.inline_secrets.borrow_mut().push((place.path.clone(), node.span.clone()));
+            self.inline_secrets.borrow_mut().push((place.path(), node.span.clone()));
         }
         let description = place
             .description
@@ -127,11 +164,7 @@ impl<'s> Checker<'s> {
             Value::Seq(items) => {
                 if let Some(item_schema) = schema.get("items") {
                     for (i, item) in items.iter().enumerate() {
-                        let item_place = Place {
-                            path: format!("{}[{i}]", place.path),
-                            key_span: None,
-                            description: None,
-                        };
+                        let item_place = place.child(Seg::Index(i), None);
                         self.check(item, item_schema, &item_place, out);
                     }
                 }
@@ -167,29 +200,31 @@ impl<'s> Checker<'s> {
         &self,
         node: &Node,
         schema: &'s J,
-        place: &Place<'s>,
+        place: &Place<'_>,
         out: &mut Vec<PlanDiagnostic>,
     ) {
         let entries = node.as_map().unwrap_or_default();
         let properties = schema.get("properties").and_then(J::as_object);
         let additional = schema.get("additionalProperties");
-        let known: Vec<&str> = properties
-            .map(|p| p.keys().map(String::as_str).collect())
-            .unwrap_or_default();
 
         for (i, entry) in entries.iter().enumerate() {
-            let Some(key) = entry.key.as_str().map(str::to_string).or_else(|| {
-                matches!(entry.key.value, Value::Int(_) | Value::Bool(_) | Value::Float(_))
-                    .then(|| entry.key.scalar_text())
-            }) else {
-                out.push(
-                    PlanDiagnostic::error(WRONG_TYPE, format!("a key {} is {}", place.where_(), entry.key.kind_name()))
-                        .label(entry.key.span.clone(), "keys must be plain names")
-                        .help("write keys as plain text, e.g. `host:`"),
-                );
-                continue;
+            let scalar_key;
+            let key: &str = match &entry.key.value {
+                Value::String { text, .. } => text,
+                Value::Int(_) | Value::Bool(_) | Value::Float(_) => {
+                    scalar_key = entry.key.scalar_text();
+                    &scalar_key
+                }
+                _ => {
+                    out.push(
+                        PlanDiagnostic::error(WRONG_TYPE, format!("a key {} is {}", place.where_(), entry.key.kind_name()))
+                            .label(entry.key.span.clone(), "keys must be plain names")
+                            .help("write keys as plain text, e.g. `host:`"),
+                    );
+                    continue;
+                }
             };
-            if let Some(first) = entries[..i].iter().find(|e| e.key.scalar_text() == key) {
+            if let Some(first) = entries[..i].iter().find(|e| same_key(&e.key, key)) {
                 out.push(
                     PlanDiagnostic::error(DUPLICATE_KEY, format!("`{key}` appears twice {}", place.where_()))
                         .label(entry.key.span.clone(), "second occurrence")
@@ -198,12 +233,8 @@ impl<'s> Checker<'s> {
                 );
                 continue;
             }
-            let child_place = Place {
-                path: place.child_key(&key),
-                key_span: Some(entry.key.span.clone()),
-                description: None,
-            };
-            if let Some(prop) = properties.and_then(|p| p.get(&key)) {
+            let child_place = place.child(Seg::Key(key), Some(entry.key.span.clone()));
+            if let Some(prop) = properties.and_then(|p| p.get(key)) {
                 self.check(&entry.value, prop, &child_place, out);
             } else if let Some(extra) = additional.filter(|a| a.is_object()) {
                 self.check(&entry.value, extra, &child_place, out);
@@ -213,7 +244,8 @@ impl<'s> Checker<'s> {
                     format!("unknown field `{key}` {}", place.where_()),
                 )
                 .label(entry.key.span.clone(), "not a field here");
-                let suggestion = did_you_mean(&key, known.iter().copied());
+                let known: Vec<&str> = properties.map(|p| p.keys().map(String::as_str).collect()).unwrap_or_default();
+                let suggestion = did_you_mean(key, known.iter().copied());
                 let fields = list_names(known.iter().copied());
                 diagnostic = diagnostic.help(match suggestion {
                     Some(s) => format!("did you mean `{s}`? Fields here: {fields}"),
@@ -249,9 +281,8 @@ impl<'s> Checker<'s> {
         }
     }
 
-    fn check_const(&self, node: &Node, allowed: &[&J], place: &Place<'s>, out: &mut Vec<PlanDiagnostic>) {
-        let json = node.to_json();
-        if allowed.iter().any(|a| **a == json) {
+    fn check_const(&self, node: &Node, allowed: &[&J], place: &Place<'_>, out: &mut Vec<PlanDiagnostic>) {
+        if allowed.iter().any(|a| scalar_equals(node, a)) {
             return;
         }
         let names: Vec<String> = allowed
@@ -259,7 +290,8 @@ impl<'s> Checker<'s> {
             .map(|a| a.as_str().map_or_else(|| a.to_string(), str::to_string))
             .collect();
         let found = node.scalar_text();
-        let field = place.path.rsplit(['.', '[']).next().unwrap_or(&place.path);
+        let path = place.path();
+        let field = path.rsplit(['.', '[']).next().unwrap_or(&path);
         let mut diagnostic = PlanDiagnostic::error(
             INVALID_VALUE,
             format!("`{found}` is not a valid `{field}`"),
@@ -274,7 +306,7 @@ impl<'s> Checker<'s> {
         out.push(diagnostic);
     }
 
-    fn check_union(&self, node: &Node, written: &'s [J], place: &Place<'s>, out: &mut Vec<PlanDiagnostic>) {
+    fn check_union(&self, node: &Node, written: &'s [J], place: &Place<'_>, out: &mut Vec<PlanDiagnostic>) {
         let is_null_branch = |b: &J| self.deref(b).get("type").and_then(J::as_str) == Some("null");
         if matches!(node.value, Value::Null) && written.iter().any(is_null_branch) {
             return;
@@ -297,7 +329,7 @@ impl<'s> Checker<'s> {
             if let Some(entries) = node.as_map() {
                 let tags: Vec<&J> = non_null
                     .iter()
-                    .filter_map(|b| b.pointer(&format!("/properties/{tag}/const")))
+                    .filter_map(|b| tag_const(b, tag))
                     .collect();
                 match entries.iter().find(|e| e.key.as_str() == Some(tag)) {
                     None => out.push(
@@ -309,15 +341,10 @@ impl<'s> Checker<'s> {
                             )),
                     ),
                     Some(entry) => {
-                        let value = entry.value.to_json();
-                        match non_null.iter().find(|b| b.pointer(&format!("/properties/{tag}/const")) == Some(&value)) {
-                            Some(branch) => self.check(node, branch, &Place { description: None, ..place.clone() }, out),
+                        match non_null.iter().find(|b| tag_const(b, tag).is_some_and(|c| scalar_equals(&entry.value, c))) {
+                            Some(branch) => self.check(node, branch, &place.without_description(), out),
                             None => {
-                                let tag_place = Place {
-                                    path: place.child_key(tag),
-                                    key_span: Some(entry.key.span.clone()),
-                                    description: None,
-                                };
+                                let tag_place = place.child(Seg::Key(tag), Some(entry.key.span.clone()));
                                 self.check_const(&entry.value, &tags, &tag_place, out);
                             }
                         }
@@ -330,7 +357,7 @@ impl<'s> Checker<'s> {
         let mut attempts: Vec<(Vec<PlanDiagnostic>, &'s J)> = Vec::new();
         for branch in &non_null {
             let mut found = Vec::new();
-            self.check(node, branch, &Place { description: None, ..place.clone() }, &mut found);
+            self.check(node, branch, &place.without_description(), &mut found);
             if found.is_empty() {
                 return;
             }
@@ -353,7 +380,7 @@ impl<'s> Checker<'s> {
         out.push(
             PlanDiagnostic::error(
                 WRONG_TYPE,
-                format!("`{}` has the wrong shape {}", leaf(&place.path), parent_where(&place.path)),
+                format!("`{}` has the wrong shape {}", leaf(&place.path()), parent_where(&place.path())),
             )
             .label(node.span.clone(), format!("expected {}", alternatives.join(" or ")))
             .help(place.description.map_or_else(
@@ -370,6 +397,28 @@ fn is_only_missing_fields(found: &[PlanDiagnostic], node: &Node) -> bool {
     node.as_map().is_some_and(|m| m.is_empty()) && found.iter().all(|d| d.code == MISSING_FIELD)
 }
 
+fn tag_const<'a>(branch: &'a J, tag: &str) -> Option<&'a J> {
+    branch.get("properties")?.get(tag)?.get("const")
+}
+
+fn scalar_equals(node: &Node, value: &J) -> bool {
+    match (&node.value, value) {
+        (Value::String { text, .. }, J::String(v)) => text == v,
+        (Value::Bool(a), J::Bool(b)) => a == b,
+        (Value::Int(a), J::Number(b)) => b.as_i64() == Some(*a),
+        (Value::Float(a), J::Number(b)) => b.as_f64() == Some(*a),
+        (Value::Null, J::Null) => true,
+        _ => false,
+    }
+}
+
+fn same_key(key: &Node, name: &str) -> bool {
+    match &key.value {
+        Value::String { text, .. } => text == name,
+        _ => key.scalar_text() == name,
+    }
+}
+
 fn discriminator<'a>(branches: &[&'a J]) -> Option<&'a str> {
     let first = branches.first()?.get("properties")?.as_object()?;
     let tag = first
@@ -378,7 +427,7 @@ fn discriminator<'a>(branches: &[&'a J]) -> Option<&'a str> {
         .map(|(k, _)| k.as_str())?;
     branches
         .iter()
-        .all(|b| b.pointer(&format!("/properties/{tag}/const")).is_some())
+        .all(|b| tag_const(b, tag).is_some())
         .then_some(tag)
 }
 
@@ -428,7 +477,8 @@ fn wrong_type(node: &Node, expected: &str, place: &Place<'_>) -> PlanDiagnostic 
         Value::Null => "nothing",
         _ => node.kind_name(),
     };
-    let field = leaf(&place.path);
+    let path = place.path();
+    let field = leaf(&path);
     let mut help = match (&node.value, expected) {
         (Value::Int(_) | Value::Float(_) | Value::Bool(_), "a string") => {
             format!("quote it to make it text: `\"{}\"`", node.scalar_text())
@@ -446,7 +496,7 @@ fn wrong_type(node: &Node, expected: &str, place: &Place<'_>) -> PlanDiagnostic 
     }
     let diagnostic = PlanDiagnostic::error(
         WRONG_TYPE,
-        format!("`{field}` must be {expected}, found {found} {}", parent_where(&place.path)),
+        format!("`{field}` must be {expected}, found {found} {}", parent_where(&path)),
     )
     .label(node.span.clone(), format!("expected {expected}"));
     if help.is_empty() {
@@ -475,7 +525,7 @@ fn check_range(node: &Node, n: f64, schema: &J, place: &Place<'_>, out: &mut Vec
             max.or(format_max).map_or("…".to_string(), |m| m.to_string())
         );
         out.push(
-            PlanDiagnostic::error(INVALID_VALUE, format!("`{}` is out of range {}", leaf(&place.path), parent_where(&place.path)))
+            PlanDiagnostic::error(INVALID_VALUE, format!("`{}` is out of range {}", leaf(&place.path()), parent_where(&place.path())))
                 .label(node.span.clone(), format!("must be {range}"))
                 .help(place.description.map_or_else(|| format!("use a value from {range}"), |d| format!("use a value from {range}. {}", first_sentence(d)))),
         );

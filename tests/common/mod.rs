@@ -28,4 +28,5 @@ pub fn run(args: &[&str]) -> Captured {
 }
 
 pub mod child;
+#[allow(unused_imports)]
 pub use child::*;
