@@ -109,9 +109,12 @@ async fn run(
     (report, sink)
 }
 
+/// (folder, key) → every stored copy's (bytes, flags).
+type Contents = BTreeMap<(String, DedupeKey), Vec<(Vec<u8>, Flags)>>;
+
 /// (folder, key) → (bytes, flags) of every message in a maildir.
-fn maildir_contents(root: &Path) -> BTreeMap<(String, DedupeKey), Vec<(Vec<u8>, Flags)>> {
-    let mut out: BTreeMap<(String, DedupeKey), Vec<(Vec<u8>, Flags)>> = BTreeMap::new();
+fn maildir_contents(root: &Path) -> Contents {
+    let mut out: Contents = BTreeMap::new();
     let md = Maildir::open(root).expect("target maildir");
     for folder in md.folders().expect("folders") {
         for entry in md.entries(&folder).expect("entries") {
@@ -138,7 +141,7 @@ fn mbox_contents(path: &Path) -> BTreeMap<(String, DedupeKey), (Vec<u8>, Flags)>
 
 fn assert_exactly_once(
     expected: &BTreeMap<(String, DedupeKey), (Vec<u8>, Flags)>,
-    actual: &BTreeMap<(String, DedupeKey), Vec<(Vec<u8>, Flags)>>,
+    actual: &Contents,
 ) {
     assert_eq!(
         expected.len(),
