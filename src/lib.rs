@@ -4,6 +4,7 @@
 //! tested without a process. See `docs/architecture.md` for the code map.
 pub mod cli;
 pub mod connectors;
+pub mod engine;
 pub mod graph;
 pub mod plan;
 pub mod redact;

@@ -1,0 +1,299 @@
+//! The step contract: what the walker drives and what a connector implements.
+//!
+//! The walker knows steps, not protocols. For every step it owns a [`StepRunner`] and calls,
+//! in this order:
+//!
+//! 1. [`StepRunner::config_hash`] — to decide whether the step is unchanged (done with the
+//!    same hash: skipped), changed (state cleared, rerun) or new;
+//! 2. [`StepRunner::observe`] — only for `plan` (read-only preview), never during apply;
+//! 3. [`StepRunner::apply`] — possibly several times: once per attempt while it returns
+//!    transient errors, and again in a later apply after an interruption or a crash.
+//!
+//! The contract that makes apply idempotent and resumable lives in [`ApplyCtx::commit`]: a
+//! runner commits a checkpoint only after its target acknowledged the work, and on (re)start
+//! reads [`ApplyCtx::checkpoints`] to skip what was already committed. Work delivered but not
+//! yet committed when the process died is offered again, so targets must dedupe.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+use super::events::{Event, EventKind};
+use crate::graph::Step;
+use crate::redact::redact;
+use crate::state::{Counts, StateError, StateStore};
+
+/// A boxed, sendable future: what [`StepRunner::apply`] returns. Boxed rather than an
+/// `async fn` in the trait so that runners stay object-safe (`Box<dyn StepRunner>`) without a
+/// macro dependency.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A step's failure. `transient` decides whether the walker retries it (with backoff, bounded
+/// by `settings.retries`); the message is redacted on construction, so a server echoing a
+/// token in its error text cannot leak it into state, logs or the terminal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct StepError {
+    /// Worth trying again: a dropped connection, a timeout, a throttling answer.
+    pub transient: bool,
+    /// What went wrong, already redacted.
+    pub message: String,
+}
+
+impl StepError {
+    /// An error retrying will not fix: bad credentials, a missing file, a changed source.
+    pub fn permanent(message: impl AsRef<str>) -> Self {
+        StepError {
+            transient: false,
+            message: redact(message.as_ref()).into_owned(),
+        }
+    }
+
+    /// An error that may go away when tried again.
+    pub fn transient(message: impl AsRef<str>) -> Self {
+        StepError {
+            transient: true,
+            message: redact(message.as_ref()).into_owned(),
+        }
+    }
+}
+
+impl From<StateError> for StepError {
+    /// State errors are permanent for the step: a store that cannot commit a checkpoint must
+    /// not be hammered with retries, and the walk needs a human anyway.
+    fn from(e: StateError) -> Self {
+        StepError::permanent(format!("state: {e}"))
+    }
+}
+
+/// What `apply` would do, as computed by [`StepRunner::observe`]. Counts are best effort
+/// (a source may change between plan and apply) and never include secret material.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observation {
+    /// Items apply would deliver (messages, records).
+    pub items: u64,
+    /// Bytes apply would deliver.
+    pub bytes: u64,
+    /// Items already at the target (or behind a checkpoint): apply will not copy them again.
+    pub present: u64,
+    /// Free-form detail for `plan` output (e.g. "maildir root will be created"). Redacted
+    /// by the engine before it is shown.
+    pub note: Option<String>,
+}
+
+/// How an apply attempt ended without error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The step's work is complete; the walker marks it `done`.
+    Complete,
+    /// The cancellation token fired; the runner committed what the target acknowledged and
+    /// stopped. The step stays `running` in state, which the next apply resumes.
+    Interrupted,
+}
+
+/// Read-only context of [`StepRunner::observe`].
+#[derive(Debug, Clone)]
+pub struct ObserveCtx {
+    /// The step being observed.
+    pub step: Step,
+    /// Checkpoints of an earlier (interrupted) apply, so observe can count only what is left.
+    pub checkpoints: BTreeMap<String, Vec<u8>>,
+}
+
+/// Everything a running step may use. Cheap to clone and `'static`, so a runner doing
+/// blocking I/O can move a clone into `tokio::task::spawn_blocking` and commit from there.
+#[derive(Clone)]
+pub struct ApplyCtx {
+    step: Step,
+    attempt: u32,
+    checkpoints: BTreeMap<String, Vec<u8>>,
+    store: Arc<dyn StateStore>,
+    events: UnboundedSender<Event>,
+    cancel: CancellationToken,
+}
+
+impl fmt::Debug for ApplyCtx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApplyCtx")
+            .field("step", &self.step.id)
+            .field("attempt", &self.attempt)
+            .field("checkpoints", &self.checkpoints.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApplyCtx {
+    pub(crate) fn new(
+        step: Step,
+        attempt: u32,
+        checkpoints: BTreeMap<String, Vec<u8>>,
+        store: Arc<dyn StateStore>,
+        events: UnboundedSender<Event>,
+        cancel: CancellationToken,
+    ) -> Self {
+        ApplyCtx {
+            step,
+            attempt,
+            checkpoints,
+            store,
+            events,
+            cancel,
+        }
+    }
+
+    /// The step being applied.
+    pub fn step(&self) -> &Step {
+        &self.step
+    }
+
+    /// 1 for the first attempt in this apply, 2 after the first transient error, …
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The step's checkpoints as last committed (by this or an earlier apply), key → value.
+    /// Updated by [`commit`](Self::commit), so a retried attempt sees the latest ones.
+    pub fn checkpoints(&self) -> &BTreeMap<String, Vec<u8>> {
+        &self.checkpoints
+    }
+
+    /// One checkpoint value, if any.
+    pub fn checkpoint(&self, key: &str) -> Option<&[u8]> {
+        self.checkpoints.get(key).map(Vec::as_slice)
+    }
+
+    /// Durably records `delta` and `checkpoints` in **one** state transaction
+    /// ([`StateStore::commit_progress`]) and reports the progress.
+    ///
+    /// Call it only **after** the target acknowledged the work the checkpoint covers: a crash
+    /// between delivery and commit then means the work is offered again (and deduped), never
+    /// lost. Blocking (an fsync); from async code prefer calling it inside `spawn_blocking`
+    /// together with the I/O it follows.
+    pub fn commit(
+        &mut self,
+        delta: Counts,
+        checkpoints: &[(&str, &[u8])],
+    ) -> Result<(), StepError> {
+        self.store
+            .commit_progress(&self.step.id, delta, checkpoints)?;
+        for (k, v) in checkpoints {
+            self.checkpoints.insert((*k).to_owned(), v.to_vec());
+        }
+        self.send_progress(delta, true);
+        Ok(())
+    }
+
+    /// Reports progress that is not (yet) committed, e.g. bytes of a large upload in flight.
+    /// Only for display; state totals change only through [`commit`](Self::commit).
+    pub fn report(&self, delta: Counts) {
+        self.send_progress(delta, false);
+    }
+
+    fn send_progress(&self, delta: Counts, committed: bool) {
+        let kind = EventKind::StepProgress {
+            items: delta.items,
+            bytes: delta.bytes,
+            skipped: delta.skipped,
+            committed,
+        };
+        // The walker may be gone (the walk ended abnormally); progress is then moot.
+        let _ = self.events.send(Event::now(Some(&self.step.id), kind));
+    }
+
+    /// Whether the walk was cancelled. Check it between items: when true, commit what the
+    /// target acknowledged and return [`Outcome::Interrupted`].
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// The walk's cancellation token, for `select!`-ing long waits against it.
+    pub fn cancel_token(&self) -> &CancellationToken {
+        &self.cancel
+    }
+}
+
+/// One step's behaviour, implemented by connectors (the local mail copy, later IMAP, DNS…).
+///
+/// Implementations are shared by the walker across tasks (`Send + Sync`) and must keep no
+/// per-run state in `self` that would break a retry: everything that must survive an attempt
+/// goes through checkpoints.
+pub trait StepRunner: Send + Sync {
+    /// A stable hex digest of everything in the plan that defines this step's work (source,
+    /// file, folder rules, target path…), **never** secrets themselves (hash the reference,
+    /// `env:VAR`, not its value).
+    ///
+    /// Called once per apply and plan, before anything else. Equal to the stored hash and the
+    /// step `done`: the step is skipped as unchanged. Different: its state and checkpoints are
+    /// cleared and it runs from scratch. Must be deterministic across processes and versions
+    /// as far as possible; changing its spelling reruns every step.
+    fn config_hash(&self) -> String;
+
+    /// Read-only preview: what [`apply`](Self::apply) would do now — items and bytes to copy,
+    /// how many are already present.
+    ///
+    /// Called by `plan` (via [`crate::engine::observe`]), never during apply. It may read the
+    /// source and the target but must not change either (no folder creation, no writes). An
+    /// `Err` is shown as the step being blocked with that reason; `transient` is ignored.
+    /// The default reports nothing to do, for steps whose effect cannot be previewed.
+    fn observe(&self, ctx: &ObserveCtx) -> Result<Observation, StepError> {
+        let _ = ctx;
+        Ok(Observation::default())
+    }
+
+    /// Does (or resumes) the step's work.
+    ///
+    /// Called when all dependencies are done, after the walker marked the step `running`.
+    /// It must start from [`ApplyCtx::checkpoints`], deliver items, and call
+    /// [`ApplyCtx::commit`] after each acknowledged item or small batch. It must check
+    /// [`ApplyCtx::is_cancelled`] between items.
+    ///
+    /// Returning:
+    /// * `Ok(Outcome::Complete)` — all work done; the step becomes `done` and its dependents
+    ///   may run;
+    /// * `Ok(Outcome::Interrupted)` — cancelled after committing; the step stays `running`
+    ///   and the walk ends `Interrupted`;
+    /// * `Err(e)` with `e.transient` — the walker waits (exponential backoff with jitter)
+    ///   and calls `apply` again with a fresh context, up to `settings.retries` attempts;
+    /// * `Err(e)` permanent, or transient with attempts exhausted — the step becomes
+    ///   `failed` with `e.message`; its dependents are skipped, independent steps go on.
+    fn apply<'a>(&'a self, ctx: &'a mut ApplyCtx) -> BoxFuture<'a, Result<Outcome, StepError>>;
+}
+
+/// A runner for steps this build cannot perform yet (server sources, DNS, autocomplete…):
+/// `plan` shows them blocked, `apply` fails them with a clear message instead of panicking,
+/// and independent steps still run.
+#[derive(Debug, Clone)]
+pub struct Unsupported {
+    /// What is missing, e.g. `copy from an imap source`.
+    pub what: String,
+}
+
+impl Unsupported {
+    pub fn new(what: impl Into<String>) -> Self {
+        Unsupported { what: what.into() }
+    }
+
+    fn error(&self) -> StepError {
+        StepError::permanent(format!("not supported yet by this build: {}", self.what))
+    }
+}
+
+impl StepRunner for Unsupported {
+    fn config_hash(&self) -> String {
+        crate::engine::hash_parts(&["unsupported", &self.what])
+    }
+
+    fn observe(&self, _ctx: &ObserveCtx) -> Result<Observation, StepError> {
+        Err(self.error())
+    }
+
+    fn apply<'a>(&'a self, _ctx: &'a mut ApplyCtx) -> BoxFuture<'a, Result<Outcome, StepError>> {
+        let err = self.error();
+        Box::pin(async move { Err(err) })
+    }
+}
