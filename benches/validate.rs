@@ -30,7 +30,12 @@ fn main() {
         let started = Instant::now();
         let loaded = load_str(text.clone(), "bench.yaml", &dir, Options::default());
         times.push(started.elapsed());
-        assert_eq!(loaded.report.errors(), 0, "{:?}", loaded.report.diagnostics.first());
+        assert_eq!(
+            loaded.report.errors(),
+            0,
+            "{:?}",
+            loaded.report.diagnostics.first()
+        );
         steps = loaded.graph.map_or(0, |g| g.len());
     }
     times.sort();

@@ -57,36 +57,67 @@ pub struct Step {
 pub enum EdgeOrigin {
     Runbook,
     /// `after: { <key>: [.., <pattern #index>, ..] }`
-    PlanAfter { key: String, index: usize },
+    PlanAfter {
+        key: String,
+        index: usize,
+    },
     /// `manual: { <gate>: { before: [.., #index] } }`
-    GateBefore { gate: String, index: usize },
+    GateBefore {
+        gate: String,
+        index: usize,
+    },
     /// `manual: { <gate>: { after: [.., #index] } }`
-    GateAfter { gate: String, index: usize },
+    GateAfter {
+        gate: String,
+        index: usize,
+    },
 }
 
 /// Where in the plan a step reference was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RefSite {
     /// A key of the top-level `after:` map.
-    AfterKey { key: String },
+    AfterKey {
+        key: String,
+    },
     /// An item of an `after:` list.
-    AfterItem { key: String, index: usize },
-    GateBefore { gate: String, index: usize },
-    GateAfter { gate: String, index: usize },
+    AfterItem {
+        key: String,
+        index: usize,
+    },
+    GateBefore {
+        gate: String,
+        index: usize,
+    },
+    GateAfter {
+        gate: String,
+        index: usize,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GraphProblem {
     /// Two steps got the same id (two users with one local part in different domains, or one
     /// user migrating twice from a source without `name:`). Points at the second definition.
-    DuplicateStep { id: String, user: usize, migration: Option<usize> },
+    DuplicateStep {
+        id: String,
+        user: usize,
+        migration: Option<usize>,
+    },
     /// A reference matched no step.
     UnknownStep { pattern: String, site: RefSite },
     /// A reference pattern is not a valid glob.
-    InvalidPattern { pattern: String, site: RefSite, reason: String },
+    InvalidPattern {
+        pattern: String,
+        site: RefSite,
+        reason: String,
+    },
     /// The steps form a cycle: `path` starts and ends with the same id; `origins[i]` made the
     /// edge `path[i] → path[i+1]`.
-    Cycle { path: Vec<String>, origins: Vec<EdgeOrigin> },
+    Cycle {
+        path: Vec<String>,
+        origins: Vec<EdgeOrigin>,
+    },
 }
 
 /// The DAG of a plan. Edges point from a dependency to its dependent.
@@ -105,10 +136,17 @@ impl StepGraph {
             by_id: HashMap::new(),
         };
         let mut problems = Vec::new();
-        let add = |g: &mut StepGraph, problems: &mut Vec<GraphProblem>, step: Step| -> Option<NodeIndex> {
+        let add = |g: &mut StepGraph,
+                   problems: &mut Vec<GraphProblem>,
+                   step: Step|
+         -> Option<NodeIndex> {
             if g.by_id.contains_key(&step.id) {
                 if let Some(user) = step.user {
-                    problems.push(GraphProblem::DuplicateStep { id: step.id.clone(), user, migration: step.migration });
+                    problems.push(GraphProblem::DuplicateStep {
+                        id: step.id.clone(),
+                        user,
+                        migration: step.migration,
+                    });
                 }
                 return None;
             }
@@ -119,11 +157,35 @@ impl StepGraph {
         };
 
         let has_dns = plan.dns.is_some();
-        let lower_ttl = plan.dns.as_ref().and_then(|d| d.lower_ttl.as_ref()).and_then(|_| {
-            add(&mut g, &mut problems, Step { id: "dns.lower-ttl".into(), kind: StepKind::LowerTtl, user: None, migration: None, gate: None })
-        });
+        let lower_ttl = plan
+            .dns
+            .as_ref()
+            .and_then(|d| d.lower_ttl.as_ref())
+            .and_then(|_| {
+                add(
+                    &mut g,
+                    &mut problems,
+                    Step {
+                        id: "dns.lower-ttl".into(),
+                        kind: StepKind::LowerTtl,
+                        user: None,
+                        migration: None,
+                        gate: None,
+                    },
+                )
+            });
         let cutover = if has_dns {
-            add(&mut g, &mut problems, Step { id: "dns.cutover".into(), kind: StepKind::Cutover, user: None, migration: None, gate: None })
+            add(
+                &mut g,
+                &mut problems,
+                Step {
+                    id: "dns.cutover".into(),
+                    kind: StepKind::Cutover,
+                    user: None,
+                    migration: None,
+                    gate: None,
+                },
+            )
         } else {
             None
         };
@@ -133,7 +195,17 @@ impl StepGraph {
 
         for (ui, user) in plan.users.iter().enumerate() {
             let slug = user_slug(&user.email);
-            let Some(user_step) = add(&mut g, &mut problems, Step { id: format!("user.{slug}"), kind: StepKind::User, user: Some(ui), migration: None, gate: None }) else {
+            let Some(user_step) = add(
+                &mut g,
+                &mut problems,
+                Step {
+                    id: format!("user.{slug}"),
+                    kind: StepKind::User,
+                    user: Some(ui),
+                    migration: None,
+                    gate: None,
+                },
+            ) else {
                 continue;
             };
             let mut mail_done = Vec::new();
@@ -142,17 +214,40 @@ impl StepGraph {
                     Some(name) => format!("{slug}.{}.{name}", migration.from),
                     None => format!("{slug}.{}", migration.from),
                 };
-                let Some(copy) = add(&mut g, &mut problems, Step { id: format!("copy.{suffix}"), kind: StepKind::Copy, user: Some(ui), migration: Some(mi), gate: None }) else {
+                let Some(copy) = add(
+                    &mut g,
+                    &mut problems,
+                    Step {
+                        id: format!("copy.{suffix}"),
+                        kind: StepKind::Copy,
+                        user: Some(ui),
+                        migration: Some(mi),
+                        gate: None,
+                    },
+                ) else {
                     continue;
                 };
                 g.graph.add_edge(user_step, copy, EdgeOrigin::Runbook);
                 if let Some(cut) = cutover {
                     g.graph.add_edge(copy, cut, EdgeOrigin::Runbook);
                 }
-                let live_source = matches!(plan.sources.get(&migration.from), Some(Source::Imap(_) | Source::Pop3 { .. }));
+                let live_source = matches!(
+                    plan.sources.get(&migration.from),
+                    Some(Source::Imap(_) | Source::Pop3 { .. })
+                );
                 match cutover {
                     Some(cut) if live_source => {
-                        if let Some(delta) = add(&mut g, &mut problems, Step { id: format!("delta.{suffix}"), kind: StepKind::Delta, user: Some(ui), migration: Some(mi), gate: None }) {
+                        if let Some(delta) = add(
+                            &mut g,
+                            &mut problems,
+                            Step {
+                                id: format!("delta.{suffix}"),
+                                kind: StepKind::Delta,
+                                user: Some(ui),
+                                migration: Some(mi),
+                                gate: None,
+                            },
+                        ) {
                             g.graph.add_edge(cut, delta, EdgeOrigin::Runbook);
                             g.graph.add_edge(copy, delta, EdgeOrigin::Runbook);
                             mail_done.push(delta);
@@ -166,7 +261,17 @@ impl StepGraph {
                 last_stage.push(cut);
             }
             let autocomplete = user.autocomplete.as_ref().and_then(|_| {
-                add(&mut g, &mut problems, Step { id: format!("autocomplete.{slug}"), kind: StepKind::Autocomplete, user: Some(ui), migration: None, gate: None })
+                add(
+                    &mut g,
+                    &mut problems,
+                    Step {
+                        id: format!("autocomplete.{slug}"),
+                        kind: StepKind::Autocomplete,
+                        user: Some(ui),
+                        migration: None,
+                        gate: None,
+                    },
+                )
             });
             if let Some(ac) = autocomplete {
                 g.graph.add_edge(user_step, ac, EdgeOrigin::Runbook);
@@ -174,7 +279,17 @@ impl StepGraph {
                     g.graph.add_edge(dep, ac, EdgeOrigin::Runbook);
                 }
             }
-            if let Some(verify) = add(&mut g, &mut problems, Step { id: format!("verify.{slug}"), kind: StepKind::Verify, user: Some(ui), migration: None, gate: None }) {
+            if let Some(verify) = add(
+                &mut g,
+                &mut problems,
+                Step {
+                    id: format!("verify.{slug}"),
+                    kind: StepKind::Verify,
+                    user: Some(ui),
+                    migration: None,
+                    gate: None,
+                },
+            ) {
                 let deps = autocomplete.map_or(last_stage, |ac| vec![ac]);
                 g.graph.add_edge(user_step, verify, EdgeOrigin::Runbook);
                 for dep in deps.into_iter().chain(mail_done) {
@@ -184,30 +299,72 @@ impl StepGraph {
         }
 
         for id in plan.manual.keys() {
-            add(&mut g, &mut problems, Step { id: format!("manual.{id}"), kind: StepKind::Manual, user: None, migration: None, gate: Some(id.clone()) });
+            add(
+                &mut g,
+                &mut problems,
+                Step {
+                    id: format!("manual.{id}"),
+                    kind: StepKind::Manual,
+                    user: None,
+                    migration: None,
+                    gate: Some(id.clone()),
+                },
+            );
         }
         for (gate_id, gate) in &plan.manual {
-            let Some(&gate_ix) = g.by_id.get(&format!("manual.{gate_id}")) else { continue };
+            let Some(&gate_ix) = g.by_id.get(&format!("manual.{gate_id}")) else {
+                continue;
+            };
             for (index, pattern) in gate.before.iter().enumerate() {
-                let site = RefSite::GateBefore { gate: gate_id.clone(), index };
+                let site = RefSite::GateBefore {
+                    gate: gate_id.clone(),
+                    index,
+                };
                 for dependent in g.resolve(pattern, site, &mut problems) {
-                    g.graph.update_edge(gate_ix, dependent, EdgeOrigin::GateBefore { gate: gate_id.clone(), index });
+                    g.graph.update_edge(
+                        gate_ix,
+                        dependent,
+                        EdgeOrigin::GateBefore {
+                            gate: gate_id.clone(),
+                            index,
+                        },
+                    );
                 }
             }
             for (index, pattern) in gate.after.iter().enumerate() {
-                let site = RefSite::GateAfter { gate: gate_id.clone(), index };
+                let site = RefSite::GateAfter {
+                    gate: gate_id.clone(),
+                    index,
+                };
                 for dependency in g.resolve(pattern, site, &mut problems) {
-                    g.graph.update_edge(dependency, gate_ix, EdgeOrigin::GateAfter { gate: gate_id.clone(), index });
+                    g.graph.update_edge(
+                        dependency,
+                        gate_ix,
+                        EdgeOrigin::GateAfter {
+                            gate: gate_id.clone(),
+                            index,
+                        },
+                    );
                 }
             }
         }
         for (key, deps) in &plan.after {
             let dependents = g.resolve(key, RefSite::AfterKey { key: key.clone() }, &mut problems);
             for (index, pattern) in deps.iter().enumerate() {
-                let site = RefSite::AfterItem { key: key.clone(), index };
+                let site = RefSite::AfterItem {
+                    key: key.clone(),
+                    index,
+                };
                 for dependency in g.resolve(pattern, site, &mut problems) {
                     for &dependent in &dependents {
-                        g.graph.update_edge(dependency, dependent, EdgeOrigin::PlanAfter { key: key.clone(), index });
+                        g.graph.update_edge(
+                            dependency,
+                            dependent,
+                            EdgeOrigin::PlanAfter {
+                                key: key.clone(),
+                                index,
+                            },
+                        );
                     }
                 }
             }
@@ -216,16 +373,32 @@ impl StepGraph {
         (g, problems)
     }
 
-    fn resolve(&self, pattern: &str, site: RefSite, problems: &mut Vec<GraphProblem>) -> Vec<NodeIndex> {
+    fn resolve(
+        &self,
+        pattern: &str,
+        site: RefSite,
+        problems: &mut Vec<GraphProblem>,
+    ) -> Vec<NodeIndex> {
         match step_matcher(pattern) {
             Err(reason) => {
-                problems.push(GraphProblem::InvalidPattern { pattern: pattern.to_string(), site, reason });
+                problems.push(GraphProblem::InvalidPattern {
+                    pattern: pattern.to_string(),
+                    site,
+                    reason,
+                });
                 Vec::new()
             }
             Ok(matcher) => {
-                let found: Vec<NodeIndex> = self.graph.node_indices().filter(|&ix| matcher.is_match(&self.graph[ix].id)).collect();
+                let found: Vec<NodeIndex> = self
+                    .graph
+                    .node_indices()
+                    .filter(|&ix| matcher.is_match(&self.graph[ix].id))
+                    .collect();
                 if found.is_empty() {
-                    problems.push(GraphProblem::UnknownStep { pattern: pattern.to_string(), site });
+                    problems.push(GraphProblem::UnknownStep {
+                        pattern: pattern.to_string(),
+                        site,
+                    });
                 }
                 found
             }
@@ -238,29 +411,47 @@ impl StepGraph {
         let mut components = tarjan_scc(&self.graph);
         components.sort_by_key(|c| c.iter().min().copied());
         for component in components {
-            let self_loop = component.len() == 1 && self.graph.find_edge(component[0], component[0]).is_some();
+            let self_loop =
+                component.len() == 1 && self.graph.find_edge(component[0], component[0]).is_some();
             if component.len() < 2 && !self_loop {
                 continue;
             }
             let members: BTreeSet<NodeIndex> = component.iter().copied().collect();
-            let Some(&start) = members.iter().next() else { continue };
+            let Some(&start) = members.iter().next() else {
+                continue;
+            };
             if let Some(path) = self.cycle_from(start, &members) {
                 let origins = path
                     .windows(2)
-                    .filter_map(|w| self.graph.find_edge(w[0], w[1]).map(|e| self.graph[e].clone()))
+                    .filter_map(|w| {
+                        self.graph
+                            .find_edge(w[0], w[1])
+                            .map(|e| self.graph[e].clone())
+                    })
                     .collect();
-                found.push(GraphProblem::Cycle { path: path.iter().map(|&ix| self.graph[ix].id.clone()).collect(), origins });
+                found.push(GraphProblem::Cycle {
+                    path: path.iter().map(|&ix| self.graph[ix].id.clone()).collect(),
+                    origins,
+                });
             }
         }
         found
     }
 
     /// A shortest cycle through `start` inside one component (breadth-first, deterministic).
-    fn cycle_from(&self, start: NodeIndex, members: &BTreeSet<NodeIndex>) -> Option<Vec<NodeIndex>> {
+    fn cycle_from(
+        &self,
+        start: NodeIndex,
+        members: &BTreeSet<NodeIndex>,
+    ) -> Option<Vec<NodeIndex>> {
         let mut parent: HashMap<NodeIndex, NodeIndex> = HashMap::new();
         let mut queue = std::collections::VecDeque::from([start]);
         while let Some(at) = queue.pop_front() {
-            let mut next: Vec<NodeIndex> = self.graph.neighbors_directed(at, Direction::Outgoing).filter(|n| members.contains(n)).collect();
+            let mut next: Vec<NodeIndex> = self
+                .graph
+                .neighbors_directed(at, Direction::Outgoing)
+                .filter(|n| members.contains(n))
+                .collect();
             next.sort();
             for n in next {
                 if n == start {
@@ -308,8 +499,14 @@ impl StepGraph {
     }
 
     fn neighbours(&self, id: &str, direction: Direction) -> Vec<&str> {
-        let Some(&ix) = self.by_id.get(id) else { return Vec::new() };
-        let mut ids: Vec<&str> = self.graph.neighbors_directed(ix, direction).map(|n| self.graph[n].id.as_str()).collect();
+        let Some(&ix) = self.by_id.get(id) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<&str> = self
+            .graph
+            .neighbors_directed(ix, direction)
+            .map(|n| self.graph[n].id.as_str())
+            .collect();
         ids.sort_unstable();
         ids.dedup();
         ids
@@ -319,7 +516,12 @@ impl StepGraph {
     /// equals). `None` when the graph has a cycle.
     pub fn topological_order(&self) -> Option<Vec<&str>> {
         let order = toposort(&self.graph, None).ok()?;
-        Some(order.into_iter().map(|ix| self.graph[ix].id.as_str()).collect())
+        Some(
+            order
+                .into_iter()
+                .map(|ix| self.graph[ix].id.as_str())
+                .collect(),
+        )
     }
 
     /// The steps `--target`/`--exclude` select: every step matching a target (all steps when
@@ -330,28 +532,55 @@ impl StepGraph {
         let mut stack: Vec<NodeIndex> = self
             .graph
             .node_indices()
-            .filter(|&ix| selection.targets.is_empty() || selection.targets.iter().any(|m| m.is_match(&self.graph[ix].id)))
+            .filter(|&ix| {
+                selection.targets.is_empty()
+                    || selection
+                        .targets
+                        .iter()
+                        .any(|m| m.is_match(&self.graph[ix].id))
+            })
             .collect();
         while let Some(ix) = stack.pop() {
             if chosen.insert(ix) {
                 stack.extend(self.graph.neighbors_directed(ix, Direction::Incoming));
             }
         }
-        let mut dropped: Vec<NodeIndex> = chosen.iter().copied().filter(|&ix| selection.excludes.iter().any(|m| m.is_match(&self.graph[ix].id))).collect();
+        let mut dropped: Vec<NodeIndex> = chosen
+            .iter()
+            .copied()
+            .filter(|&ix| {
+                selection
+                    .excludes
+                    .iter()
+                    .any(|m| m.is_match(&self.graph[ix].id))
+            })
+            .collect();
         while let Some(ix) = dropped.pop() {
             if chosen.remove(&ix) {
                 dropped.extend(self.graph.neighbors_directed(ix, Direction::Outgoing));
             }
         }
-        chosen.into_iter().map(|ix| self.graph[ix].id.clone()).collect()
+        chosen
+            .into_iter()
+            .map(|ix| self.graph[ix].id.clone())
+            .collect()
     }
 
     /// Graphviz DOT of the selected steps.
     pub fn to_dot(&self, selected: &BTreeSet<String>) -> String {
         let mut out = String::from("digraph cutover {\n  rankdir=LR;\n  node [shape=box, style=rounded, fontname=\"Helvetica\"];\n");
         for step in self.steps().filter(|s| selected.contains(&s.id)) {
-            let shape = if step.kind == StepKind::Manual { ", shape=hexagon" } else { "" };
-            let _ = writeln!(out, "  \"{}\" [group=\"{}\"{shape}];", step.id, kind_name(step.kind));
+            let shape = if step.kind == StepKind::Manual {
+                ", shape=hexagon"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "  \"{}\" [group=\"{}\"{shape}];",
+                step.id,
+                kind_name(step.kind)
+            );
         }
         for (from, to) in self.selected_edges(selected) {
             let _ = writeln!(out, "  \"{from}\" -> \"{to}\";");
@@ -365,7 +594,11 @@ impl StepGraph {
         let mut out = String::from("flowchart LR\n");
         let node_id = |id: &str| id.replace(['.', '-', '@', '+'], "_");
         for step in self.steps().filter(|s| selected.contains(&s.id)) {
-            let (open, close) = if step.kind == StepKind::Manual { ("{{", "}}") } else { ("[", "]") };
+            let (open, close) = if step.kind == StepKind::Manual {
+                ("{{", "}}")
+            } else {
+                ("[", "]")
+            };
             let _ = writeln!(out, "    {}{open}\"{}\"{close}", node_id(&step.id), step.id);
         }
         for (from, to) in self.selected_edges(selected) {
@@ -378,7 +611,14 @@ impl StepGraph {
         let mut edges: Vec<(NodeIndex, NodeIndex, &str, &str)> = self
             .graph
             .edge_references()
-            .map(|e| (e.source(), e.target(), self.graph[e.source()].id.as_str(), self.graph[e.target()].id.as_str()))
+            .map(|e| {
+                (
+                    e.source(),
+                    e.target(),
+                    self.graph[e.source()].id.as_str(),
+                    self.graph[e.target()].id.as_str(),
+                )
+            })
             .filter(|(_, _, a, b)| selected.contains(*a) && selected.contains(*b))
             .collect();
         edges.sort();
@@ -390,8 +630,19 @@ impl StepGraph {
 /// Rotate so the cycle starts at its smallest node: the same cycle reads the same every run.
 fn normalize_cycle(path: Vec<NodeIndex>) -> Vec<NodeIndex> {
     let ring = &path[..path.len() - 1];
-    let Some(start) = ring.iter().enumerate().min_by_key(|(_, ix)| **ix).map(|(i, _)| i) else { return path };
-    let mut out: Vec<NodeIndex> = ring[start..].iter().chain(&ring[..start]).copied().collect();
+    let Some(start) = ring
+        .iter()
+        .enumerate()
+        .min_by_key(|(_, ix)| **ix)
+        .map(|(i, _)| i)
+    else {
+        return path;
+    };
+    let mut out: Vec<NodeIndex> = ring[start..]
+        .iter()
+        .chain(&ring[..start])
+        .copied()
+        .collect();
     out.push(out[0]);
     out
 }
@@ -415,7 +666,9 @@ pub fn user_slug(email: &str) -> String {
 
 /// Step-id glob: `*` also crosses dots, so `copy.*` selects every copy step.
 pub fn step_matcher(pattern: &str) -> Result<GlobMatcher, String> {
-    Glob::new(pattern).map(|g| g.compile_matcher()).map_err(|e| e.kind().to_string())
+    Glob::new(pattern)
+        .map(|g| g.compile_matcher())
+        .map_err(|e| e.kind().to_string())
 }
 
 /// `--target` / `--exclude` globs.
@@ -428,8 +681,14 @@ pub struct Selection {
 impl Selection {
     pub fn new(targets: &[String], excludes: &[String]) -> Result<Selection, String> {
         let compile = |patterns: &[String]| -> Result<Vec<GlobMatcher>, String> {
-            patterns.iter().map(|p| step_matcher(p).map_err(|e| format!("invalid step pattern `{p}`: {e}"))).collect()
+            patterns
+                .iter()
+                .map(|p| step_matcher(p).map_err(|e| format!("invalid step pattern `{p}`: {e}")))
+                .collect()
         };
-        Ok(Selection { targets: compile(targets)?, excludes: compile(excludes)? })
+        Ok(Selection {
+            targets: compile(targets)?,
+            excludes: compile(excludes)?,
+        })
     }
 }

@@ -7,11 +7,20 @@ use proptest::prelude::*;
 const SEED: &str = include_str!("../plans/acme-to-m365.yaml");
 
 fn load(text: &str) {
-    let loaded = load_str(text.to_string(), "fuzz.yaml", std::path::Path::new("plans"), Options::default());
+    let loaded = load_str(
+        text.to_string(),
+        "fuzz.yaml",
+        std::path::Path::new("plans"),
+        Options::default(),
+    );
     // Whatever happened, every diagnostic must point inside the text.
     for d in &loaded.report.diagnostics {
         for label in &d.labels {
-            assert!(label.span.end <= loaded.report.source.len(), "span {:?} outside the text", label.span);
+            assert!(
+                label.span.end <= loaded.report.source.len(),
+                "span {:?} outside the text",
+                label.span
+            );
             assert!(label.span.start <= label.span.end);
         }
     }
@@ -46,7 +55,13 @@ proptest! {
 fn arbitrary_bytes_from_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("plan.yaml");
-    for bytes in [&b"\xff\xfe\x00name: x"[..], b"version: 1\n\xc3\x28", b"", b"\x00\x00\x00", b"- - - -\n"] {
+    for bytes in [
+        &b"\xff\xfe\x00name: x"[..],
+        b"version: 1\n\xc3\x28",
+        b"",
+        b"\x00\x00\x00",
+        b"- - - -\n",
+    ] {
         std::fs::write(&path, bytes).unwrap();
         let loaded = cutover::plan::load_file(&path, Options::default()).unwrap();
         assert!(loaded.report.errors() > 0, "{bytes:?} is not a plan");

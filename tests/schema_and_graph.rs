@@ -10,7 +10,8 @@ use cutover::plan::{load_str, Options};
 
 #[test]
 fn committed_schema_is_current() {
-    let committed = std::fs::read_to_string("schemas/plan.schema.json").expect("schemas/plan.schema.json exists");
+    let committed = std::fs::read_to_string("schemas/plan.schema.json")
+        .expect("schemas/plan.schema.json exists");
     let printed = run(&["schema"]);
     assert_eq!(printed.code, ExitCode::Ok);
     assert!(
@@ -34,13 +35,21 @@ fn schema_describes_every_field() {
         check("Plan", props);
     }
     for (def, body) in schema["$defs"].as_object().unwrap() {
-        for variant in body["oneOf"].as_array().into_iter().flatten().chain(std::iter::once(body)) {
+        for variant in body["oneOf"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(std::iter::once(body))
+        {
             if let Some(props) = variant["properties"].as_object() {
                 check(def, props);
             }
         }
     }
-    assert!(undocumented.is_empty(), "fields without a doc comment: {undocumented:?}");
+    assert!(
+        undocumented.is_empty(),
+        "fields without a doc comment: {undocumented:?}"
+    );
 }
 
 #[test]
@@ -55,11 +64,27 @@ fn seed_plan_graph_dot_and_mermaid() {
 
 #[test]
 fn target_selects_dependencies_and_exclude_drops_dependents() {
-    let targeted = run(&["graph", "--format", "mermaid", "--target", "verify.alice", "plans/acme-to-m365.yaml"]);
+    let targeted = run(&[
+        "graph",
+        "--format",
+        "mermaid",
+        "--target",
+        "verify.alice",
+        "plans/acme-to-m365.yaml",
+    ]);
     insta::assert_snapshot!("seed-target-verify-alice", targeted.stdout);
-    assert!(targeted.stdout.contains("dns_cutover"), "verify waits for the cutover, so it is selected");
-    assert!(targeted.stdout.contains("copy_bob_outlook_pst"), "the cutover waits for every copy");
-    assert!(!targeted.stdout.contains("verify_bob") && !targeted.stdout.contains("delta_bob"), "bob's later steps are not needed");
+    assert!(
+        targeted.stdout.contains("dns_cutover"),
+        "verify waits for the cutover, so it is selected"
+    );
+    assert!(
+        targeted.stdout.contains("copy_bob_outlook_pst"),
+        "the cutover waits for every copy"
+    );
+    assert!(
+        !targeted.stdout.contains("verify_bob") && !targeted.stdout.contains("delta_bob"),
+        "bob's later steps are not needed"
+    );
 }
 
 const RUNBOOK: &str = r#"
@@ -89,7 +114,12 @@ after:
 fn runbook_graph(text: &str) -> (cutover::plan::Loaded, StepGraph) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("plan.yaml"), text).unwrap();
-    let loaded = load_str(text.to_string(), "plan.yaml", dir.path(), Options::default());
+    let loaded = load_str(
+        text.to_string(),
+        "plan.yaml",
+        dir.path(),
+        Options::default(),
+    );
     let graph = loaded.graph.clone().expect("graph built");
     (loaded, graph)
 }
@@ -100,10 +130,27 @@ fn runbook_order() {
     let (loaded, graph) = runbook_graph(&text);
     assert_eq!(loaded.report.errors(), 0, "{:?}", loaded.report.diagnostics);
     assert_eq!(graph.dependencies("copy.alice.imap"), ["user.alice"]);
-    assert_eq!(graph.dependencies("dns.cutover"), ["copy.alice.imap", "copy.alice.pc", "dns.lower-ttl"]);
-    assert_eq!(graph.dependencies("delta.alice.imap"), ["copy.alice.imap", "dns.cutover"]);
-    assert!(graph.step("delta.alice.pc").is_none(), "a file source has no delta pass");
-    assert_eq!(graph.dependencies("verify.alice"), ["copy.alice.pc", "delta.alice.imap", "dns.cutover", "user.alice"]);
+    assert_eq!(
+        graph.dependencies("dns.cutover"),
+        ["copy.alice.imap", "copy.alice.pc", "dns.lower-ttl"]
+    );
+    assert_eq!(
+        graph.dependencies("delta.alice.imap"),
+        ["copy.alice.imap", "dns.cutover"]
+    );
+    assert!(
+        graph.step("delta.alice.pc").is_none(),
+        "a file source has no delta pass"
+    );
+    assert_eq!(
+        graph.dependencies("verify.alice"),
+        [
+            "copy.alice.pc",
+            "delta.alice.imap",
+            "dns.cutover",
+            "user.alice"
+        ]
+    );
     assert_eq!(graph.dependencies("manual.sign-off"), ["verify.alice"]);
     let order = graph.topological_order().unwrap();
     let pos = |id: &str| order.iter().position(|s| *s == id).unwrap();
@@ -125,9 +172,15 @@ fn selection_closure() {
     let text = RUNBOOK.replace("after:\n  dns.cutover: [manual.pre-check]\n", "");
     let (_, graph) = runbook_graph(&text);
     let only_copy = graph.select(&Selection::new(&["copy.alice.imap".into()], &[]).unwrap());
-    assert_eq!(only_copy.into_iter().collect::<Vec<_>>(), ["copy.alice.imap", "user.alice"]);
+    assert_eq!(
+        only_copy.into_iter().collect::<Vec<_>>(),
+        ["copy.alice.imap", "user.alice"]
+    );
     let without_dns = graph.select(&Selection::new(&[], &["dns.*".into()]).unwrap());
     assert!(without_dns.contains("copy.alice.imap"));
-    assert!(!without_dns.contains("delta.alice.imap"), "deltas depend on the cutover");
+    assert!(
+        !without_dns.contains("delta.alice.imap"),
+        "deltas depend on the cutover"
+    );
     assert!(!without_dns.contains("manual.sign-off"));
 }

@@ -9,17 +9,37 @@ use cutover::cli::ExitCode;
 /// Each broken plan, the diagnostic codes it must produce, and where the first one points.
 const BROKEN: &[(&str, &[&str], (usize, usize))] = &[
     ("yaml-syntax", &["yaml-syntax"], (13, 1)),
-    ("unknown-field", &["unknown-field", "unknown-field"], (12, 5)),
-    ("wrong-type", &["wrong-type", "wrong-type", "wrong-type"], (12, 11)),
+    (
+        "unknown-field",
+        &["unknown-field", "unknown-field"],
+        (12, 5),
+    ),
+    (
+        "wrong-type",
+        &["wrong-type", "wrong-type", "wrong-type"],
+        (12, 11),
+    ),
     ("missing-field", &["missing-field", "missing-field"], (4, 1)),
-    ("invalid-value", &["invalid-value", "invalid-value"], (12, 10)),
+    (
+        "invalid-value",
+        &["invalid-value", "invalid-value"],
+        (12, 10),
+    ),
     ("unknown-source", &["unknown-source"], (13, 17)),
     ("unknown-user", &["unknown-user"], (15, 13)),
     ("unknown-step", &["unknown-step"], (13, 3)),
     ("duplicate-user", &["duplicate-user"], (12, 12)),
-    ("duplicate-source", &["duplicate-key", "duplicate-source"], (10, 3)),
+    (
+        "duplicate-source",
+        &["duplicate-key", "duplicate-source"],
+        (10, 3),
+    ),
     ("duplicate-step", &["duplicate-step"], (13, 12)),
-    ("email-outside-domains", &["email-outside-domains"], (11, 12)),
+    (
+        "email-outside-domains",
+        &["email-outside-domains"],
+        (11, 12),
+    ),
     ("inline-secret", &["inline-secret"], (13, 47)),
     ("plaintext", &["plaintext-without-opt-in"], (12, 10)),
     ("invalid-host", &["invalid-host"], (6, 29)),
@@ -44,17 +64,28 @@ fn every_diagnostic_kind_points_at_its_line_and_column() {
         let diagnostics = report["files"][0]["diagnostics"].as_array().unwrap();
         let found: Vec<&str> = diagnostics
             .iter()
-            .map(|d| d["code"].as_str().unwrap().trim_start_matches("cutover::plan::"))
+            .map(|d| {
+                d["code"]
+                    .as_str()
+                    .unwrap()
+                    .trim_start_matches("cutover::plan::")
+            })
             .collect();
         assert_eq!(&found, codes, "{name}: codes");
         let first = &diagnostics[0];
         assert_eq!(
-            (first["line"].as_u64().unwrap() as usize, first["column"].as_u64().unwrap() as usize),
+            (
+                first["line"].as_u64().unwrap() as usize,
+                first["column"].as_u64().unwrap() as usize
+            ),
             (*line, *column),
             "{name}: position of {}",
             first["message"]
         );
-        assert!(diagnostics.iter().all(|d| d["help"].is_string()), "{name}: every diagnostic has help");
+        assert!(
+            diagnostics.iter().all(|d| d["help"].is_string()),
+            "{name}: every diagnostic has help"
+        );
     }
 }
 
@@ -62,7 +93,10 @@ fn every_diagnostic_kind_points_at_its_line_and_column() {
 fn human_diagnostics_snapshot() {
     for (name, _, _) in BROKEN.iter().chain([&("many-problems", &[][..], (0, 0))]) {
         let result = run(&["validate", &path(name)]);
-        insta::assert_snapshot!(format!("human-{name}"), format!("{}{}", result.stderr, result.stdout));
+        insta::assert_snapshot!(
+            format!("human-{name}"),
+            format!("{}{}", result.stderr, result.stdout)
+        );
     }
 }
 
@@ -96,7 +130,10 @@ fn all_problems_are_reported_in_one_run() {
         "missing-setting",
         "invalid-duration",
     ] {
-        assert!(codes.contains(&format!("cutover::plan::{expected}").as_str()), "missing {expected} in {codes:?}");
+        assert!(
+            codes.contains(&format!("cutover::plan::{expected}").as_str()),
+            "missing {expected} in {codes:?}"
+        );
     }
 }
 
@@ -106,12 +143,19 @@ fn inline_secrets_become_warnings_when_allowed_and_are_never_printed() {
     assert_eq!(strict.code, ExitCode::Failure);
     let relaxed = run(&["validate", "--allow-inline-secrets", &path("inline-secret")]);
     assert_eq!(relaxed.code, ExitCode::Ok);
-    assert!(relaxed.stderr.contains("warning") || relaxed.stderr.contains('⚠'), "{}", relaxed.stderr);
+    assert!(
+        relaxed.stderr.contains("warning") || relaxed.stderr.contains('⚠'),
+        "{}",
+        relaxed.stderr
+    );
     assert!(relaxed.stdout.contains("valid, 1 warning"));
     for format in ["human", "json", "github"] {
         let out = run(&["validate", "--format", format, &path("inline-secret")]);
         let all = format!("{}{}", out.stdout, out.stderr);
-        assert!(!all.contains("hunter2"), "{format} output leaks the secret:\n{all}");
+        assert!(
+            !all.contains("hunter2"),
+            "{format} output leaks the secret:\n{all}"
+        );
     }
     let many = run(&["validate", &path("many-problems")]);
     assert!(!format!("{}{}", many.stdout, many.stderr).contains("s3cr3t"));
@@ -119,7 +163,13 @@ fn inline_secrets_become_warnings_when_allowed_and_are_never_printed() {
 
 #[test]
 fn github_annotations() {
-    let result = run(&["validate", "--format", "github", &path("unknown-field"), &path("plaintext")]);
+    let result = run(&[
+        "validate",
+        "--format",
+        "github",
+        &path("unknown-field"),
+        &path("plaintext"),
+    ]);
     assert_eq!(result.code, ExitCode::Failure);
     insta::assert_snapshot!(result.stdout);
 }
@@ -133,11 +183,20 @@ fn example_plans_validate() {
         .map(|p| p.display().to_string())
         .collect();
     plans.sort();
-    assert!(plans.len() >= 3, "expected the seed, minimal and demo plans, found {plans:?}");
+    assert!(
+        plans.len() >= 3,
+        "expected the seed, minimal and demo plans, found {plans:?}"
+    );
     let mut args = vec!["validate"];
     args.extend(plans.iter().map(String::as_str));
     let result = run(&args);
-    assert_eq!(result.code, ExitCode::Ok, "{}{}", result.stderr, result.stdout);
+    assert_eq!(
+        result.code,
+        ExitCode::Ok,
+        "{}{}",
+        result.stderr,
+        result.stdout
+    );
     for plan in &plans {
         let text = std::fs::read_to_string(plan).unwrap();
         assert!(
@@ -152,7 +211,9 @@ fn example_plans_validate() {
 fn unreadable_file_is_a_usage_error() {
     let result = run(&["validate", "tests/plans/does-not-exist.yaml"]);
     assert_eq!(result.code, ExitCode::Usage);
-    assert!(result.stderr.contains("cannot read tests/plans/does-not-exist.yaml"));
+    assert!(result
+        .stderr
+        .contains("cannot read tests/plans/does-not-exist.yaml"));
 }
 
 #[test]
@@ -160,5 +221,7 @@ fn mixed_valid_and_invalid_files_fail_and_report_each() {
     let result = run(&["validate", "plans/imap-to-imap.yaml", &path("plaintext")]);
     assert_eq!(result.code, ExitCode::Failure);
     assert!(result.stdout.contains("plans/imap-to-imap.yaml: valid"));
-    assert!(result.stdout.contains("tests/plans/broken/plaintext.yaml: 1 error"));
+    assert!(result
+        .stdout
+        .contains("tests/plans/broken/plaintext.yaml: 1 error"));
 }

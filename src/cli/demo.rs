@@ -37,10 +37,19 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
             }
             for (file, seed) in DEMO_MAILBOXES {
                 let path = dir.join(file);
-                let spec = CorpusSpec { attachment_size: 24 * 1024, ..CorpusSpec::new(seed, *messages) };
+                let spec = CorpusSpec {
+                    attachment_size: 24 * 1024,
+                    ..CorpusSpec::new(seed, *messages)
+                };
                 match corpus::write_mbox(&spec, &path) {
                     Ok(summary) => {
-                        let _ = writeln!(output.out, "wrote {} ({} messages, {} bytes)", path.display(), summary.messages, summary.bytes);
+                        let _ = writeln!(
+                            output.out,
+                            "wrote {} ({} messages, {} bytes)",
+                            path.display(),
+                            summary.messages,
+                            summary.bytes
+                        );
                     }
                     Err(e) => {
                         let _ = writeln!(output.err, "error: {e}");

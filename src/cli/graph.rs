@@ -28,7 +28,9 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
-    let Some((_, graph)) = loaded.valid() else { return ExitCode::Failure };
+    let Some((_, graph)) = loaded.valid() else {
+        return ExitCode::Failure;
+    };
     let selected = match args.select.selection() {
         Ok(selection) => graph.select(&selection),
         Err(e) => {

@@ -71,16 +71,35 @@ impl SelectArgs {
 
 /// Loads a plan for a command that needs a valid one: prints its diagnostics (warnings too)
 /// and fails with exit 1 when it has errors, exit 2 when it cannot be read.
-pub fn load_valid_plan(path: &Path, allow_inline_secrets: bool, output: &mut Output<'_>) -> Result<Loaded, ExitCode> {
-    let loaded = plan::load_file(path, Options { allow_inline_secrets }).map_err(|e| {
+pub fn load_valid_plan(
+    path: &Path,
+    allow_inline_secrets: bool,
+    output: &mut Output<'_>,
+) -> Result<Loaded, ExitCode> {
+    let loaded = plan::load_file(
+        path,
+        Options {
+            allow_inline_secrets,
+        },
+    )
+    .map_err(|e| {
         let _ = writeln!(output.err, "error: cannot read {}: {e}", path.display());
         ExitCode::Usage
     })?;
     if !loaded.report.diagnostics.is_empty() {
-        let _ = write!(output.err, "{}", validate::render_diagnostics(&loaded.report, output.color));
+        let _ = write!(
+            output.err,
+            "{}",
+            validate::render_diagnostics(&loaded.report, output.color)
+        );
     }
     if loaded.valid().is_none() {
-        let _ = writeln!(output.err, "error: {} is not a valid plan ({} errors); run `cutover validate` for details", path.display(), loaded.report.errors());
+        let _ = writeln!(
+            output.err,
+            "error: {} is not a valid plan ({} errors); run `cutover validate` for details",
+            path.display(),
+            loaded.report.errors()
+        );
         return Err(ExitCode::Failure);
     }
     Ok(loaded)
@@ -93,8 +112,13 @@ pub fn main() -> i32 {
     let stderr = std::io::stderr();
     let mut out = stdout.lock();
     let mut err = stderr.lock();
-    let color = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
-    let mut output = Output { out: &mut out, err: &mut err, color };
+    let color = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
+    let mut output = Output {
+        out: &mut out,
+        err: &mut err,
+        color,
+    };
     run(cli, &mut output) as i32
 }
 

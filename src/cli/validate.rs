@@ -45,7 +45,9 @@ struct JsonFile {
 }
 
 pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
-    let options = Options { allow_inline_secrets: args.allow_inline_secrets };
+    let options = Options {
+        allow_inline_secrets: args.allow_inline_secrets,
+    };
     let mut reports = Vec::new();
     let mut unreadable = false;
     for file in &args.files {
@@ -78,7 +80,11 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
                     })
                     .collect(),
             };
-            let _ = writeln!(output.out, "{}", serde_json::to_string_pretty(&json).unwrap_or_default());
+            let _ = writeln!(
+                output.out,
+                "{}",
+                serde_json::to_string_pretty(&json).unwrap_or_default()
+            );
         }
         Format::Github => {
             for report in &reports {
@@ -121,15 +127,26 @@ pub fn render_human(report: &FileReport, output: &mut Output<'_>) {
         (0, 0) => format!("{}: valid", report.file),
         (0, w) => format!("{}: valid, {w} warning{}", report.file, plural(w)),
         (e, 0) => format!("{}: {e} error{}", report.file, plural(e)),
-        (e, w) => format!("{}: {e} error{}, {w} warning{}", report.file, plural(e), plural(w)),
+        (e, w) => format!(
+            "{}: {e} error{}, {w} warning{}",
+            report.file,
+            plural(e),
+            plural(w)
+        ),
     };
     let _ = writeln!(output.out, "{summary}");
 }
 
 /// The miette rendering of every diagnostic of a report.
 pub fn render_diagnostics(report: &FileReport, color: bool) -> String {
-    let theme = if color { GraphicalTheme::unicode() } else { GraphicalTheme::unicode_nocolor() };
-    let handler = GraphicalReportHandler::new_themed(theme).with_width(100).with_links(false);
+    let theme = if color {
+        GraphicalTheme::unicode()
+    } else {
+        GraphicalTheme::unicode_nocolor()
+    };
+    let handler = GraphicalReportHandler::new_themed(theme)
+        .with_width(100)
+        .with_links(false);
     let mut text = String::new();
     for rendered in report.miette_reports() {
         let _ = handler.render_report(&mut text, &rendered);
@@ -148,7 +165,9 @@ fn plural(n: usize) -> &'static str {
 
 /// GitHub workflow-command escaping for the message part.
 fn escape_data(s: &str) -> String {
-    s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
 }
 
 /// GitHub workflow-command escaping for property values.

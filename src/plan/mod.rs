@@ -51,11 +51,18 @@ pub fn load_file(path: &Path, options: Options) -> std::io::Result<Loaded> {
         Err(e) => {
             let offset = e.utf8_error().valid_up_to();
             let source = String::from_utf8_lossy(e.as_bytes()).into_owned();
-            let diagnostic = PlanDiagnostic::error(YAML_SYNTAX, format!("the file is not UTF-8 text (invalid byte at offset {offset})"))
-                .label(offset..offset, "invalid UTF-8")
-                .help("save the plan as UTF-8");
+            let diagnostic = PlanDiagnostic::error(
+                YAML_SYNTAX,
+                format!("the file is not UTF-8 text (invalid byte at offset {offset})"),
+            )
+            .label(offset..offset, "invalid UTF-8")
+            .help("save the plan as UTF-8");
             Ok(Loaded {
-                report: FileReport { file: name, source: Arc::new(source), diagnostics: vec![diagnostic] },
+                report: FileReport {
+                    file: name,
+                    source: Arc::new(source),
+                    diagnostics: vec![diagnostic],
+                },
                 plan: None,
                 graph: None,
                 base_dir,
@@ -80,9 +87,15 @@ pub fn load_str(mut source: String, file: &str, base_dir: &Path, options: Option
         }
         Ok(root) if root.as_map().is_none() => {
             diagnostics.push(
-                PlanDiagnostic::error(NOT_A_PLAN, format!("a plan is a mapping, this file holds {}", root.kind_name()))
-                    .label(root.span.clone(), "expected `version:`, `name:`, `domain:` …")
-                    .help("start from an example in plans/, or run `cutover schema` for the format"),
+                PlanDiagnostic::error(
+                    NOT_A_PLAN,
+                    format!("a plan is a mapping, this file holds {}", root.kind_name()),
+                )
+                .label(
+                    root.span.clone(),
+                    "expected `version:`, `name:`, `domain:` …",
+                )
+                .help("start from an example in plans/, or run `cutover schema` for the format"),
             );
         }
         Ok(root) => {
@@ -101,9 +114,14 @@ pub fn load_str(mut source: String, file: &str, base_dir: &Path, options: Option
                         plan = Some(typed);
                     }
                     Err(e) => diagnostics.push(
-                        PlanDiagnostic::error(NOT_A_PLAN, format!("the plan could not be read: {e}"))
-                            .label(root.span.start..root.span.start, "")
-                            .help("this is a cutover bug if the plan passed the schema; please report it"),
+                        PlanDiagnostic::error(
+                            NOT_A_PLAN,
+                            format!("the plan could not be read: {e}"),
+                        )
+                        .label(root.span.start..root.span.start, "")
+                        .help(
+                            "this is a cutover bug if the plan passed the schema; please report it",
+                        ),
                     ),
                 }
             }
@@ -112,7 +130,11 @@ pub fn load_str(mut source: String, file: &str, base_dir: &Path, options: Option
     }
     diagnostics.sort_by_key(|d| d.offset());
     Loaded {
-        report: FileReport { file: file.to_string(), source: Arc::new(source), diagnostics },
+        report: FileReport {
+            file: file.to_string(),
+            source: Arc::new(source),
+            diagnostics,
+        },
         plan,
         graph,
         base_dir: base_dir.to_path_buf(),

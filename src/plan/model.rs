@@ -505,6 +505,9 @@ pub fn json_schema() -> serde_json::Value {
 mod tests {
     #[test]
     fn print_schema() {
-        println!("{}", serde_json::to_string_pretty(&super::json_schema()).unwrap());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&super::json_schema()).unwrap()
+        );
     }
 }

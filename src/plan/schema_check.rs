@@ -38,15 +38,28 @@ enum Seg<'p> {
 
 impl<'p> Place<'p> {
     fn root() -> Self {
-        Place { parent: None, seg: Seg::Root, key_span: None, description: None }
+        Place {
+            parent: None,
+            seg: Seg::Root,
+            key_span: None,
+            description: None,
+        }
     }
 
     fn child(&'p self, seg: Seg<'p>, key_span: Option<ByteSpan>) -> Place<'p> {
-        Place { parent: Some(self), seg, key_span, description: None }
+        Place {
+            parent: Some(self),
+            seg,
+            key_span,
+            description: None,
+        }
     }
 
     fn without_description(&self) -> Place<'p> {
-        Place { description: None, ..self.clone() }
+        Place {
+            description: None,
+            ..self.clone()
+        }
     }
 
     /// `users[2].migrate[0].password`
@@ -93,9 +106,15 @@ const SECRET_REF: &str = "#/$defs/SecretRef";
 
 pub fn check(root: &Node, schema: &J) -> SchemaFindings {
     let mut out = Vec::new();
-    let checker = Checker { root: schema, inline_secrets: Default::default() };
+    let checker = Checker {
+        root: schema,
+        inline_secrets: Default::default(),
+    };
     checker.check(root, schema, &Place::root(), &mut out);
-    SchemaFindings { diagnostics: out, inline_secrets: checker.inline_secrets.into_inner() }
+    SchemaFindings {
+        diagnostics: out,
+        inline_secrets: checker.inline_secrets.into_inner(),
+    }
 }
 
 struct Checker<'s> {
@@ -127,7 +146,9 @@ impl<'s> Checker<'s> {
 
     fn check(&self, node: &Node, schema: &'s J, place: &Place<'_>, out: &mut Vec<PlanDiagnostic>) {
         if schema.get("$ref").and_then(J::as_str) == Some(SECRET_REF) && node.as_str().is_some() {
-            self.inline_secrets.borrow_mut().push((place.path(), node.span.clone()));
+            self.inline_secrets
+                .borrow_mut()
+                .push((place.path(), node.span.clone()));
         }
         let description = place
             .description
@@ -179,15 +200,17 @@ impl<'s> Checker<'s> {
         let Some(types) = schema.get("type") else {
             return true;
         };
-        let accepts = |t: &str| match (&node.value, t) {
-            (Value::Null, "null") => true,
-            (Value::Bool(_), "boolean") => true,
-            (Value::Int(_), "integer" | "number") => true,
-            (Value::Float(_), "number") => true,
-            (Value::String { .. }, "string") => true,
-            (Value::Seq(_), "array") => true,
-            (Value::Map(_), "object") => true,
-            _ => false,
+        let accepts = |t: &str| {
+            matches!(
+                (&node.value, t),
+                (Value::Null, "null")
+                    | (Value::Bool(_), "boolean")
+                    | (Value::Int(_), "integer" | "number")
+                    | (Value::Float(_), "number")
+                    | (Value::String { .. }, "string")
+                    | (Value::Seq(_), "array")
+                    | (Value::Map(_), "object")
+            )
         };
         match types {
             J::String(t) => accepts(t),
@@ -217,19 +240,25 @@ impl<'s> Checker<'s> {
                 }
                 _ => {
                     out.push(
-                        PlanDiagnostic::error(WRONG_TYPE, format!("a key {} is {}", place.where_(), entry.key.kind_name()))
-                            .label(entry.key.span.clone(), "keys must be plain names")
-                            .help("write keys as plain text, e.g. `host:`"),
+                        PlanDiagnostic::error(
+                            WRONG_TYPE,
+                            format!("a key {} is {}", place.where_(), entry.key.kind_name()),
+                        )
+                        .label(entry.key.span.clone(), "keys must be plain names")
+                        .help("write keys as plain text, e.g. `host:`"),
                     );
                     continue;
                 }
             };
             if let Some(first) = entries[..i].iter().find(|e| same_key(&e.key, key)) {
                 out.push(
-                    PlanDiagnostic::error(DUPLICATE_KEY, format!("`{key}` appears twice {}", place.where_()))
-                        .label(entry.key.span.clone(), "second occurrence")
-                        .label(first.key.span.clone(), "first defined here")
-                        .help("keep one of them; YAML would silently use only one"),
+                    PlanDiagnostic::error(
+                        DUPLICATE_KEY,
+                        format!("`{key}` appears twice {}", place.where_()),
+                    )
+                    .label(entry.key.span.clone(), "second occurrence")
+                    .label(first.key.span.clone(), "first defined here")
+                    .help("keep one of them; YAML would silently use only one"),
                 );
                 continue;
             }
@@ -244,7 +273,9 @@ impl<'s> Checker<'s> {
                     format!("unknown field `{key}` {}", place.where_()),
                 )
                 .label(entry.key.span.clone(), "not a field here");
-                let known: Vec<&str> = properties.map(|p| p.keys().map(String::as_str).collect()).unwrap_or_default();
+                let known: Vec<&str> = properties
+                    .map(|p| p.keys().map(String::as_str).collect())
+                    .unwrap_or_default();
                 let suggestion = did_you_mean(key, known.iter().copied());
                 let fields = list_names(known.iter().copied());
                 diagnostic = diagnostic.help(match suggestion {
@@ -281,7 +312,13 @@ impl<'s> Checker<'s> {
         }
     }
 
-    fn check_const(&self, node: &Node, allowed: &[&J], place: &Place<'_>, out: &mut Vec<PlanDiagnostic>) {
+    fn check_const(
+        &self,
+        node: &Node,
+        allowed: &[&J],
+        place: &Place<'_>,
+        out: &mut Vec<PlanDiagnostic>,
+    ) {
         if allowed.iter().any(|a| scalar_equals(node, a)) {
             return;
         }
@@ -292,21 +329,34 @@ impl<'s> Checker<'s> {
         let found = node.scalar_text();
         let path = place.path();
         let field = path.rsplit(['.', '[']).next().unwrap_or(&path);
-        let mut diagnostic = PlanDiagnostic::error(
-            INVALID_VALUE,
-            format!("`{found}` is not a valid `{field}`"),
-        )
-        .label(node.span.clone(), format!("expected one of {}", names.join(", ")));
+        let mut diagnostic =
+            PlanDiagnostic::error(INVALID_VALUE, format!("`{found}` is not a valid `{field}`"))
+                .label(
+                    node.span.clone(),
+                    format!("expected one of {}", names.join(", ")),
+                );
         diagnostic = diagnostic.help(
             match did_you_mean(&found, names.iter().map(String::as_str)) {
-                Some(s) => format!("did you mean `{s}`? Valid values: {}", list_names(names.iter().map(String::as_str))),
-                None => format!("valid values: {}", list_names(names.iter().map(String::as_str))),
+                Some(s) => format!(
+                    "did you mean `{s}`? Valid values: {}",
+                    list_names(names.iter().map(String::as_str))
+                ),
+                None => format!(
+                    "valid values: {}",
+                    list_names(names.iter().map(String::as_str))
+                ),
             },
         );
         out.push(diagnostic);
     }
 
-    fn check_union(&self, node: &Node, written: &'s [J], place: &Place<'_>, out: &mut Vec<PlanDiagnostic>) {
+    fn check_union(
+        &self,
+        node: &Node,
+        written: &'s [J],
+        place: &Place<'_>,
+        out: &mut Vec<PlanDiagnostic>,
+    ) {
         let is_null_branch = |b: &J| self.deref(b).get("type").and_then(J::as_str) == Some("null");
         if matches!(node.value, Value::Null) && written.iter().any(is_null_branch) {
             return;
@@ -327,24 +377,29 @@ impl<'s> Checker<'s> {
         // Internally tagged enums: pick the variant by its `kind`.
         if let Some(tag) = discriminator(&non_null) {
             if let Some(entries) = node.as_map() {
-                let tags: Vec<&J> = non_null
-                    .iter()
-                    .filter_map(|b| tag_const(b, tag))
-                    .collect();
+                let tags: Vec<&J> = non_null.iter().filter_map(|b| tag_const(b, tag)).collect();
                 match entries.iter().find(|e| e.key.as_str() == Some(tag)) {
                     None => out.push(
-                        PlanDiagnostic::error(MISSING_FIELD, format!("missing field `{tag}` {}", place.where_()))
-                            .label(anchor_of(node, place), format!("needs `{tag}`"))
-                            .help(format!(
-                                "add `{tag}:` with one of {}",
-                                list_names(tags.iter().filter_map(|t| t.as_str()))
-                            )),
+                        PlanDiagnostic::error(
+                            MISSING_FIELD,
+                            format!("missing field `{tag}` {}", place.where_()),
+                        )
+                        .label(anchor_of(node, place), format!("needs `{tag}`"))
+                        .help(format!(
+                            "add `{tag}:` with one of {}",
+                            list_names(tags.iter().filter_map(|t| t.as_str()))
+                        )),
                     ),
                     Some(entry) => {
-                        match non_null.iter().find(|b| tag_const(b, tag).is_some_and(|c| scalar_equals(&entry.value, c))) {
-                            Some(branch) => self.check(node, branch, &place.without_description(), out),
+                        match non_null.iter().find(|b| {
+                            tag_const(b, tag).is_some_and(|c| scalar_equals(&entry.value, c))
+                        }) {
+                            Some(branch) => {
+                                self.check(node, branch, &place.without_description(), out)
+                            }
                             None => {
-                                let tag_place = place.child(Seg::Key(tag), Some(entry.key.span.clone()));
+                                let tag_place =
+                                    place.child(Seg::Key(tag), Some(entry.key.span.clone()));
                                 self.check_const(&entry.value, &tags, &tag_place, out);
                             }
                         }
@@ -380,12 +435,25 @@ impl<'s> Checker<'s> {
         out.push(
             PlanDiagnostic::error(
                 WRONG_TYPE,
-                format!("`{}` has the wrong shape {}", leaf(&place.path()), parent_where(&place.path())),
+                format!(
+                    "`{}` has the wrong shape {}",
+                    leaf(&place.path()),
+                    parent_where(&place.path())
+                ),
             )
-            .label(node.span.clone(), format!("expected {}", alternatives.join(" or ")))
+            .label(
+                node.span.clone(),
+                format!("expected {}", alternatives.join(" or ")),
+            )
             .help(place.description.map_or_else(
                 || format!("write one of: {}", alternatives.join(", ")),
-                |d| format!("{} Write one of: {}", first_sentence(d), alternatives.join(", ")),
+                |d| {
+                    format!(
+                        "{} Write one of: {}",
+                        first_sentence(d),
+                        alternatives.join(", ")
+                    )
+                },
             )),
         );
     }
@@ -443,7 +511,13 @@ fn describe_shape(schema: &J) -> String {
         } else {
             required
         };
-        return format!("{{ {} }}", keys.iter().map(|k| format!("{k}: …")).collect::<Vec<_>>().join(", "));
+        return format!(
+            "{{ {} }}",
+            keys.iter()
+                .map(|k| format!("{k}: …"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     expected_types(schema)
 }
@@ -496,7 +570,10 @@ fn wrong_type(node: &Node, expected: &str, place: &Place<'_>) -> PlanDiagnostic 
     }
     let diagnostic = PlanDiagnostic::error(
         WRONG_TYPE,
-        format!("`{field}` must be {expected}, found {found} {}", parent_where(&path)),
+        format!(
+            "`{field}` must be {expected}, found {found} {}",
+            parent_where(&path)
+        ),
     )
     .label(node.span.clone(), format!("expected {expected}"));
     if help.is_empty() {
@@ -522,12 +599,23 @@ fn check_range(node: &Node, n: f64, schema: &J, place: &Place<'_>, out: &mut Vec
         let range = format!(
             "{} to {}",
             min.map_or("…".to_string(), |m| m.to_string()),
-            max.or(format_max).map_or("…".to_string(), |m| m.to_string())
+            max.or(format_max)
+                .map_or("…".to_string(), |m| m.to_string())
         );
         out.push(
-            PlanDiagnostic::error(INVALID_VALUE, format!("`{}` is out of range {}", leaf(&place.path()), parent_where(&place.path())))
-                .label(node.span.clone(), format!("must be {range}"))
-                .help(place.description.map_or_else(|| format!("use a value from {range}"), |d| format!("use a value from {range}. {}", first_sentence(d)))),
+            PlanDiagnostic::error(
+                INVALID_VALUE,
+                format!(
+                    "`{}` is out of range {}",
+                    leaf(&place.path()),
+                    parent_where(&place.path())
+                ),
+            )
+            .label(node.span.clone(), format!("must be {range}"))
+            .help(place.description.map_or_else(
+                || format!("use a value from {range}"),
+                |d| format!("use a value from {range}. {}", first_sentence(d)),
+            )),
         );
     }
 }

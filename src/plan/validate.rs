@@ -91,15 +91,28 @@ impl TreeChecker<'_> {
                 let id = entry.key.scalar_text();
                 if let Some(first) = sources[..i].iter().find(|e| e.key.scalar_text() == id) {
                     self.out.push(
-                        PlanDiagnostic::error(DUPLICATE_SOURCE, format!("source `{id}` is defined twice"))
-                            .label(entry.key.span.clone(), "second definition")
-                            .label(first.key.span.clone(), "first defined here")
-                            .help("give each source its own id"),
+                        PlanDiagnostic::error(
+                            DUPLICATE_SOURCE,
+                            format!("source `{id}` is defined twice"),
+                        )
+                        .label(entry.key.span.clone(), "second definition")
+                        .label(first.key.span.clone(), "first defined here")
+                        .help("give each source its own id"),
                     );
                     continue;
                 }
-                self.check_identifier(&entry.key, &id, "source id", "source ids become part of step ids: use letters, digits, `-` and `_`");
-                let kind = entry.value.get("kind").and_then(Node::as_str).unwrap_or("").to_string();
+                self.check_identifier(
+                    &entry.key,
+                    &id,
+                    "source id",
+                    "source ids become part of step ids: use letters, digits, `-` and `_`",
+                );
+                let kind = entry
+                    .value
+                    .get("kind")
+                    .and_then(Node::as_str)
+                    .unwrap_or("")
+                    .to_string();
                 if matches!(kind.as_str(), "imap" | "pop3") {
                     self.check_server(&entry.value);
                 }
@@ -121,9 +134,13 @@ impl TreeChecker<'_> {
                             }
                         }
                     }
-                    if let Some(endpoint) = target.get("auth").and_then(|a| a.get("token_endpoint")) {
+                    if let Some(endpoint) = target.get("auth").and_then(|a| a.get("token_endpoint"))
+                    {
                         if let Some(url) = endpoint.as_str() {
-                            if !url.starts_with("https://") && !url.starts_with("http://127.") && !url.starts_with("http://localhost") {
+                            if !url.starts_with("https://")
+                                && !url.starts_with("http://127.")
+                                && !url.starts_with("http://localhost")
+                            {
                                 self.out.push(
                                     PlanDiagnostic::error(PLAINTEXT, "the token endpoint must use https")
                                         .label(endpoint.span.clone(), "not https")
@@ -136,9 +153,17 @@ impl TreeChecker<'_> {
                 _ => {}
             }
         }
-        let target_kind = root.get("target").and_then(|t| t.get("kind")).and_then(Node::as_str);
+        let target_kind = root
+            .get("target")
+            .and_then(|t| t.get("kind"))
+            .and_then(Node::as_str);
         let target_needs_login = target_kind == Some("imap")
-            && root.get("target").and_then(|t| t.get("auth")).and_then(Node::as_str).unwrap_or("password") == "password";
+            && root
+                .get("target")
+                .and_then(|t| t.get("auth"))
+                .and_then(Node::as_str)
+                .unwrap_or("password")
+                == "password";
 
         let mut seen_addresses: HashMap<String, ByteSpan> = HashMap::new();
         for user in seq(root.get("users")) {
@@ -149,7 +174,10 @@ impl TreeChecker<'_> {
                 self.check_address(alias, &domains, &mut seen_addresses, "alias");
             }
             if target_needs_login && user.as_map().is_some() && user.get("target_login").is_none() {
-                let anchor = user.as_map().and_then(|m| m.first()).map_or(user.span.clone(), |e| e.key.span.clone());
+                let anchor = user
+                    .as_map()
+                    .and_then(|m| m.first())
+                    .map_or(user.span.clone(), |e| e.key.span.clone());
                 self.out.push(
                     PlanDiagnostic::error(MISSING_SETTING, "this user needs `target_login` for the IMAP target")
                         .label(anchor, "no target credentials")
@@ -176,8 +204,13 @@ impl TreeChecker<'_> {
     fn check_identifier(&mut self, node: &Node, text: &str, what: &str, help: &str) {
         let ok = !text.is_empty()
             && text.len() <= 64
-            && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            && text.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+            && text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            && text
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric());
         if !ok {
             self.out.push(
                 PlanDiagnostic::error(INVALID_NAME, format!("`{text}` is not a valid {what}"))
@@ -199,13 +232,22 @@ impl TreeChecker<'_> {
         false
     }
 
-    fn check_address(&mut self, node: &Node, domains: &[String], seen: &mut HashMap<String, ByteSpan>, what: &str) {
+    fn check_address(
+        &mut self,
+        node: &Node,
+        domains: &[String],
+        seen: &mut HashMap<String, ByteSpan>,
+        what: &str,
+    ) {
         let Some(text) = node.as_str() else { return };
         let Some((local, domain)) = split_email(text) else {
             self.out.push(
-                PlanDiagnostic::error(INVALID_EMAIL, format!("`{text}` is not a valid email address"))
-                    .label(node.span.clone(), "expected `name@domain`")
-                    .help("write the full address, e.g. `alice@acme.co.uk`"),
+                PlanDiagnostic::error(
+                    INVALID_EMAIL,
+                    format!("`{text}` is not a valid email address"),
+                )
+                .label(node.span.clone(), "expected `name@domain`")
+                .help("write the full address, e.g. `alice@acme.co.uk`"),
             );
             return;
         };
@@ -213,10 +255,13 @@ impl TreeChecker<'_> {
         let lower = text.to_ascii_lowercase();
         if let Some(first) = seen.get(&lower) {
             self.out.push(
-                PlanDiagnostic::error(DUPLICATE_USER, format!("`{text}` appears twice among the plan's addresses"))
-                    .label(node.span.clone(), format!("duplicate {what}"))
-                    .label(first.clone(), "first used here")
-                    .help("each address belongs to one mailbox; remove or merge the duplicate"),
+                PlanDiagnostic::error(
+                    DUPLICATE_USER,
+                    format!("`{text}` appears twice among the plan's addresses"),
+                )
+                .label(node.span.clone(), format!("duplicate {what}"))
+                .label(first.clone(), "first used here")
+                .help("each address belongs to one mailbox; remove or merge the duplicate"),
             );
         } else {
             seen.insert(lower, node.span.clone());
@@ -238,9 +283,14 @@ impl TreeChecker<'_> {
             if let Some(text) = host.as_str() {
                 if !is_hostname(text) && text.parse::<std::net::IpAddr>().is_err() {
                     self.out.push(
-                        PlanDiagnostic::error(INVALID_HOST, format!("`{text}` is not a valid host name"))
-                            .label(host.span.clone(), "expected a host name or IP address")
-                            .help("write only the host, e.g. `imap.ionos.co.uk`: no scheme, port or path"),
+                        PlanDiagnostic::error(
+                            INVALID_HOST,
+                            format!("`{text}` is not a valid host name"),
+                        )
+                        .label(host.span.clone(), "expected a host name or IP address")
+                        .help(
+                            "write only the host, e.g. `imap.ionos.co.uk`: no scheme, port or path",
+                        ),
                     );
                 }
             }
@@ -255,7 +305,9 @@ impl TreeChecker<'_> {
             }
         }
         if let Some(tls) = server.entry("tls") {
-            let plaintext_allowed = server.get("allow_plaintext").is_some_and(|a| a.value == Value::Bool(true));
+            let plaintext_allowed = server
+                .get("allow_plaintext")
+                .is_some_and(|a| a.value == Value::Bool(true));
             if tls.value.as_str() == Some("none") && !plaintext_allowed {
                 self.out.push(
                     PlanDiagnostic::error(PLAINTEXT, "`tls: none` sends passwords and mail unencrypted")
@@ -271,15 +323,24 @@ impl TreeChecker<'_> {
 
     fn check_migration(&mut self, migration: &Node, source_kinds: &HashMap<String, String>) {
         let from = migration.get("from");
-        let kind = from.and_then(Node::as_str).and_then(|id| source_kinds.get(id)).map(String::as_str);
+        let kind = from
+            .and_then(Node::as_str)
+            .and_then(|id| source_kinds.get(id))
+            .map(String::as_str);
         if let Some(from) = from {
             if let Some(id) = from.as_str() {
                 if !source_kinds.contains_key(id) {
                     let mut known: Vec<&str> = source_kinds.keys().map(String::as_str).collect();
                     known.sort_unstable();
                     let help = match did_you_mean(id, known.iter().copied()) {
-                        Some(s) => format!("did you mean `{s}`? Sources: {}", list_names(known.iter().copied())),
-                        None => format!("sources defined in `sources:`: {}", list_names(known.iter().copied())),
+                        Some(s) => format!(
+                            "did you mean `{s}`? Sources: {}",
+                            list_names(known.iter().copied())
+                        ),
+                        None => format!(
+                            "sources defined in `sources:`: {}",
+                            list_names(known.iter().copied())
+                        ),
                     };
                     self.out.push(
                         PlanDiagnostic::error(UNKNOWN_SOURCE, format!("unknown source `{id}`"))
@@ -294,16 +355,27 @@ impl TreeChecker<'_> {
             Some("imap" | "pop3") => {
                 if migration.get("login").is_none() {
                     self.out.push(
-                        PlanDiagnostic::error(MISSING_SETTING, "a mail server source needs `login`")
-                            .label(anchor.clone(), "no `login` for this source")
-                            .help("add `login:` with the account's user name at the old host"),
+                        PlanDiagnostic::error(
+                            MISSING_SETTING,
+                            "a mail server source needs `login`",
+                        )
+                        .label(anchor.clone(), "no `login` for this source")
+                        .help("add `login:` with the account's user name at the old host"),
                     );
                 }
                 if migration.get("file").is_some() {
                     self.out.push(
-                        PlanDiagnostic::error(MISSING_SETTING, "`file` is only for file sources (pst, mbox, maildir)")
-                            .label(migration.entry("file").map_or(anchor.clone(), |e| e.key.span.clone()), "not used by a server source")
-                            .help("remove `file:` or point `from:` at a file source"),
+                        PlanDiagnostic::error(
+                            MISSING_SETTING,
+                            "`file` is only for file sources (pst, mbox, maildir)",
+                        )
+                        .label(
+                            migration
+                                .entry("file")
+                                .map_or(anchor.clone(), |e| e.key.span.clone()),
+                            "not used by a server source",
+                        )
+                        .help("remove `file:` or point `from:` at a file source"),
                     );
                 }
             }
@@ -321,7 +393,10 @@ impl TreeChecker<'_> {
             for list in ["include", "exclude"] {
                 for glob in seq(folders.get(list)) {
                     if let Some(text) = glob.as_str() {
-                        if let Err(e) = globset::GlobBuilder::new(text).literal_separator(true).build() {
+                        if let Err(e) = globset::GlobBuilder::new(text)
+                            .literal_separator(true)
+                            .build()
+                        {
                             self.out.push(
                                 PlanDiagnostic::error(INVALID_GLOB, format!("`{text}` is not a valid folder glob"))
                                     .label(glob.span.clone(), e.kind().to_string())
@@ -341,7 +416,9 @@ impl TreeChecker<'_> {
                         None => self.out.push(
                             PlanDiagnostic::error(INVALID_DATE, format!("`{text}` is not a date"))
                                 .label(node.span.clone(), "expected YYYY-MM-DD")
-                                .help(format!("write `{field}` as a calendar date, e.g. `2024-01-31`")),
+                                .help(format!(
+                                    "write `{field}` as a calendar date, e.g. `2024-01-31`"
+                                )),
                         ),
                     }
                 }
@@ -351,9 +428,12 @@ impl TreeChecker<'_> {
             if since >= before {
                 if let Some(node) = migration.get("before") {
                     self.out.push(
-                        PlanDiagnostic::error(INVALID_DATE, "`before` is not after `since`: the window is empty")
-                            .label(node.span.clone(), "must be later than `since`")
-                            .help("swap the dates or widen the window"),
+                        PlanDiagnostic::error(
+                            INVALID_DATE,
+                            "`before` is not after `since`: the window is empty",
+                        )
+                        .label(node.span.clone(), "must be later than `since`")
+                        .help("swap the dates or widen the window"),
                     );
                 }
             }
@@ -367,7 +447,10 @@ impl TreeChecker<'_> {
             self.out.push(
                 PlanDiagnostic::error(MISSING_FILE, format!("{what} `{text}` does not exist"))
                     .label(node.span.clone(), "file not found")
-                    .help(format!("paths are relative to the plan file's folder ({})", display_dir(self.base_dir))),
+                    .help(format!(
+                        "paths are relative to the plan file's folder ({})",
+                        display_dir(self.base_dir)
+                    )),
             );
         }
     }
@@ -386,9 +469,12 @@ impl TreeChecker<'_> {
             if let Some(text) = server.as_str() {
                 if !is_hostname(text) && text.parse::<std::net::IpAddr>().is_err() {
                     self.out.push(
-                        PlanDiagnostic::error(INVALID_HOST, format!("`{text}` is not a valid host name"))
-                            .label(server.span.clone(), "expected a host name or IP address")
-                            .help("write only the server's name or address"),
+                        PlanDiagnostic::error(
+                            INVALID_HOST,
+                            format!("`{text}` is not a valid host name"),
+                        )
+                        .label(server.span.clone(), "expected a host name or IP address")
+                        .help("write only the server's name or address"),
                     );
                 }
             }
@@ -396,7 +482,9 @@ impl TreeChecker<'_> {
         for record in seq(dns.get("records")) {
             let is_mx = record.get("type").and_then(Node::as_str) == Some("MX");
             if is_mx && record.get("priority").is_none() {
-                let anchor = record.entry("type").map_or(record.span.clone(), |e| e.value.span.clone());
+                let anchor = record
+                    .entry("type")
+                    .map_or(record.span.clone(), |e| e.value.span.clone());
                 self.out.push(
                     PlanDiagnostic::error(MISSING_SETTING, "an MX record needs `priority`")
                         .label(anchor, "MX without priority")
@@ -408,9 +496,14 @@ impl TreeChecker<'_> {
             if let Some(text) = ahead.as_str() {
                 if parse_duration(text).is_none() {
                     self.out.push(
-                        PlanDiagnostic::error(INVALID_DURATION, format!("`{text}` is not a duration"))
-                            .label(ahead.span.clone(), "expected e.g. `24h`, `90m`, `2d`")
-                            .help("a number followed by s, m, h or d; at least the records' current TTL"),
+                        PlanDiagnostic::error(
+                            INVALID_DURATION,
+                            format!("`{text}` is not a duration"),
+                        )
+                        .label(ahead.span.clone(), "expected e.g. `24h`, `90m`, `2d`")
+                        .help(
+                            "a number followed by s, m, h or d; at least the records' current TTL",
+                        ),
                     );
                 }
             }
@@ -436,7 +529,11 @@ pub fn check_graph(plan: &Plan, root: &Node, out: &mut Vec<PlanDiagnostic>) -> S
     let (graph, problems) = StepGraph::build(plan);
     for problem in problems {
         match problem {
-            GraphProblem::DuplicateStep { id, user, migration } => {
+            GraphProblem::DuplicateStep {
+                id,
+                user,
+                migration,
+            } => {
                 let user_node = seq(root.get("users")).nth(user);
                 let (span, help) = match migration {
                     Some(m) => (
@@ -455,7 +552,11 @@ pub fn check_graph(plan: &Plan, root: &Node, out: &mut Vec<PlanDiagnostic>) -> S
                     )
                     }
                 };
-                let mut d = PlanDiagnostic::error(DUPLICATE_STEP, format!("two steps would both be `{id}`")).help(help);
+                let mut d = PlanDiagnostic::error(
+                    DUPLICATE_STEP,
+                    format!("two steps would both be `{id}`"),
+                )
+                .help(help);
                 if let Some(span) = span {
                     d = d.label(span, "second step with this id");
                 }
@@ -463,16 +564,34 @@ pub fn check_graph(plan: &Plan, root: &Node, out: &mut Vec<PlanDiagnostic>) -> S
             }
             GraphProblem::UnknownStep { pattern, site } => {
                 let span = site_span(root, &site);
-                let users: Vec<String> = plan.users.iter().map(|u| crate::graph::user_slug(&u.email)).collect();
+                let users: Vec<String> = plan
+                    .users
+                    .iter()
+                    .map(|u| crate::graph::user_slug(&u.email))
+                    .collect();
                 let named_user = pattern.split('.').nth(1).filter(|u| {
-                    matches!(pattern.split('.').next(), Some("user" | "copy" | "delta" | "autocomplete" | "verify")) && !u.contains(['*', '?', '['])
+                    matches!(
+                        pattern.split('.').next(),
+                        Some("user" | "copy" | "delta" | "autocomplete" | "verify")
+                    ) && !u.contains(['*', '?', '['])
                 });
                 let d = match named_user.filter(|u| !users.iter().any(|x| x == u)) {
-                    Some(user) => PlanDiagnostic::error(UNKNOWN_USER, format!("`{pattern}` names unknown user `{user}`"))
-                        .help(match did_you_mean(user, users.iter().map(String::as_str)) {
-                            Some(s) => format!("did you mean `{s}`? Users: {}", list_names(users.iter().map(String::as_str))),
-                            None => format!("users (by local part): {}", list_names(users.iter().map(String::as_str))),
-                        }),
+                    Some(user) => PlanDiagnostic::error(
+                        UNKNOWN_USER,
+                        format!("`{pattern}` names unknown user `{user}`"),
+                    )
+                    .help(
+                        match did_you_mean(user, users.iter().map(String::as_str)) {
+                            Some(s) => format!(
+                                "did you mean `{s}`? Users: {}",
+                                list_names(users.iter().map(String::as_str))
+                            ),
+                            None => format!(
+                                "users (by local part): {}",
+                                list_names(users.iter().map(String::as_str))
+                            ),
+                        },
+                    ),
                     None => {
                         let ids: Vec<&str> = graph.steps().map(|s| s.id.as_str()).collect();
                         let mut shown: Vec<&str> = ids.iter().copied().take(12).collect();
@@ -481,8 +600,13 @@ pub fn check_graph(plan: &Plan, root: &Node, out: &mut Vec<PlanDiagnostic>) -> S
                         }
                         PlanDiagnostic::error(UNKNOWN_STEP, format!("`{pattern}` matches no step"))
                             .help(match did_you_mean(&pattern, ids.iter().copied()) {
-                                Some(s) => format!("did you mean `{s}`? Steps: {}", shown.join(", ")),
-                                None => format!("steps: {} (`cutover graph` lists them all)", shown.join(", ")),
+                                Some(s) => {
+                                    format!("did you mean `{s}`? Steps: {}", shown.join(", "))
+                                }
+                                None => format!(
+                                    "steps: {} (`cutover graph` lists them all)",
+                                    shown.join(", ")
+                                ),
                             })
                     }
                 };
@@ -491,24 +615,43 @@ pub fn check_graph(plan: &Plan, root: &Node, out: &mut Vec<PlanDiagnostic>) -> S
                     None => d,
                 });
             }
-            GraphProblem::InvalidPattern { pattern, site, reason } => {
-                let mut d = PlanDiagnostic::error(INVALID_GLOB, format!("`{pattern}` is not a valid step pattern"))
-                    .help("a step id, or a glob such as `copy.*`");
+            GraphProblem::InvalidPattern {
+                pattern,
+                site,
+                reason,
+            } => {
+                let mut d = PlanDiagnostic::error(
+                    INVALID_GLOB,
+                    format!("`{pattern}` is not a valid step pattern"),
+                )
+                .help("a step id, or a glob such as `copy.*`");
                 if let Some(span) = site_span(root, &site) {
                     d = d.label(span, reason);
                 }
                 out.push(d);
             }
             GraphProblem::Cycle { path, origins } => {
-                let mut d = PlanDiagnostic::error(DEPENDENCY_CYCLE, format!("dependency cycle: {}", path.join(" → ")))
-                    .help("a step cannot wait for itself: remove one of the labelled edges");
+                let mut d = PlanDiagnostic::error(
+                    DEPENDENCY_CYCLE,
+                    format!("dependency cycle: {}", path.join(" → ")),
+                )
+                .help("a step cannot wait for itself: remove one of the labelled edges");
                 for (i, origin) in origins.iter().enumerate() {
                     let edge = format!("{} → {}", path[i], path[i + 1]);
                     let site = match origin {
                         EdgeOrigin::Runbook => None,
-                        EdgeOrigin::PlanAfter { key, index } => Some(RefSite::AfterItem { key: key.clone(), index: *index }),
-                        EdgeOrigin::GateBefore { gate, index } => Some(RefSite::GateBefore { gate: gate.clone(), index: *index }),
-                        EdgeOrigin::GateAfter { gate, index } => Some(RefSite::GateAfter { gate: gate.clone(), index: *index }),
+                        EdgeOrigin::PlanAfter { key, index } => Some(RefSite::AfterItem {
+                            key: key.clone(),
+                            index: *index,
+                        }),
+                        EdgeOrigin::GateBefore { gate, index } => Some(RefSite::GateBefore {
+                            gate: gate.clone(),
+                            index: *index,
+                        }),
+                        EdgeOrigin::GateAfter { gate, index } => Some(RefSite::GateAfter {
+                            gate: gate.clone(),
+                            index: *index,
+                        }),
                     };
                     if let Some(span) = site.and_then(|s| site_span(root, &s)) {
                         d = d.label(span, edge);
@@ -524,9 +667,15 @@ pub fn check_graph(plan: &Plan, root: &Node, out: &mut Vec<PlanDiagnostic>) -> S
 fn site_span(root: &Node, site: &RefSite) -> Option<ByteSpan> {
     match site {
         RefSite::AfterKey { key } => root.get("after")?.entry(key).map(|e| e.key.span.clone()),
-        RefSite::AfterItem { key, index } => seq(root.get("after")?.get(key)).nth(*index).map(|n| n.span.clone()),
-        RefSite::GateBefore { gate, index } => seq(root.get("manual")?.get(gate)?.get("before")).nth(*index).map(|n| n.span.clone()),
-        RefSite::GateAfter { gate, index } => seq(root.get("manual")?.get(gate)?.get("after")).nth(*index).map(|n| n.span.clone()),
+        RefSite::AfterItem { key, index } => seq(root.get("after")?.get(key))
+            .nth(*index)
+            .map(|n| n.span.clone()),
+        RefSite::GateBefore { gate, index } => seq(root.get("manual")?.get(gate)?.get("before"))
+            .nth(*index)
+            .map(|n| n.span.clone()),
+        RefSite::GateAfter { gate, index } => seq(root.get("manual")?.get(gate)?.get("after"))
+            .nth(*index)
+            .map(|n| n.span.clone()),
     }
 }
 
@@ -550,7 +699,9 @@ pub fn is_hostname(text: &str) -> bool {
         && text.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -564,7 +715,9 @@ pub fn split_email(text: &str) -> Option<(&str, &str)> {
         && !local.starts_with('.')
         && !local.ends_with('.')
         && !local.contains("..")
-        && local.chars().all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
+        && local
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
     (local_ok && is_hostname(domain) && domain.contains('.')).then_some((local, domain))
 }
 
@@ -603,7 +756,7 @@ pub mod chrono_free {
             let year: u16 = text.get(0..4)?.parse().ok()?;
             let month: u8 = text.get(5..7)?.parse().ok()?;
             let day: u8 = text.get(8..10)?.parse().ok()?;
-            let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+            let leap = (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400);
             let days = match month {
                 1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
                 4 | 6 | 9 | 11 => 30,

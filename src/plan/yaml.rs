@@ -313,7 +313,9 @@ impl Builder<'_> {
                         entries,
                         ..
                     } => {
-                        let end = entries.last().map_or(at.end, |e| e.value.span.end.max(start));
+                        let end = entries
+                            .last()
+                            .map_or(at.end, |e| e.value.span.end.max(start));
                         (
                             Node {
                                 span: start..end,
@@ -326,7 +328,11 @@ impl Builder<'_> {
                 self.remember(anchor, &node);
                 self.push(node)
             }
-            Event::StreamStart | Event::StreamEnd | Event::DocumentStart(_) | Event::DocumentEnd | Event::Nothing => Ok(()),
+            Event::StreamStart
+            | Event::StreamEnd
+            | Event::DocumentStart(_)
+            | Event::DocumentEnd
+            | Event::Nothing => Ok(()),
         }
     }
 
@@ -487,7 +493,9 @@ mod tests {
         let entry = root.entry("name").unwrap();
         assert_eq!(&src[entry.key.span.clone()], "name");
         assert_eq!(&src[entry.value.span.clone()], "acme");
-        let email = &root.get("users").unwrap().as_seq().unwrap()[0].get("email").unwrap();
+        let email = &root.get("users").unwrap().as_seq().unwrap()[0]
+            .get("email")
+            .unwrap();
         assert_eq!(&src[email.span.clone()], "a@x.io");
     }
 
@@ -514,10 +522,17 @@ mod tests {
     #[test]
     fn aliases_expand_and_bombs_are_refused() {
         let root = parse("a: &x {k: 1}\nb: *x\n").unwrap();
-        assert_eq!(root.get("b").unwrap().get("k").unwrap().value, Value::Int(1));
+        assert_eq!(
+            root.get("b").unwrap().get("k").unwrap().value,
+            Value::Int(1)
+        );
         let mut bomb = String::from("a: &a [x,x,x,x,x,x,x,x,x,x]\n");
         for i in 0..8 {
-            let prev = if i == 0 { "a".to_string() } else { format!("a{}", i - 1) };
+            let prev = if i == 0 {
+                "a".to_string()
+            } else {
+                format!("a{}", i - 1)
+            };
             bomb.push_str(&format!(
                 "a{i}: &a{i} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"
             ));

@@ -2,8 +2,6 @@
 //! `child_process_entry` test selected and a role in the environment. A separate helper binary
 //! would be built only by some `cargo test` invocations; the test binary itself always exists.
 
-
-
 use std::io::{BufRead, BufReader, Lines};
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};

@@ -17,7 +17,11 @@ pub fn run(args: &[&str]) -> Captured {
     let mut out = Vec::new();
     let mut err = Vec::new();
     let code = {
-        let mut output = Output { out: &mut out, err: &mut err, color: false };
+        let mut output = Output {
+            out: &mut out,
+            err: &mut err,
+            color: false,
+        };
         cli::run(cli, &mut output)
     };
     Captured {
