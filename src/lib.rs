@@ -6,6 +6,7 @@ pub mod cli;
 pub mod connectors;
 pub mod engine;
 pub mod graph;
+pub mod ops;
 pub mod plan;
 pub mod redact;
 pub mod state;

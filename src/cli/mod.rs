@@ -3,16 +3,22 @@
 //!
 //! Every subcommand exposes `Args` (clap) and `run(&Args, &mut Output) -> ExitCode`.
 
+pub mod apply;
+pub mod approve;
 pub mod demo;
 pub mod graph;
+pub mod plan;
+pub mod progress;
 pub mod schema;
+pub mod state;
+pub mod status;
 pub mod validate;
 
 use std::path::Path;
 
 use clap::{Parser, Subcommand};
 
-use crate::plan::{self, Loaded, Options};
+use crate::plan::{Loaded, Options};
 
 /// Exit codes shared by every command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,8 +27,11 @@ pub enum ExitCode {
     Ok = 0,
     /// The input is invalid or the work failed.
     Failure = 1,
-    /// Usage or I/O error: the command could not do its job at all.
+    /// Usage or I/O error: the command could not do its job at all (also `plan
+    /// --detailed-exitcode`'s "there are changes").
     Usage = 2,
+    /// Interrupted with Ctrl-C; in-flight work was checkpointed.
+    Interrupted = 130,
 }
 
 /// Where a command writes: `out` for results, `err` for diagnostics and progress.
@@ -48,8 +57,45 @@ pub enum Command {
     Schema(schema::Args),
     /// Print the step DAG as DOT or Mermaid.
     Graph(graph::Args),
+    /// Preview what apply would do: + create, ~ change, = done, ! blocked.
+    Plan(plan::Args),
+    /// Execute the plan: idempotent, resumable after any crash.
+    Apply(apply::Args),
+    /// Every step's state, progress and last error.
+    Status(status::Args),
+    /// Approve a manual gate so the next apply continues past it.
+    Approve(approve::Args),
+    /// Inspect the state file, or release a dead apply's lock.
+    State(state::Args),
     /// Sample data for the demo plan.
     Demo(demo::Args),
+}
+
+/// `--state` and `--allow-inline-secrets`, shared by the commands that open a plan's state.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct StateArgs {
+    /// State file (default: `.cutover/<plan name>.db` beside the plan).
+    #[arg(long, value_name = "PATH")]
+    pub state: Option<std::path::PathBuf>,
+    /// Accept inline literal secrets (a warning instead of an error).
+    #[arg(long)]
+    pub allow_inline_secrets: bool,
+}
+
+/// Opens a valid plan with its state path, printing diagnostics on failure.
+pub fn open_workspace(path: &Path, state: &StateArgs, output: &mut Output<'_>) -> Result<crate::ops::Workspace, ExitCode> {
+    let loaded = load_valid_plan(path, state.allow_inline_secrets, output)?;
+    crate::ops::Workspace::from_loaded(path, loaded, state.state.as_deref()).map_err(|e| report_ops_error(&e, output))
+}
+
+/// Prints an operation's error and maps it to an exit code.
+pub fn report_ops_error(error: &crate::ops::OpsError, output: &mut Output<'_>) -> ExitCode {
+    use crate::ops::OpsError;
+    let _ = writeln!(output.err, "error: {}", crate::redact::redact(&error.to_string()));
+    match error {
+        OpsError::Read { .. } | OpsError::Selection(_) | OpsError::BadSavedPlan { .. } => ExitCode::Usage,
+        _ => ExitCode::Failure,
+    }
 }
 
 /// `--target` / `--exclude`, shared by graph, plan and apply.
@@ -76,7 +122,7 @@ pub fn load_valid_plan(
     allow_inline_secrets: bool,
     output: &mut Output<'_>,
 ) -> Result<Loaded, ExitCode> {
-    let loaded = plan::load_file(
+    let loaded = crate::plan::load_file(
         path,
         Options {
             allow_inline_secrets,
@@ -128,6 +174,11 @@ pub fn run(cli: Cli, output: &mut Output<'_>) -> ExitCode {
         Command::Validate(args) => validate::run(args, output),
         Command::Schema(args) => schema::run(args, output),
         Command::Graph(args) => graph::run(args, output),
+        Command::Plan(args) => plan::run(args, output),
+        Command::Apply(args) => apply::run(args, output),
+        Command::Status(args) => status::run(args, output),
+        Command::Approve(args) => approve::run(args, output),
+        Command::State(args) => state::run(args, output),
         Command::Demo(args) => demo::run(args, output),
     }
 }

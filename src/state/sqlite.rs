@@ -126,6 +126,21 @@ impl SqliteStore {
         })
     }
 
+    /// An empty store in memory: `plan` on a plan that never ran previews against it
+    /// without creating a state file.
+    pub fn in_memory() -> Result<Self> {
+        let path = std::path::PathBuf::from(":memory:");
+        let mut conn = Connection::open_in_memory().map_err(|source| StateError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        migrations::migrate(&mut conn, &path)?;
+        Ok(SqliteStore {
+            path,
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
     /// The state file's path, for messages.
     pub fn path(&self) -> &Path {
         &self.path

@@ -1,0 +1,161 @@
+//! `cutover apply FILE`: executes the plan's step DAG — idempotent, resumable, interruptible.
+
+use std::collections::HashMap;
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::progress::{Progress, ProgressMode};
+use super::{open_workspace, report_ops_error, ExitCode, Output, SelectArgs, StateArgs};
+use crate::engine::{ApplyOptions, CancellationToken, WalkOutcome};
+use crate::ops::{self, Action, ApplyRequest, PlanView, Workspace};
+use crate::plan::Options;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A plan file, or a plan saved by `cutover plan --out`.
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub select: SelectArgs,
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Do not ask for confirmation (required when not run from a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Steps run at once (default: the plan's `settings.parallelism`).
+    #[arg(long)]
+    pub parallelism: Option<usize>,
+    /// Stop scheduling every step after the first failure.
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// How long to wait for another apply's lock, e.g. `30s`, `5m` (default: do not wait).
+    #[arg(long, value_parser = parse_timeout, default_value = "0s")]
+    pub lock_timeout: Duration,
+    /// Progress display.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+}
+
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    crate::plan::validate::parse_duration(text).map(Duration::from_secs).ok_or_else(|| format!("`{text}` is not a duration such as 30s or 5m"))
+}
+
+pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
+    let options = Options { allow_inline_secrets: args.state.allow_inline_secrets };
+    let saved = is_saved_plan(&args.file);
+    let (ws, selection, view) = if saved {
+        match ops::load_saved_plan(&args.file, options, args.state.state.as_deref()) {
+            Ok((ws, saved)) => match crate::graph::Selection::new(&saved.targets, &saved.excludes) {
+                Ok(selection) => (ws, selection, saved.view),
+                Err(e) => {
+                    let _ = writeln!(output.err, "error: {e}");
+                    return ExitCode::Usage;
+                }
+            },
+            Err(e) => return report_ops_error(&e, output),
+        }
+    } else {
+        let ws = match open_workspace(&args.file, &args.state, output) {
+            Ok(ws) => ws,
+            Err(code) => return code,
+        };
+        let selection = match args.select.selection() {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = writeln!(output.err, "error: {e}");
+                return ExitCode::Usage;
+            }
+        };
+        let view = match ops::plan(&ws, &selection, false) {
+            Ok(view) => view,
+            Err(e) => return report_ops_error(&e, output),
+        };
+        let _ = write!(output.out, "{}", ops::render_plan(&view, ws.graph()));
+        if !view.has_changes() {
+            let _ = writeln!(output.out, "\nNo changes. Nothing to do.");
+            return if view.count(Action::Blocked) > 0 { ExitCode::Failure } else { ExitCode::Ok };
+        }
+        if !args.yes && !confirm(output) {
+            return ExitCode::Usage;
+        }
+        (ws, selection, view)
+    };
+    execute(args, &ws, selection, &view, output)
+}
+
+fn is_saved_plan(path: &std::path::Path) -> bool {
+    std::fs::read(path).is_ok_and(|bytes| bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'))
+}
+
+fn confirm(output: &mut Output<'_>) -> bool {
+    if !std::io::stdin().is_terminal() {
+        let _ = writeln!(output.err, "error: apply asks for confirmation; not running from a terminal, so pass --yes (or apply a saved plan)");
+        return false;
+    }
+    let _ = write!(output.err, "\nDo you want to perform these actions? Only 'yes' will be accepted: ");
+    let _ = output.err.flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    if answer.trim() == "yes" {
+        true
+    } else {
+        let _ = writeln!(output.err, "Apply cancelled.");
+        false
+    }
+}
+
+fn execute(args: &Args, ws: &Workspace, selection: crate::graph::Selection, view: &PlanView, output: &mut Output<'_>) -> ExitCode {
+    let cancel = CancellationToken::new();
+    install_interrupt_handler(cancel.clone());
+    let expected: HashMap<String, u64> = view.rows.iter().filter_map(|r| r.items.map(|n| (r.step.clone(), n))).collect();
+    let request = ApplyRequest {
+        selection,
+        options: ApplyOptions { parallelism: args.parallelism, fail_fast: args.fail_fast, ..ApplyOptions::default() },
+        lock_timeout: args.lock_timeout,
+    };
+    let result = {
+        let mut progress = Progress::new(args.progress, output.err, expected);
+        ops::apply(ws, &request, &mut progress, cancel)
+    };
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(e) => return report_ops_error(&e, output),
+    };
+    if let Some(previous) = &outcome.took_over_from {
+        let _ = writeln!(output.err, "note: took over the lock of a dead apply ({previous})");
+    }
+    let steps = &outcome.report.steps;
+    let count = |f: fn(&crate::engine::StepResult) -> bool| steps.values().filter(|r| f(r)).count();
+    use crate::engine::StepResult as R;
+    let _ = writeln!(
+        output.out,
+        "\nApply {}: {} done, {} unchanged, {} failed, {} not run, {} waiting.",
+        ops::outcome_text(outcome.report.outcome),
+        count(|r| matches!(r, R::Done { .. } | R::Approved)),
+        count(|r| matches!(r, R::Unchanged)),
+        count(|r| matches!(r, R::Failed { .. })),
+        count(|r| matches!(r, R::Skipped { .. } | R::Interrupted)),
+        count(|r| matches!(r, R::Waiting { .. })),
+    );
+    for file in &outcome.report_files {
+        let _ = writeln!(output.out, "Report: {}", file.display());
+    }
+    match outcome.report.outcome {
+        WalkOutcome::Succeeded => ExitCode::Ok,
+        WalkOutcome::Failed => ExitCode::Failure,
+        WalkOutcome::Interrupted => ExitCode::Interrupted,
+    }
+}
+
+/// First Ctrl-C: stop scheduling, let in-flight steps checkpoint. Second: abort at once
+/// (state stays consistent: every commit is a transaction).
+fn install_interrupt_handler(cancel: CancellationToken) {
+    let _ = ctrlc::set_handler(move || {
+        if cancel.is_cancelled() {
+            eprintln!("\naborting");
+            std::process::exit(ExitCode::Interrupted as i32);
+        }
+        eprintln!("\ninterrupted: finishing in-flight steps and saving checkpoints (Ctrl-C again aborts)");
+        cancel.cancel();
+    });
+}

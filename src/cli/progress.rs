@@ -1,0 +1,152 @@
+//! Shows the walk as it happens: indicatif bars on a terminal, one plain line per event
+//! otherwise (CI logs, `--progress plain`).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::engine::{Event, EventKind, EventSink};
+use crate::ops::{human_bytes, thousands};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProgressMode {
+    /// Bars on a terminal, plain lines otherwise.
+    Auto,
+    /// Progress bars.
+    Bar,
+    /// One line per event.
+    Plain,
+}
+
+/// The terminal side of the walk's events.
+pub struct Progress<'a> {
+    mode: Mode<'a>,
+    /// Expected messages per step (from the plan preview), so bars have a length and an ETA.
+    expected: HashMap<String, u64>,
+}
+
+enum Mode<'a> {
+    Plain(&'a mut dyn Write),
+    Bars { multi: MultiProgress, overall: ProgressBar, running: HashMap<String, ProgressBar> },
+}
+
+impl<'a> Progress<'a> {
+    pub fn new(mode: ProgressMode, err: &'a mut dyn Write, expected: HashMap<String, u64>) -> Progress<'a> {
+        let bars = match mode {
+            ProgressMode::Bar => true,
+            ProgressMode::Plain => false,
+            ProgressMode::Auto => std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        };
+        let mode = if bars {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+            let overall = multi.add(ProgressBar::new(0));
+            overall.set_style(
+                ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {pos}/{len} steps  {elapsed_precise} (ETA {eta})")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            overall.set_prefix("apply");
+            Mode::Bars { multi, overall, running: HashMap::new() }
+        } else {
+            Mode::Plain(err)
+        };
+        Progress { mode, expected }
+    }
+
+    fn step_bar(&self, multi: &MultiProgress, step: &str) -> ProgressBar {
+        let bar = match self.expected.get(step) {
+            Some(&n) if n > 0 => {
+                let bar = ProgressBar::new(n);
+                bar.set_style(
+                    ProgressStyle::with_template("  {prefix:34} [{bar:24}] {pos}/{len} msgs  {per_sec} ETA {eta}  {msg}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                );
+                bar
+            }
+            _ => {
+                let bar = ProgressBar::new_spinner();
+                bar.set_style(ProgressStyle::with_template("  {spinner} {prefix:32} {pos} msgs  {per_sec}  {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+                bar.enable_steady_tick(Duration::from_millis(120));
+                bar
+            }
+        };
+        let bar = multi.add(bar);
+        bar.set_prefix(step.to_string());
+        bar
+    }
+}
+
+impl EventSink for Progress<'_> {
+    fn emit(&mut self, event: &Event) {
+        let step = event.step.clone().unwrap_or_default();
+        if let Mode::Plain(err) = &mut self.mode {
+            if let Some(line) = plain_line(&step, &event.kind) {
+                let _ = writeln!(err, "{line}");
+            }
+            return;
+        }
+        let new_bar = match (&self.mode, &event.kind) {
+            (Mode::Bars { multi, running, .. }, EventKind::StepStarted { .. }) if !running.contains_key(&step) => Some(self.step_bar(multi, &step)),
+            _ => None,
+        };
+        let Mode::Bars { multi, overall, running } = &mut self.mode else { return };
+        if let Some(bar) = new_bar {
+            running.insert(step.clone(), bar);
+        }
+        match &event.kind {
+            EventKind::WalkStarted { steps, .. } => overall.set_length(*steps as u64),
+            EventKind::StepProgress { items, bytes, .. } => {
+                if let Some(bar) = running.get(&step) {
+                    bar.inc(*items);
+                    bar.set_message(format!("+{}", human_bytes(*bytes)));
+                }
+            }
+            EventKind::StepFinished { .. } | EventKind::StepFailed { .. } | EventKind::StepSkipped { .. } | EventKind::StepWaiting { .. } | EventKind::StepInterrupted => {
+                if let Some(bar) = running.remove(&step) {
+                    bar.finish_and_clear();
+                }
+                overall.inc(1);
+                if let Some(line) = plain_line(&step, &event.kind) {
+                    let _ = multi.println(line);
+                }
+            }
+            EventKind::StepRetry { .. } => {
+                if let Some(line) = plain_line(&step, &event.kind) {
+                    let _ = multi.println(line);
+                }
+            }
+            EventKind::WalkFinished { .. } => overall.finish_and_clear(),
+            EventKind::StepStarted { .. } => {}
+        }
+    }
+}
+
+/// The plain-text line of an event, or `None` for events too chatty for a log.
+pub fn plain_line(step: &str, kind: &EventKind) -> Option<String> {
+    Some(match kind {
+        EventKind::WalkStarted { plan, steps } => format!("apply {plan}: {steps} steps"),
+        EventKind::StepStarted { attempt, resumed } => {
+            let how = if *resumed { "resuming" } else { "starting" };
+            if *attempt > 1 {
+                format!("{step}: {how} (attempt {attempt})")
+            } else {
+                format!("{step}: {how}")
+            }
+        }
+        EventKind::StepProgress { .. } => return None,
+        EventKind::StepRetry { attempt, delay_ms, error } => format!("{step}: attempt {attempt} failed, retrying in {:.1}s: {error}", *delay_ms as f64 / 1000.0),
+        EventKind::StepFinished { unchanged: true, .. } => format!("{step}: already done"),
+        EventKind::StepFinished { items, bytes, skipped, .. } => {
+            let skipped = if *skipped > 0 { format!(", {} skipped", thousands(*skipped)) } else { String::new() };
+            format!("{step}: done ({} messages, {}{skipped})", thousands(*items), human_bytes(*bytes))
+        }
+        EventKind::StepFailed { error } => format!("{step}: FAILED: {error}"),
+        EventKind::StepSkipped { reason } => format!("{step}: not run: {reason}"),
+        EventKind::StepWaiting { instructions } => format!("{step}: waiting for approval:\n    {}\n    then run `cutover approve PLAN {step}`", instructions.trim().replace('\n', "\n    ")),
+        EventKind::StepInterrupted => format!("{step}: interrupted, checkpointed; the next apply resumes it"),
+        EventKind::WalkFinished { outcome } => format!("apply {outcome}"),
+    })
+}

@@ -1,0 +1,49 @@
+//! `cutover status FILE`: every step's state, progress and last error.
+
+use std::path::PathBuf;
+
+use super::{open_workspace, report_ops_error, ExitCode, Output, StateArgs};
+use crate::ops::{self, human_bytes, thousands};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The plan file.
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
+    let ws = match open_workspace(&args.file, &args.state, output) {
+        Ok(ws) => ws,
+        Err(code) => return code,
+    };
+    let rows = match ops::status(&ws) {
+        Ok(rows) => rows,
+        Err(e) => return report_ops_error(&e, output),
+    };
+    if args.json {
+        let _ = writeln!(output.out, "{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+        return ExitCode::Ok;
+    }
+    let _ = writeln!(output.out, "{:<34} {:<8} {:>8} {:>10} {:>10} {:>8}  LAST ERROR", "STEP", "STATUS", "ATTEMPTS", "MESSAGES", "SIZE", "SKIPPED");
+    for row in &rows {
+        let error = row.last_error.as_deref().map(|e| e.lines().next().unwrap_or("")).unwrap_or("");
+        let _ = writeln!(
+            output.out,
+            "{:<34} {:<8} {:>8} {:>10} {:>10} {:>8}  {error}",
+            row.step,
+            row.status,
+            row.attempts,
+            thousands(row.messages),
+            human_bytes(row.bytes),
+            thousands(row.skipped)
+        );
+    }
+    let done = rows.iter().filter(|r| r.status == "done").count();
+    let _ = writeln!(output.out, "\n{done} of {} steps done. State: {}", rows.len(), ws.state_path.display());
+    ExitCode::Ok
+}
