@@ -7,6 +7,8 @@ use std::io::Write;
 
 use clap::{Parser, Subcommand};
 
+pub mod autocomplete;
+
 /// Exit codes shared by every command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitCode {
@@ -34,7 +36,10 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Outlook autocomplete caches: show, convert.
+    Autocomplete(autocomplete::Args),
+}
 
 /// Parses `std::env::args`, runs the command against the real stdout/stderr, returns the exit code.
 pub fn main() -> i32 {
@@ -44,11 +49,17 @@ pub fn main() -> i32 {
     let mut out = stdout.lock();
     let mut err = stderr.lock();
     let color = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let mut output = Output { out: &mut out, err: &mut err, color };
+    let mut output = Output {
+        out: &mut out,
+        err: &mut err,
+        color,
+    };
     run(cli, &mut output) as i32
 }
 
 /// Runs a parsed command line; the library entry point used by tests.
 pub fn run(cli: Cli, output: &mut Output<'_>) -> ExitCode {
-    match cli.command {}
+    match cli.command {
+        Command::Autocomplete(args) => autocomplete::run(&args, output),
+    }
 }

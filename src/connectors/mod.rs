@@ -1,1 +1,2 @@
 //! Connectors know protocols and file formats, not the DAG.
+pub mod autocomplete;
