@@ -27,7 +27,9 @@ pub use carry_over::{
     carry_over, convert, CarryOverReport, Conversion, ConvertTarget, OutputKind, WrittenFile,
 };
 pub use entry::Entry;
-pub use format::{parse, AutocompleteFile, ParseError, Property, Row, ValueData, WriteError};
+pub use format::{
+    parse, AutocompleteFile, Expected, ParseError, Property, Row, ValueData, WriteError,
+};
 pub use resolve::{
     AddressMap, KnownMailbox, ResolvedBy, ResolvedEntry, UnresolvedEntry, X500Proxy,
 };
