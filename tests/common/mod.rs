@@ -140,3 +140,81 @@ pub fn stream_bytes() -> (Vec<u8>, &'static str) {
         }
     }
 }
+
+pub const ACME_DN: &str = "/o=Acme/ou=First Administrative Group/cn=Recipients/cn=";
+
+/// A migration scenario: Alice's old Outlook 2007 `.nk2` (colleagues as EX entries, outsiders
+/// as SMTP) and her newer Outlook 2016 stream, overlapping with different weights.
+pub fn scenario_files() -> (Vec<u8>, Vec<u8>) {
+    let ex = |name: &str, cn: &str, weight: i32| {
+        entry(name, "EX", &format!("{ACME_DN}{cn}"), None, weight)
+    };
+    let mut nk2 = AutocompleteFile::new(tags::MAJOR_NK2, tags::MINOR_NK2);
+    nk2.rows = [
+        ex("Bob Jones", "bjones", 900),
+        ex("Carol White", "cwhite", 800),
+        ex("Front Desk", "reception", 700),
+        ex("Eve Former", "eformer", 600),
+        smtp(
+            "Supplier Ltd (orders@supplier.example)",
+            "orders@supplier.example",
+            500,
+        ),
+        smtp("Pat O'Brien; Accounts", "pat@accountants.example", 400),
+    ]
+    .iter()
+    .map(outlook_2007_row)
+    .collect();
+    nk2.footer = filetime(1_333_210_168);
+
+    let mut stream = AutocompleteFile::new(tags::MAJOR_STREAM, tags::MINOR_STREAM);
+    stream.rows = vec![
+        Row::from_entry(&smtp("Supplier Ltd", "ORDERS@supplier.example", 2000)),
+        Row::from_entry(&smtp("Bob Jones", "bob@acme.co.uk", 100)),
+        Row::from_entry(&smtp("Zoë Ångström", "zoe@universität.example", 50)),
+    ];
+    stream.footer = filetime(1_577_836_800);
+    (
+        nk2.to_bytes().expect("writes"),
+        stream.to_bytes().expect("writes"),
+    )
+}
+
+pub fn scenario_mailboxes() -> Vec<cutover::connectors::autocomplete::KnownMailbox> {
+    use cutover::connectors::autocomplete::KnownMailbox;
+    vec![
+        KnownMailbox {
+            smtp: "alice@acme.co.uk".into(),
+            display_name: Some("Alice Smith".into()),
+            aliases: vec!["asmith".into()],
+            legacy_dn: Some(format!("{ACME_DN}asmith")),
+        },
+        KnownMailbox {
+            smtp: "bob@acme.co.uk".into(),
+            display_name: Some("Bob Jones".into()),
+            aliases: vec![],
+            legacy_dn: Some(format!("{ACME_DN}bjones")),
+        },
+        KnownMailbox {
+            smtp: "carol@acme.co.uk".into(),
+            display_name: Some("Carol White".into()),
+            aliases: vec!["cwhite@acme.co.uk".into()],
+            legacy_dn: None,
+        },
+    ]
+}
+
+pub const SCENARIO_ADDRESS_MAP: &str = "# reception is a shared mailbox, not a plan user\n\
+legacy_dn,display_name,smtp\n\
+,Front Desk,reception@acme.co.uk\n";
+
+/// Windows-bound text outputs: check the BOM and CRLF, then show them plainly for snapshots.
+pub fn windows_text(bytes: &[u8]) -> String {
+    let text = String::from_utf8(bytes.to_vec()).expect("UTF-8");
+    let text = text.strip_prefix('\u{FEFF}').expect("UTF-8 BOM").to_owned();
+    assert!(
+        !text.replace("\r\n", "").contains('\n'),
+        "every line ends in CRLF"
+    );
+    text.replace("\r\n", "\n")
+}

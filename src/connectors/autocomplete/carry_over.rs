@@ -28,6 +28,7 @@ pub enum OutputKind {
     /// Outlook's contacts CSV import.
     ContactsCsv,
     /// vCard 4.0 for any other client.
+    #[serde(rename = "vcard")]
     VCard,
     /// Exchange Online PowerShell adding the X500 proxies.
     X500Script,
