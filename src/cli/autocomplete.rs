@@ -214,9 +214,13 @@ fn convert(
             entry.display_name, entry.legacy_dn, entry.smtp
         ));
     }
+    let fate = match format {
+        Format::Nk2 | Format::Dat => "kept as EX",
+        Format::Csv | Format::Vcard => "left out",
+    };
     for entry in &conversion.unresolved {
         lines.push(format!(
-            "warning: unresolved EX entry {} ({}): {}",
+            "warning: unresolved EX entry {} ({}), {fate}: {}",
             entry.display_name, entry.legacy_dn, entry.reason
         ));
     }
@@ -233,7 +237,7 @@ fn convert(
             writeln!(
                 output.out,
                 "wrote {} entries to {}",
-                conversion.entries - conversion.left_out.len(),
+                written_entries(&conversion, format),
                 destination.display()
             )
         });
@@ -242,6 +246,15 @@ fn convert(
     } else {
         ExitCode::Ok
     })
+}
+
+fn written_entries(conversion: &library::Conversion, format: Format) -> usize {
+    match format {
+        Format::Nk2 | Format::Dat => conversion.entries,
+        Format::Csv | Format::Vcard => conversion
+            .entries
+            .saturating_sub(conversion.left_out.len() + conversion.unresolved.len()),
+    }
 }
 
 fn worst_of(a: ExitCode, b: ExitCode) -> ExitCode {

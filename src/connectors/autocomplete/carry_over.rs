@@ -264,7 +264,8 @@ pub struct Conversion {
     pub entries: usize,
     pub resolved: Vec<ResolvedEntry>,
     pub unresolved: Vec<UnresolvedEntry>,
-    /// Entries the target format cannot hold (no SMTP address for CSV/vCard).
+    /// Entries other than `unresolved` that the target format cannot hold (no SMTP address
+    /// for CSV/vCard). Unresolved EX entries are left out of CSV/vCard too.
     pub left_out: Vec<Entry>,
 }
 
@@ -294,9 +295,15 @@ pub fn convert(
         ConvertTarget::Nk2 => (encode(tags::MAJOR_NK2)?, Vec::new()),
         ConvertTarget::Dat => (encode(tags::MAJOR_STREAM)?, Vec::new()),
         ConvertTarget::Csv | ConvertTarget::VCard => {
+            let unresolved: HashSet<String> = resolved
+                .unresolved
+                .iter()
+                .map(|entry| entry.legacy_dn.to_lowercase())
+                .collect();
             let left_out = entries
                 .iter()
                 .filter(|entry| entry.smtp_address.is_none())
+                .filter(|entry| !unresolved.contains(&entry.email_address.to_lowercase()))
                 .cloned()
                 .collect();
             let bytes = if target == ConvertTarget::Csv {

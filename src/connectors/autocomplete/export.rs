@@ -31,7 +31,12 @@ pub fn contacts_csv(entries: &[Entry]) -> Vec<u8> {
             continue;
         };
         let (first, last) = split_name(&entry.display_name);
-        let display = format!("{} ({smtp})", presentable_name(&entry.display_name, smtp));
+        let name = bare_name(&entry.display_name);
+        let display = if name.is_empty() {
+            smtp.clone()
+        } else {
+            format!("{name} ({smtp})")
+        };
         push_csv_line(&mut out, &[&first, &last, smtp, "SMTP", &display]);
     }
     out.into_bytes()
