@@ -6,7 +6,9 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use cutover::connectors::autocomplete::{parse, tags, AutocompleteFile, Entry, Property, Row};
+use cutover::connectors::autocomplete::{
+    parse, parse_owned, tags, AutocompleteFile, Entry, Property, Row,
+};
 
 const ROWS: usize = 10_000;
 const RUNS: usize = 30;
@@ -67,6 +69,7 @@ fn main() {
     );
 
     let mut parse_times = Vec::with_capacity(RUNS);
+    let mut owned_times = Vec::with_capacity(RUNS);
     let mut view_times = Vec::with_capacity(RUNS);
     let mut write_times = Vec::with_capacity(RUNS);
     for _ in 0..RUNS {
@@ -74,6 +77,13 @@ fn main() {
         let file = parse(black_box(&bytes)).expect("own output parses");
         parse_times.push(start.elapsed());
         assert_eq!(file.rows.len(), ROWS);
+
+        let buffer = bytes.clone();
+        let start = Instant::now();
+        let owned = parse_owned(black_box(buffer)).expect("own output parses");
+        owned_times.push(start.elapsed());
+        assert_eq!(owned.rows.len(), ROWS);
+        drop(owned);
 
         let start = Instant::now();
         let entries: Vec<Entry> = file.rows.iter().map(Row::entry).collect();
@@ -85,7 +95,8 @@ fn main() {
         write_times.push(start.elapsed());
         assert_eq!(written.len(), bytes.len());
     }
-    summarize("parse (10,000-row v12)", parse_times);
+    summarize("parse(&[u8]) incl. copy", parse_times);
+    summarize("parse_owned(Vec) as read_file", owned_times);
     summarize("row -> entry view", view_times);
     summarize("write", write_times);
 }

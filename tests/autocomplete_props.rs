@@ -66,12 +66,14 @@ fn property_strategy() -> impl Strategy<Value = Property> {
             |(id, property_type, reserved, union, bytes, values, guid)| {
                 let data = match tags::layout_of(property_type) {
                     Some(tags::Layout::Static) => ValueData::None,
-                    Some(tags::Layout::Counted) => ValueData::Counted(bytes),
+                    Some(tags::Layout::Counted) => ValueData::Counted(bytes.into()),
                     Some(tags::Layout::Guid) => ValueData::Guid(guid),
-                    Some(tags::Layout::MultiCounted) => ValueData::MultiCounted(values),
+                    Some(tags::Layout::MultiCounted) => {
+                        ValueData::MultiCounted(values.into_iter().map(Into::into).collect())
+                    }
                     Some(tags::Layout::MultiFixed(size)) => {
                         let whole = bytes.len() - bytes.len() % size;
-                        ValueData::MultiFixed(bytes[..whole].to_vec())
+                        ValueData::MultiFixed(bytes[..whole].into())
                     }
                     None => unreachable!("only defined types are sampled"),
                 };

@@ -292,7 +292,7 @@ mod tests {
         else {
             panic!("search key missing");
         };
-        assert_eq!(key.as_slice(), b"SMTP:ALICE@ACME.CO.UK\0");
+        assert_eq!(&key[..], b"SMTP:ALICE@ACME.CO.UK\0");
     }
 
     #[test]

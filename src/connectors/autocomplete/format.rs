@@ -7,6 +7,8 @@
 //! round trip is the simplest proof that nothing was lost.
 
 use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
 
 use super::tags::{self, Layout};
 
@@ -47,13 +49,66 @@ pub enum ValueData {
     /// Static types: the value lives in the union.
     None,
     /// PT_STRING8, PT_UNICODE, PT_BINARY: the bytes as stored (strings keep their terminator).
-    Counted(Vec<u8>),
+    Counted(ValueBytes),
     /// PT_CLSID.
     Guid([u8; 16]),
     /// PT_MV_STRING8, PT_MV_UNICODE, PT_MV_BINARY.
-    MultiCounted(Vec<Vec<u8>>),
+    MultiCounted(Vec<ValueBytes>),
     /// Fixed-size multi-valued types: the values back to back.
-    MultiFixed(Vec<u8>),
+    MultiFixed(ValueBytes),
+}
+
+/// The bytes of one value. Parsed values share the buffer the file was read into: a
+/// 10,000-row stream holds about 100,000 of them, and an allocation each would dominate the
+/// parse time.
+#[derive(Clone)]
+pub struct ValueBytes {
+    buffer: Arc<Vec<u8>>,
+    start: usize,
+    end: usize,
+}
+
+impl Deref for ValueBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.buffer.get(self.start..self.end).unwrap_or_default()
+    }
+}
+
+impl From<Vec<u8>> for ValueBytes {
+    fn from(bytes: Vec<u8>) -> Self {
+        let end = bytes.len();
+        Self {
+            buffer: Arc::from(bytes),
+            start: 0,
+            end,
+        }
+    }
+}
+
+impl From<&[u8]> for ValueBytes {
+    fn from(bytes: &[u8]) -> Self {
+        Self {
+            buffer: Arc::new(bytes.to_vec()),
+            start: 0,
+            end: bytes.len(),
+        }
+    }
+}
+
+impl PartialEq for ValueBytes {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for ValueBytes {}
+
+impl fmt::Debug for ValueBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
 }
 
 impl Property {
@@ -125,7 +180,7 @@ impl Property {
             tag,
             reserved: [0; 4],
             union,
-            data: ValueData::Counted(bytes),
+            data: ValueData::Counted(bytes.into()),
         }
     }
 
@@ -285,6 +340,8 @@ pub enum WriteError {
 
 struct Reader<'a> {
     bytes: &'a [u8],
+    /// The same bytes, shared by every value parsed from them.
+    shared: Arc<Vec<u8>>,
     offset: usize,
     row: Option<usize>,
     property: Option<usize>,
@@ -322,6 +379,16 @@ impl<'a> Reader<'a> {
         Ok(slice)
     }
 
+    fn take_shared(&mut self, needed: u64, what: &'static str) -> Result<ValueBytes, ParseError> {
+        let start = self.offset;
+        let slice = self.take(needed, what)?;
+        Ok(ValueBytes {
+            buffer: Arc::clone(&self.shared),
+            start,
+            end: start + slice.len(),
+        })
+    }
+
     fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], ParseError> {
         let slice = self.take(N as u64, what)?;
         let mut out = [0u8; N];
@@ -342,8 +409,17 @@ impl<'a> Reader<'a> {
 
 /// Parses an autocomplete stream of either version.
 pub fn parse(bytes: &[u8]) -> Result<AutocompleteFile, ParseError> {
+    parse_owned(bytes.to_vec())
+}
+
+/// Parses a stream already in an owned buffer, which the parsed values then share instead of
+/// copying (what [`super::read_file`] does).
+pub fn parse_owned(buffer: Vec<u8>) -> Result<AutocompleteFile, ParseError> {
+    let shared = Arc::new(buffer);
+    let bytes: &[u8] = &shared;
     let mut reader = Reader {
         bytes,
+        shared: Arc::clone(&shared),
         offset: 0,
         row: None,
         property: None,
@@ -416,7 +492,7 @@ fn parse_property(reader: &mut Reader<'_>) -> Result<Property, ParseError> {
         Layout::Static => ValueData::None,
         Layout::Counted => {
             let count = reader.u32("the value's byte count")?;
-            ValueData::Counted(reader.take(u64::from(count), "the value data")?.to_vec())
+            ValueData::Counted(reader.take_shared(u64::from(count), "the value data")?)
         }
         Layout::Guid => ValueData::Guid(reader.array::<16>("a 16-byte GUID")?),
         Layout::MultiCounted => {
@@ -424,18 +500,14 @@ fn parse_property(reader: &mut Reader<'_>) -> Result<Property, ParseError> {
             let mut values = Vec::with_capacity(reader.capacity_for(count, 4));
             for _ in 0..count {
                 let length = reader.u32("a multi-value element's byte count")?;
-                values.push(
-                    reader
-                        .take(u64::from(length), "a multi-value element")?
-                        .to_vec(),
-                );
+                values.push(reader.take_shared(u64::from(length), "a multi-value element")?);
             }
             ValueData::MultiCounted(values)
         }
         Layout::MultiFixed(size) => {
             let count = reader.u32("the multi-value count")?;
             let needed = u64::from(count) * size as u64;
-            ValueData::MultiFixed(reader.take(needed, "the multi-value elements")?.to_vec())
+            ValueData::MultiFixed(reader.take_shared(needed, "the multi-value elements")?)
         }
     };
     Ok(Property {
@@ -617,14 +689,14 @@ mod tests {
             0x1234_1003,
             [0; 4],
             [0; 8],
-            ValueData::MultiFixed(vec![0; 3])
+            ValueData::MultiFixed(vec![0; 3].into())
         )
         .is_none());
         assert!(Property::from_parts(
             0x1234_1003,
             [0; 4],
             [0; 8],
-            ValueData::MultiFixed(vec![0; 8])
+            ValueData::MultiFixed(vec![0; 8].into())
         )
         .is_some());
     }

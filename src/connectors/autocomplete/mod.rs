@@ -28,7 +28,8 @@ pub use carry_over::{
 };
 pub use entry::Entry;
 pub use format::{
-    parse, AutocompleteFile, Expected, ParseError, Property, Row, ValueData, WriteError,
+    parse, parse_owned, AutocompleteFile, Expected, ParseError, Property, Row, ValueData,
+    WriteError,
 };
 pub use resolve::{
     AddressMap, KnownMailbox, ResolvedBy, ResolvedEntry, UnresolvedEntry, X500Proxy,
@@ -91,7 +92,7 @@ pub fn read_file(path: &Path) -> Result<AutocompleteFile, AutocompleteError> {
         path: path.to_owned(),
         source,
     })?;
-    parse(&bytes).map_err(|detail| AutocompleteError::Corrupt {
+    parse_owned(bytes).map_err(|detail| AutocompleteError::Corrupt {
         path: path.to_owned(),
         detail,
     })
