@@ -7,7 +7,9 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(file) = parse(data) {
-        let written = file.to_bytes().expect("a parsed file has a known major version");
+        let written = file
+            .to_bytes()
+            .expect("a parsed file has a known major version");
         assert_eq!(written, data, "parse -> write is not the identity");
         // The person-facing view must not panic on odd strings either.
         for row in &file.rows {
