@@ -24,6 +24,7 @@ pub struct Args {
 pub enum Action {
     /// List each file's entries: display name, address, type and weight.
     Show {
+        /// .nk2 or Stream_Autocomplete files.
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
         /// Print JSON instead of a table.
@@ -32,10 +33,12 @@ pub enum Action {
     },
     /// Merge one or more caches and write them in another format.
     Convert {
+        /// .nk2 and Stream_Autocomplete files, merged in this order.
         #[arg(required = true, value_name = "IN")]
         inputs: Vec<PathBuf>,
         #[arg(long, value_enum)]
         to: Format,
+        /// File to write (replaced atomically).
         #[arg(short = 'o', long = "output", value_name = "OUT")]
         output: PathBuf,
         /// CSV mapping legacyExchangeDN or display name to SMTP, to rewrite EX entries.

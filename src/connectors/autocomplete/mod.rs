@@ -6,12 +6,12 @@
 //! version 12), merges caches from several sources, rewrites EX entries to SMTP, and writes
 //! everything a user or an administrator needs at the target:
 //!
-//! * [`format`]: the binary layout, read and written losslessly.
+//! * [`format`](mod@format): the binary layout, read and written losslessly.
 //! * [`entry`]: the recipient a row describes; building and retargeting rows.
 //! * [`merge`]: dedupe and order rows from several caches.
 //! * [`resolve`]: EX → SMTP via plan mailboxes and an address map; X500 proxies.
 //! * [`export`]: contacts CSV, vCard, PowerShell and CSV outputs.
-//! * [`carry_over`]: the per-user step the engine runs, and the CLI's `convert`.
+//! * [`carry_over`](mod@carry_over): the per-user step the engine runs, and the CLI's `convert`.
 
 pub mod carry_over;
 pub mod entry;
