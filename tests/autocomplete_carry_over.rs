@@ -1,7 +1,8 @@
 //! The `autocomplete.<user>` step end to end: two caches in, every per-user output out,
 //! EX entries resolved or listed, X500 proxies emitted, and a second run changes nothing.
 
-mod common;
+mod autocomplete_fixtures;
+use autocomplete_fixtures as common;
 
 use std::path::{Path, PathBuf};
 

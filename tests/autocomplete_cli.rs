@@ -1,6 +1,7 @@
 //! `cutover autocomplete show` and `convert`, run in-process through the CLI entry point.
 
-mod common;
+mod autocomplete_fixtures;
+use autocomplete_fixtures as common;
 
 use std::path::{Path, PathBuf};
 

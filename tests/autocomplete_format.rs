@@ -1,7 +1,8 @@
 //! The two real caches (or, without `CUTOVER_REAL_FIXTURES`, their writer-made twins) parse
 //! to the right rows and write back byte for byte.
 
-mod common;
+mod autocomplete_fixtures;
+use autocomplete_fixtures as common;
 
 use cutover::connectors::autocomplete::entry::filetime_to_rfc3339;
 use cutover::connectors::autocomplete::{parse, read_file, tags, AutocompleteError, Expected};

@@ -1,7 +1,8 @@
 //! Property tests: whatever entries or properties go in come back out, for both versions, and
 //! no input makes the parser panic.
 
-mod common;
+mod autocomplete_fixtures;
+use autocomplete_fixtures as common;
 
 use std::collections::HashMap;
 
