@@ -4,6 +4,7 @@
 //! Every subcommand exposes `Args` (clap) and `run(&Args, &mut Output) -> ExitCode`.
 
 pub mod apply;
+pub mod autocomplete;
 pub mod approve;
 pub mod demo;
 pub mod graph;
@@ -67,6 +68,8 @@ pub enum Command {
     Approve(approve::Args),
     /// Inspect the state file, or release a dead apply's lock.
     State(state::Args),
+    /// Outlook autocomplete caches: show, convert.
+    Autocomplete(autocomplete::Args),
     /// Sample data for the demo plan.
     Demo(demo::Args),
 }
@@ -179,6 +182,7 @@ pub fn run(cli: Cli, output: &mut Output<'_>) -> ExitCode {
         Command::Status(args) => status::run(args, output),
         Command::Approve(args) => approve::run(args, output),
         Command::State(args) => state::run(args, output),
+        Command::Autocomplete(args) => autocomplete::run(args, output),
         Command::Demo(args) => demo::run(args, output),
     }
 }
