@@ -2,11 +2,12 @@
 //! runbook (users exist → pre-stage copies → TTL lowered and expired → DNS cutover → delta
 //! passes → autocomplete → verify) plus the plan's own `after:` edges and manual gates.
 
-use std::collections::{BTreeSet, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::fmt::Write as _;
 
 use globset::{Glob, GlobMatcher};
-use petgraph::algo::{tarjan_scc, toposort};
+use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
@@ -515,13 +516,30 @@ impl StepGraph {
     /// Step ids in an order where every step follows its dependencies (plan order among
     /// equals). `None` when the graph has a cycle.
     pub fn topological_order(&self) -> Option<Vec<&str>> {
-        let order = toposort(&self.graph, None).ok()?;
-        Some(
-            order
-                .into_iter()
-                .map(|ix| self.graph[ix].id.as_str())
-                .collect(),
-        )
+        // Kahn's algorithm, always taking the earliest-defined ready step: output follows
+        // the plan's own order wherever the dependencies allow.
+        let mut waiting: Vec<usize> = self
+            .graph
+            .node_indices()
+            .map(|ix| self.graph.neighbors_directed(ix, Direction::Incoming).count())
+            .collect();
+        let mut ready: BinaryHeap<Reverse<NodeIndex>> = self
+            .graph
+            .node_indices()
+            .filter(|ix| waiting[ix.index()] == 0)
+            .map(Reverse)
+            .collect();
+        let mut order = Vec::with_capacity(self.graph.node_count());
+        while let Some(Reverse(ix)) = ready.pop() {
+            order.push(self.graph[ix].id.as_str());
+            for next in self.graph.neighbors_directed(ix, Direction::Outgoing) {
+                waiting[next.index()] -= 1;
+                if waiting[next.index()] == 0 {
+                    ready.push(Reverse(next));
+                }
+            }
+        }
+        (order.len() == self.graph.node_count()).then_some(order)
     }
 
     /// The steps `--target`/`--exclude` select: every step matching a target (all steps when
