@@ -521,7 +521,11 @@ impl StepGraph {
         let mut waiting: Vec<usize> = self
             .graph
             .node_indices()
-            .map(|ix| self.graph.neighbors_directed(ix, Direction::Incoming).count())
+            .map(|ix| {
+                self.graph
+                    .neighbors_directed(ix, Direction::Incoming)
+                    .count()
+            })
             .collect();
         let mut ready: BinaryHeap<Reverse<NodeIndex>> = self
             .graph

@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{self, ApplyOptions, CancellationToken, EventSink, PlannedChange, Runners, StepResult, WalkOutcome, WalkReport};
+use crate::engine::{
+    self, ApplyOptions, CancellationToken, EventSink, PlannedChange, Runners, StepResult,
+    WalkOutcome, WalkReport,
+};
 use crate::graph::{Selection, StepGraph, StepKind};
 use crate::plan::{self, FileReport, Loaded, Options, Plan};
 use crate::state::{self, SqliteStore, StateError, StateStore, StepRecord};
@@ -17,7 +20,10 @@ use crate::state::{self, SqliteStore, StateError, StateStore, StepRecord};
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{} is not a valid plan ({} errors); run `cutover validate` for details", .0.file, .0.errors())]
     InvalidPlan(Box<FileReport>),
     #[error("{0}")]
@@ -29,7 +35,10 @@ pub enum OpsError {
     #[error("saved plan {path} cannot be read: {reason}")]
     BadSavedPlan { path: PathBuf, reason: String },
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -45,26 +54,50 @@ pub struct Workspace {
 impl Workspace {
     /// Loads and validates `plan_file`; the state file defaults to `.cutover/<name>.db`
     /// beside the plan.
-    pub fn open(plan_file: &Path, state_path: Option<&Path>, options: Options) -> Result<Workspace, OpsError> {
-        let loaded = plan::load_file(plan_file, options).map_err(|source| OpsError::Read { path: plan_file.to_path_buf(), source })?;
+    pub fn open(
+        plan_file: &Path,
+        state_path: Option<&Path>,
+        options: Options,
+    ) -> Result<Workspace, OpsError> {
+        let loaded = plan::load_file(plan_file, options).map_err(|source| OpsError::Read {
+            path: plan_file.to_path_buf(),
+            source,
+        })?;
         Self::from_loaded(plan_file, loaded, state_path)
     }
 
     /// A workspace over an already loaded plan; fails when the plan has errors.
-    pub fn from_loaded(plan_file: &Path, loaded: Loaded, state_path: Option<&Path>) -> Result<Workspace, OpsError> {
+    pub fn from_loaded(
+        plan_file: &Path,
+        loaded: Loaded,
+        state_path: Option<&Path>,
+    ) -> Result<Workspace, OpsError> {
         let Some((plan, _)) = loaded.valid() else {
             return Err(OpsError::InvalidPlan(Box::new(loaded.report)));
         };
-        let state_path = state_path.map_or_else(|| state::default_state_path(plan_file, &plan.name), Path::to_path_buf);
-        Ok(Workspace { plan_file: plan_file.to_path_buf(), loaded, state_path })
+        let state_path = state_path.map_or_else(
+            || state::default_state_path(plan_file, &plan.name),
+            Path::to_path_buf,
+        );
+        Ok(Workspace {
+            plan_file: plan_file.to_path_buf(),
+            loaded,
+            state_path,
+        })
     }
 
     pub fn plan(&self) -> &Plan {
-        self.loaded.plan.as_ref().expect("Workspace::open keeps only valid plans")
+        self.loaded
+            .plan
+            .as_ref()
+            .expect("Workspace::open keeps only valid plans")
     }
 
     pub fn graph(&self) -> &StepGraph {
-        self.loaded.graph.as_ref().expect("Workspace::open keeps only valid plans")
+        self.loaded
+            .graph
+            .as_ref()
+            .expect("Workspace::open keeps only valid plans")
     }
 
     pub fn base_dir(&self) -> &Path {
@@ -100,7 +133,8 @@ impl Workspace {
 
     /// The JSONL event log beside the state file.
     pub fn event_log_path(&self) -> PathBuf {
-        self.state_path.with_file_name(format!("{}.events.jsonl", self.plan().name))
+        self.state_path
+            .with_file_name(format!("{}.events.jsonl", self.plan().name))
     }
 }
 
@@ -152,7 +186,9 @@ impl PlanView {
     }
 
     pub fn has_changes(&self) -> bool {
-        self.rows.iter().any(|r| matches!(r.action, Action::Create | Action::Change))
+        self.rows
+            .iter()
+            .any(|r| matches!(r.action, Action::Create | Action::Change))
     }
 }
 
@@ -173,21 +209,66 @@ pub fn plan(ws: &Workspace, selection: &Selection, offline: bool) -> Result<Plan
             .map(|(step, change)| row(step, change))
             .collect()
     };
-    Ok(PlanView { plan: ws.plan().name.clone(), rows })
+    Ok(PlanView {
+        plan: ws.plan().name.clone(),
+        rows,
+    })
 }
 
 fn row(step: String, change: PlannedChange) -> PlanRow {
-    let base = PlanRow { step, action: Action::Unchanged, items: None, bytes: None, present: None, reason: None };
+    let base = PlanRow {
+        step,
+        action: Action::Unchanged,
+        items: None,
+        bytes: None,
+        present: None,
+        reason: None,
+    };
     match change {
-        PlannedChange::Create { items, bytes, present } => PlanRow { action: Action::Create, items: Some(items), bytes: Some(bytes), present: Some(present), ..base },
-        PlannedChange::Change { items, bytes, present, reason } => PlanRow { action: Action::Change, items: Some(items), bytes: Some(bytes), present: Some(present), reason: Some(reason), ..base },
+        PlannedChange::Create {
+            items,
+            bytes,
+            present,
+        } => PlanRow {
+            action: Action::Create,
+            items: Some(items),
+            bytes: Some(bytes),
+            present: Some(present),
+            ..base
+        },
+        PlannedChange::Change {
+            items,
+            bytes,
+            present,
+            reason,
+        } => PlanRow {
+            action: Action::Change,
+            items: Some(items),
+            bytes: Some(bytes),
+            present: Some(present),
+            reason: Some(reason),
+            ..base
+        },
         PlannedChange::Unchanged => base,
-        PlannedChange::Blocked(reason) => PlanRow { action: Action::Blocked, reason: Some(reason), ..base },
+        PlannedChange::Blocked(reason) => PlanRow {
+            action: Action::Blocked,
+            reason: Some(reason),
+            ..base
+        },
     }
 }
 
-fn offline_rows(ws: &Workspace, selected: &BTreeSet<String>, store: &dyn StateStore, runners: &Runners) -> Result<Vec<PlanRow>, OpsError> {
-    let records: BTreeMap<String, StepRecord> = store.steps()?.into_iter().map(|r| (r.id.clone(), r)).collect();
+fn offline_rows(
+    ws: &Workspace,
+    selected: &BTreeSet<String>,
+    store: &dyn StateStore,
+    runners: &Runners,
+) -> Result<Vec<PlanRow>, OpsError> {
+    let records: BTreeMap<String, StepRecord> = store
+        .steps()?
+        .into_iter()
+        .map(|r| (r.id.clone(), r))
+        .collect();
     let order = ws.graph().topological_order().unwrap_or_default();
     Ok(order
         .into_iter()
@@ -195,15 +276,58 @@ fn offline_rows(ws: &Workspace, selected: &BTreeSet<String>, store: &dyn StateSt
         .map(|id| {
             let record = records.get(id);
             let hash = runners.get(id).map(|r| r.config_hash());
-            let base = PlanRow { step: id.to_string(), action: Action::Create, items: None, bytes: None, present: None, reason: None };
+            let base = PlanRow {
+                step: id.to_string(),
+                action: Action::Create,
+                items: None,
+                bytes: None,
+                present: None,
+                reason: None,
+            };
             match record {
-                Some(r) if r.status == state::StepStatus::Done && (hash.is_none() || r.config_hash == hash) => PlanRow { action: Action::Unchanged, ..base },
-                Some(r) if ws.graph().step(id).is_some_and(|s| s.kind == StepKind::Manual) && r.approval.is_none() => {
-                    PlanRow { action: Action::Blocked, reason: Some("waiting for approval".into()), ..base }
+                Some(r)
+                    if r.status == state::StepStatus::Done
+                        && (hash.is_none() || r.config_hash == hash) =>
+                {
+                    PlanRow {
+                        action: Action::Unchanged,
+                        ..base
+                    }
                 }
-                Some(r) if r.config_hash.is_some() && r.config_hash != hash => PlanRow { action: Action::Change, reason: Some("config changed: rerun from scratch".into()), ..base },
-                Some(r) if r.status != state::StepStatus::Pending => PlanRow { action: Action::Change, reason: Some(format!("resume ({} last time)", r.status)), ..base },
-                _ if ws.graph().step(id).is_some_and(|s| s.kind == StepKind::Manual) => PlanRow { action: Action::Blocked, reason: Some("waiting for approval".into()), ..base },
+                Some(r)
+                    if ws
+                        .graph()
+                        .step(id)
+                        .is_some_and(|s| s.kind == StepKind::Manual)
+                        && r.approval.is_none() =>
+                {
+                    PlanRow {
+                        action: Action::Blocked,
+                        reason: Some("waiting for approval".into()),
+                        ..base
+                    }
+                }
+                Some(r) if r.config_hash.is_some() && r.config_hash != hash => PlanRow {
+                    action: Action::Change,
+                    reason: Some("config changed: rerun from scratch".into()),
+                    ..base
+                },
+                Some(r) if r.status != state::StepStatus::Pending => PlanRow {
+                    action: Action::Change,
+                    reason: Some(format!("resume ({} last time)", r.status)),
+                    ..base
+                },
+                _ if ws
+                    .graph()
+                    .step(id)
+                    .is_some_and(|s| s.kind == StepKind::Manual) =>
+                {
+                    PlanRow {
+                        action: Action::Blocked,
+                        reason: Some("waiting for approval".into()),
+                        ..base
+                    }
+                }
                 _ => base,
             }
         })
@@ -239,9 +363,17 @@ fn describe(graph: &StepGraph, row: &PlanRow) -> String {
     let counts = match (row.items, row.bytes) {
         (Some(items), Some(bytes)) if matches!(kind, Some(StepKind::Copy | StepKind::Delta)) => {
             let present = row.present.unwrap_or(0);
-            format!("copy {} message{}, {}; {} already at target", thousands(items), plural(items), human_bytes(bytes), thousands(present))
+            format!(
+                "copy {} message{}, {}; {} already at target",
+                thousands(items),
+                plural(items),
+                human_bytes(bytes),
+                thousands(present)
+            )
         }
-        (Some(items), _) if kind == Some(StepKind::Verify) => format!("compare {} message{}", thousands(items), plural(items)),
+        (Some(items), _) if kind == Some(StepKind::Verify) => {
+            format!("compare {} message{}", thousands(items), plural(items))
+        }
         _ => String::new(),
     };
     let reason = row.reason.clone().unwrap_or_default();
@@ -250,7 +382,9 @@ fn describe(graph: &StepGraph, row: &PlanRow) -> String {
         Action::Blocked => format!("blocked: {reason}"),
         Action::Change if !counts.is_empty() => format!("{counts} ({reason})"),
         Action::Change => reason,
-        Action::Create if counts.is_empty() => kind.map_or(String::new(), |k| default_description(k).to_string()),
+        Action::Create if counts.is_empty() => {
+            kind.map_or(String::new(), |k| default_description(k).to_string())
+        }
         Action::Create => counts,
     }
 }
@@ -320,7 +454,12 @@ pub struct SavedPlan {
 
 const SAVED_PLAN_FORMAT: u32 = 1;
 
-pub fn save_plan(ws: &Workspace, select: (&[String], &[String]), view: &PlanView, out: &Path) -> Result<(), OpsError> {
+pub fn save_plan(
+    ws: &Workspace,
+    select: (&[String], &[String]),
+    view: &PlanView,
+    out: &Path,
+) -> Result<(), OpsError> {
     let saved = SavedPlan {
         format: SAVED_PLAN_FORMAT,
         plan_file: ws.plan_file.clone(),
@@ -335,27 +474,46 @@ pub fn save_plan(ws: &Workspace, select: (&[String], &[String]), view: &PlanView
 }
 
 /// Reads a saved plan and checks it still describes the plan file and the state.
-pub fn load_saved_plan(path: &Path, options: Options, state_path: Option<&Path>) -> Result<(Workspace, SavedPlan), OpsError> {
-    let bad = |reason: String| OpsError::BadSavedPlan { path: path.to_path_buf(), reason };
+pub fn load_saved_plan(
+    path: &Path,
+    options: Options,
+    state_path: Option<&Path>,
+) -> Result<(Workspace, SavedPlan), OpsError> {
+    let bad = |reason: String| OpsError::BadSavedPlan {
+        path: path.to_path_buf(),
+        reason,
+    };
     let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-    let saved: SavedPlan = serde_json::from_str(&text).map_err(|e| bad(format!("not a saved cutover plan ({e})")))?;
+    let saved: SavedPlan =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not a saved cutover plan ({e})")))?;
     if saved.format != SAVED_PLAN_FORMAT {
         return Err(bad(format!("format {} is not supported", saved.format)));
     }
-    let stale = |reason: &str| OpsError::StalePlan { path: path.to_path_buf(), reason: reason.to_string() };
+    let stale = |reason: &str| OpsError::StalePlan {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
     let current = file_sha256(&saved.plan_file).map_err(|_| stale("the plan file is gone"))?;
     if current != saved.plan_sha256 {
-        return Err(stale(&format!("{} changed since the plan was saved", saved.plan_file.display())));
+        return Err(stale(&format!(
+            "{} changed since the plan was saved",
+            saved.plan_file.display()
+        )));
     }
     let ws = Workspace::open(&saved.plan_file, state_path, options)?;
     if state_fingerprint(&ws)? != saved.state_fingerprint {
-        return Err(stale("the state changed since the plan was saved (another apply ran)"));
+        return Err(stale(
+            "the state changed since the plan was saved (another apply ran)",
+        ));
     }
     Ok((ws, saved))
 }
 
 fn file_sha256(path: &Path) -> Result<String, OpsError> {
-    let bytes = std::fs::read(path).map_err(|source| OpsError::Read { path: path.to_path_buf(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| OpsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let text = String::from_utf8_lossy(&bytes);
     Ok(engine::hash_parts(&[&text]))
 }
@@ -368,14 +526,26 @@ fn state_fingerprint(ws: &Workspace) -> Result<String, OpsError> {
     };
     let mut parts = Vec::new();
     for r in store.steps()? {
-        parts.push(format!("{}|{}|{:?}|{}|{}|{}|{}", r.id, r.status, r.config_hash, r.counts.items, r.counts.bytes, r.counts.skipped, r.approval.is_some()));
+        parts.push(format!(
+            "{}|{}|{:?}|{}|{}|{}|{}",
+            r.id,
+            r.status,
+            r.config_hash,
+            r.counts.items,
+            r.counts.bytes,
+            r.counts.skipped,
+            r.approval.is_some()
+        ));
     }
     let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
     Ok(engine::hash_parts(&refs))
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), OpsError> {
-    let err = |source| OpsError::Write { path: path.to_path_buf(), source };
+    let err = |source| OpsError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
@@ -403,7 +573,12 @@ pub struct ApplyOutcome {
 
 /// Runs the walk under the apply lock, logs events to the JSONL log as well as `sink`,
 /// records the run and writes the report.
-pub fn apply(ws: &Workspace, request: &ApplyRequest, sink: &mut dyn EventSink, cancel: CancellationToken) -> Result<ApplyOutcome, OpsError> {
+pub fn apply(
+    ws: &Workspace,
+    request: &ApplyRequest,
+    sink: &mut dyn EventSink,
+    cancel: CancellationToken,
+) -> Result<ApplyOutcome, OpsError> {
     let store = ws.store()?;
     let previous = store.lock_holder()?;
     let guard = store.acquire_lock_stealing_dead(request.lock_timeout)?;
@@ -412,17 +587,39 @@ pub fn apply(ws: &Workspace, request: &ApplyRequest, sink: &mut dyn EventSink, c
         .map(|(holder, _)| format!("pid {} on {}", holder.pid, holder.host));
     let selected = ws.select(&request.selection);
     let runners = ws.runners();
-    let mut log = engine::JsonlEventLog::open(ws.event_log_path()).map_err(|source| OpsError::Write { path: ws.event_log_path(), source })?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(OpsError::Runtime)?;
+    let mut log =
+        engine::JsonlEventLog::open(ws.event_log_path()).map_err(|source| OpsError::Write {
+            path: ws.event_log_path(),
+            source,
+        })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(OpsError::Runtime)?;
     let dyn_store: Arc<dyn StateStore> = store.clone();
     let report = runtime.block_on(async {
         let mut tee = engine::Tee(&mut log, sink);
-        engine::apply(ws.plan(), ws.graph(), &selected, dyn_store, &runners, &request.options, &mut tee, cancel).await
+        engine::apply(
+            ws.plan(),
+            ws.graph(),
+            &selected,
+            dyn_store,
+            &runners,
+            &request.options,
+            &mut tee,
+            cancel,
+        )
+        .await
     });
     store.finish_run(guard.run_id(), report.outcome.run_outcome())?;
     let report_files = write_report(ws, &report, store.as_ref())?;
     drop(guard);
-    Ok(ApplyOutcome { report, report_files, took_over_from })
+    Ok(ApplyOutcome {
+        report,
+        report_files,
+        took_over_from,
+    })
 }
 
 /// The client-facing report of the last apply, per user and step.
@@ -451,26 +648,60 @@ pub struct StepReport {
     pub detail: Option<String>,
 }
 
-pub fn build_report(ws: &Workspace, walk: &WalkReport, store: &dyn StateStore) -> Result<Report, OpsError> {
-    let records: BTreeMap<String, StepRecord> = store.steps()?.into_iter().map(|r| (r.id.clone(), r)).collect();
+pub fn build_report(
+    ws: &Workspace,
+    walk: &WalkReport,
+    store: &dyn StateStore,
+) -> Result<Report, OpsError> {
+    let records: BTreeMap<String, StepRecord> = store
+        .steps()?
+        .into_iter()
+        .map(|r| (r.id.clone(), r))
+        .collect();
     let order = ws.graph().topological_order().unwrap_or_default();
     let step_report = |id: &str, result: &StepResult| {
         let counts = records.get(id).map(|r| r.counts).unwrap_or_default();
         let (label, detail) = match result {
             StepResult::Done { .. } => ("done", None),
             StepResult::Unchanged => ("already done", None),
-            StepResult::Approved => ("approved", records.get(id).and_then(|r| r.approval.as_ref()).map(|a| format!("by {} at {}", a.by, state::format_utc(a.at)))),
+            StepResult::Approved => (
+                "approved",
+                records
+                    .get(id)
+                    .and_then(|r| r.approval.as_ref())
+                    .map(|a| format!("by {} at {}", a.by, state::format_utc(a.at))),
+            ),
             StepResult::Failed { error } => ("failed", Some(error.clone())),
             StepResult::Skipped { reason } => ("not run", Some(reason.clone())),
-            StepResult::Waiting { instructions } => ("waiting for approval", Some(instructions.trim().to_string())),
+            StepResult::Waiting { instructions } => (
+                "waiting for approval",
+                Some(instructions.trim().to_string()),
+            ),
             StepResult::Interrupted => ("interrupted (resumes on the next apply)", None),
         };
-        StepReport { step: id.to_string(), result: label.to_string(), messages: counts.items, bytes: counts.bytes, skipped: counts.skipped, detail }
+        StepReport {
+            step: id.to_string(),
+            result: label.to_string(),
+            messages: counts.items,
+            bytes: counts.bytes,
+            skipped: counts.skipped,
+            detail,
+        }
     };
-    let mut users: Vec<UserReport> = ws.plan().users.iter().map(|u| UserReport { email: u.email.clone(), steps: Vec::new() }).collect();
+    let mut users: Vec<UserReport> = ws
+        .plan()
+        .users
+        .iter()
+        .map(|u| UserReport {
+            email: u.email.clone(),
+            steps: Vec::new(),
+        })
+        .collect();
     let mut other_steps = Vec::new();
     for id in order {
-        let Some(result) = walk.result(id) else { continue };
+        let Some(result) = walk.result(id) else {
+            continue;
+        };
         let entry = step_report(id, result);
         match ws.graph().step(id).and_then(|s| s.user) {
             Some(user) => users[user].steps.push(entry),
@@ -478,7 +709,12 @@ pub fn build_report(ws: &Workspace, walk: &WalkReport, store: &dyn StateStore) -
         }
     }
     users.retain(|u| !u.steps.is_empty());
-    Ok(Report { plan: ws.plan().name.clone(), outcome: outcome_text(walk.outcome).to_string(), users, other_steps })
+    Ok(Report {
+        plan: ws.plan().name.clone(),
+        outcome: outcome_text(walk.outcome).to_string(),
+        users,
+        other_steps,
+    })
 }
 
 pub fn outcome_text(outcome: WalkOutcome) -> &'static str {
@@ -490,12 +726,29 @@ pub fn outcome_text(outcome: WalkOutcome) -> &'static str {
 }
 
 pub fn render_report_markdown(report: &Report) -> String {
-    let mut md = format!("# Migration report: {}\n\nOutcome: **{}**\n", report.plan, report.outcome);
+    let mut md = format!(
+        "# Migration report: {}\n\nOutcome: **{}**\n",
+        report.plan, report.outcome
+    );
     let table = |md: &mut String, steps: &[StepReport]| {
         md.push_str("\n| step | result | messages | size | skipped | detail |\n|---|---|---:|---:|---:|---|\n");
         for s in steps {
-            let detail = s.detail.as_deref().unwrap_or("").replace('\n', " ").replace('|', "\\|");
-            let _ = writeln!(md, "| `{}` | {} | {} | {} | {} | {} |", s.step, s.result, thousands(s.messages), human_bytes(s.bytes), thousands(s.skipped), detail);
+            let detail = s
+                .detail
+                .as_deref()
+                .unwrap_or("")
+                .replace('\n', " ")
+                .replace('|', "\\|");
+            let _ = writeln!(
+                md,
+                "| `{}` | {} | {} | {} | {} | {} |",
+                s.step,
+                s.result,
+                thousands(s.messages),
+                human_bytes(s.bytes),
+                thousands(s.skipped),
+                detail
+            );
         }
     };
     for user in &report.users {
@@ -509,13 +762,22 @@ pub fn render_report_markdown(report: &Report) -> String {
     md
 }
 
-fn write_report(ws: &Workspace, walk: &WalkReport, store: &dyn StateStore) -> Result<Vec<PathBuf>, OpsError> {
+fn write_report(
+    ws: &Workspace,
+    walk: &WalkReport,
+    store: &dyn StateStore,
+) -> Result<Vec<PathBuf>, OpsError> {
     let report = build_report(ws, walk, store)?;
     let dir = ws.output_dir();
     let md_path = dir.join(format!("{}-report.md", report.plan));
     let json_path = dir.join(format!("{}-report.json", report.plan));
     write_atomically(&md_path, render_report_markdown(&report).as_bytes())?;
-    write_atomically(&json_path, serde_json::to_string_pretty(&report).unwrap_or_default().as_bytes())?;
+    write_atomically(
+        &json_path,
+        serde_json::to_string_pretty(&report)
+            .unwrap_or_default()
+            .as_bytes(),
+    )?;
     Ok(vec![md_path, json_path])
 }
 
@@ -536,7 +798,11 @@ pub struct StatusRow {
 
 pub fn status(ws: &Workspace) -> Result<Vec<StatusRow>, OpsError> {
     let records: BTreeMap<String, StepRecord> = match ws.existing_store()? {
-        Some(store) => store.steps()?.into_iter().map(|r| (r.id.clone(), r)).collect(),
+        Some(store) => store
+            .steps()?
+            .into_iter()
+            .map(|r| (r.id.clone(), r))
+            .collect(),
         None => BTreeMap::new(),
     };
     Ok(ws
@@ -555,7 +821,16 @@ pub fn status(ws: &Workspace) -> Result<Vec<StatusRow>, OpsError> {
                 last_error: r.last_error.clone(),
                 approved_by: r.approval.as_ref().map(|a| a.by.clone()),
             },
-            None => StatusRow { step: id.to_string(), status: "pending".into(), attempts: 0, messages: 0, bytes: 0, skipped: 0, last_error: None, approved_by: None },
+            None => StatusRow {
+                step: id.to_string(),
+                status: "pending".into(),
+                attempts: 0,
+                messages: 0,
+                bytes: 0,
+                skipped: 0,
+                last_error: None,
+                approved_by: None,
+            },
         })
         .collect())
 }
@@ -564,10 +839,26 @@ pub fn status(ws: &Workspace) -> Result<Vec<StatusRow>, OpsError> {
 pub fn approve(ws: &Workspace, step: &str, by: &str) -> Result<(), OpsError> {
     match ws.graph().step(step) {
         Some(s) if s.kind == StepKind::Manual => {}
-        Some(_) => return Err(OpsError::Selection(format!("`{step}` is not a manual gate; only `manual.*` steps are approved"))),
+        Some(_) => {
+            return Err(OpsError::Selection(format!(
+                "`{step}` is not a manual gate; only `manual.*` steps are approved"
+            )))
+        }
         None => {
-            let gates: Vec<&str> = ws.graph().steps().filter(|s| s.kind == StepKind::Manual).map(|s| s.id.as_str()).collect();
-            return Err(OpsError::Selection(format!("no step `{step}`; manual gates: {}", if gates.is_empty() { "none".into() } else { gates.join(", ") })));
+            let gates: Vec<&str> = ws
+                .graph()
+                .steps()
+                .filter(|s| s.kind == StepKind::Manual)
+                .map(|s| s.id.as_str())
+                .collect();
+            return Err(OpsError::Selection(format!(
+                "no step `{step}`; manual gates: {}",
+                if gates.is_empty() {
+                    "none".into()
+                } else {
+                    gates.join(", ")
+                }
+            )));
         }
     }
     ws.store()?.record_approval(step, by)?;
@@ -576,6 +867,8 @@ pub fn approve(ws: &Workspace, step: &str, by: &str) -> Result<(), OpsError> {
 
 /// `user@host` of whoever runs this process, for approvals.
 pub fn current_user() -> String {
-    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
     format!("{user}@{}", state::hostname())
 }

@@ -37,21 +37,27 @@ pub struct Args {
 }
 
 fn parse_timeout(text: &str) -> Result<Duration, String> {
-    crate::plan::validate::parse_duration(text).map(Duration::from_secs).ok_or_else(|| format!("`{text}` is not a duration such as 30s or 5m"))
+    crate::plan::validate::parse_duration(text)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("`{text}` is not a duration such as 30s or 5m"))
 }
 
 pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
-    let options = Options { allow_inline_secrets: args.state.allow_inline_secrets };
+    let options = Options {
+        allow_inline_secrets: args.state.allow_inline_secrets,
+    };
     let saved = is_saved_plan(&args.file);
     let (ws, selection, view) = if saved {
         match ops::load_saved_plan(&args.file, options, args.state.state.as_deref()) {
-            Ok((ws, saved)) => match crate::graph::Selection::new(&saved.targets, &saved.excludes) {
-                Ok(selection) => (ws, selection, saved.view),
-                Err(e) => {
-                    let _ = writeln!(output.err, "error: {e}");
-                    return ExitCode::Usage;
+            Ok((ws, saved)) => {
+                match crate::graph::Selection::new(&saved.targets, &saved.excludes) {
+                    Ok(selection) => (ws, selection, saved.view),
+                    Err(e) => {
+                        let _ = writeln!(output.err, "error: {e}");
+                        return ExitCode::Usage;
+                    }
                 }
-            },
+            }
             Err(e) => return report_ops_error(&e, output),
         }
     } else {
@@ -73,7 +79,11 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
         let _ = write!(output.out, "{}", ops::render_plan(&view, ws.graph()));
         if !view.has_changes() {
             let _ = writeln!(output.out, "\nNo changes. Nothing to do.");
-            return if view.count(Action::Blocked) > 0 { ExitCode::Failure } else { ExitCode::Ok };
+            return if view.count(Action::Blocked) > 0 {
+                ExitCode::Failure
+            } else {
+                ExitCode::Ok
+            };
         }
         if !args.yes && !confirm(output) {
             return ExitCode::Usage;
@@ -84,7 +94,8 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
 }
 
 fn is_saved_plan(path: &std::path::Path) -> bool {
-    std::fs::read(path).is_ok_and(|bytes| bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'))
+    std::fs::read(path)
+        .is_ok_and(|bytes| bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'))
 }
 
 fn confirm(output: &mut Output<'_>) -> bool {
@@ -92,7 +103,10 @@ fn confirm(output: &mut Output<'_>) -> bool {
         let _ = writeln!(output.err, "error: apply asks for confirmation; not running from a terminal, so pass --yes (or apply a saved plan)");
         return false;
     }
-    let _ = write!(output.err, "\nDo you want to perform these actions? Only 'yes' will be accepted: ");
+    let _ = write!(
+        output.err,
+        "\nDo you want to perform these actions? Only 'yes' will be accepted: "
+    );
     let _ = output.err.flush();
     let mut answer = String::new();
     let _ = std::io::stdin().lock().read_line(&mut answer);
@@ -104,13 +118,27 @@ fn confirm(output: &mut Output<'_>) -> bool {
     }
 }
 
-fn execute(args: &Args, ws: &Workspace, selection: crate::graph::Selection, view: &PlanView, output: &mut Output<'_>) -> ExitCode {
+fn execute(
+    args: &Args,
+    ws: &Workspace,
+    selection: crate::graph::Selection,
+    view: &PlanView,
+    output: &mut Output<'_>,
+) -> ExitCode {
     let cancel = CancellationToken::new();
     install_interrupt_handler(cancel.clone());
-    let expected: HashMap<String, u64> = view.rows.iter().filter_map(|r| r.items.map(|n| (r.step.clone(), n))).collect();
+    let expected: HashMap<String, u64> = view
+        .rows
+        .iter()
+        .filter_map(|r| r.items.map(|n| (r.step.clone(), n)))
+        .collect();
     let request = ApplyRequest {
         selection,
-        options: ApplyOptions { parallelism: args.parallelism, fail_fast: args.fail_fast, ..ApplyOptions::default() },
+        options: ApplyOptions {
+            parallelism: args.parallelism,
+            fail_fast: args.fail_fast,
+            ..ApplyOptions::default()
+        },
         lock_timeout: args.lock_timeout,
     };
     let result = {
@@ -122,7 +150,10 @@ fn execute(args: &Args, ws: &Workspace, selection: crate::graph::Selection, view
         Err(e) => return report_ops_error(&e, output),
     };
     if let Some(previous) = &outcome.took_over_from {
-        let _ = writeln!(output.err, "note: took over the lock of a dead apply ({previous})");
+        let _ = writeln!(
+            output.err,
+            "note: took over the lock of a dead apply ({previous})"
+        );
     }
     let steps = &outcome.report.steps;
     let count = |f: fn(&crate::engine::StepResult) -> bool| steps.values().filter(|r| f(r)).count();
@@ -155,7 +186,9 @@ fn install_interrupt_handler(cancel: CancellationToken) {
             eprintln!("\naborting");
             std::process::exit(ExitCode::Interrupted as i32);
         }
-        eprintln!("\ninterrupted: finishing in-flight steps and saving checkpoints (Ctrl-C again aborts)");
+        eprintln!(
+            "\ninterrupted: finishing in-flight steps and saving checkpoints (Ctrl-C again aborts)"
+        );
         cancel.cancel();
     });
 }

@@ -26,7 +26,11 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
     let by = args.by.clone().unwrap_or_else(ops::current_user);
     match ops::approve(&ws, &args.step, &by) {
         Ok(()) => {
-            let _ = writeln!(output.out, "Approved {} (by {by}). The next apply continues past it.", args.step);
+            let _ = writeln!(
+                output.out,
+                "Approved {} (by {by}). The next apply continues past it.",
+                args.step
+            );
             ExitCode::Ok
         }
         Err(e) => report_ops_error(&e, output),

@@ -119,10 +119,18 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
             }
             for (name, file) in seed_samples() {
                 let path = dir.join(name);
-                let written = file.to_bytes().map_err(|e| e.to_string()).and_then(|bytes| std::fs::write(&path, bytes).map_err(|e| e.to_string()));
+                let written = file
+                    .to_bytes()
+                    .map_err(|e| e.to_string())
+                    .and_then(|bytes| std::fs::write(&path, bytes).map_err(|e| e.to_string()));
                 match written {
                     Ok(()) => {
-                        let _ = writeln!(output.out, "wrote {} ({} entries)", path.display(), file.rows.len());
+                        let _ = writeln!(
+                            output.out,
+                            "wrote {} ({} entries)",
+                            path.display(),
+                            file.rows.len()
+                        );
                     }
                     Err(e) => {
                         let _ = writeln!(output.err, "error: cannot write {}: {e}", path.display());

@@ -4,8 +4,8 @@
 //! Every subcommand exposes `Args` (clap) and `run(&Args, &mut Output) -> ExitCode`.
 
 pub mod apply;
-pub mod autocomplete;
 pub mod approve;
+pub mod autocomplete;
 pub mod demo;
 pub mod graph;
 pub mod plan;
@@ -86,17 +86,28 @@ pub struct StateArgs {
 }
 
 /// Opens a valid plan with its state path, printing diagnostics on failure.
-pub fn open_workspace(path: &Path, state: &StateArgs, output: &mut Output<'_>) -> Result<crate::ops::Workspace, ExitCode> {
+pub fn open_workspace(
+    path: &Path,
+    state: &StateArgs,
+    output: &mut Output<'_>,
+) -> Result<crate::ops::Workspace, ExitCode> {
     let loaded = load_valid_plan(path, state.allow_inline_secrets, output)?;
-    crate::ops::Workspace::from_loaded(path, loaded, state.state.as_deref()).map_err(|e| report_ops_error(&e, output))
+    crate::ops::Workspace::from_loaded(path, loaded, state.state.as_deref())
+        .map_err(|e| report_ops_error(&e, output))
 }
 
 /// Prints an operation's error and maps it to an exit code.
 pub fn report_ops_error(error: &crate::ops::OpsError, output: &mut Output<'_>) -> ExitCode {
     use crate::ops::OpsError;
-    let _ = writeln!(output.err, "error: {}", crate::redact::redact(&error.to_string()));
+    let _ = writeln!(
+        output.err,
+        "error: {}",
+        crate::redact::redact(&error.to_string())
+    );
     match error {
-        OpsError::Read { .. } | OpsError::Selection(_) | OpsError::BadSavedPlan { .. } => ExitCode::Usage,
+        OpsError::Read { .. } | OpsError::Selection(_) | OpsError::BadSavedPlan { .. } => {
+            ExitCode::Usage
+        }
         _ => ExitCode::Failure,
     }
 }

@@ -44,15 +44,29 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
         Err(e) => return report_ops_error(&e, output),
     };
     if args.json {
-        let _ = writeln!(output.out, "{}", serde_json::to_string_pretty(&view).unwrap_or_default());
+        let _ = writeln!(
+            output.out,
+            "{}",
+            serde_json::to_string_pretty(&view).unwrap_or_default()
+        );
     } else {
         let _ = write!(output.out, "{}", ops::render_plan(&view, ws.graph()));
     }
     if let Some(out) = &args.out {
-        if let Err(e) = ops::save_plan(&ws, (&args.select.targets, &args.select.excludes), &view, out) {
+        if let Err(e) = ops::save_plan(
+            &ws,
+            (&args.select.targets, &args.select.excludes),
+            &view,
+            out,
+        ) {
             return report_ops_error(&e, output);
         }
-        let _ = writeln!(output.err, "Saved the plan to {}; run `cutover apply {}` to do exactly this.", out.display(), out.display());
+        let _ = writeln!(
+            output.err,
+            "Saved the plan to {}; run `cutover apply {}` to do exactly this.",
+            out.display(),
+            out.display()
+        );
     }
     if args.detailed_exitcode && view.has_changes() {
         ExitCode::Usage

@@ -29,11 +29,19 @@ pub struct Progress<'a> {
 
 enum Mode<'a> {
     Plain(&'a mut dyn Write),
-    Bars { multi: MultiProgress, overall: ProgressBar, running: HashMap<String, ProgressBar> },
+    Bars {
+        multi: MultiProgress,
+        overall: ProgressBar,
+        running: HashMap<String, ProgressBar>,
+    },
 }
 
 impl<'a> Progress<'a> {
-    pub fn new(mode: ProgressMode, err: &'a mut dyn Write, expected: HashMap<String, u64>) -> Progress<'a> {
+    pub fn new(
+        mode: ProgressMode,
+        err: &'a mut dyn Write,
+        expected: HashMap<String, u64>,
+    ) -> Progress<'a> {
         let bars = match mode {
             ProgressMode::Bar => true,
             ProgressMode::Plain => false,
@@ -43,12 +51,18 @@ impl<'a> Progress<'a> {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
             let overall = multi.add(ProgressBar::new(0));
             overall.set_style(
-                ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {pos}/{len} steps  {elapsed_precise} (ETA {eta})")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{prefix:.bold} [{bar:30}] {pos}/{len} steps  {elapsed_precise} (ETA {eta})",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
             );
             overall.set_prefix("apply");
-            Mode::Bars { multi, overall, running: HashMap::new() }
+            Mode::Bars {
+                multi,
+                overall,
+                running: HashMap::new(),
+            }
         } else {
             Mode::Plain(err)
         };
@@ -60,15 +74,22 @@ impl<'a> Progress<'a> {
             Some(&n) if n > 0 => {
                 let bar = ProgressBar::new(n);
                 bar.set_style(
-                    ProgressStyle::with_template("  {prefix:34} [{bar:24}] {pos}/{len} msgs  {per_sec} ETA {eta}  {msg}")
-                        .unwrap_or_else(|_| ProgressStyle::default_bar())
-                        .progress_chars("=> "),
+                    ProgressStyle::with_template(
+                        "  {prefix:34} [{bar:24}] {pos}/{len} msgs  {per_sec} ETA {eta}  {msg}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
                 );
                 bar
             }
             _ => {
                 let bar = ProgressBar::new_spinner();
-                bar.set_style(ProgressStyle::with_template("  {spinner} {prefix:32} {pos} msgs  {per_sec}  {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "  {spinner} {prefix:32} {pos} msgs  {per_sec}  {msg}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                );
                 bar.enable_steady_tick(Duration::from_millis(120));
                 bar
             }
@@ -89,10 +110,21 @@ impl EventSink for Progress<'_> {
             return;
         }
         let new_bar = match (&self.mode, &event.kind) {
-            (Mode::Bars { multi, running, .. }, EventKind::StepStarted { .. }) if !running.contains_key(&step) => Some(self.step_bar(multi, &step)),
+            (Mode::Bars { multi, running, .. }, EventKind::StepStarted { .. })
+                if !running.contains_key(&step) =>
+            {
+                Some(self.step_bar(multi, &step))
+            }
             _ => None,
         };
-        let Mode::Bars { multi, overall, running } = &mut self.mode else { return };
+        let Mode::Bars {
+            multi,
+            overall,
+            running,
+        } = &mut self.mode
+        else {
+            return;
+        };
         if let Some(bar) = new_bar {
             running.insert(step.clone(), bar);
         }
@@ -104,7 +136,11 @@ impl EventSink for Progress<'_> {
                     bar.set_message(format!("+{}", human_bytes(*bytes)));
                 }
             }
-            EventKind::StepFinished { .. } | EventKind::StepFailed { .. } | EventKind::StepSkipped { .. } | EventKind::StepWaiting { .. } | EventKind::StepInterrupted => {
+            EventKind::StepFinished { .. }
+            | EventKind::StepFailed { .. }
+            | EventKind::StepSkipped { .. }
+            | EventKind::StepWaiting { .. }
+            | EventKind::StepInterrupted => {
                 if let Some(bar) = running.remove(&step) {
                     bar.finish_and_clear();
                 }
@@ -137,16 +173,43 @@ pub fn plain_line(step: &str, kind: &EventKind) -> Option<String> {
             }
         }
         EventKind::StepProgress { .. } => return None,
-        EventKind::StepRetry { attempt, delay_ms, error } => format!("{step}: attempt {attempt} failed, retrying in {:.1}s: {error}", *delay_ms as f64 / 1000.0),
-        EventKind::StepFinished { unchanged: true, .. } => format!("{step}: already done"),
-        EventKind::StepFinished { items, bytes, skipped, .. } => {
-            let skipped = if *skipped > 0 { format!(", {} skipped", thousands(*skipped)) } else { String::new() };
-            format!("{step}: done ({} messages, {}{skipped})", thousands(*items), human_bytes(*bytes))
+        EventKind::StepRetry {
+            attempt,
+            delay_ms,
+            error,
+        } => format!(
+            "{step}: attempt {attempt} failed, retrying in {:.1}s: {error}",
+            *delay_ms as f64 / 1000.0
+        ),
+        EventKind::StepFinished {
+            unchanged: true, ..
+        } => format!("{step}: already done"),
+        EventKind::StepFinished {
+            items,
+            bytes,
+            skipped,
+            ..
+        } => {
+            let skipped = if *skipped > 0 {
+                format!(", {} skipped", thousands(*skipped))
+            } else {
+                String::new()
+            };
+            format!(
+                "{step}: done ({} messages, {}{skipped})",
+                thousands(*items),
+                human_bytes(*bytes)
+            )
         }
         EventKind::StepFailed { error } => format!("{step}: FAILED: {error}"),
         EventKind::StepSkipped { reason } => format!("{step}: not run: {reason}"),
-        EventKind::StepWaiting { instructions } => format!("{step}: waiting for approval:\n    {}\n    then run `cutover approve PLAN {step}`", instructions.trim().replace('\n', "\n    ")),
-        EventKind::StepInterrupted => format!("{step}: interrupted, checkpointed; the next apply resumes it"),
+        EventKind::StepWaiting { instructions } => format!(
+            "{step}: waiting for approval:\n    {}\n    then run `cutover approve PLAN {step}`",
+            instructions.trim().replace('\n', "\n    ")
+        ),
+        EventKind::StepInterrupted => {
+            format!("{step}: interrupted, checkpointed; the next apply resumes it")
+        }
         EventKind::WalkFinished { outcome } => format!("apply {outcome}"),
     })
 }

@@ -37,7 +37,9 @@ pub enum StateCommand {
 
 pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
     let (file, state_args) = match &args.command {
-        StateCommand::List { file, state } | StateCommand::Show { file, state, .. } | StateCommand::Unlock { file, state } => (file, state),
+        StateCommand::List { file, state }
+        | StateCommand::Show { file, state, .. }
+        | StateCommand::Unlock { file, state } => (file, state),
     };
     let ws = match open_workspace(file, state_args, output) {
         Ok(ws) => ws,
@@ -46,7 +48,11 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
     let store = match ws.existing_store() {
         Ok(Some(store)) => store,
         Ok(None) => {
-            let _ = writeln!(output.err, "no state yet at {} (nothing was applied)", ws.state_path.display());
+            let _ = writeln!(
+                output.err,
+                "no state yet at {} (nothing was applied)",
+                ws.state_path.display()
+            );
             return ExitCode::Failure;
         }
         Err(e) => return report_ops_error(&e, output),
@@ -55,7 +61,11 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
         match &args.command {
             StateCommand::List { .. } => {
                 for r in store.steps()? {
-                    let _ = writeln!(output.out, "{:<34} {:<8} attempts={} items={} bytes={}", r.id, r.status, r.attempts, r.counts.items, r.counts.bytes);
+                    let _ = writeln!(
+                        output.out,
+                        "{:<34} {:<8} attempts={} items={} bytes={}",
+                        r.id, r.status, r.attempts, r.counts.items, r.counts.bytes
+                    );
                 }
             }
             StateCommand::Show { step, .. } => match store.step(step)? {
@@ -63,23 +73,54 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
                     let _ = writeln!(output.out, "{step}: no record (pending)");
                 }
                 Some(r) => {
-                    let _ = writeln!(output.out, "step:        {}\nstatus:      {}\nconfig hash: {}\nattempts:    {}", r.id, r.status, r.config_hash.as_deref().unwrap_or("-"), r.attempts);
-                    let _ = writeln!(output.out, "started:     {}\nfinished:    {}", r.started_at.map_or("-".into(), state::format_utc), r.finished_at.map_or("-".into(), state::format_utc));
-                    let _ = writeln!(output.out, "items:       {}\nbytes:       {}\nskipped:     {}", r.counts.items, r.counts.bytes, r.counts.skipped);
+                    let _ = writeln!(
+                        output.out,
+                        "step:        {}\nstatus:      {}\nconfig hash: {}\nattempts:    {}",
+                        r.id,
+                        r.status,
+                        r.config_hash.as_deref().unwrap_or("-"),
+                        r.attempts
+                    );
+                    let _ = writeln!(
+                        output.out,
+                        "started:     {}\nfinished:    {}",
+                        r.started_at.map_or("-".into(), state::format_utc),
+                        r.finished_at.map_or("-".into(), state::format_utc)
+                    );
+                    let _ = writeln!(
+                        output.out,
+                        "items:       {}\nbytes:       {}\nskipped:     {}",
+                        r.counts.items, r.counts.bytes, r.counts.skipped
+                    );
                     if let Some(a) = &r.approval {
-                        let _ = writeln!(output.out, "approved:    by {} at {}", a.by, state::format_utc(a.at));
+                        let _ = writeln!(
+                            output.out,
+                            "approved:    by {} at {}",
+                            a.by,
+                            state::format_utc(a.at)
+                        );
                     }
                     if let Some(e) = &r.last_error {
                         let _ = writeln!(output.out, "last error:  {e}");
                     }
                     for (key, value) in store.checkpoints(step)? {
-                        let _ = writeln!(output.out, "checkpoint:  {key} = {}", String::from_utf8_lossy(&value));
+                        let _ = writeln!(
+                            output.out,
+                            "checkpoint:  {key} = {}",
+                            String::from_utf8_lossy(&value)
+                        );
                     }
                 }
             },
             StateCommand::Unlock { .. } => match store.force_unlock()? {
                 Some(h) => {
-                    let _ = writeln!(output.out, "released the lock of pid {} on {} (taken {})", h.pid, h.host, state::format_utc(h.since));
+                    let _ = writeln!(
+                        output.out,
+                        "released the lock of pid {} on {} (taken {})",
+                        h.pid,
+                        h.host,
+                        state::format_utc(h.since)
+                    );
                 }
                 None => {
                     let _ = writeln!(output.out, "the state was not locked");

@@ -26,12 +26,24 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
         Err(e) => return report_ops_error(&e, output),
     };
     if args.json {
-        let _ = writeln!(output.out, "{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+        let _ = writeln!(
+            output.out,
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        );
         return ExitCode::Ok;
     }
-    let _ = writeln!(output.out, "{:<34} {:<8} {:>8} {:>10} {:>10} {:>8}  LAST ERROR", "STEP", "STATUS", "ATTEMPTS", "MESSAGES", "SIZE", "SKIPPED");
+    let _ = writeln!(
+        output.out,
+        "{:<34} {:<8} {:>8} {:>10} {:>10} {:>8}  LAST ERROR",
+        "STEP", "STATUS", "ATTEMPTS", "MESSAGES", "SIZE", "SKIPPED"
+    );
     for row in &rows {
-        let error = row.last_error.as_deref().map(|e| e.lines().next().unwrap_or("")).unwrap_or("");
+        let error = row
+            .last_error
+            .as_deref()
+            .map(|e| e.lines().next().unwrap_or(""))
+            .unwrap_or("");
         let _ = writeln!(
             output.out,
             "{:<34} {:<8} {:>8} {:>10} {:>10} {:>8}  {error}",
@@ -44,6 +56,11 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
         );
     }
     let done = rows.iter().filter(|r| r.status == "done").count();
-    let _ = writeln!(output.out, "\n{done} of {} steps done. State: {}", rows.len(), ws.state_path.display());
+    let _ = writeln!(
+        output.out,
+        "\n{done} of {} steps done. State: {}",
+        rows.len(),
+        ws.state_path.display()
+    );
     ExitCode::Ok
 }

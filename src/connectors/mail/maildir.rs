@@ -690,6 +690,13 @@ fn write_keywords(dir: &Path, keywords: &[String]) -> Result<()> {
         return Ok(());
     }
     let tmp = dir.join(format!("{KEYWORDS_FILE}{TMP_SUFFIX}"));
+    // A process killed between writing and renaming leaves this behind; the apply lock
+    // means no one else is writing it now, so it is safe to start over.
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(MailError::io(&tmp, e)),
+    }
     write_file(&tmp, text.as_bytes(), None, true).map_err(|e| MailError::io(&tmp, e))?;
     fs::rename(&tmp, &path).map_err(|e| MailError::io(&path, e))?;
     sync_dir(dir).map_err(|e| MailError::io(dir, e))
