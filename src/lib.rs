@@ -9,4 +9,5 @@ pub mod graph;
 pub mod ops;
 pub mod plan;
 pub mod redact;
+pub mod secrets;
 pub mod state;

@@ -124,9 +124,69 @@ fn copy_runner(
     written: &str,
     email: &str,
 ) -> Arc<dyn StepRunner> {
+    if let (Some(Source::Imap(_) | Source::Pop3 { .. }), Some(password)) =
+        (plan.sources.get(&m.from), &m.password)
+    {
+        return Arc::new(ServerCopyPending {
+            what: format!(
+                "copy from the {} source `{}`",
+                source_kind_name(plan.sources.get(&m.from)),
+                m.from
+            ),
+            password: password.clone(),
+            base_dir: base.to_path_buf(),
+        });
+    }
     match LocalSource::new(plan, m, base, root, written, email) {
         Ok(source) => Arc::new(LocalCopy { source }),
         Err(what) => Arc::new(Unsupported::new(what)),
+    }
+}
+
+fn source_kind_name(source: Option<&Source>) -> &'static str {
+    match source {
+        Some(Source::Imap(_)) => "imap",
+        Some(Source::Pop3 { .. }) => "pop3",
+        _ => "other",
+    }
+}
+
+/// A copy from a mail server, which this build cannot do yet: it still resolves the account's
+/// password first, so `plan` shows a missing secret as the blocker the consultant must fix,
+/// and then says plainly that the copy itself is not supported.
+struct ServerCopyPending {
+    what: String,
+    password: crate::plan::model::SecretRef,
+    base_dir: PathBuf,
+}
+
+impl ServerCopyPending {
+    fn check(&self) -> StepError {
+        match crate::secrets::resolve(&self.password, &self.base_dir, false) {
+            Err(e) => StepError::permanent(e.to_string()),
+            Ok(_secret) => {
+                StepError::permanent(format!("not supported yet by this build: {}", self.what))
+            }
+        }
+    }
+}
+
+impl StepRunner for ServerCopyPending {
+    fn config_hash(&self) -> String {
+        hash_parts(&[
+            "server-copy-pending",
+            &self.what,
+            &format!("{:?}", self.password),
+        ])
+    }
+
+    fn observe(&self, _ctx: &ObserveCtx) -> Result<Observation, StepError> {
+        Err(self.check())
+    }
+
+    fn apply<'a>(&'a self, _ctx: &'a mut ApplyCtx) -> BoxFuture<'a, Result<Outcome, StepError>> {
+        let err = self.check();
+        Box::pin(async move { Err(err) })
     }
 }
 
