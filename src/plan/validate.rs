@@ -756,7 +756,8 @@ pub mod chrono_free {
             let year: u16 = text.get(0..4)?.parse().ok()?;
             let month: u8 = text.get(5..7)?.parse().ok()?;
             let day: u8 = text.get(8..10)?.parse().ok()?;
-            let leap = (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400);
+            let leap =
+                (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400);
             let days = match month {
                 1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
                 4 | 6 | 9 | 11 => 30,
