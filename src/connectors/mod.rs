@@ -1,2 +1,5 @@
 //! Connectors know protocols and file formats, not the DAG.
+pub mod imap;
 pub mod mail;
+pub mod net;
+pub mod pop3;

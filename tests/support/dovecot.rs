@@ -14,14 +14,15 @@
 //!   pop3, pop3s.
 //! - The daemon's stdout/stderr and its log go to files in the temp dir; a start failure
 //!   panics with their content so the reason is in the test output.
-//! - Users are added at any time ([`Dovecot::add_user`]): the passwd-file is re-read by
-//!   Dovecot when it changes, so each test gets its own mailboxes.
+//! - Users are handed out from a pool written at start ([`Dovecot::add_user`]), so each test
+//!   gets its own mailboxes. Not appended later: Dovecot re-checks a passwd-file at most once
+//!   per second, so a user added right after a lookup is unknown for up to a second.
 //! - A user's password is also accepted as its XOAUTH2 token: Dovecot 2.3 verifies the
 //!   XOAUTH2 bearer token against the passdb like a password, which lets the XOAUTH2 code path
 //!   run against a real server without an OAuth provider.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -47,6 +48,17 @@ pub struct Dovecot {
     /// PEM of the private CA that signed the server certificate (for `ca_file`).
     pub ca_pem: String,
     mail_uid: u32,
+}
+
+/// Users written to the passwd-file at start.
+const USER_POOL: u32 = 200;
+
+fn pool_login(n: u32) -> String {
+    format!("user{n}@example.test")
+}
+
+fn pool_password(n: u32) -> String {
+    format!("pw-{n}-{}", std::process::id())
 }
 
 static SHARED: Mutex<Weak<Dovecot>> = Mutex::new(Weak::new());
@@ -100,7 +112,15 @@ impl Dovecot {
         let home = root.join("home");
         fs::create_dir(&home).unwrap();
         fs::set_permissions(&home, fs::Permissions::from_mode(0o1777)).unwrap();
-        fs::write(root.join("passwd"), "").unwrap();
+        let mut passwd = String::new();
+        for n in 1..=USER_POOL {
+            passwd.push_str(&format!(
+                "{}:{{PLAIN}}{}::::::\n",
+                pool_login(n),
+                pool_password(n)
+            ));
+        }
+        fs::write(root.join("passwd"), passwd).unwrap();
         fs::set_permissions(root.join("passwd"), fs::Permissions::from_mode(0o644)).unwrap();
 
         let (ca_pem, cert_pem, key_pem) = make_certs();
@@ -140,6 +160,7 @@ ssl_cert = <{r}/cert.pem
 ssl_key = <{r}/key.pem
 {ssl_dh}disable_plaintext_auth = no
 auth_mechanisms = plain login xoauth2
+auth_failure_delay = 0
 mail_location = maildir:~/Maildir
 mail_uid = {mail_uid}
 mail_gid = {mail_gid}
@@ -270,18 +291,20 @@ service anvil {{
         self.dir.path().join("ca.pem")
     }
 
-    /// Adds a user with a fresh name derived from `hint` and a random-ish password.
+    /// A user no other test of this instance has: the next one of the pool. `hint` is only
+    /// for readability at call sites.
     pub fn add_user(&self, hint: &str) -> User {
+        let _ = hint;
         let mut n = self.users.lock().unwrap_or_else(|e| e.into_inner());
         *n += 1;
-        let login = format!("{hint}{}@example.test", *n);
-        let password = format!("pw-{hint}-{}-{}", *n, std::process::id());
-        let mut f = fs::OpenOptions::new()
-            .append(true)
-            .open(self.dir.path().join("passwd"))
-            .unwrap();
-        writeln!(f, "{login}:{{PLAIN}}{password}::::::").unwrap();
-        User { login, password }
+        assert!(
+            *n <= USER_POOL,
+            "test Dovecot user pool ({USER_POOL}) exhausted"
+        );
+        User {
+            login: pool_login(*n),
+            password: pool_password(*n),
+        }
     }
 
     /// The user's maildir on disk (exists after the first login that touched it).

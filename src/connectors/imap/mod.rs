@@ -1,0 +1,1 @@
+//! IMAP client (see client.rs).
