@@ -146,7 +146,6 @@ impl Credentials {
     }
 
     /// The SASL PLAIN initial response (empty authzid), base64-encoded.
-    #[allow(dead_code)] // TEMP: used by the IMAP client
     pub(crate) fn plain_response(login: &str, password: &Secret) -> String {
         use base64::Engine;
         let raw = format!("\0{login}\0{}", password.expose());
@@ -436,11 +435,6 @@ impl Conn {
         Ok(())
     }
 
-    #[allow(dead_code)] // TEMP: used by the IMAP client
-    pub(crate) fn is_tls(&self) -> bool {
-        matches!(self.inner.get_ref(), Stream::Tls(_))
-    }
-
     /// One response line including its line ending. EOF is an I/O error (the server hung up).
     pub(crate) async fn read_line(&mut self, op: &'static str) -> NetResult<Vec<u8>> {
         let mut line = Vec::new();
@@ -478,7 +472,6 @@ impl Conn {
     }
 
     /// Exactly `n` bytes (an IMAP literal), appended to `out`.
-    #[allow(dead_code)] // TEMP: used by the IMAP client
     pub(crate) async fn read_exact_into(
         &mut self,
         n: usize,
