@@ -213,8 +213,8 @@ mod tests {
 
     #[test]
     fn literal_markers() {
-        assert_eq!(literal_marker(b"* 1 FETCH (BODY[] {12}"), Some((16, 12)));
-        assert_eq!(literal_marker(b"A1 APPEND x {5+}"), Some((11, 5)));
+        assert_eq!(literal_marker(b"* 1 FETCH (BODY[] {12}"), Some((18, 12)));
+        assert_eq!(literal_marker(b"A1 APPEND x {5+}"), Some((12, 5)));
         assert_eq!(literal_marker(b"* OK {x}"), None);
         assert_eq!(literal_marker(b"* OK {}"), None);
         assert_eq!(literal_marker(b"* OK done"), None);
