@@ -216,3 +216,77 @@ mod tests {
         }
     }
 }
+
+/// IMAP INTERNALDATE `02-Jan-2023 15:04:05 +0000` (RFC 3501 `date-time`), always in UTC.
+pub(crate) fn format_imap(t: SystemTime) -> String {
+    let p = parts(unix_secs(t));
+    format!(
+        "{:02}-{}-{} {:02}:{:02}:{:02} +0000",
+        p.day,
+        MONTHS[p.month as usize - 1],
+        p.year,
+        p.hour,
+        p.min,
+        p.sec
+    )
+}
+
+/// Parses an IMAP INTERNALDATE (`d-Mon-yyyy hh:mm:ss +zzzz`, day possibly space-padded).
+/// `None` for anything else: a missing date is better than a wrong one.
+pub(crate) fn parse_imap(text: &str) -> Option<SystemTime> {
+    let text = text.trim();
+    let (date, rest) = text.split_once(' ')?;
+    let (time, zone) = rest.trim_start().split_once(' ')?;
+    let mut d = date.split('-');
+    let day: u32 = d.next()?.trim().parse().ok()?;
+    let month = month_index(d.next()?)?;
+    let year: i64 = d.next()?.parse().ok()?;
+    if d.next().is_some() || !(1..=31).contains(&day) || !(1970..=9999).contains(&year) {
+        return None;
+    }
+    let hms = parse_hms(time)?;
+    let zb = zone.trim().as_bytes();
+    if zb.len() != 5 || !(zb[0] == b'+' || zb[0] == b'-') || !zb[1..].iter().all(u8::is_ascii_digit)
+    {
+        return None;
+    }
+    let zh = i64::from(zb[1] - b'0') * 10 + i64::from(zb[2] - b'0');
+    let zm = i64::from(zb[3] - b'0') * 10 + i64::from(zb[4] - b'0');
+    let offset = (zh * 60 + zm) * 60 * if zb[0] == b'-' { -1 } else { 1 };
+    let secs = days_from_civil(year, month, day) * 86_400 + hms - offset;
+    u64::try_from(secs)
+        .ok()
+        .map(|s| UNIX_EPOCH + Duration::from_secs(s))
+}
+
+#[cfg(test)]
+mod imap_date_tests {
+    use super::*;
+
+    #[test]
+    fn imap_dates_round_trip_and_zones_apply() {
+        let t = UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let s = format_imap(t);
+        assert_eq!(s, "14-Nov-2023 22:13:20 +0000");
+        assert_eq!(parse_imap(&s), Some(t));
+        assert_eq!(
+            parse_imap(" 1-Jan-2020 01:00:00 +0100"),
+            parse_imap("01-Jan-2020 00:00:00 +0000")
+        );
+        assert_eq!(
+            parse_imap("14-Nov-2023 22:13:20 -0130")
+                .map(|x| x.duration_since(t).unwrap().as_secs()),
+            Some(5400)
+        );
+        for bad in [
+            "",
+            "x",
+            "14-Foo-2023 22:13:20 +0000",
+            "14-Nov-2023 25:00:00 +0000",
+            "14-Nov-2023 22:13:20 0000",
+            "14-Nov-2023 22:13:20 +00é0",
+        ] {
+            assert_eq!(parse_imap(bad), None, "{bad}");
+        }
+    }
+}

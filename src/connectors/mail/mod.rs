@@ -10,7 +10,7 @@
 //! Everything streams: memory is bounded by the largest single message, never by a mailbox.
 
 pub mod corpus;
-mod date;
+pub(crate) mod date;
 mod encoding;
 pub mod maildir;
 pub mod mbox;

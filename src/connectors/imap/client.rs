@@ -1,0 +1,626 @@
+//! The IMAP session: connect (implicit TLS, STARTTLS or opted-in plaintext), authenticate
+//! (AUTHENTICATE PLAIN, LOGIN, XOAUTH2), then the few commands a migration needs.
+//!
+//! Commands are strictly sequential (one tag in flight), which keeps response routing trivial;
+//! throughput comes from several connections, bounded by the plan's `max_connections`.
+
+use std::time::SystemTime;
+
+use super::proto::{parse, quoted, read_response, response_code, Value};
+use crate::connectors::mail::date;
+use crate::connectors::mail::{Flag, Flags, RawMessage};
+use crate::connectors::net::{
+    decode_sasl_error, detect_throttle, server_text, Conn, Credentials, Endpoint, NetError,
+    NetResult,
+};
+use crate::plan::model::Tls;
+
+/// Default ports: IMAPS (implicit TLS) and IMAP (plain or STARTTLS).
+pub const PORTS: (u16, u16) = (993, 143);
+
+/// A mailbox as LIST reports it. `name` is the wire name (modified UTF-7, server delimiter).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mailbox {
+    pub name: String,
+    pub delimiter: Option<char>,
+    /// Attributes such as `\Noselect`, `\HasChildren`, `\Sent` (SPECIAL-USE).
+    pub attributes: Vec<String>,
+}
+
+impl Mailbox {
+    pub fn has_attribute(&self, attr: &str) -> bool {
+        self.attributes.iter().any(|a| a.eq_ignore_ascii_case(attr))
+    }
+
+    /// `\Noselect`/`\NonExistent` mailboxes are hierarchy nodes without messages.
+    pub fn is_selectable(&self) -> bool {
+        !self.has_attribute("\\Noselect") && !self.has_attribute("\\NonExistent")
+    }
+}
+
+/// What SELECT/EXAMINE tells: the checkpoint identity of a folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MailboxStatus {
+    /// Changes when the server renumbers the folder; a checkpoint with another value is void.
+    pub uid_validity: Option<u32>,
+    pub uid_next: Option<u32>,
+    pub exists: u32,
+}
+
+/// One fetched message: its UID, exact bytes, flags and internal date.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedMessage {
+    pub uid: u32,
+    pub size: Option<u64>,
+    pub message: RawMessage,
+}
+
+/// Where APPEND put a message (UIDPLUS `APPENDUID`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendUid {
+    pub uid_validity: u32,
+    pub uid: u32,
+}
+
+/// A logged-in IMAP session.
+pub struct ImapClient {
+    conn: Conn,
+    tag: u32,
+    capabilities: Vec<String>,
+}
+
+impl std::fmt::Debug for ImapClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImapClient")
+            .field("at", &self.conn.at)
+            .field("capabilities", &self.capabilities)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A tagged completion.
+struct Done {
+    ok: bool,
+    text: String,
+}
+
+impl ImapClient {
+    /// Connects, secures, authenticates. STARTTLS is mandatory for `tls: starttls`: a server
+    /// not offering it is an error, never a silent downgrade.
+    pub async fn connect(endpoint: &Endpoint, credentials: &Credentials) -> NetResult<Self> {
+        let conn = Conn::connect(endpoint, Some(credentials.login())).await?;
+        let mut c = ImapClient {
+            conn,
+            tag: 0,
+            capabilities: Vec::new(),
+        };
+        let greeting = read_response(&mut c.conn, "greeting").await?;
+        let g = String::from_utf8_lossy(greeting.first_line()).into_owned();
+        if !(g.starts_with("* OK") || g.starts_with("* PREAUTH")) {
+            return Err(NetError::protocol(
+                &c.conn.at,
+                format!("greeting: {}", server_text(g.as_bytes())),
+            ));
+        }
+        c.refresh_capabilities().await?;
+        if endpoint.tls == Tls::Starttls {
+            if !c.has_capability("STARTTLS") {
+                return Err(NetError::Tls {
+                    at: c.conn.at.clone(),
+                    reason: "tls: starttls, but the server does not offer STARTTLS".into(),
+                });
+            }
+            c.simple("STARTTLS", "STARTTLS").await?;
+            c.conn.upgrade().await?;
+            c.refresh_capabilities().await?;
+        }
+        if !g.starts_with("* PREAUTH") {
+            c.authenticate(credentials).await?;
+            c.refresh_capabilities().await?;
+        }
+        Ok(c)
+    }
+
+    pub fn capabilities(&self) -> &[String] {
+        &self.capabilities
+    }
+
+    pub fn has_capability(&self, name: &str) -> bool {
+        self.capabilities
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(name))
+    }
+
+    async fn refresh_capabilities(&mut self) -> NetResult<()> {
+        let (untagged, _) = self.run("CAPABILITY", "CAPABILITY").await?;
+        let mut caps = Vec::new();
+        for v in untagged {
+            if v.get(1)
+                .and_then(Value::as_atom)
+                .is_some_and(|a| a.eq_ignore_ascii_case("CAPABILITY"))
+            {
+                caps.extend(v[2..].iter().filter_map(Value::as_atom).map(str::to_owned));
+            }
+        }
+        self.capabilities = caps;
+        Ok(())
+    }
+
+    async fn authenticate(&mut self, credentials: &Credentials) -> NetResult<()> {
+        let result = match credentials {
+            Credentials::XOauth2 { login, token } => {
+                let ir = Credentials::xoauth2_response(login, token);
+                self.sasl("XOAUTH2", &ir).await
+            }
+            Credentials::Password { login, password } => {
+                if self.has_capability("AUTH=PLAIN") {
+                    let ir = Credentials::plain_response(login, password);
+                    self.sasl("PLAIN", &ir).await
+                } else if self.has_capability("LOGINDISABLED") {
+                    return Err(NetError::Auth {
+                        at: self.conn.at.clone(),
+                        text: "server disables LOGIN on this connection (use TLS)".into(),
+                    });
+                } else {
+                    let (Some(l), Some(p)) = (
+                        quoted(login.as_bytes()),
+                        quoted(password.expose().as_bytes()),
+                    ) else {
+                        return Err(NetError::Auth {
+                            at: self.conn.at.clone(),
+                            text: "login or password not plain ASCII and no AUTH=PLAIN".into(),
+                        });
+                    };
+                    self.run_secret(&format!("LOGIN {l} {p}"), "LOGIN")
+                        .await
+                        .map(|_| ())
+                }
+            }
+        };
+        result.map_err(|e| match e {
+            NetError::Rejected { at, text, .. } => NetError::Auth { at, text },
+            other => other,
+        })
+    }
+
+    /// AUTHENTICATE with an initial response (SASL-IR, or after the empty `+` challenge).
+    /// A further challenge is an error report (XOAUTH2's JSON): answer it empty, then fail.
+    async fn sasl(&mut self, mech: &str, ir: &str) -> NetResult<()> {
+        let tag = self.next_tag();
+        let sasl_ir = self.has_capability("SASL-IR");
+        let line = if sasl_ir {
+            format!("{tag} AUTHENTICATE {mech} {ir}\r\n")
+        } else {
+            format!("{tag} AUTHENTICATE {mech}\r\n")
+        };
+        self.conn.write_all(line.as_bytes(), "AUTHENTICATE").await?;
+        let mut sent_ir = sasl_ir;
+        let mut detail = None;
+        loop {
+            let resp = read_response(&mut self.conn, "AUTHENTICATE").await?;
+            let first = resp.first_line().to_vec();
+            if let Some(ch) = first.strip_prefix(b"+") {
+                if sent_ir {
+                    detail = Some(decode_sasl_error(ch));
+                    self.conn.write_all(b"\r\n", "AUTHENTICATE").await?;
+                } else {
+                    self.conn
+                        .write_all(format!("{ir}\r\n").as_bytes(), "AUTHENTICATE")
+                        .await?;
+                    sent_ir = true;
+                }
+                continue;
+            }
+            if let Some(done) = self.tagged(&tag, &first) {
+                if done.ok {
+                    return Ok(());
+                }
+                let text = match detail {
+                    Some(d) => format!("{} ({d})", done.text),
+                    None => done.text,
+                };
+                return Err(self.no_error("AUTHENTICATE", text));
+            }
+        }
+    }
+
+    /// LIST of all mailboxes, with SPECIAL-USE attributes when the server has them.
+    pub async fn list(&mut self) -> NetResult<Vec<Mailbox>> {
+        let cmd = if self.has_capability("SPECIAL-USE") && self.has_capability("LIST-EXTENDED") {
+            "LIST \"\" \"*\" RETURN (SPECIAL-USE)"
+        } else {
+            "LIST \"\" \"*\""
+        };
+        let (untagged, _) = self.run(cmd, "LIST").await?;
+        let mut out = Vec::new();
+        for v in untagged {
+            if !v
+                .get(1)
+                .and_then(Value::as_atom)
+                .is_some_and(|a| a.eq_ignore_ascii_case("LIST"))
+            {
+                continue;
+            }
+            let (Some(Value::List(attrs)), Some(delim), Some(name)) =
+                (v.get(2), v.get(3), v.get(4))
+            else {
+                return Err(NetError::protocol(&self.conn.at, "malformed LIST response"));
+            };
+            let delimiter = match delim {
+                Value::Str(s) if s.len() == 1 => Some(char::from(s[0])),
+                _ => None,
+            };
+            let Some(name) = name.as_bytes() else {
+                return Err(NetError::protocol(
+                    &self.conn.at,
+                    "LIST without a mailbox name",
+                ));
+            };
+            out.push(Mailbox {
+                name: String::from_utf8_lossy(name).into_owned(),
+                delimiter,
+                attributes: attrs
+                    .iter()
+                    .filter_map(Value::as_atom)
+                    .map(str::to_owned)
+                    .collect(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// SELECT (read-write, for a target folder).
+    pub async fn select(&mut self, mailbox: &str) -> NetResult<MailboxStatus> {
+        self.open("SELECT", mailbox).await
+    }
+
+    /// EXAMINE (read-only, for a source folder: fetching cannot change its flags).
+    pub async fn examine(&mut self, mailbox: &str) -> NetResult<MailboxStatus> {
+        self.open("EXAMINE", mailbox).await
+    }
+
+    async fn open(&mut self, verb: &'static str, mailbox: &str) -> NetResult<MailboxStatus> {
+        let name = self.astring(mailbox, verb).await?;
+        let (untagged, _) = self.run(&format!("{verb} {name}"), verb).await?;
+        let mut st = MailboxStatus::default();
+        for v in untagged {
+            let words: Vec<&str> = v.iter().filter_map(Value::as_atom).collect();
+            match words.as_slice() {
+                ["*", n, e, ..] if e.eq_ignore_ascii_case("EXISTS") => {
+                    st.exists = n.parse().unwrap_or(0);
+                }
+                ["*", ok, code, ..] if ok.eq_ignore_ascii_case("OK") => {
+                    // `[UIDVALIDITY 123]` is one token (brackets group it).
+                    let mut it = response_code(code).unwrap_or("").split_whitespace();
+                    let key = it.next().unwrap_or("");
+                    let val: Option<u32> = it.next().and_then(|v| v.parse().ok());
+                    if key.eq_ignore_ascii_case("UIDVALIDITY") {
+                        st.uid_validity = val;
+                    } else if key.eq_ignore_ascii_case("UIDNEXT") {
+                        st.uid_next = val;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(st)
+    }
+
+    /// CREATE; an existing mailbox is success (re-runs must be idempotent).
+    pub async fn create(&mut self, mailbox: &str) -> NetResult<()> {
+        let name = self.astring(mailbox, "CREATE").await?;
+        match self.run(&format!("CREATE {name}"), "CREATE").await {
+            Ok(_) => Ok(()),
+            Err(NetError::Rejected { text, .. })
+                if text.to_ascii_uppercase().contains("[ALREADYEXISTS]") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Starts `UID FETCH range (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])` on the
+    /// selected mailbox; messages are read one at a time from the returned [`Fetch`], so
+    /// memory holds one message, not a mailbox.
+    pub async fn uid_fetch(&mut self, range: &str) -> NetResult<Fetch<'_>> {
+        if range.is_empty()
+            || !range
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b":,*".contains(&b))
+        {
+            return Err(NetError::protocol(
+                &self.conn.at,
+                format!("invalid UID range {range:?}"),
+            ));
+        }
+        let tag = self.next_tag();
+        let line =
+            format!("{tag} UID FETCH {range} (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])\r\n");
+        self.conn.write_all(line.as_bytes(), "UID FETCH").await?;
+        Ok(Fetch {
+            client: self,
+            tag,
+            done: false,
+        })
+    }
+
+    /// APPEND with flags and internal date; returns the new UID when the server has UIDPLUS.
+    /// Uses a non-synchronizing literal (LITERAL+) when offered, saving a round trip per
+    /// message.
+    pub async fn append(
+        &mut self,
+        mailbox: &str,
+        message: &RawMessage,
+    ) -> NetResult<Option<AppendUid>> {
+        let name = self.astring(mailbox, "APPEND").await?;
+        let mut flags: Vec<&str> = message.flags.system().map(Flag::imap_name).collect();
+        flags.extend(message.flags.keywords());
+        let mut line = format!("APPEND {name} ({})", flags.join(" "));
+        if let Some(t) = message.internal_date {
+            line.push_str(&format!(" \"{}\"", date::format_imap(t)));
+        }
+        let bytes = message.bytes();
+        let tag = self.next_tag();
+        let plus = self.has_capability("LITERAL+");
+        let head = format!(
+            "{tag} {line} {{{}{}}}\r\n",
+            bytes.len(),
+            if plus { "+" } else { "" }
+        );
+        self.conn.write_all(head.as_bytes(), "APPEND").await?;
+        if !plus {
+            self.await_continuation(&tag, "APPEND").await?;
+        }
+        let mut body = Vec::with_capacity(bytes.len() + 2);
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+        self.conn.write_all(&body, "APPEND").await?;
+        let (_, done) = self.finish(&tag, "APPEND").await?;
+        let uid = response_code(&done.text).and_then(|code| {
+            let mut it = code.split_whitespace();
+            if !it.next()?.eq_ignore_ascii_case("APPENDUID") {
+                return None;
+            }
+            Some(AppendUid {
+                uid_validity: it.next()?.parse().ok()?,
+                uid: it.next()?.parse().ok()?,
+            })
+        });
+        Ok(uid)
+    }
+
+    /// LOGOUT and close.
+    pub async fn logout(mut self) -> NetResult<()> {
+        let r = self.run("LOGOUT", "LOGOUT").await.map(|_| ());
+        self.conn.shutdown().await;
+        r
+    }
+
+    // --- plumbing ---
+
+    fn next_tag(&mut self) -> String {
+        self.tag += 1;
+        format!("C{}", self.tag)
+    }
+
+    /// A mailbox name as a command argument: quoted, or sent as a literal when it is not
+    /// plain ASCII (a server gives back modified UTF-7, but a plan may hold anything).
+    async fn astring(&mut self, s: &str, op: &'static str) -> NetResult<String> {
+        match quoted(s.as_bytes()) {
+            Some(q) => Ok(q),
+            None => Err(NetError::protocol(
+                &self.conn.at,
+                format!("{op}: mailbox name {s:?} is not 7-bit; encode it as modified UTF-7 first"),
+            )),
+        }
+    }
+
+    async fn await_continuation(&mut self, tag: &str, op: &'static str) -> NetResult<()> {
+        loop {
+            let resp = read_response(&mut self.conn, op).await?;
+            let first = resp.first_line().to_vec();
+            if first.starts_with(b"+") {
+                return Ok(());
+            }
+            if let Some(done) = self.tagged(tag, &first) {
+                return Err(self.no_error(op, done.text));
+            }
+        }
+    }
+
+    async fn simple(&mut self, cmd: &str, op: &'static str) -> NetResult<()> {
+        self.run(cmd, op).await.map(|_| ())
+    }
+
+    /// Sends a command; returns the parsed untagged responses and the tagged OK text.
+    async fn run(&mut self, cmd: &str, op: &'static str) -> NetResult<(Vec<Vec<Value>>, String)> {
+        let tag = self.next_tag();
+        self.conn
+            .write_all(format!("{tag} {cmd}\r\n").as_bytes(), op)
+            .await?;
+        let (untagged, done) = self.finish(&tag, op).await?;
+        Ok((untagged, done.text))
+    }
+
+    /// Like [`Self::run`] for commands carrying a secret: identical, named separately so the
+    /// command line is never formatted into an error or log.
+    async fn run_secret(
+        &mut self,
+        cmd: &str,
+        op: &'static str,
+    ) -> NetResult<(Vec<Vec<Value>>, String)> {
+        self.run(cmd, op).await
+    }
+
+    /// Reads until the tagged completion of `tag`.
+    async fn finish(&mut self, tag: &str, op: &'static str) -> NetResult<(Vec<Vec<Value>>, Done)> {
+        let mut untagged = Vec::new();
+        loop {
+            let resp = read_response(&mut self.conn, op).await?;
+            let first = resp.first_line().to_vec();
+            if let Some(done) = self.tagged(tag, &first) {
+                if done.ok {
+                    return Ok((untagged, done));
+                }
+                return Err(self.no_error(op, done.text));
+            }
+            self.check_bye(&first, op)?;
+            untagged.push(parse(&resp));
+        }
+    }
+
+    /// `* BYE` outside LOGOUT: the server is closing the connection (shutdown, idle limit,
+    /// sometimes throttling). Transient.
+    fn check_bye(&self, first: &[u8], op: &'static str) -> NetResult<()> {
+        if first.len() >= 5 && first[..5].eq_ignore_ascii_case(b"* BYE") && op != "LOGOUT" {
+            let text = server_text(&first[5..]);
+            if let Some(retry_after) = detect_throttle(&text) {
+                return Err(NetError::Throttled {
+                    at: self.conn.at.clone(),
+                    retry_after,
+                    text,
+                });
+            }
+            return Err(NetError::Io {
+                at: self.conn.at.clone(),
+                op,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    format!("server said BYE: {text}"),
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn tagged(&self, tag: &str, line: &[u8]) -> Option<Done> {
+        let rest = line.strip_prefix(tag.as_bytes())?.strip_prefix(b" ")?;
+        let (status, text) = match rest.iter().position(|b| *b == b' ') {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, &b""[..]),
+        };
+        Some(Done {
+            ok: status.eq_ignore_ascii_case(b"OK"),
+            text: server_text(text),
+        })
+    }
+
+    /// A tagged NO/BAD as a typed error: throttling codes become [`NetError::Throttled`].
+    fn no_error(&self, op: &str, text: String) -> NetError {
+        match detect_throttle(&text) {
+            Some(retry_after) => NetError::Throttled {
+                at: self.conn.at.clone(),
+                retry_after,
+                text,
+            },
+            None => NetError::Rejected {
+                at: self.conn.at.clone(),
+                command: op.to_owned(),
+                text,
+            },
+        }
+    }
+}
+
+/// A running `UID FETCH`: call [`Fetch::next`] until it returns `None`. Dropping it early
+/// leaves the connection mid-response; such a client must not be used again.
+pub struct Fetch<'a> {
+    client: &'a mut ImapClient,
+    tag: String,
+    done: bool,
+}
+
+impl Fetch<'_> {
+    /// The next message, or `None` after the tagged OK.
+    pub async fn next(&mut self) -> NetResult<Option<FetchedMessage>> {
+        while !self.done {
+            let resp = read_response(&mut self.client.conn, "UID FETCH").await?;
+            let first = resp.first_line().to_vec();
+            if let Some(done) = self.client.tagged(&self.tag, &first) {
+                self.done = true;
+                if done.ok {
+                    return Ok(None);
+                }
+                return Err(self.client.no_error("UID FETCH", done.text));
+            }
+            self.client.check_bye(&first, "UID FETCH")?;
+            let v = parse(&resp);
+            let is_fetch = v
+                .get(2)
+                .and_then(Value::as_atom)
+                .is_some_and(|a| a.eq_ignore_ascii_case("FETCH"));
+            if !is_fetch {
+                continue;
+            }
+            let Some(Value::List(items)) = v.get(3) else {
+                return Err(NetError::protocol(
+                    &self.client.conn.at,
+                    "FETCH without item list",
+                ));
+            };
+            match fetched(items) {
+                Some(m) => return Ok(Some(m)),
+                // A FETCH without a body is an unsolicited flag update; not a message.
+                None => continue,
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Builds a message from FETCH items; `None` when UID or body is missing.
+fn fetched(items: &[Value]) -> Option<FetchedMessage> {
+    let mut uid = None;
+    let mut body = None;
+    let mut flags = Flags::new();
+    let mut internal_date: Option<SystemTime> = None;
+    let mut size = None;
+    let mut i = 0;
+    while i + 1 < items.len() {
+        let key = items[i].as_atom().unwrap_or("").to_ascii_uppercase();
+        let val = &items[i + 1];
+        match key.as_str() {
+            "UID" => uid = val.as_atom().and_then(|a| a.parse().ok()),
+            "RFC822.SIZE" => size = val.as_atom().and_then(|a| a.parse().ok()),
+            "INTERNALDATE" => {
+                internal_date = val
+                    .as_bytes()
+                    .and_then(|b| std::str::from_utf8(b).ok())
+                    .and_then(date::parse_imap)
+            }
+            "FLAGS" => {
+                if let Value::List(fl) = val {
+                    for f in fl.iter().filter_map(Value::as_atom) {
+                        match Flag::ALL
+                            .iter()
+                            .find(|x| x.imap_name().eq_ignore_ascii_case(f))
+                        {
+                            Some(x) => flags.insert(*x),
+                            None if !f.starts_with('\\') => {
+                                flags.insert_keyword(f);
+                            }
+                            None => {} // \Recent and unknown system flags are session state.
+                        }
+                    }
+                }
+            }
+            k if k.starts_with("BODY[") => {
+                body = match val {
+                    Value::Str(s) => Some(s.clone()),
+                    Value::Nil => Some(Vec::new()),
+                    _ => None,
+                }
+            }
+            _ => {}
+        }
+        i += 2;
+    }
+    Some(FetchedMessage {
+        uid: uid?,
+        size,
+        message: RawMessage::new(body?)
+            .with_flags(flags)
+            .with_internal_date(internal_date),
+    })
+}

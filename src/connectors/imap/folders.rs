@@ -1,0 +1,384 @@
+//! Source folder → target folder, as pure functions so every rule is unit-tested without a
+//! server.
+//!
+//! Order of precedence for one source mailbox:
+//! 1. not selectable (`\Noselect`) or excluded by `include`/`exclude` globs → skipped;
+//! 2. an explicit `map:` entry → that target (segments split on `/`);
+//! 3. a SPECIAL-USE attribute (`\Sent` …) → the target's special folder name, because "Sent"
+//!    at the source must land in M365's "Sent Items", not in a new folder beside it;
+//! 4. a well-known name of a server without SPECIAL-USE (`Sent Messages`, `Spam`, …) → same;
+//! 5. otherwise the source path: modified UTF-7 decoded, split on the source's delimiter, with
+//!    a leading `INBOX` segment stripped (Courier/IONOS put every folder under `INBOX.`).
+//!
+//! Globs and map keys are matched against both the decoded source name as the server spells
+//! it (`INBOX.Sent`) and the normalized path (`Sent`), so plans written either way work.
+
+use std::collections::BTreeMap;
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+
+use super::client::Mailbox;
+use crate::connectors::mail::utf7;
+use crate::plan::model::FolderRules;
+
+/// RFC 6154 special-use roles that have a counterpart at every target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecialUse {
+    Sent,
+    Drafts,
+    Trash,
+    Junk,
+    Archive,
+}
+
+impl SpecialUse {
+    /// From LIST attributes (`\Sent`, `\Drafts`, `\Trash`, `\Junk`, `\Archive`).
+    pub fn from_attributes(attrs: &[String]) -> Option<Self> {
+        attrs
+            .iter()
+            .find_map(|a| match a.to_ascii_lowercase().as_str() {
+                "\\sent" => Some(SpecialUse::Sent),
+                "\\drafts" => Some(SpecialUse::Drafts),
+                "\\trash" => Some(SpecialUse::Trash),
+                "\\junk" => Some(SpecialUse::Junk),
+                "\\archive" => Some(SpecialUse::Archive),
+                _ => None,
+            })
+    }
+
+    /// Well-known top-level names of servers without SPECIAL-USE.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.to_lowercase().as_str() {
+            "sent" | "sent items" | "sent messages" | "sent mail" => Some(SpecialUse::Sent),
+            "drafts" | "draft" => Some(SpecialUse::Drafts),
+            "trash" | "deleted items" | "deleted messages" => Some(SpecialUse::Trash),
+            "junk" | "spam" | "junk e-mail" | "junk email" | "bulk mail" => Some(SpecialUse::Junk),
+            "archive" | "archives" => Some(SpecialUse::Archive),
+            _ => None,
+        }
+    }
+}
+
+/// The target's names for the special folders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetNames {
+    pub sent: String,
+    pub drafts: String,
+    pub trash: String,
+    pub junk: String,
+    pub archive: String,
+}
+
+impl TargetNames {
+    /// Microsoft 365 / Exchange Online display names.
+    pub fn m365() -> Self {
+        TargetNames {
+            sent: "Sent Items".into(),
+            drafts: "Drafts".into(),
+            trash: "Deleted Items".into(),
+            junk: "Junk Email".into(),
+            archive: "Archive".into(),
+        }
+    }
+
+    /// Dovecot's and most IMAP servers' conventional names.
+    pub fn imap() -> Self {
+        TargetNames {
+            sent: "Sent".into(),
+            drafts: "Drafts".into(),
+            trash: "Trash".into(),
+            junk: "Junk".into(),
+            archive: "Archive".into(),
+        }
+    }
+
+    pub fn name(&self, role: SpecialUse) -> &str {
+        match role {
+            SpecialUse::Sent => &self.sent,
+            SpecialUse::Drafts => &self.drafts,
+            SpecialUse::Trash => &self.trash,
+            SpecialUse::Junk => &self.junk,
+            SpecialUse::Archive => &self.archive,
+        }
+    }
+}
+
+/// Where one source mailbox goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MappedFolder {
+    /// The source's wire name, for EXAMINE.
+    pub source: String,
+    /// Target path as Unicode segments; empty means INBOX.
+    pub target: Vec<String>,
+    pub special: Option<SpecialUse>,
+}
+
+impl MappedFolder {
+    /// The target's wire name: segments modified-UTF-7 encoded and joined by `delimiter`.
+    pub fn target_wire_name(&self, delimiter: char) -> String {
+        target_wire_name(&self.target, delimiter)
+    }
+}
+
+/// Applies a plan's [`FolderRules`] and special-folder names.
+#[derive(Debug, Clone)]
+pub struct FolderMapper {
+    include: Option<GlobSet>,
+    exclude: GlobSet,
+    map: BTreeMap<String, String>,
+    names: TargetNames,
+}
+
+impl FolderMapper {
+    /// Fails on an invalid glob, naming it.
+    pub fn new(rules: &FolderRules, names: TargetNames) -> Result<Self, String> {
+        let build = |globs: &[String]| -> Result<GlobSet, String> {
+            let mut b = GlobSetBuilder::new();
+            for g in globs {
+                // As for local sources: `*` within one level, `**` across levels.
+                let glob = GlobBuilder::new(g)
+                    .literal_separator(true)
+                    .build()
+                    .map_err(|e| format!("folder glob {g:?}: {e}"))?;
+                b.add(glob);
+            }
+            b.build().map_err(|e| e.to_string())
+        };
+        Ok(FolderMapper {
+            include: if rules.include.is_empty() {
+                None
+            } else {
+                Some(build(&rules.include)?)
+            },
+            exclude: build(&rules.exclude)?,
+            map: rules.map.clone(),
+            names,
+        })
+    }
+
+    /// The target of `mailbox`, or `None` when it is skipped.
+    pub fn map(&self, mailbox: &Mailbox) -> Option<MappedFolder> {
+        if !mailbox.is_selectable() {
+            return None;
+        }
+        let display = decode_lossy(&mailbox.name);
+        let path = source_path(&mailbox.name, mailbox.delimiter);
+        let joined = if path.is_empty() {
+            "INBOX".to_owned()
+        } else {
+            path.join("/")
+        };
+        let matches = |set: &GlobSet| set.is_match(&display) || set.is_match(&joined);
+        if let Some(inc) = &self.include {
+            if !matches(inc) {
+                return None;
+            }
+        }
+        if matches(&self.exclude) {
+            return None;
+        }
+        let explicit = self.map.get(&display).or_else(|| self.map.get(&joined));
+        let special = SpecialUse::from_attributes(&mailbox.attributes).or_else(|| {
+            (path.len() == 1)
+                .then(|| SpecialUse::from_name(&path[0]))
+                .flatten()
+        });
+        let target = match (explicit, special) {
+            (Some(t), _) => split_target(t),
+            (None, Some(role)) => vec![self.names.name(role).to_owned()],
+            (None, None) => path,
+        };
+        Some(MappedFolder {
+            source: mailbox.name.clone(),
+            target,
+            special,
+        })
+    }
+}
+
+/// A wire name decoded from modified UTF-7; a name that is not valid modified UTF-7 (some
+/// servers store raw 8-bit names) is kept as sent rather than dropped or mangled.
+fn decode_lossy(wire: &str) -> String {
+    utf7::decode(wire).unwrap_or_else(|_| wire.to_owned())
+}
+
+/// A source wire name as Unicode segments: decoded, split on the delimiter, a leading
+/// `INBOX` segment stripped (`INBOX.Sent` → `Sent`), INBOX itself → empty.
+pub fn source_path(wire: &str, delimiter: Option<char>) -> Vec<String> {
+    let decoded = decode_lossy(wire);
+    let mut segs: Vec<String> = match delimiter {
+        Some(d) => decoded.split(d).map(str::to_owned).collect(),
+        None => vec![decoded],
+    };
+    segs.retain(|s| !s.is_empty());
+    if segs
+        .first()
+        .is_some_and(|s| s.eq_ignore_ascii_case("INBOX"))
+    {
+        segs.remove(0);
+    }
+    segs
+}
+
+/// A target path (`/`-separated in plans) as segments.
+fn split_target(t: &str) -> Vec<String> {
+    let segs: Vec<String> = t
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if segs.len() == 1 && segs[0].eq_ignore_ascii_case("INBOX") {
+        return Vec::new();
+    }
+    segs
+}
+
+/// Segments → the target's wire name. A segment containing the target's delimiter has it
+/// replaced by `_`: left alone it would silently create an extra hierarchy level.
+pub fn target_wire_name(segments: &[String], delimiter: char) -> String {
+    if segments.is_empty() {
+        return "INBOX".to_owned();
+    }
+    segments
+        .iter()
+        .map(|s| utf7::encode(&s.replace(delimiter, "_")))
+        .collect::<Vec<_>>()
+        .join(&delimiter.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mb(name: &str, delim: char, attrs: &[&str]) -> Mailbox {
+        Mailbox {
+            name: name.into(),
+            delimiter: Some(delim),
+            attributes: attrs.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn mapper(include: &[&str], exclude: &[&str], map: &[(&str, &str)]) -> FolderMapper {
+        let rules = FolderRules {
+            include: include.iter().map(|s| s.to_string()).collect(),
+            exclude: exclude.iter().map(|s| s.to_string()).collect(),
+            map: map
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+        };
+        FolderMapper::new(&rules, TargetNames::m365()).unwrap()
+    }
+
+    fn target(m: &FolderMapper, b: &Mailbox) -> Option<Vec<String>> {
+        m.map(b).map(|f| f.target)
+    }
+
+    #[test]
+    fn inbox_prefix_and_separator() {
+        let m = mapper(&[], &[], &[]);
+        assert_eq!(target(&m, &mb("INBOX", '.', &[])), Some(vec![]));
+        assert_eq!(
+            target(&m, &mb("INBOX.Projects.2023", '.', &[])),
+            Some(vec!["Projects".into(), "2023".into()])
+        );
+        assert_eq!(
+            target(&m, &mb("Projects/2023", '/', &[])),
+            Some(vec!["Projects".into(), "2023".into()])
+        );
+        let f = m.map(&mb("INBOX.Projects.2023", '.', &[])).unwrap();
+        assert_eq!(f.target_wire_name('/'), "Projects/2023");
+        assert_eq!(f.source, "INBOX.Projects.2023");
+    }
+
+    #[test]
+    fn special_use_and_well_known_names() {
+        let m = mapper(&[], &[], &[]);
+        assert_eq!(
+            target(&m, &mb("Gesendet", '.', &["\\HasNoChildren", "\\Sent"])),
+            Some(vec!["Sent Items".into()])
+        );
+        assert_eq!(
+            target(&m, &mb("INBOX.Spam", '.', &[])),
+            Some(vec!["Junk Email".into()])
+        );
+        assert_eq!(
+            target(&m, &mb("Trash", '/', &[])),
+            Some(vec!["Deleted Items".into()])
+        );
+        assert_eq!(
+            target(&m, &mb("Drafts", '/', &["\\Drafts"])),
+            Some(vec!["Drafts".into()])
+        );
+        assert_eq!(
+            target(&m, &mb("Old", '/', &["\\Archive"])),
+            Some(vec!["Archive".into()])
+        );
+        // Only top-level names are guessed.
+        assert_eq!(
+            target(&m, &mb("Clients.Sent", '.', &[])),
+            Some(vec!["Clients".into(), "Sent".into()])
+        );
+        assert_eq!(
+            m.map(&mb("Sent", '/', &["\\Sent"])).unwrap().special,
+            Some(SpecialUse::Sent)
+        );
+    }
+
+    #[test]
+    fn modified_utf7_both_ways() {
+        let m = mapper(&[], &[], &[]);
+        let f = m
+            .map(&mb("INBOX.Entw&APw-rfe.&AMQ-rger", '.', &[]))
+            .unwrap();
+        assert_eq!(f.target, vec!["Entwürfe".to_string(), "Ärger".to_string()]);
+        assert_eq!(f.target_wire_name('/'), "Entw&APw-rfe/&AMQ-rger");
+        assert_eq!(f.target_wire_name('.'), "Entw&APw-rfe.&AMQ-rger");
+        // Not valid modified UTF-7: kept as the server sent it.
+        assert_eq!(
+            target(&m, &mb("Caf\u{e9}", '.', &[])),
+            Some(vec!["Caf\u{e9}".into()])
+        );
+        assert_eq!(target_wire_name(&["a&b".into()], '/'), "a&-b");
+    }
+
+    #[test]
+    fn delimiter_inside_a_segment_does_not_add_a_level() {
+        let f = mapper(&[], &[], &[]).map(&mb("Q1/Q2", '.', &[])).unwrap();
+        assert_eq!(f.target, vec!["Q1/Q2".to_string()]);
+        assert_eq!(f.target_wire_name('/'), "Q1_Q2");
+    }
+
+    #[test]
+    fn include_exclude_and_explicit_map() {
+        let m = mapper(
+            &[],
+            &["Junk*", "INBOX.Old*"],
+            &[("INBOX.Sent", "Sent Items/From IONOS"), ("Notes", "INBOX")],
+        );
+        assert_eq!(target(&m, &mb("INBOX.Junk", '.', &[])), None);
+        assert_eq!(target(&m, &mb("INBOX.Old.2019", '.', &[])), None);
+        assert_eq!(
+            target(&m, &mb("INBOX.Sent", '.', &["\\Sent"])),
+            Some(vec!["Sent Items".into(), "From IONOS".into()])
+        );
+        assert_eq!(target(&m, &mb("INBOX.Notes", '.', &[])), Some(vec![]));
+        let only = mapper(&["Projects", "Projects/**"], &[], &[]);
+        assert_eq!(target(&only, &mb("INBOX", '.', &[])), None);
+        assert!(target(&only, &mb("INBOX.Projects.A", '.', &[])).is_some());
+        assert!(target(&only, &mb("Projects/A/B", '/', &[])).is_some());
+        assert_eq!(target(&only, &mb("Other/Projects", '/', &[])), None);
+    }
+
+    #[test]
+    fn noselect_is_skipped_and_bad_globs_are_reported() {
+        let m = mapper(&[], &[], &[]);
+        assert_eq!(target(&m, &mb("INBOX.Parent", '.', &["\\Noselect"])), None);
+        let rules = FolderRules {
+            include: vec!["[".into()],
+            ..FolderRules::default()
+        };
+        let err = FolderMapper::new(&rules, TargetNames::imap()).unwrap_err();
+        assert!(err.contains("\"[\""), "{err}");
+    }
+}

@@ -1,0 +1,644 @@
+//! What the IMAP and POP3 clients share: where to connect ([`Endpoint`]), how to log in
+//! ([`Credentials`]), the transport (TCP, implicit TLS, STARTTLS upgrade) and one error type
+//! ([`NetError`]) that names the account and server and never the secret.
+//!
+//! TLS is rustls with the ring provider: pure Rust plus ring's small C/asm core, no OpenSSL
+//! to match at run time. Trust is the system CA bundle (the legacy hosts being migrated away
+//! from have public certificates) plus an optional `ca_file` for private CAs. Plaintext needs
+//! `tls: none` *and* `allow_plaintext`, checked here so no protocol code can forget it.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf,
+};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use crate::plan::model::{ServerEndpoint, Tls};
+use crate::redact::redact;
+
+/// Where a client connects and how securely.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub tls: Tls,
+    /// Opt-in for `tls: none`; without it a plaintext connection is refused before any byte.
+    pub allow_plaintext: bool,
+    /// Extra PEM CA certificates to trust (private CAs), in addition to the system bundle.
+    pub ca_file: Option<PathBuf>,
+    /// Bound on every single network operation (connect, one read, one write), so a server
+    /// that stops answering fails the attempt instead of hanging the step forever.
+    pub timeout: Duration,
+}
+
+impl Endpoint {
+    /// An endpoint with the default timeout.
+    pub fn new(host: impl Into<String>, port: u16, tls: Tls) -> Self {
+        Endpoint {
+            host: host.into(),
+            port,
+            tls,
+            allow_plaintext: false,
+            ca_file: None,
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// From a plan's server entry: `ports` are the protocol's (implicit TLS, plain/STARTTLS)
+    /// defaults, `base_dir` resolves a relative `ca_file` against the plan file.
+    pub fn from_plan(server: &ServerEndpoint, ports: (u16, u16), base_dir: &Path) -> Self {
+        let default_port = match server.tls {
+            Tls::Implicit => ports.0,
+            Tls::Starttls | Tls::None => ports.1,
+        };
+        Endpoint {
+            allow_plaintext: server.allow_plaintext,
+            ca_file: server.ca_file.as_ref().map(|p| base_dir.join(p)),
+            ..Endpoint::new(
+                server.host.clone(),
+                server.port.unwrap_or(default_port),
+                server.tls,
+            )
+        }
+    }
+
+    pub fn with_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    pub fn allowing_plaintext(mut self) -> Self {
+        self.allow_plaintext = true;
+        self
+    }
+
+    /// `host:port`, as errors show it.
+    pub fn server(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// A secret string: kept out of `Debug` output so a logged struct cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(crate::redact::MASK)
+    }
+}
+
+/// How to log in. The login is not secret and appears in errors; the secret never does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// IMAP `AUTHENTICATE PLAIN` (or `LOGIN`), POP3 `USER`/`PASS`.
+    Password { login: String, password: Secret },
+    /// SASL XOAUTH2 with an access token obtained elsewhere.
+    XOauth2 { login: String, token: Secret },
+}
+
+impl Credentials {
+    pub fn password(login: impl Into<String>, password: impl Into<String>) -> Self {
+        Credentials::Password {
+            login: login.into(),
+            password: Secret::new(password),
+        }
+    }
+
+    pub fn xoauth2(login: impl Into<String>, token: impl Into<String>) -> Self {
+        Credentials::XOauth2 {
+            login: login.into(),
+            token: Secret::new(token),
+        }
+    }
+
+    pub fn login(&self) -> &str {
+        match self {
+            Credentials::Password { login, .. } | Credentials::XOauth2 { login, .. } => login,
+        }
+    }
+
+    /// The SASL XOAUTH2 initial response, base64-encoded.
+    pub(crate) fn xoauth2_response(login: &str, token: &Secret) -> String {
+        use base64::Engine;
+        let raw = format!("user={login}\x01auth=Bearer {}\x01\x01", token.expose());
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    }
+
+    /// The SASL PLAIN initial response (empty authzid), base64-encoded.
+    pub(crate) fn plain_response(login: &str, password: &Secret) -> String {
+        use base64::Engine;
+        let raw = format!("\0{login}\0{}", password.expose());
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    }
+}
+
+/// Every failure of a mail server connection. `at` is `account at host:port` (or just
+/// `host:port` before a login is known); server texts are redacted on construction.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("{at}: {op}: {source}")]
+    Io {
+        at: String,
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{at}: {op}: no answer within {}s", .timeout.as_secs())]
+    Timeout {
+        at: String,
+        op: &'static str,
+        timeout: Duration,
+    },
+    #[error("{at}: TLS: {reason}")]
+    Tls { at: String, reason: String },
+    #[error("{at}: refusing to connect without TLS: set `tls: none` together with `allow_plaintext: true` to send passwords and mail unencrypted")]
+    PlaintextRefused { at: String },
+    #[error("{at}: login rejected: {text}")]
+    Auth { at: String, text: String },
+    #[error("{at}: {command} rejected: {text}")]
+    Rejected {
+        at: String,
+        command: String,
+        text: String,
+    },
+    #[error("{at}: throttled by the server{}: {text}", retry_hint(.retry_after))]
+    Throttled {
+        at: String,
+        /// The wait the server suggested, when it said one.
+        retry_after: Option<Duration>,
+        text: String,
+    },
+    #[error("{at}: unexpected server response: {reason}")]
+    Protocol { at: String, reason: String },
+}
+
+fn retry_hint(d: &Option<Duration>) -> String {
+    match d {
+        Some(d) => format!(" (suggested wait {} ms)", d.as_millis()),
+        None => String::new(),
+    }
+}
+
+impl NetError {
+    /// Whether a later attempt may succeed: dropped connections, timeouts, throttling.
+    /// Credentials, TLS trust, refused commands and protocol violations need a human.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            NetError::Io { .. } | NetError::Timeout { .. } | NetError::Throttled { .. }
+        )
+    }
+
+    /// The server's suggested wait, for throttling errors.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            NetError::Throttled { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    pub(crate) fn protocol(at: &str, reason: impl AsRef<str>) -> Self {
+        NetError::Protocol {
+            at: at.to_owned(),
+            reason: redact(reason.as_ref()).into_owned(),
+        }
+    }
+}
+
+pub type NetResult<T> = Result<T, NetError>;
+
+/// Server text as it may appear in an error: lossy UTF-8, trimmed, bounded, redacted.
+pub(crate) fn server_text(bytes: &[u8]) -> String {
+    let s = String::from_utf8_lossy(bytes);
+    let s = s.trim();
+    let s: String = s.chars().take(300).collect();
+    redact(&s).into_owned()
+}
+
+/// The JSON error of a failed SASL XOAUTH2 challenge (base64), shown redacted and bounded.
+pub(crate) fn decode_sasl_error(challenge: &[u8]) -> String {
+    use base64::Engine;
+    let trimmed = String::from_utf8_lossy(challenge);
+    match base64::engine::general_purpose::STANDARD.decode(trimmed.trim()) {
+        Ok(json) => server_text(&json),
+        Err(_) => server_text(challenge),
+    }
+}
+
+/// Builds the rustls config: system roots plus `ca_file`.
+fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let mut system: Vec<PathBuf> = Vec::new();
+    if let Some(p) = std::env::var_os("SSL_CERT_FILE") {
+        system.push(p.into());
+    }
+    system.extend(
+        [
+            "/etc/ssl/certs/ca-certificates.crt",
+            "/etc/pki/tls/certs/ca-bundle.crt",
+            "/etc/ssl/cert.pem",
+        ]
+        .map(PathBuf::from),
+    );
+    if let Some(bundle) = system.iter().find(|p| p.is_file()) {
+        if let Ok(iter) = CertificateDer::pem_file_iter(bundle) {
+            // A broken entry in the system bundle must not make every server unreachable.
+            roots.add_parsable_certificates(iter.flatten());
+        }
+    }
+    if let Some(ca) = ca_file {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
+            .and_then(|it| it.collect::<Result<_, _>>())
+            .map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "ca_file {}: no PEM certificate in it",
+                ca.display()
+            ));
+        }
+        for c in certs {
+            roots
+                .add(c)
+                .map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// TCP or TLS over TCP, so one reader type serves before and after STARTTLS.
+pub(crate) enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// Only while the TCP stream is moved into the TLS handshake.
+    Closed,
+}
+
+fn closed() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "connection closed")
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Closed => Poll::Ready(Err(closed())),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Closed => Poll::Ready(Err(closed())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Closed => Poll::Ready(Err(closed())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Closed => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// Longest response line accepted: generous for long FLAGS/CAPABILITY lines, bounded so a
+/// broken server cannot exhaust memory.
+const MAX_LINE: u64 = 1 << 20;
+
+/// A buffered connection with per-operation timeouts and errors that name the peer.
+pub(crate) struct Conn {
+    inner: BufReader<Stream>,
+    pub(crate) at: String,
+    endpoint: Endpoint,
+}
+
+impl Conn {
+    /// TCP connect, and the TLS handshake for implicit TLS. Refuses `tls: none` without the
+    /// explicit opt-in before touching the network.
+    pub(crate) async fn connect(endpoint: &Endpoint, account: Option<&str>) -> NetResult<Conn> {
+        let at = match account {
+            Some(a) => format!("{a} at {}", endpoint.server()),
+            None => endpoint.server(),
+        };
+        if endpoint.tls == Tls::None && !endpoint.allow_plaintext {
+            return Err(NetError::PlaintextRefused { at });
+        }
+        let tcp = timed(&at, "connect", endpoint.timeout, async {
+            TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await
+        })
+        .await?;
+        let _ = tcp.set_nodelay(true);
+        let mut conn = Conn {
+            inner: BufReader::new(Stream::Plain(tcp)),
+            at,
+            endpoint: endpoint.clone(),
+        };
+        if endpoint.tls == Tls::Implicit {
+            conn.upgrade().await?;
+        }
+        Ok(conn)
+    }
+
+    /// Switches the connection to TLS (implicit TLS or after STARTTLS/STLS was accepted).
+    /// Refuses when the server already sent bytes after its go-ahead: they were sent in
+    /// plaintext and would be read as if protected (the STARTTLS injection attack).
+    pub(crate) async fn upgrade(&mut self) -> NetResult<()> {
+        if !self.inner.buffer().is_empty() {
+            return Err(NetError::protocol(
+                &self.at,
+                "data after the STARTTLS go-ahead (possible injection); refusing",
+            ));
+        }
+        let config =
+            tls_config(self.endpoint.ca_file.as_deref()).map_err(|reason| NetError::Tls {
+                at: self.at.clone(),
+                reason,
+            })?;
+        let name = ServerName::try_from(self.endpoint.host.clone()).map_err(|e| NetError::Tls {
+            at: self.at.clone(),
+            reason: format!("invalid server name: {e}"),
+        })?;
+        let old = std::mem::replace(&mut self.inner, BufReader::new(Stream::Closed));
+        let tcp = match old.into_inner() {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(_) | Stream::Closed => {
+                return Err(NetError::protocol(&self.at, "TLS requested twice"));
+            }
+        };
+        let connector = TlsConnector::from(config);
+        let at = self.at.clone();
+        let tls =
+            match tokio::time::timeout(self.endpoint.timeout, connector.connect(name, tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    return Err(NetError::Tls {
+                        at,
+                        reason: redact(&e.to_string()).into_owned(),
+                    })
+                }
+                Err(_) => {
+                    return Err(NetError::Timeout {
+                        at,
+                        op: "TLS handshake",
+                        timeout: self.endpoint.timeout,
+                    })
+                }
+            };
+        self.inner = BufReader::new(Stream::Tls(Box::new(tls)));
+        Ok(())
+    }
+
+    /// One response line including its line ending. EOF is an I/O error (the server hung up).
+    pub(crate) async fn read_line(&mut self, op: &'static str) -> NetResult<Vec<u8>> {
+        let mut line = Vec::new();
+        let timeout = self.endpoint.timeout;
+        let at = self.at.clone();
+        let inner = &mut self.inner;
+        timed(&at, op, timeout, async {
+            (&mut *inner)
+                .take(MAX_LINE)
+                .read_until(b'\n', &mut line)
+                .await
+        })
+        .await?;
+        if line.is_empty() {
+            return Err(NetError::Io {
+                at,
+                op,
+                source: io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed by server"),
+            });
+        }
+        if !line.ends_with(b"\n") {
+            if line.len() as u64 >= MAX_LINE {
+                return Err(NetError::protocol(
+                    &self.at,
+                    "response line longer than 1 MiB",
+                ));
+            }
+            return Err(NetError::Io {
+                at: self.at.clone(),
+                op,
+                source: io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed mid-line"),
+            });
+        }
+        Ok(line)
+    }
+
+    /// Exactly `n` bytes (an IMAP literal), appended to `out`.
+    pub(crate) async fn read_exact_into(
+        &mut self,
+        n: usize,
+        out: &mut Vec<u8>,
+        op: &'static str,
+    ) -> NetResult<()> {
+        let start = out.len();
+        out.resize(start + n, 0);
+        let timeout = self.endpoint.timeout;
+        let at = self.at.clone();
+        let inner = &mut self.inner;
+        timed(&at, op, timeout, async {
+            inner.read_exact(&mut out[start..]).await
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Writes and flushes.
+    pub(crate) async fn write_all(&mut self, bytes: &[u8], op: &'static str) -> NetResult<()> {
+        let timeout = self.endpoint.timeout;
+        let at = self.at.clone();
+        let inner = self.inner.get_mut();
+        timed(&at, op, timeout, async {
+            inner.write_all(bytes).await?;
+            inner.flush().await
+        })
+        .await
+    }
+
+    pub(crate) async fn shutdown(&mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.inner.get_mut().shutdown()).await;
+    }
+}
+
+async fn timed<T>(
+    at: &str,
+    op: &'static str,
+    timeout: Duration,
+    fut: impl std::future::Future<Output = io::Result<T>>,
+) -> NetResult<T> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(source)) => Err(NetError::Io {
+            at: at.to_owned(),
+            op,
+            source,
+        }),
+        Err(_) => Err(NetError::Timeout {
+            at: at.to_owned(),
+            op,
+            timeout,
+        }),
+    }
+}
+
+/// Recognises a server's "slow down" answer and the wait it suggests.
+///
+/// Returns `Some(wait)` when `text` (the part of a `NO`/`-ERR` response after the tag or
+/// status) is throttling: the IMAP response codes `[THROTTLED]`, `[LIMIT]`, `[UNAVAILABLE]`
+/// (RFC 5530), the POP3 `[SYS/TEMP]`/`[IN-USE]` codes (RFC 3206/2449), and Exchange Online's
+/// free text "Request is throttled. Suggested Backoff Time: N milliseconds", whose N is the
+/// wait. Treating these as transient with the server's own wait is what keeps a bulk copy
+/// from being locked out for hours.
+pub fn detect_throttle(text: &str) -> Option<Option<Duration>> {
+    let upper = text.to_ascii_uppercase();
+    let wait = suggested_backoff(&upper);
+    if wait.is_some() {
+        return Some(wait);
+    }
+    let codes = [
+        "[THROTTLED]",
+        "[LIMIT]",
+        "[UNAVAILABLE]",
+        "[SYS/TEMP]",
+        "[IN-USE]",
+    ];
+    if codes.iter().any(|c| upper.contains(c)) || upper.contains("REQUEST IS THROTTLED") {
+        return Some(None);
+    }
+    None
+}
+
+fn suggested_backoff(upper: &str) -> Option<Duration> {
+    let key = "SUGGESTED BACKOFF TIME:";
+    let rest = upper[upper.find(key)? + key.len()..].trim_start();
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    let n: u64 = digits.parse().ok()?;
+    let unit = rest[digits.len()..].trim_start();
+    Some(
+        if unit.starts_with("MILLISECOND") || unit.starts_with("MS") {
+            Duration::from_millis(n)
+        } else if unit.starts_with("SECOND") || unit.starts_with('S') {
+            Duration::from_secs(n)
+        } else {
+            // Exchange states milliseconds; a bare number is read the same way.
+            Duration::from_millis(n)
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_codes_and_backoff() {
+        assert_eq!(detect_throttle("[THROTTLED] slow down"), Some(None));
+        assert_eq!(detect_throttle("[LIMIT] too many connections"), Some(None));
+        assert_eq!(detect_throttle("[UNAVAILABLE] try later"), Some(None));
+        assert_eq!(detect_throttle("[SYS/TEMP] busy"), Some(None));
+        assert_eq!(
+            detect_throttle("Request is throttled. Suggested Backoff Time: 25000 milliseconds"),
+            Some(Some(Duration::from_millis(25000)))
+        );
+        assert_eq!(
+            detect_throttle("request is throttled. suggested backoff time: 7 seconds"),
+            Some(Some(Duration::from_secs(7)))
+        );
+        assert_eq!(
+            detect_throttle("Request is throttled. Suggested Backoff Time: soon"),
+            Some(None)
+        );
+        assert_eq!(detect_throttle("[AUTHENTICATIONFAILED] nope"), None);
+        assert_eq!(detect_throttle("Mailbox doesn't exist: Foo"), None);
+        assert_eq!(
+            detect_throttle("Suggested Backoff Time: 99999999999999999999999"),
+            None
+        );
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_and_errors() {
+        let c = Credentials::password("alice@example.com", "hunter2-secret");
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let e = NetError::Auth {
+            at: "alice@example.com at imap.example.com:993".into(),
+            text: server_text(b"[AUTHENTICATIONFAILED] password=hunter2 wrong"),
+        };
+        let shown = e.to_string();
+        assert!(
+            shown.contains("alice@example.com at imap.example.com:993"),
+            "{shown}"
+        );
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!e.is_transient());
+    }
+
+    #[test]
+    fn sasl_responses() {
+        use base64::Engine;
+        let dec = |s: String| base64::engine::general_purpose::STANDARD.decode(s).unwrap();
+        assert_eq!(
+            dec(Credentials::plain_response("u", &Secret::new("p"))),
+            b"\0u\0p"
+        );
+        assert_eq!(
+            dec(Credentials::xoauth2_response("u@x", &Secret::new("tok"))),
+            b"user=u@x\x01auth=Bearer tok\x01\x01"
+        );
+    }
+
+    #[tokio::test]
+    async fn plaintext_needs_opt_in() {
+        let ep = Endpoint::new("127.0.0.1", 1, Tls::None);
+        let err = Conn::connect(&ep, Some("bob")).await.err().unwrap();
+        assert!(matches!(err, NetError::PlaintextRefused { .. }), "{err}");
+        assert!(err.to_string().contains("allow_plaintext"));
+    }
+}

@@ -1,0 +1,5 @@
+//! Real servers started by the integration tests themselves (see `docs`/design: a test that
+//! needs a server and cannot start it fails, it never skips).
+#![allow(dead_code)]
+
+pub mod dovecot;
