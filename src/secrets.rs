@@ -14,6 +14,11 @@ use crate::plan::model::SecretRef;
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a value obtained some other way (a fresh OAuth2 token, a test password).
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -174,7 +179,7 @@ mod tests {
         );
         let failing = resolve(
             &SecretRef::Command(CommandSecret {
-                command: "echo leaked-value >&2; exit 3".into(),
+                command: "printf 'leaked''-value' >&2; exit 3".into(),
             }),
             dir.path(),
             false,

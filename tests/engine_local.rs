@@ -485,7 +485,11 @@ users:
     let StepResult::Failed { error } = &report.steps["copy.bob.legacy"] else {
         panic!("{report:#?}")
     };
-    assert!(error.contains("not supported yet by this build"), "{error}");
+    // The account's password is resolved first: its absence is what the consultant must fix.
+    assert!(
+        error.contains("environment variable BOB_PASSWORD is not set"),
+        "{error}"
+    );
     assert!(matches!(
         report.steps["verify.bob"],
         StepResult::Skipped { .. }

@@ -7,7 +7,6 @@
 //! from have public certificates) plus an optional `ca_file` for private CAs. Plaintext needs
 //! `tls: none` *and* `allow_plaintext`, checked here so no protocol code can forget it.
 
-use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -89,24 +88,7 @@ impl Endpoint {
     }
 }
 
-/// A secret string: kept out of `Debug` output so a logged struct cannot leak it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(crate::redact::MASK)
-    }
-}
+pub use crate::secrets::Secret;
 
 /// How to log in. The login is not secret and appears in errors; the secret never does.
 #[derive(Debug, Clone, PartialEq, Eq)]
