@@ -76,10 +76,23 @@ fn sigkill_at_random_instants_then_resume_delivers_exactly_once() {
     let mut finished_early = 0;
     let mut mid_copy = 0;
     while kills < rounds {
+        let before = copied_so_far(dir.path());
         let mut child = apply(dir.path()).spawn().expect("cutover runs");
-        // Mostly short delays so kills land during copies, sometimes during start-up.
-        let delay = Duration::from_millis(5 + rng.next() % 150);
-        std::thread::sleep(delay);
+        if rng.next() % 4 == 0 {
+            // A quarter of the kills land anywhere in start-up: opening state, taking the
+            // lock, previewing.
+            std::thread::sleep(Duration::from_millis(rng.next() % 100));
+        } else {
+            // The rest land at a random instant once this run has committed new work.
+            let waiting = Instant::now();
+            while copied_so_far(dir.path()) == before
+                && child.try_wait().unwrap().is_none()
+                && waiting.elapsed() < Duration::from_secs(30)
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            std::thread::sleep(Duration::from_millis(rng.next() % 60));
+        }
         if child.try_wait().unwrap().is_some() {
             // It finished before the kill: count it and start over from a fresh target so the
             // remaining kills still land mid-copy.
