@@ -45,6 +45,14 @@ pub fn runners_for(plan: &Plan, graph: &StepGraph, base_dir: &Path) -> Runners {
         let user = step.user.and_then(|u| plan.users.get(u));
         let runner: Arc<dyn StepRunner> = match (step.kind, &target_root, user) {
             (StepKind::Manual, _, _) => continue,
+            (StepKind::Autocomplete, _, Some(user)) => {
+                match super::autocomplete::AutocompleteRunner::new(plan, user, base_dir) {
+                    Some(runner) => Arc::new(runner),
+                    None => Arc::new(Unsupported::new(
+                        "autocomplete step without `autocomplete:` files",
+                    )),
+                }
+            }
             (StepKind::User, Some((root, written)), Some(user)) => Arc::new(UserMaildir {
                 root: root.join(&user.email),
                 hash: hash_parts(&["user-maildir", written, &user.email]),
@@ -423,7 +431,7 @@ impl TargetIndex {
 }
 
 /// Runs blocking mail I/O off the async workers.
-fn blocking<T: Send + 'static>(
+pub(crate) fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StepError> + Send + 'static,
 ) -> BoxFuture<'static, Result<T, StepError>> {
     Box::pin(async move {

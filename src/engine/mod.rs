@@ -6,6 +6,7 @@
 //! Library entry points for the CLI: [`runners_for`] builds the runners of a plan, [`observe`]
 //! previews (`cutover plan`), [`apply`] executes (`cutover apply`).
 
+pub mod autocomplete;
 pub mod events;
 pub mod local;
 pub mod step;

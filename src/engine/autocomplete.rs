@@ -1,0 +1,141 @@
+//! The `autocomplete.<user>` runner: carries a user's Outlook caches over with
+//! [`crate::connectors::autocomplete::carry_over`], writing the per-user outputs into
+//! `<output_dir>/autocomplete/`. The outputs depend only on the inputs, so the config hash
+//! covers the inputs' bytes: same inputs → unchanged in `plan`, changed caches → rerun.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::local::blocking;
+use super::{
+    hash_parts, ApplyCtx, BoxFuture, Observation, ObserveCtx, Outcome, StepError, StepRunner,
+};
+use crate::connectors::autocomplete::{self, KnownMailbox};
+use crate::graph::user_slug;
+use crate::plan::model::{Plan, User};
+use crate::state::Counts;
+
+pub struct AutocompleteRunner {
+    inputs: Vec<PathBuf>,
+    address_map: Option<PathBuf>,
+    known: Vec<KnownMailbox>,
+    out_dir: PathBuf,
+    slug: String,
+    hash: String,
+}
+
+impl AutocompleteRunner {
+    pub fn new(plan: &Plan, user: &User, base_dir: &Path) -> Option<AutocompleteRunner> {
+        let config = user.autocomplete.as_ref()?;
+        let inputs: Vec<PathBuf> = config.files.iter().map(|f| base_dir.join(f)).collect();
+        let address_map = config.address_map.as_ref().map(|m| base_dir.join(m));
+        let known: Vec<KnownMailbox> = plan
+            .users
+            .iter()
+            .map(|u| KnownMailbox {
+                smtp: u.email.clone(),
+                display_name: u.display_name.clone(),
+                aliases: u.aliases.clone(),
+                legacy_dn: None,
+            })
+            .collect();
+        let out_dir = base_dir
+            .join(&plan.settings.output_dir)
+            .join("autocomplete");
+        let slug = user_slug(&user.email);
+        let mut parts = vec![
+            "autocomplete".to_string(),
+            out_dir.display().to_string(),
+            slug.clone(),
+        ];
+        for file in inputs.iter().chain(address_map.iter()) {
+            parts.push(file.display().to_string());
+            parts.push(content_hash(file));
+        }
+        for k in &known {
+            parts.push(format!(
+                "{}|{:?}|{}",
+                k.smtp,
+                k.display_name,
+                k.aliases.join(",")
+            ));
+        }
+        let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+        Some(AutocompleteRunner {
+            hash: hash_parts(&refs),
+            inputs,
+            address_map,
+            known,
+            out_dir,
+            slug,
+        })
+    }
+}
+
+/// The file's SHA-256, or a marker when it cannot be read (apply will then say why).
+fn content_hash(path: &Path) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+        Err(e) => format!("unreadable:{}", e.kind()),
+    }
+}
+
+impl StepRunner for AutocompleteRunner {
+    fn config_hash(&self) -> String {
+        self.hash.clone()
+    }
+
+    fn observe(&self, _ctx: &ObserveCtx) -> Result<Observation, StepError> {
+        let mut entries = 0u64;
+        for input in &self.inputs {
+            let file =
+                autocomplete::read_file(input).map_err(|e| StepError::permanent(e.to_string()))?;
+            entries += file.rows.len() as u64;
+        }
+        Ok(Observation {
+            items: entries,
+            bytes: 0,
+            present: 0,
+            note: Some(format!("write outputs into {}", self.out_dir.display())),
+        })
+    }
+
+    fn apply<'a>(&'a self, ctx: &'a mut ApplyCtx) -> BoxFuture<'a, Result<Outcome, StepError>> {
+        let (inputs, known, map, out_dir, slug) = (
+            self.inputs.clone(),
+            self.known.clone(),
+            self.address_map.clone(),
+            self.out_dir.clone(),
+            self.slug.clone(),
+        );
+        Box::pin(async move {
+            let report = blocking(move || {
+                autocomplete::carry_over(&inputs, &known, map.as_deref(), &out_dir, &slug)
+                    .map_err(|e| StepError::permanent(e.to_string()))
+            })
+            .await?;
+            let written: u64 = report.outputs.iter().map(|o| o.bytes as u64).sum();
+            let summary = serde_json::json!({
+                "entries": report.entries,
+                "outputs": report.outputs.iter().map(|o| o.path.display().to_string()).collect::<Vec<_>>(),
+                "unresolved_ex": report.unresolved.len(),
+                "x500_proxies": report.x500_proxies.len(),
+            });
+            let summary = serde_json::to_vec(&summary).unwrap_or_default();
+            // Unresolved EX entries are the "skipped" items: listed, never silently dropped.
+            ctx.commit(
+                Counts {
+                    items: report.entries as u64,
+                    bytes: written,
+                    skipped: report.unresolved.len() as u64,
+                },
+                &[("outputs", &summary)],
+            )?;
+            Ok(Outcome::Complete)
+        })
+    }
+}
