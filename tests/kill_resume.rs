@@ -78,7 +78,7 @@ fn sigkill_at_random_instants_then_resume_delivers_exactly_once() {
     while kills < rounds {
         let before = copied_so_far(dir.path());
         let mut child = apply(dir.path()).spawn().expect("cutover runs");
-        if rng.next() % 4 == 0 {
+        if rng.next().is_multiple_of(4) {
             // A quarter of the kills land anywhere in start-up: opening state, taking the
             // lock, previewing.
             std::thread::sleep(Duration::from_millis(rng.next() % 100));
@@ -216,4 +216,38 @@ fn verify(dir: &Path) {
             step.status
         );
     }
+}
+
+#[test]
+fn ctrl_c_checkpoints_exits_130_and_the_next_apply_finishes_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    write_plan(dir.path());
+    let mut child = apply(dir.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cutover runs");
+    let waiting = Instant::now();
+    while copied_so_far(dir.path()) == 0 && waiting.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // SAFETY: plain kill(2) on our own child's pid.
+    let sent = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(sent, 0);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    let copied = copied_so_far(dir.path());
+    assert!(
+        copied < (USERS.len() * MESSAGES_PER_USER) as u64,
+        "interrupted before the end"
+    );
+    let store = SqliteStore::open(dir.path().join(".cutover").join("kill.db")).unwrap();
+    assert!(
+        store.lock_holder().unwrap().is_none(),
+        "a clean interrupt releases the lock"
+    );
+    drop(store);
+    assert!(apply(dir.path()).status().unwrap().success());
+    verify(dir.path());
 }

@@ -183,12 +183,19 @@ fn execute(
 fn install_interrupt_handler(cancel: CancellationToken) {
     let _ = ctrlc::set_handler(move || {
         if cancel.is_cancelled() {
-            eprintln!("\naborting");
+            say_now("\naborting\n");
             std::process::exit(ExitCode::Interrupted as i32);
         }
-        eprintln!(
-            "\ninterrupted: finishing in-flight steps and saving checkpoints (Ctrl-C again aborts)"
-        );
         cancel.cancel();
+        say_now("\ninterrupted: finishing in-flight steps and saving checkpoints (Ctrl-C again aborts)\n");
     });
+}
+
+/// Writes straight to file descriptor 2: the command holds the stderr lock for its whole run,
+/// so `eprintln!` from the signal thread would wait forever.
+fn say_now(text: &str) {
+    // SAFETY: write(2) on fd 2 with a valid buffer and length.
+    unsafe {
+        libc::write(2, text.as_ptr().cast(), text.len());
+    }
 }
