@@ -222,7 +222,7 @@ fn verify(dir: &Path) {
 fn ctrl_c_checkpoints_exits_130_and_the_next_apply_finishes_the_job() {
     let dir = tempfile::tempdir().unwrap();
     write_plan(dir.path());
-    let mut child = apply(dir.path())
+    let child = apply(dir.path())
         .stderr(Stdio::piped())
         .spawn()
         .expect("cutover runs");
