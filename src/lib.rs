@@ -11,3 +11,4 @@ pub mod plan;
 pub mod redact;
 pub mod secrets;
 pub mod state;
+pub mod time;
