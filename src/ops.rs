@@ -128,13 +128,35 @@ impl Workspace {
 
     /// `<plan dir>/<settings.output_dir>`
     pub fn output_dir(&self) -> PathBuf {
-        self.base_dir().join(&self.plan().settings.output_dir)
+        tidy_path(&self.base_dir().join(&self.plan().settings.output_dir))
     }
 
     /// The JSONL event log beside the state file.
     pub fn event_log_path(&self) -> PathBuf {
         self.state_path
             .with_file_name(format!("{}.events.jsonl", self.plan().name))
+    }
+}
+
+/// `plans/../demo-out` → `demo-out`, for paths shown to people (lexical: no symlink lookup).
+fn tidy_path(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        out
     }
 }
 
