@@ -3,4 +3,5 @@ pub mod autocomplete;
 pub mod imap;
 pub mod mail;
 pub mod net;
+pub mod oauth;
 pub mod pop3;
