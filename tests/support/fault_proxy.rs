@@ -137,7 +137,7 @@ fn session(
         if is_append {
             let n = appends.fetch_add(1, Ordering::SeqCst) + 1;
             if let (Some(every), Some((size, plus))) = (faults.throttle_every, literal) {
-                if n % every == 0 {
+                if n.is_multiple_of(every) {
                     throttles.fetch_add(1, Ordering::SeqCst);
                     if !plus {
                         let _ = to_client.write_all(b"+ Ready for literal data\r\n");
@@ -152,7 +152,7 @@ fn session(
                 }
             }
             if let (Some(every), Some((size, _))) = (faults.cut_every, literal) {
-                if n % every == 0 {
+                if n.is_multiple_of(every) {
                     cuts.fetch_add(1, Ordering::SeqCst);
                     let _ = to_server.write_all(&line);
                     let mut half = vec![0; size / 2];
