@@ -326,7 +326,7 @@ fn no_secret_value_reaches_state_events_report_or_output() {
     assert_eq!(
         applied.code,
         ExitCode::Failure,
-        "IMAP copies are not in this build; the demo users still complete"
+        "the IMAP host does not resolve; the demo users still complete"
     );
     assert_eq!(
         count_files(&dir.path().join("demo-out/ana@demo.example")),

@@ -78,7 +78,7 @@ fn sigkill_at_random_instants_then_resume_delivers_exactly_once() {
     while kills < rounds {
         let before = copied_so_far(dir.path());
         let mut child = apply(dir.path()).spawn().expect("cutover runs");
-        if rng.next() % 4 == 0 {
+        if rng.next().is_multiple_of(4) {
             // A quarter of the kills land anywhere in start-up: opening state, taking the
             // lock, previewing.
             std::thread::sleep(Duration::from_millis(rng.next() % 100));

@@ -8,6 +8,7 @@
 
 pub mod events;
 pub mod local;
+pub mod remote;
 pub mod step;
 pub mod walk;
 
