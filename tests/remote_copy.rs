@@ -253,9 +253,8 @@ fn fast() -> ApplyOptions {
     }
 }
 
-fn copy_steps(fx: &Fx) -> std::collections::BTreeSet<String> {
-    let sel = Selection::new(&["copy.*".to_string()], &[]).unwrap();
-    fx.graph.select(&sel)
+fn all_steps(fx: &Fx) -> std::collections::BTreeSet<String> {
+    fx.graph.select(&Selection::default())
 }
 
 async fn apply(fx: &Fx, store: Arc<dyn StateStore>, cancel: CancellationToken) -> WalkReport {
@@ -263,7 +262,7 @@ async fn apply(fx: &Fx, store: Arc<dyn StateStore>, cancel: CancellationToken) -
     engine::apply(
         &fx.plan,
         &fx.graph,
-        &copy_steps(fx),
+        &all_steps(fx),
         store,
         &runners,
         &fast(),
@@ -275,7 +274,7 @@ async fn apply(fx: &Fx, store: Arc<dyn StateStore>, cancel: CancellationToken) -
 
 fn observe(fx: &Fx, store: &dyn StateStore) -> BTreeMap<String, PlannedChange> {
     let runners = engine::runners_for(&fx.plan, &fx.graph, &fx.base);
-    engine::observe(&fx.plan, &fx.graph, &copy_steps(fx), store, &runners)
+    engine::observe(&fx.plan, &fx.graph, &all_steps(fx), store, &runners)
         .into_iter()
         .collect()
 }
@@ -351,12 +350,23 @@ async fn imap_to_maildir_is_exact_and_rerun_copies_nothing() {
     // Second apply: the step is done with the same config.
     let again = apply(&fx, Arc::clone(&store), CancellationToken::new()).await;
     assert_eq!(again.steps["copy.alice.old"], StepResult::Unchanged);
+    assert_eq!(done(&report, "verify.alice").items, 6);
     // Same plan against a fresh state (all checkpoints lost): a full compare, and the
     // target's dedupe copies nothing.
     let fresh = apply(&fx, open_store(&fx, "fresh.db"), CancellationToken::new()).await;
     let counts = done(&fresh, "copy.alice.old");
     assert_eq!((counts.items, counts.skipped), (0, 6));
     assert_same(&seed_contents(&seeded), &maildir_contents(&target));
+
+    // Verify notices a message gone from the target.
+    let md = Maildir::open(&target).unwrap();
+    let inbox = md.folder(&cutover::connectors::mail::FolderPath::inbox());
+    let victim = md.entries(&inbox).unwrap().remove(0);
+    std::fs::remove_file(&victim.path).unwrap();
+    match &observe(&fx, open_store(&fx, "preview.db").as_ref())["verify.alice"] {
+        PlannedChange::Create { items, present, .. } => assert_eq!((*items, *present), (6, 5)),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -396,6 +406,7 @@ users:
     assert_eq!(report.outcome, WalkOutcome::Succeeded, "{report:#?}");
     assert!(matches!(report.steps["user.bob"], StepResult::Done { .. }));
     assert_eq!(done(&report, "copy.bob.old").items, 6);
+    assert_eq!(done(&report, "verify.bob").items, 6);
     assert_same(&seed_contents(&seeded), &imap_contents(&d, &dst).await);
 
     // Lost checkpoints: dedupe against the IMAP target (Message-IDs, and content hashes of
@@ -449,6 +460,7 @@ users:
     }
     let report = apply(&fx, Arc::clone(&store), CancellationToken::new()).await;
     assert_eq!(done(&report, "copy.carol.old").items, 3, "{report:#?}");
+    assert_eq!(done(&report, "verify.carol").items, 3);
     let got = maildir_contents(&fx.base.join("out/carol@example.test"));
     let mut want: Vec<Vec<u8>> = msgs.clone();
     want.sort();
@@ -668,6 +680,11 @@ async fn oversized_message_is_skipped_counted_and_recorded() {
     let report = apply(&fx, Arc::clone(&store), CancellationToken::new()).await;
     let counts = done(&report, "copy.alice.old");
     assert_eq!((counts.items, counts.skipped), (2, 1));
+    assert_eq!(
+        done(&report, "verify.alice").items,
+        2,
+        "oversized mail is not expected"
+    );
     let have = maildir_contents(&fx.base.join("out/alice@example.test"));
     assert_eq!(have.len(), 2);
     assert!(!have.keys().any(|(_, k)| *k == big.dedupe_key()));

@@ -72,6 +72,20 @@ pub fn runners_for(plan: &Plan, graph: &StepGraph, base_dir: &Path) -> Runners {
                     None => Arc::new(Unsupported::new("copy step without a migration")),
                 }
             }
+            (StepKind::Verify, _, Some(user))
+                if !user.migrate.is_empty()
+                    && user
+                        .migrate
+                        .iter()
+                        .all(|m| remote::is_server_source(plan.sources.get(&m.from))) =>
+            {
+                let steps: Vec<_> = graph
+                    .steps()
+                    .filter(|s| s.user == step.user)
+                    .cloned()
+                    .collect();
+                remote::verify_runner(plan, user, base_dir, &steps)
+            }
             (StepKind::Verify, Some((root, written)), Some(user)) => {
                 let sources: Result<Vec<LocalSource>, String> = user
                     .migrate

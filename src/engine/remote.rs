@@ -38,7 +38,7 @@ use crate::connectors::imap::{
     FetchedMessage, FolderMapper, ImapClient, MappedFolder, TargetNames, PORTS as IMAP_PORTS,
 };
 use crate::connectors::mail::{
-    utf7, AppendOutcome, DedupeKey, FolderPath, MaildirTarget, RawMessage,
+    utf7, AppendOutcome, DedupeKey, FolderPath, Maildir, MaildirTarget, RawMessage,
 };
 use crate::connectors::net::{Credentials, Endpoint, NetError};
 use crate::connectors::pop3::{Pop3Client, PORTS as POP3_PORTS};
@@ -1025,6 +1025,224 @@ impl StepRunner for RemoteCopy {
         let this = self.clone();
         let ctx = ctx.clone();
         run_attempt(ctx.clone(), move || this.run(ctx))
+    }
+}
+
+/// `verify.*` of a user whose mail comes from servers: every source message within the size
+/// limit is present (by [`DedupeKey`]) in its mapped target folder. Read-only on both sides,
+/// so `plan` can show what is still missing.
+pub(crate) fn verify_runner(
+    plan: &Plan,
+    user: &User,
+    base: &Path,
+    steps: &[Step],
+) -> Arc<dyn StepRunner> {
+    let mut copies = Vec::new();
+    for (i, m) in user.migrate.iter().enumerate() {
+        let Some(step) = steps
+            .iter()
+            .find(|s| s.kind == StepKind::Copy && s.migration == Some(i))
+        else {
+            return Arc::new(Unsupported::new("verify without its copy steps"));
+        };
+        match build_copy(plan, user, m, base, step) {
+            Ok(c) => copies.push(c),
+            Err(what) => return Arc::new(Unsupported::new(format!("verify of {what}"))),
+        }
+    }
+    let mut parts = vec!["verify-remote".to_string()];
+    parts.extend(copies.iter().map(|c| c.hash.clone()));
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+    Arc::new(RemoteVerify {
+        hash: hash_parts(&parts),
+        copies,
+    })
+}
+
+struct RemoteVerify {
+    copies: Vec<RemoteCopy>,
+    hash: String,
+}
+
+/// Per target folder: (checked, missing).
+type Tally = BTreeMap<String, (u64, u64)>;
+
+impl RemoteCopy {
+    /// Dedupe keys of every source message within the size limit, by target folder.
+    async fn source_keys(&self) -> Result<BTreeMap<Vec<String>, Vec<DedupeKey>>, Failure> {
+        let mut out: BTreeMap<Vec<String>, Vec<DedupeKey>> = BTreeMap::new();
+        match &self.source {
+            SourceSpec::Imap(account) => {
+                let mut src = account.imap().await?;
+                for mailbox in src.list().await? {
+                    let Some(mapped) = self.mapper.map(&mailbox) else {
+                        continue;
+                    };
+                    if src.examine(&mapped.source).await?.exists == 0 {
+                        continue;
+                    }
+                    let keys = out.entry(mapped.target.clone()).or_default();
+                    let mut without_id = Vec::new();
+                    {
+                        let mut f = src.uid_fetch_headers("1:*").await?;
+                        while let Some(m) = f.next().await? {
+                            if m.size.unwrap_or(0) > self.max_bytes {
+                                continue;
+                            }
+                            match m.message.message_id() {
+                                Some(id) => keys.push(DedupeKey::MessageId(id)),
+                                None => without_id.push(m.uid),
+                            }
+                        }
+                    }
+                    for set in uid_sets(&without_id) {
+                        let mut f = src.uid_fetch(&set).await?;
+                        while let Some(m) = f.next().await? {
+                            keys.push(m.message.dedupe_key());
+                        }
+                    }
+                }
+                let _ = src.logout().await;
+            }
+            SourceSpec::Pop3 { account, .. } => {
+                let mut client = account.pop3().await?;
+                let keys = out.entry(self.into.clone()).or_default();
+                for m in client.messages().await? {
+                    if m.size > self.max_bytes {
+                        continue;
+                    }
+                    let head = RawMessage::new(client.top(m.number, 0).await?);
+                    keys.push(match head.message_id() {
+                        Some(id) => DedupeKey::MessageId(id),
+                        None => RawMessage::new(client.retr(m.number).await?).dedupe_key(),
+                    });
+                }
+                let _ = client.quit().await;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Target keys of one folder, read-only: a missing folder is empty.
+async fn target_keys(
+    target: &TargetSpec,
+    client: &mut Option<(ImapClient, char)>,
+    folder: &[String],
+) -> Result<HashSet<DedupeKey>, Failure> {
+    match target {
+        TargetSpec::Maildir(root) => {
+            let mut keys = HashSet::new();
+            if let Ok(md) = Maildir::open(root) {
+                let f = md.folder(&maildir_folder(folder)?);
+                if f.dir.is_dir() {
+                    for e in md
+                        .entries(&f)
+                        .map_err(|e| StepError::permanent(e.to_string()))?
+                    {
+                        let m = e.read().map_err(|e| StepError::permanent(e.to_string()))?;
+                        keys.insert(m.dedupe_key());
+                    }
+                }
+            }
+            Ok(keys)
+        }
+        TargetSpec::Imap(account) => {
+            if client.is_none() {
+                let mut c = account.imap().await?;
+                let d = c
+                    .list()
+                    .await?
+                    .iter()
+                    .find_map(|b| b.delimiter)
+                    .unwrap_or('/');
+                *client = Some((c, d));
+            }
+            let Some((c, d)) = client.as_mut() else {
+                return Ok(HashSet::new());
+            };
+            let wire = crate::connectors::imap::folders::target_wire_name(folder, *d);
+            match imap_keys(c, &wire).await {
+                // The folder does not exist (yet): nothing of it is at the target.
+                Err(Failure::Net(NetError::Rejected { .. })) => Ok(HashSet::new()),
+                other => other,
+            }
+        }
+    }
+}
+
+impl RemoteVerify {
+    async fn tally(copies: Vec<RemoteCopy>) -> Result<Tally, Failure> {
+        let mut tally = Tally::new();
+        for copy in &copies {
+            let mut client = None;
+            for (folder, keys) in copy.source_keys().await? {
+                let present = target_keys(&copy.target, &mut client, &folder).await?;
+                let name = if folder.is_empty() {
+                    "INBOX".to_string()
+                } else {
+                    folder.join("/")
+                };
+                let entry = tally.entry(name).or_default();
+                entry.0 += keys.len() as u64;
+                entry.1 += keys.iter().filter(|k| !present.contains(k)).count() as u64;
+            }
+            if let Some((c, _)) = client {
+                let _ = c.logout().await;
+            }
+        }
+        Ok(tally)
+    }
+}
+
+impl StepRunner for RemoteVerify {
+    fn config_hash(&self) -> String {
+        self.hash.clone()
+    }
+
+    fn observe(&self, _ctx: &ObserveCtx) -> Result<Observation, StepError> {
+        let copies = self.copies.clone();
+        let tally = on_own_runtime(move || async move {
+            Self::tally(copies).await.map_err(Failure::into_step)
+        })?;
+        let checked: u64 = tally.values().map(|(n, _)| n).sum();
+        let missing: u64 = tally.values().map(|(_, m)| m).sum();
+        Ok(Observation {
+            items: checked,
+            present: checked - missing,
+            note: Some(format!(
+                "{missing} of {checked} messages not yet at the target"
+            )),
+            ..Observation::default()
+        })
+    }
+
+    fn apply<'a>(&'a self, ctx: &'a mut ApplyCtx) -> BoxFuture<'a, Result<Outcome, StepError>> {
+        let copies = self.copies.clone();
+        let mut ctx = ctx.clone();
+        run_attempt(ctx.clone(), move || async move {
+            let tally = Self::tally(copies).await?;
+            let missing: Vec<String> = tally
+                .iter()
+                .filter(|(_, (_, m))| *m > 0)
+                .map(|(f, (n, m))| format!("{f}: {m} of {n} missing"))
+                .collect();
+            if !missing.is_empty() {
+                return Err(StepError::permanent(format!(
+                    "verify: messages missing at the target ({})",
+                    missing.join(", ")
+                ))
+                .into());
+            }
+            ctx.commit(
+                Counts {
+                    items: tally.values().map(|(n, _)| n).sum(),
+                    ..Counts::default()
+                },
+                &[],
+            )?;
+            Ok(Outcome::Complete)
+        })
     }
 }
 
