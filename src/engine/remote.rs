@@ -628,16 +628,16 @@ enum Plan1 {
 }
 
 impl RemoteCopy {
-    /// Checkpoints to start from: the step's own, else (delta) the copy step's.
+    /// Extra checkpoints to start from (a delta step: its copy step's), consulted where the
+    /// step has none of its own; the step's own always win.
     fn start_checkpoints(&self, ctx: &ApplyCtx) -> Result<BTreeMap<String, Vec<u8>>, StepError> {
-        let own = ctx.checkpoints().clone();
         match &self.seed_from {
-            Some(copy) if own.is_empty() => {
+            Some(copy) => {
                 let mut seed = ctx.checkpoints_of(copy)?;
                 seed.retain(|k, _| !k.starts_with("skipped:"));
                 Ok(seed)
             }
-            _ => Ok(own),
+            None => Ok(BTreeMap::new()),
         }
     }
 
