@@ -425,6 +425,8 @@ async fn pop3_to_maildir_is_exact_and_leaves_the_source() {
         message(301, true, 500).into_bytes(),
         message(302, false, 300).into_bytes(),
         b"Subject: dots\r\n\r\n.leading dot\r\n..two\r\nend\r\n".to_vec(),
+        b"Received: from mx by pop.example.test; Tue, 14 Nov 2023 23:13:20 +0100\r\nDate: Mon, 1 Jan 2001 00:00:00 +0000\r\nSubject: dated\r\n\r\nx\r\n".to_vec(),
+        b"Date: 14 Nov 2023 22:13:20 GMT\r\nSubject: dated too\r\n\r\ny\r\n".to_vec(),
     ];
     for (i, m) in msgs.iter().enumerate() {
         d.deliver(&u, &format!("{i}.pop.test"), m);
@@ -455,12 +457,12 @@ users:
     let fx = fixture_in(dir, base, &yaml);
     let store = open_store(&fx, "state.db");
     match &observe(&fx, store.as_ref())["copy.carol.old"] {
-        PlannedChange::Create { items, .. } => assert_eq!(*items, 3),
+        PlannedChange::Create { items, .. } => assert_eq!(*items, 5),
         other => panic!("{other:?}"),
     }
     let report = apply(&fx, Arc::clone(&store), CancellationToken::new()).await;
-    assert_eq!(done(&report, "copy.carol.old").items, 3, "{report:#?}");
-    assert_eq!(done(&report, "verify.carol").items, 3);
+    assert_eq!(done(&report, "copy.carol.old").items, 5, "{report:#?}");
+    assert_eq!(done(&report, "verify.carol").items, 5);
     let got = maildir_contents(&fx.base.join("out/carol@example.test"));
     let mut want: Vec<Vec<u8>> = msgs.clone();
     want.sort();
@@ -469,18 +471,29 @@ users:
         .map(|((f, _), c)| {
             assert_eq!(f, "Old Mail");
             assert_eq!(c.len(), 1);
+            // POP3 has no INTERNALDATE: the received time comes from the headers.
+            if c[0].0.windows(7).any(|w| w == b"Subject")
+                && c[0].0.windows(5).any(|w| w == b"dated")
+            {
+                assert_eq!(
+                    c[0].2,
+                    at(1_700_000_000),
+                    "received date of {:?}",
+                    String::from_utf8_lossy(&c[0].0)
+                );
+            }
             c[0].0.clone()
         })
         .collect();
     have.sort();
     assert!(want == have, "bytes differ");
     let cps = store.checkpoints("copy.carol.old").unwrap();
-    assert_eq!(cps.keys().filter(|k| k.starts_with("pop3:")).count(), 3);
+    assert_eq!(cps.keys().filter(|k| k.starts_with("pop3:")).count(), 5);
 
     // Nothing was deleted at the source.
     let ep = Endpoint::new("127.0.0.1", d.pop3s_port, Tls::Implicit).with_ca_file(d.ca_file());
     let mut c = Pop3Client::connect(&ep, &creds(&u)).await.unwrap();
-    assert_eq!(c.stat().await.unwrap().0, 3);
+    assert_eq!(c.stat().await.unwrap().0, 5);
     c.quit().await.unwrap();
 
     // Lost checkpoints: dedupe at the maildir.

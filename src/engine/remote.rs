@@ -869,6 +869,8 @@ impl RemoteCopy {
                 prepared = true;
             }
             let message = RawMessage::new(client.retr(m.number).await?);
+            let received = pop3_received(&message);
+            let message = message.with_internal_date(received);
             let len = message.len() as u64;
             let delta = if sink.append(&self.into, &message).await? {
                 Counts {
@@ -953,6 +955,22 @@ impl RemoteCopy {
         }
         Ok(obs)
     }
+}
+
+/// When a POP3 message reached the mailbox (POP3 has no INTERNALDATE): the date of its
+/// topmost `Received:` field (the final delivery), else its `Date:`. Without it every
+/// migrated message would be dated "now", and clients sort by that date.
+fn pop3_received(message: &RawMessage) -> Option<std::time::SystemTime> {
+    let received = message.header("Received").and_then(|v| {
+        let v = String::from_utf8_lossy(&v).into_owned();
+        v.rsplit_once(';')
+            .and_then(|(_, d)| crate::connectors::mail::date::parse_rfc5322(d))
+    });
+    received.or_else(|| {
+        message.header("Date").and_then(|v| {
+            crate::connectors::mail::date::parse_rfc5322(&String::from_utf8_lossy(&v))
+        })
+    })
 }
 
 fn skipped() -> Counts {
