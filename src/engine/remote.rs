@@ -358,24 +358,31 @@ impl Failure {
 }
 
 /// Runs `f` to completion on a fresh current-thread runtime in a thread of its own, so it may
-/// block freely (maildir fsyncs, state commits) and may be called from sync or async code.
+/// block freely (maildir fsyncs, state commits) and may be called from sync or async code
+/// (`observe` is sync but called from within the walker's runtime).
 fn on_own_runtime<T, F, Fut>(f: F) -> Result<T, StepError>
 where
     T: Send + 'static,
     F: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<T, StepError>>,
 {
-    let handle = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| StepError::permanent(format!("cannot start a runtime: {e}")))?;
-        rt.block_on(f())
-    });
-    match handle.join() {
+    match std::thread::spawn(move || block_on_fresh(f)).join() {
         Ok(r) => r,
         Err(_) => Err(StepError::permanent("step thread panicked")),
     }
+}
+
+/// Blocks the current (non-runtime) thread on `f` with a fresh current-thread runtime.
+fn block_on_fresh<T, F, Fut>(f: F) -> Result<T, StepError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StepError>>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StepError::permanent(format!("cannot start a runtime: {e}")))?;
+    rt.block_on(f())
 }
 
 /// One apply attempt on its own thread. A transient network error with a server-suggested
@@ -388,7 +395,7 @@ where
 {
     Box::pin(async move {
         let task = tokio::task::spawn_blocking(move || {
-            on_own_runtime(move || async move {
+            block_on_fresh(move || async move {
                 match f().await {
                     Ok(o) => Ok(o),
                     Err(Failure::Net(e)) if e.is_transient() => {
