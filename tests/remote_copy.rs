@@ -847,3 +847,51 @@ async fn delta_copies_only_mail_newer_than_the_copy() {
     assert_eq!(have.len(), 9);
     assert!(have.values().all(|c| c.len() == 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pop3_delete_after_copy_removes_only_copied_mail() {
+    let d = Dovecot::shared();
+    let u = d.add_user("pop-del");
+    d.deliver(&u, "1.pop.test", message(901, true, 300).bytes());
+    d.deliver(&u, "2.pop.test", message(902, false, 1_200_000).bytes());
+    d.deliver(&u, "3.pop.test", message(903, false, 300).bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().to_path_buf();
+    let pw = pw_file(&base, "pop.pw", &u.password);
+    let srv = server(&d, d.pop3s_port);
+    let yaml = format!(
+        r#"
+version: 1
+name: remote-pop-del
+domain: example.test
+target: {{ kind: maildir, path: out }}
+sources:
+  old: {{ kind: pop3, delete_after_copy: true, {} }}
+users:
+  - email: erin@example.test
+    migrate:
+      - from: old
+        login: {}
+        password: {pw}
+settings: {{ max_message_size_mb: 1 }}
+"#,
+        srv.trim_start_matches("{ ").trim_end_matches(" }"),
+        u.login
+    );
+    let fx = fixture_in(dir, base, &yaml);
+    let store = open_store(&fx, "state.db");
+    let report = apply(&fx, Arc::clone(&store), CancellationToken::new()).await;
+    let counts = done(&report, "copy.erin.old");
+    assert_eq!((counts.items, counts.skipped), (2, 1), "{report:#?}");
+    assert_eq!(
+        maildir_contents(&fx.base.join("out/erin@example.test")).len(),
+        2
+    );
+    // The oversized message was not copied, so it stays at the source.
+    let ep = Endpoint::new("127.0.0.1", d.pop3s_port, Tls::Implicit).with_ca_file(d.ca_file());
+    let mut c = Pop3Client::connect(&ep, &creds(&u)).await.unwrap();
+    let left = c.messages().await.unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].size > 1_048_576);
+    c.quit().await.unwrap();
+}
