@@ -17,7 +17,7 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use super::step::{
     ApplyCtx, BoxFuture, Observation, ObserveCtx, Outcome, StepError, StepRunner, Unsupported,
 };
-use super::{hash_parts, Runners};
+use super::{hash_parts, remote, Runners};
 use crate::connectors::mail::{
     AppendOutcome, DedupeKey, FolderPath, MailError, Maildir, MaildirTarget, MboxReader,
     MboxVariant, RawMessage,
@@ -43,6 +43,9 @@ pub fn runners_for(plan: &Plan, graph: &StepGraph, base_dir: &Path) -> Runners {
     };
     for step in graph.steps() {
         let user = step.user.and_then(|u| plan.users.get(u));
+        let migration = user.and_then(|u| step.migration.and_then(|m| u.migrate.get(m)));
+        let from_server =
+            migration.is_some_and(|m| remote::is_server_source(plan.sources.get(&m.from)));
         let runner: Arc<dyn StepRunner> = match (step.kind, &target_root, user) {
             (StepKind::Manual, _, _) => continue,
             (StepKind::Autocomplete, _, Some(user)) => {
@@ -52,6 +55,13 @@ pub fn runners_for(plan: &Plan, graph: &StepGraph, base_dir: &Path) -> Runners {
                         "autocomplete step without `autocomplete:` files",
                     )),
                 }
+            }
+            (StepKind::Copy | StepKind::Delta, _, Some(user)) if from_server => match migration {
+                Some(m) => remote::copy_runner(plan, user, m, base_dir, step),
+                None => Arc::new(Unsupported::new("copy step without a migration")),
+            },
+            (StepKind::User, None, Some(user)) if matches!(plan.target, Target::Imap(_)) => {
+                remote::user_runner(plan, user, base_dir)
             }
             (StepKind::User, Some((root, written)), Some(user)) => Arc::new(UserMaildir {
                 root: root.join(&user.email),
@@ -69,6 +79,20 @@ pub fn runners_for(plan: &Plan, graph: &StepGraph, base_dir: &Path) -> Runners {
                     ),
                     None => Arc::new(Unsupported::new("copy step without a migration")),
                 }
+            }
+            (StepKind::Verify, _, Some(user))
+                if !user.migrate.is_empty()
+                    && user
+                        .migrate
+                        .iter()
+                        .all(|m| remote::is_server_source(plan.sources.get(&m.from))) =>
+            {
+                let steps: Vec<_> = graph
+                    .steps()
+                    .filter(|s| s.user == step.user)
+                    .cloned()
+                    .collect();
+                remote::verify_runner(plan, user, base_dir, &steps)
             }
             (StepKind::Verify, Some((root, written)), Some(user)) => {
                 let sources: Result<Vec<LocalSource>, String> = user
@@ -132,69 +156,9 @@ fn copy_runner(
     written: &str,
     email: &str,
 ) -> Arc<dyn StepRunner> {
-    if let (Some(Source::Imap(_) | Source::Pop3 { .. }), Some(password)) =
-        (plan.sources.get(&m.from), &m.password)
-    {
-        return Arc::new(ServerCopyPending {
-            what: format!(
-                "copy from the {} source `{}`",
-                source_kind_name(plan.sources.get(&m.from)),
-                m.from
-            ),
-            password: password.clone(),
-            base_dir: base.to_path_buf(),
-        });
-    }
     match LocalSource::new(plan, m, base, root, written, email) {
         Ok(source) => Arc::new(LocalCopy { source }),
         Err(what) => Arc::new(Unsupported::new(what)),
-    }
-}
-
-fn source_kind_name(source: Option<&Source>) -> &'static str {
-    match source {
-        Some(Source::Imap(_)) => "imap",
-        Some(Source::Pop3 { .. }) => "pop3",
-        _ => "other",
-    }
-}
-
-/// A copy from a mail server, which this build cannot do yet: it still resolves the account's
-/// password first, so `plan` shows a missing secret as the blocker the consultant must fix,
-/// and then says plainly that the copy itself is not supported.
-struct ServerCopyPending {
-    what: String,
-    password: crate::plan::model::SecretRef,
-    base_dir: PathBuf,
-}
-
-impl ServerCopyPending {
-    fn check(&self) -> StepError {
-        match crate::secrets::resolve(&self.password, &self.base_dir, false) {
-            Err(e) => StepError::permanent(e.to_string()),
-            Ok(_secret) => {
-                StepError::permanent(format!("not supported yet by this build: {}", self.what))
-            }
-        }
-    }
-}
-
-impl StepRunner for ServerCopyPending {
-    fn config_hash(&self) -> String {
-        hash_parts(&[
-            "server-copy-pending",
-            &self.what,
-            &format!("{:?}", self.password),
-        ])
-    }
-
-    fn observe(&self, _ctx: &ObserveCtx) -> Result<Observation, StepError> {
-        Err(self.check())
-    }
-
-    fn apply<'a>(&'a self, _ctx: &'a mut ApplyCtx) -> BoxFuture<'a, Result<Outcome, StepError>> {
-        let err = self.check();
-        Box::pin(async move { Err(err) })
     }
 }
 

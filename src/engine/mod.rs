@@ -9,6 +9,7 @@
 pub mod autocomplete;
 pub mod events;
 pub mod local;
+pub mod remote;
 pub mod step;
 pub mod walk;
 

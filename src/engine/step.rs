@@ -162,6 +162,13 @@ impl ApplyCtx {
         &self.checkpoints
     }
 
+    /// Another step's committed checkpoints, read from the store. For a step that continues
+    /// another's work: a delta pass starts where its copy step stopped instead of comparing
+    /// every message again.
+    pub fn checkpoints_of(&self, step_id: &str) -> Result<BTreeMap<String, Vec<u8>>, StepError> {
+        Ok(self.store.checkpoints(step_id)?)
+    }
+
     /// One checkpoint value, if any.
     pub fn checkpoint(&self, key: &str) -> Option<&[u8]> {
         self.checkpoints.get(key).map(Vec::as_slice)

@@ -324,6 +324,24 @@ impl ImapClient {
     /// selected mailbox; messages are read one at a time from the returned [`Fetch`], so
     /// memory holds one message, not a mailbox.
     pub async fn uid_fetch(&mut self, range: &str) -> NetResult<Fetch<'_>> {
+        self.fetch_items(range, "UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[]")
+            .await
+    }
+
+    /// Starts `UID FETCH range (UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID SUBJECT)])`:
+    /// each [`FetchedMessage`] then carries only those two header fields (and no flags or
+    /// date). What a copy needs to decide, without downloading bodies, which messages are
+    /// already at the target (Message-ID), too large (size) or worth naming in a report
+    /// (subject).
+    pub async fn uid_fetch_headers(&mut self, range: &str) -> NetResult<Fetch<'_>> {
+        self.fetch_items(
+            range,
+            "UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID SUBJECT)]",
+        )
+        .await
+    }
+
+    async fn fetch_items(&mut self, range: &str, items: &str) -> NetResult<Fetch<'_>> {
         if range.is_empty()
             || !range
                 .bytes()
@@ -335,8 +353,7 @@ impl ImapClient {
             ));
         }
         let tag = self.next_tag();
-        let line =
-            format!("{tag} UID FETCH {range} (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])\r\n");
+        let line = format!("{tag} UID FETCH {range} ({items})\r\n");
         self.conn.write_all(line.as_bytes(), "UID FETCH").await?;
         Ok(Fetch {
             client: self,

@@ -235,6 +235,72 @@ pub(crate) fn parse_imap(text: &str) -> Option<SystemTime> {
         .map(|s| UNIX_EPOCH + Duration::from_secs(s))
 }
 
+/// Parses an RFC 5322 `date-time` (`Tue, 1 Jul 2003 10:52:37 +0200`), tolerating what real
+/// mail carries: no weekday, no seconds, two-digit years, `GMT`/`UT`/US zone names and a
+/// trailing comment. Used to give POP3 mail (which has no INTERNALDATE) its received time.
+/// `None` for anything else: a missing date is better than a wrong one.
+pub(crate) fn parse_rfc5322(text: &str) -> Option<SystemTime> {
+    let text = match text.find('(') {
+        Some(i) => &text[..i],
+        None => text,
+    };
+    let text = match text.split_once(',') {
+        Some((_, rest)) => rest,
+        None => text,
+    };
+    let mut it = text.split_whitespace();
+    let (day, month, year, time) = (it.next()?, it.next()?, it.next()?, it.next()?);
+    let zone = it.next().unwrap_or("+0000");
+    if it.next().is_some() {
+        return None;
+    }
+    let mut year: i64 = year.parse().ok()?;
+    if year < 100 {
+        year += if year < 50 { 2000 } else { 1900 };
+    }
+    let zone = match zone.to_ascii_uppercase().as_str() {
+        "GMT" | "UT" | "UTC" | "Z" => "+0000".to_string(),
+        "EDT" => "-0400".into(),
+        "EST" | "CDT" => "-0500".into(),
+        "CST" | "MDT" => "-0600".into(),
+        "MST" | "PDT" => "-0700".into(),
+        "PST" => "-0800".into(),
+        _ => zone.to_string(),
+    };
+    parse_imap(&format!("{day}-{month}-{year} {time} {zone}"))
+}
+
+#[cfg(test)]
+mod rfc5322_date_tests {
+    use super::*;
+
+    #[test]
+    fn real_world_dates() {
+        let want = parse_imap("01-Jul-2003 08:52:37 +0000");
+        for s in [
+            "Tue, 1 Jul 2003 10:52:37 +0200",
+            " 1 Jul 2003 10:52:37 +0200 (CEST)",
+            "Tue, 01 Jul 03 08:52:37 GMT",
+            "Tue, 1 Jul 2003 04:52:37 EDT",
+        ] {
+            assert_eq!(parse_rfc5322(s), want, "{s}");
+        }
+        assert_eq!(
+            parse_rfc5322("1 Jul 2003 08:52 +0000"),
+            parse_imap("01-Jul-2003 08:52:00 +0000")
+        );
+        for bad in [
+            "",
+            "yesterday",
+            "Tue, 1 Jul",
+            "1 Foo 2003 10:00:00 +0000",
+            "1 Jul 2003 10:00:00 +0000 extra",
+        ] {
+            assert_eq!(parse_rfc5322(bad), None, "{bad}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod imap_date_tests {
     use super::*;

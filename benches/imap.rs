@@ -1,0 +1,205 @@
+//! Server copy throughput: a generated corpus on one throwaway Dovecot copied by the engine to
+//! a second one (IMAP → IMAP), then to a local maildir (IMAP → maildir). Prints first-copy
+//! msgs/s and MB/s, the rerun time (same state: the step is done; lost state: a full compare
+//! deduped at the target) and peak RSS. Prints figures, asserts only correctness of counts.
+//!
+//! Scale: `CUTOVER_BENCH_MSGS` (default 5000), `CUTOVER_BENCH_ATTACH_KB` (attachment size
+//! before base64, default 512; one message in 20 has one), `CUTOVER_BENCH_SEED`.
+//! Run: `scripts/bench-imap.sh` (release build).
+
+#[allow(dead_code)]
+#[path = "../tests/support/dovecot.rs"]
+mod dovecot;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use cutover::connectors::imap::ImapClient;
+use cutover::connectors::mail::{corpus, utf7, FolderPath};
+use cutover::connectors::net::{Credentials, Endpoint};
+use cutover::engine::{self, ApplyOptions, CancellationToken, NullSink, StepResult, WalkOutcome};
+use cutover::graph::Selection;
+use cutover::plan::model::Tls;
+use cutover::plan::{self, Options};
+use cutover::state::{Counts, SqliteStore, StateStore};
+use dovecot::{Dovecot, User};
+
+fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn endpoint(d: &Dovecot) -> Endpoint {
+    Endpoint::new("127.0.0.1", d.imaps_port, Tls::Implicit).with_ca_file(d.ca_file())
+}
+
+/// APPENDs the corpus to `user` on `d`; returns (messages, bytes).
+async fn load(d: &Dovecot, user: &User, spec: &corpus::CorpusSpec) -> (u64, u64) {
+    let mut c = ImapClient::connect(
+        &endpoint(d),
+        &Credentials::password(&user.login, &user.password),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", d.logs()));
+    let delim = c
+        .list()
+        .await
+        .expect("list")
+        .iter()
+        .find_map(|b| b.delimiter)
+        .unwrap_or('.');
+    let wire = |f: &FolderPath| {
+        if f.is_inbox() {
+            "INBOX".to_string()
+        } else {
+            f.segments()
+                .iter()
+                .map(|s| utf7::encode(s))
+                .collect::<Vec<_>>()
+                .join(&delim.to_string())
+        }
+    };
+    let mut created = BTreeSet::new();
+    let (mut n, mut bytes) = (0u64, 0u64);
+    for m in corpus::generate(spec) {
+        let name = wire(&m.folder);
+        if name != "INBOX" && created.insert(name.clone()) {
+            c.create(&name).await.expect("create");
+        }
+        c.append(&name, &m.message).await.expect("append");
+        n += 1;
+        bytes += m.message.len() as u64;
+    }
+    c.logout().await.expect("logout");
+    (n, bytes)
+}
+
+fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn server(d: &Dovecot) -> String {
+    format!(
+        "host: 127.0.0.1, port: {}, tls: implicit, ca_file: {}",
+        d.imaps_port,
+        d.ca_file().display()
+    )
+}
+
+/// Applies the plan's copy step with a state file `state`; returns (seconds, counts).
+async fn apply(yaml: &str, base: &Path, state: &str) -> (f64, Counts, StepResult) {
+    let loaded = plan::load_str(yaml.to_string(), "bench.yaml", base, Options::default());
+    assert_eq!(
+        loaded.report.errors(),
+        0,
+        "{:#?}",
+        loaded.report.diagnostics
+    );
+    let (plan, graph) = (loaded.plan.expect("plan"), loaded.graph.expect("graph"));
+    let runners = engine::runners_for(&plan, &graph, base);
+    let selected = graph.select(&Selection::new(&["copy.*".to_string()], &[]).expect("selection"));
+    let store: Arc<dyn StateStore> = Arc::new(SqliteStore::open(base.join(state)).expect("state"));
+    let started = Instant::now();
+    let report = engine::apply(
+        &plan,
+        &graph,
+        &selected,
+        Arc::clone(&store),
+        &runners,
+        &ApplyOptions::default(),
+        &mut NullSink,
+        CancellationToken::new(),
+    )
+    .await;
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(report.outcome, WalkOutcome::Succeeded, "{report:#?}");
+    let result = report.steps["copy.bench.old"].clone();
+    let counts = store
+        .step("copy.bench.old")
+        .expect("state")
+        .expect("record")
+        .counts;
+    (secs, counts, result)
+}
+
+async fn scenario(label: &str, yaml: &str, base: &Path, msgs: u64, bytes: u64) {
+    let (secs, counts, _) = apply(yaml, base, "first.db").await;
+    assert_eq!(counts.items, msgs, "{label}: every message copied once");
+    let mb = bytes as f64 / 1e6;
+    println!(
+        "{label}: first copy {msgs} msgs, {mb:.1} MB in {secs:.1} s = {:.0} msgs/s, {:.1} MB/s",
+        msgs as f64 / secs,
+        mb / secs
+    );
+    let (again, _, result) = apply(yaml, base, "first.db").await;
+    assert_eq!(result, StepResult::Unchanged);
+    let (full, counts, _) = apply(yaml, base, "lost.db").await;
+    assert_eq!((counts.items, counts.skipped), (0, msgs), "{label}: dedupe");
+    println!(
+        "{label}: rerun {again:.2} s (same state), {full:.1} s (state lost: full compare, 0 copied)"
+    );
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let messages = env_num("CUTOVER_BENCH_MSGS", 5000);
+    let spec = corpus::CorpusSpec {
+        seed: env_num("CUTOVER_BENCH_SEED", 7) as u64,
+        messages,
+        attachment_every: 20,
+        attachment_size: env_num("CUTOVER_BENCH_ATTACH_KB", 512) * 1024,
+    };
+    let (a, b) = (Dovecot::start(), Dovecot::start());
+    let (src, dst) = (a.add_user("src"), b.add_user("dst"));
+    let t = Instant::now();
+    let (msgs, bytes) = load(&a, &src, &spec).await;
+    println!(
+        "corpus: {msgs} msgs, {:.1} MB, loaded by APPEND in {:.1} s",
+        bytes as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = dir.path();
+    std::fs::write(base.join("src.pw"), &src.password).expect("pw");
+    std::fs::write(base.join("dst.pw"), &dst.password).expect("pw");
+    let user = |target_login: &str| {
+        format!(
+            "users:\n  - email: bench@example.test\n{target_login}    migrate:\n      - from: old\n        login: {}\n        password: {{ file: src.pw }}\n",
+            src.login
+        )
+    };
+    let head = "version: 1\nname: bench\ndomain: example.test\n";
+    let imap_plan = format!(
+        "{head}target: {{ kind: imap, {} }}\nsources:\n  old: {{ kind: imap, {} }}\n{}",
+        server(&b),
+        server(&a),
+        user(&format!(
+            "    target_login: {{ login: {}, password: {{ file: dst.pw }} }}\n",
+            dst.login
+        ))
+    );
+    scenario("imap->imap", &imap_plan, base, msgs, bytes).await;
+
+    let md_dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(md_dir.path().join("src.pw"), &src.password).expect("pw");
+    let md_plan = format!(
+        "{head}target: {{ kind: maildir, path: out }}\nsources:\n  old: {{ kind: imap, {} }}\n{}",
+        server(&a),
+        user("")
+    );
+    scenario("imap->maildir", &md_plan, md_dir.path(), msgs, bytes).await;
+    println!("peak RSS {:.1} MB", peak_rss_kb() as f64 / 1024.0);
+}

@@ -1,0 +1,897 @@
+//! Server copies end to end against a real Dovecot: IMAP → maildir, IMAP → IMAP, POP3 →
+//! maildir through the engine (runners_for + apply + SQLite state), with reruns, a
+//! cancellation mid-copy, lost checkpoints, an oversized message and secret resolution.
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cutover::connectors::imap::ImapClient;
+use cutover::connectors::mail::{utf7, DedupeKey, Flag, Flags, Maildir, RawMessage};
+use cutover::connectors::net::{Credentials, Endpoint};
+use cutover::connectors::pop3::Pop3Client;
+use cutover::engine::{
+    self, ApplyOptions, CancellationToken, PlannedChange, StepResult, VecSink, WalkOutcome,
+    WalkReport,
+};
+use cutover::graph::{Selection, StepGraph};
+use cutover::plan::model::Tls;
+use cutover::plan::{self, Options, Plan};
+use cutover::state::{
+    Liveness, LockGuard, LockHolder, ProgressDelta, RunOutcome, RunRecord, SqliteStore, StateStore,
+    StepRecord,
+};
+use support::dovecot::{Dovecot, User};
+
+fn imaps(d: &Dovecot) -> Endpoint {
+    Endpoint::new("127.0.0.1", d.imaps_port, Tls::Implicit).with_ca_file(d.ca_file())
+}
+
+fn creds(u: &User) -> Credentials {
+    Credentials::password(&u.login, &u.password)
+}
+
+async fn login(d: &Dovecot, u: &User) -> ImapClient {
+    ImapClient::connect(&imaps(d), &creds(u))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", d.logs()))
+}
+
+fn at(secs: u64) -> Option<SystemTime> {
+    Some(UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+/// A message of about `size` bytes, with or without a Message-ID.
+fn message(n: usize, id: bool, size: usize) -> RawMessage {
+    let mut b = format!("From: sender{n}@example.test\r\nSubject: message {n}\r\n");
+    if id {
+        b.push_str(&format!(
+            "Message-ID: <m{n}.{}@example.test>\r\n",
+            std::process::id()
+        ));
+    }
+    b.push_str("\r\n");
+    while b.len() < size {
+        b.push_str("body line of some mail text ..............................\r\n");
+    }
+    RawMessage::new(b.into_bytes())
+}
+
+/// Source folder (Unicode, `/`-separated) → messages, as seeded.
+type Seed = Vec<(String, Vec<RawMessage>)>;
+
+/// Creates the folders and appends the messages on the server; returns the server's
+/// hierarchy delimiter.
+async fn seed(d: &Dovecot, u: &User, folders: &Seed) -> char {
+    let mut c = login(d, u).await;
+    let delim = c
+        .list()
+        .await
+        .unwrap()
+        .iter()
+        .find_map(|b| b.delimiter)
+        .unwrap_or('/');
+    for (folder, msgs) in folders {
+        let wire = wire_name(folder, delim);
+        if wire != "INBOX" {
+            c.create(&wire).await.unwrap();
+        }
+        for m in msgs {
+            c.append(&wire, m).await.unwrap();
+        }
+    }
+    c.logout().await.unwrap();
+    delim
+}
+
+fn wire_name(folder: &str, delim: char) -> String {
+    folder
+        .split('/')
+        .map(utf7::encode)
+        .collect::<Vec<_>>()
+        .join(&delim.to_string())
+}
+
+/// A varied mailbox: INBOX with flags, keywords and a message without Message-ID, a nested
+/// folder, a non-ASCII folder.
+fn varied_seed(tag: usize) -> Seed {
+    let base = tag * 100;
+    vec![
+        (
+            "INBOX".into(),
+            vec![
+                message(base + 1, true, 300)
+                    .with_flags(Flags::new().with(Flag::Seen).with_keyword("$Forwarded"))
+                    .with_internal_date(at(1_500_000_000)),
+                message(base + 2, false, 200)
+                    .with_flags(Flags::new().with(Flag::Flagged).with(Flag::Answered))
+                    .with_internal_date(at(1_600_000_000)),
+                RawMessage::new(
+                    b"Subject: bare\r\n\r\n\xff\xfe bytes\r\n.\r\nno final newline".to_vec(),
+                )
+                .with_internal_date(at(1_650_000_000)),
+            ],
+        ),
+        (
+            "Archive/2023".into(),
+            vec![
+                message(base + 3, true, 5_000).with_internal_date(at(1_680_000_000)),
+                message(base + 4, true, 100)
+                    .with_flags(Flags::new().with(Flag::Seen))
+                    .with_internal_date(at(1_690_000_000)),
+            ],
+        ),
+        (
+            "Entwürfe & Ärger".into(),
+            vec![message(base + 5, true, 400)
+                .with_flags(Flags::new().with(Flag::Draft))
+                .with_internal_date(at(1_700_000_000))],
+        ),
+    ]
+}
+
+/// (folder, key) → (bytes, flags, internal date) of each stored copy.
+type Contents = BTreeMap<(String, DedupeKey), Vec<(Vec<u8>, Flags, Option<SystemTime>)>>;
+
+fn seed_contents(seed: &Seed) -> Contents {
+    let mut out = Contents::new();
+    for (folder, msgs) in seed {
+        for m in msgs {
+            out.entry((folder.clone(), m.dedupe_key()))
+                .or_default()
+                .push((m.bytes().to_vec(), m.flags.clone(), m.internal_date));
+        }
+    }
+    out
+}
+
+fn maildir_contents(root: &Path) -> Contents {
+    let mut out = Contents::new();
+    let md = Maildir::open(root).expect("target maildir");
+    for folder in md.folders().expect("folders") {
+        for entry in md.entries(&folder).expect("entries") {
+            let m = entry.read().expect("read");
+            out.entry((folder.name.to_string(), m.dedupe_key()))
+                .or_default()
+                .push((m.bytes().to_vec(), m.flags.clone(), m.internal_date));
+        }
+    }
+    out
+}
+
+async fn imap_contents(d: &Dovecot, u: &User) -> Contents {
+    let mut c = login(d, u).await;
+    let mut out = Contents::new();
+    for b in c.list().await.unwrap() {
+        if !b.is_selectable() {
+            continue;
+        }
+        let st = c.examine(&b.name).await.unwrap();
+        if st.exists == 0 {
+            continue;
+        }
+        let name = b
+            .name
+            .split(b.delimiter.unwrap_or('/'))
+            .map(|s| utf7::decode(s).unwrap())
+            .collect::<Vec<_>>()
+            .join("/");
+        let mut f = c.uid_fetch("1:*").await.unwrap();
+        while let Some(m) = f.next().await.unwrap() {
+            let m = m.message;
+            out.entry((name.clone(), m.dedupe_key()))
+                .or_default()
+                .push((m.bytes().to_vec(), m.flags.clone(), m.internal_date));
+        }
+    }
+    out
+}
+
+fn assert_same(expected: &Contents, actual: &Contents) {
+    let keys = |c: &Contents| c.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(expected), keys(actual), "folders and messages");
+    for (k, copies) in actual {
+        assert_eq!(copies.len(), 1, "{k:?} stored {} times", copies.len());
+        let (eb, ef, ed) = &expected[k][0];
+        let (ab, af, ad) = &copies[0];
+        assert!(eb == ab, "{k:?}: bytes differ");
+        assert_eq!(ef, af, "{k:?}: flags");
+        assert_eq!(ed, ad, "{k:?}: internal date");
+    }
+}
+
+struct Fx {
+    _dir: tempfile::TempDir,
+    base: PathBuf,
+    plan: Plan,
+    graph: StepGraph,
+}
+
+fn fixture(yaml: &str) -> Fx {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().to_path_buf();
+    fixture_in(dir, base, yaml)
+}
+
+fn fixture_in(dir: tempfile::TempDir, base: PathBuf, yaml: &str) -> Fx {
+    let loaded = plan::load_str(yaml.to_string(), "remote.yaml", &base, Options::default());
+    assert_eq!(
+        loaded.report.errors(),
+        0,
+        "{:#?}",
+        loaded.report.diagnostics
+    );
+    Fx {
+        _dir: dir,
+        base,
+        plan: loaded.plan.unwrap(),
+        graph: loaded.graph.unwrap(),
+    }
+}
+
+/// Writes a password file beside the plan and returns its plan reference.
+fn pw_file(dir: &Path, name: &str, value: &str) -> String {
+    std::fs::write(dir.join(name), value).unwrap();
+    format!("{{ file: {name} }}")
+}
+
+fn server(d: &Dovecot, port: u16) -> String {
+    format!(
+        "{{ host: 127.0.0.1, port: {port}, tls: implicit, ca_file: {} }}",
+        d.ca_file().display()
+    )
+}
+
+fn fast() -> ApplyOptions {
+    ApplyOptions {
+        backoff_base: Duration::from_millis(1),
+        backoff_max: Duration::from_millis(5),
+        ..ApplyOptions::default()
+    }
+}
+
+fn all_steps(fx: &Fx) -> std::collections::BTreeSet<String> {
+    fx.graph.select(&Selection::default())
+}
+
+async fn apply(fx: &Fx, store: Arc<dyn StateStore>, cancel: CancellationToken) -> WalkReport {
+    let runners = engine::runners_for(&fx.plan, &fx.graph, &fx.base);
+    engine::apply(
+        &fx.plan,
+        &fx.graph,
+        &all_steps(fx),
+        store,
+        &runners,
+        &fast(),
+        &mut VecSink::default(),
+        cancel,
+    )
+    .await
+}
+
+fn observe(fx: &Fx, store: &dyn StateStore) -> BTreeMap<String, PlannedChange> {
+    let runners = engine::runners_for(&fx.plan, &fx.graph, &fx.base);
+    engine::observe(&fx.plan, &fx.graph, &all_steps(fx), store, &runners)
+        .into_iter()
+        .collect()
+}
+
+fn open_store(fx: &Fx, name: &str) -> Arc<dyn StateStore> {
+    Arc::new(SqliteStore::open(fx.base.join(name)).unwrap())
+}
+
+fn done(report: &WalkReport, id: &str) -> cutover::state::Counts {
+    match &report.steps[id] {
+        StepResult::Done { counts } => *counts,
+        other => panic!("{id}: {other:?}\n{report:#?}"),
+    }
+}
+
+fn imap_to_maildir_plan(d: &Dovecot, base: &Path, u: &User, max_mb: Option<u32>) -> String {
+    let pw = pw_file(base, "src.pw", &u.password);
+    let settings = max_mb
+        .map(|m| format!("settings: {{ max_message_size_mb: {m} }}\n"))
+        .unwrap_or_default();
+    format!(
+        r#"
+version: 1
+name: remote-test
+domain: example.test
+target: {{ kind: maildir, path: out }}
+sources:
+  old: {{ kind: imap, {} }}
+users:
+  - email: alice@example.test
+    migrate:
+      - from: old
+        login: {}
+        password: {pw}
+{settings}"#,
+        server(d, d.imaps_port)
+            .trim_start_matches("{ ")
+            .trim_end_matches(" }"),
+        u.login
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imap_to_maildir_is_exact_and_rerun_copies_nothing() {
+    let d = Dovecot::shared();
+    let src = d.add_user("src");
+    let seeded = varied_seed(1);
+    seed(&d, &src, &seeded).await;
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().to_path_buf();
+    let yaml = imap_to_maildir_plan(&d, &base, &src, None);
+    let fx = fixture_in(dir, base, &yaml);
+    let store = open_store(&fx, "state.db");
+
+    let planned = observe(&fx, store.as_ref());
+    match &planned["copy.alice.old"] {
+        PlannedChange::Create { items, bytes, .. } => {
+            assert_eq!(*items, 6);
+            assert!(*bytes > 6_000);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let report = apply(&fx, Arc::clone(&store), CancellationToken::new()).await;
+    assert_eq!(report.outcome, WalkOutcome::Succeeded, "{report:#?}");
+    let counts = done(&report, "copy.alice.old");
+    assert_eq!((counts.items, counts.skipped), (6, 0));
+    let target = fx.base.join("out/alice@example.test");
+    assert_same(&seed_contents(&seeded), &maildir_contents(&target));
+    let checkpoints = store.checkpoints("copy.alice.old").unwrap();
+    assert!(checkpoints.contains_key("imap:INBOX"), "{checkpoints:?}");
+
+    // Second apply: the step is done with the same config.
+    let again = apply(&fx, Arc::clone(&store), CancellationToken::new()).await;
+    assert_eq!(again.steps["copy.alice.old"], StepResult::Unchanged);
+    assert_eq!(done(&report, "verify.alice").items, 6);
+    // Same plan against a fresh state (all checkpoints lost): a full compare, and the
+    // target's dedupe copies nothing.
+    let fresh = apply(&fx, open_store(&fx, "fresh.db"), CancellationToken::new()).await;
+    let counts = done(&fresh, "copy.alice.old");
+    assert_eq!((counts.items, counts.skipped), (0, 6));
+    assert_same(&seed_contents(&seeded), &maildir_contents(&target));
+
+    // Verify notices a message gone from the target.
+    let md = Maildir::open(&target).unwrap();
+    let inbox = md.folder(&cutover::connectors::mail::FolderPath::inbox());
+    let victim = md.entries(&inbox).unwrap().remove(0);
+    std::fs::remove_file(&victim.path).unwrap();
+    match &observe(&fx, open_store(&fx, "preview.db").as_ref())["verify.alice"] {
+        PlannedChange::Create { items, present, .. } => assert_eq!((*items, *present), (6, 5)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imap_to_imap_is_exact() {
+    let d = Dovecot::shared();
+    let (src, dst) = (d.add_user("src"), d.add_user("dst"));
+    let seeded = varied_seed(2);
+    seed(&d, &src, &seeded).await;
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().to_path_buf();
+    let spw = pw_file(&base, "src.pw", &src.password);
+    let tpw = pw_file(&base, "dst.pw", &dst.password);
+    let srv = server(&d, d.imaps_port);
+    let yaml = format!(
+        r#"
+version: 1
+name: remote-imap
+domain: example.test
+target: {{ kind: imap, {t} }}
+sources:
+  old: {{ kind: imap, {t} }}
+users:
+  - email: bob@example.test
+    target_login: {{ login: {dl}, password: {tpw} }}
+    migrate:
+      - from: old
+        login: {sl}
+        password: {spw}
+"#,
+        t = srv.trim_start_matches("{ ").trim_end_matches(" }"),
+        dl = dst.login,
+        sl = src.login,
+    );
+    let fx = fixture_in(dir, base, &yaml);
+    let store = open_store(&fx, "state.db");
+    let report = apply(&fx, Arc::clone(&store), CancellationToken::new()).await;
+    assert_eq!(report.outcome, WalkOutcome::Succeeded, "{report:#?}");
+    assert!(matches!(report.steps["user.bob"], StepResult::Done { .. }));
+    assert_eq!(done(&report, "copy.bob.old").items, 6);
+    assert_eq!(done(&report, "verify.bob").items, 6);
+    assert_same(&seed_contents(&seeded), &imap_contents(&d, &dst).await);
+
+    // Lost checkpoints: dedupe against the IMAP target (Message-IDs, and content hashes of
+    // the two messages without one) copies nothing again.
+    let fresh = apply(&fx, open_store(&fx, "fresh.db"), CancellationToken::new()).await;
+    let counts = done(&fresh, "copy.bob.old");
+    assert_eq!((counts.items, counts.skipped), (0, 6));
+    assert_same(&seed_contents(&seeded), &imap_contents(&d, &dst).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pop3_to_maildir_is_exact_and_leaves_the_source() {
+    let d = Dovecot::shared();
+    let u = d.add_user("pop");
+    let msgs: Vec<Vec<u8>> = vec![
+        message(301, true, 500).into_bytes(),
+        message(302, false, 300).into_bytes(),
+        b"Subject: dots\r\n\r\n.leading dot\r\n..two\r\nend\r\n".to_vec(),
+        b"Received: from mx by pop.example.test; Tue, 14 Nov 2023 23:13:20 +0100\r\nDate: Mon, 1 Jan 2001 00:00:00 +0000\r\nSubject: dated\r\n\r\nx\r\n".to_vec(),
+        b"Date: 14 Nov 2023 22:13:20 GMT\r\nSubject: dated too\r\n\r\ny\r\n".to_vec(),
+    ];
+    for (i, m) in msgs.iter().enumerate() {
+        d.deliver(&u, &format!("{i}.pop.test"), m);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().to_path_buf();
+    let pw = pw_file(&base, "pop.pw", &u.password);
+    let srv = server(&d, d.pop3s_port);
+    let yaml = format!(
+        r#"
+version: 1
+name: remote-pop
+domain: example.test
+target: {{ kind: maildir, path: out }}
+sources:
+  old: {{ kind: pop3, {} }}
+users:
+  - email: carol@example.test
+    migrate:
+      - from: old
+        login: {}
+        password: {pw}
+        into: Old Mail
+"#,
+        srv.trim_start_matches("{ ").trim_end_matches(" }"),
+        u.login
+    );
+    let fx = fixture_in(dir, base, &yaml);
+    let store = open_store(&fx, "state.db");
+    match &observe(&fx, store.as_ref())["copy.carol.old"] {
+        PlannedChange::Create { items, .. } => assert_eq!(*items, 5),
+        other => panic!("{other:?}"),
+    }
+    let report = apply(&fx, Arc::clone(&store), CancellationToken::new()).await;
+    assert_eq!(done(&report, "copy.carol.old").items, 5, "{report:#?}");
+    assert_eq!(done(&report, "verify.carol").items, 5);
+    let got = maildir_contents(&fx.base.join("out/carol@example.test"));
+    let mut want: Vec<Vec<u8>> = msgs.clone();
+    want.sort();
+    let mut have: Vec<Vec<u8>> = got
+        .iter()
+        .map(|((f, _), c)| {
+            assert_eq!(f, "Old Mail");
+            assert_eq!(c.len(), 1);
+            // POP3 has no INTERNALDATE: the received time comes from the headers.
+            if c[0].0.windows(7).any(|w| w == b"Subject")
+                && c[0].0.windows(5).any(|w| w == b"dated")
+            {
+                assert_eq!(
+                    c[0].2,
+                    at(1_700_000_000),
+                    "received date of {:?}",
+                    String::from_utf8_lossy(&c[0].0)
+                );
+            }
+            c[0].0.clone()
+        })
+        .collect();
+    have.sort();
+    assert!(want == have, "bytes differ");
+    let cps = store.checkpoints("copy.carol.old").unwrap();
+    assert_eq!(cps.keys().filter(|k| k.starts_with("pop3:")).count(), 5);
+
+    // Nothing was deleted at the source.
+    let ep = Endpoint::new("127.0.0.1", d.pop3s_port, Tls::Implicit).with_ca_file(d.ca_file());
+    let mut c = Pop3Client::connect(&ep, &creds(&u)).await.unwrap();
+    assert_eq!(c.stat().await.unwrap().0, 5);
+    c.quit().await.unwrap();
+
+    // Lost checkpoints: dedupe at the maildir.
+    let fresh = apply(&fx, open_store(&fx, "fresh.db"), CancellationToken::new()).await;
+    assert_eq!(done(&fresh, "copy.carol.old").items, 0);
+}
+
+/// A real store that cancels the walk after `after` progress commits of one step: a
+/// deterministic "Ctrl-C in the middle of a copy".
+struct CancelAfter {
+    inner: SqliteStore,
+    step: String,
+    after: u64,
+    seen: AtomicU64,
+    cancel: CancellationToken,
+}
+
+impl StateStore for CancelAfter {
+    fn steps(&self) -> cutover::state::Result<Vec<StepRecord>> {
+        self.inner.steps()
+    }
+    fn step(&self, id: &str) -> cutover::state::Result<Option<StepRecord>> {
+        self.inner.step(id)
+    }
+    fn set_config_hash(&self, id: &str, hash: &str) -> cutover::state::Result<()> {
+        self.inner.set_config_hash(id, hash)
+    }
+    fn mark_running(&self, id: &str) -> cutover::state::Result<()> {
+        self.inner.mark_running(id)
+    }
+    fn mark_done(&self, id: &str) -> cutover::state::Result<()> {
+        self.inner.mark_done(id)
+    }
+    fn mark_failed(&self, id: &str, error: &str) -> cutover::state::Result<()> {
+        self.inner.mark_failed(id, error)
+    }
+    fn mark_waiting(&self, id: &str) -> cutover::state::Result<()> {
+        self.inner.mark_waiting(id)
+    }
+    fn commit_progress(
+        &self,
+        id: &str,
+        delta: ProgressDelta,
+        checkpoints: &[(&str, &[u8])],
+    ) -> cutover::state::Result<()> {
+        self.inner.commit_progress(id, delta, checkpoints)?;
+        if id == self.step && self.seen.fetch_add(1, Ordering::SeqCst) + 1 == self.after {
+            self.cancel.cancel();
+        }
+        Ok(())
+    }
+    fn checkpoints(&self, id: &str) -> cutover::state::Result<BTreeMap<String, Vec<u8>>> {
+        self.inner.checkpoints(id)
+    }
+    fn clear_step(&self, id: &str) -> cutover::state::Result<()> {
+        self.inner.clear_step(id)
+    }
+    fn record_approval(&self, id: &str, by: &str) -> cutover::state::Result<()> {
+        self.inner.record_approval(id, by)
+    }
+    fn acquire_lock(&self, timeout: Duration) -> cutover::state::Result<LockGuard> {
+        self.inner.acquire_lock(timeout)
+    }
+    fn acquire_lock_stealing_dead(&self, timeout: Duration) -> cutover::state::Result<LockGuard> {
+        self.inner.acquire_lock_stealing_dead(timeout)
+    }
+    fn lock_holder(&self) -> cutover::state::Result<Option<(LockHolder, Liveness)>> {
+        self.inner.lock_holder()
+    }
+    fn force_unlock(&self) -> cutover::state::Result<Option<LockHolder>> {
+        self.inner.force_unlock()
+    }
+    fn finish_run(&self, run_id: &str, outcome: RunOutcome) -> cutover::state::Result<()> {
+        self.inner.finish_run(run_id, outcome)
+    }
+    fn recent_runs(&self, limit: usize) -> cutover::state::Result<Vec<RunRecord>> {
+        self.inner.recent_runs(limit)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_mid_copy_then_resumed_copies_exactly_once() {
+    let d = Dovecot::shared();
+    let src = d.add_user("src");
+    let seeded: Seed = vec![
+        (
+            "INBOX".into(),
+            (0..15)
+                .map(|i| message(400 + i, i % 4 != 0, 300 + i * 10))
+                .collect(),
+        ),
+        (
+            "Work/Projects".into(),
+            (15..30)
+                .map(|i| message(400 + i, i % 5 != 0, 300 + i * 10))
+                .collect(),
+        ),
+    ];
+    seed(&d, &src, &seeded).await;
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().to_path_buf();
+    let yaml = imap_to_maildir_plan(&d, &base, &src, None);
+    let fx = fixture_in(dir, base, &yaml);
+    let target = fx.base.join("out/alice@example.test");
+    let state = fx.base.join("state.db");
+
+    // Three interruptions at different points (mid-INBOX, at the folder boundary, in the
+    // second folder), each resumed by the next run.
+    let mut committed = 0;
+    for after in [4u64, 11, 9] {
+        let cancel = CancellationToken::new();
+        let store = Arc::new(CancelAfter {
+            inner: SqliteStore::open(&state).unwrap(),
+            step: "copy.alice.old".into(),
+            after,
+            seen: AtomicU64::new(0),
+            cancel: cancel.clone(),
+        });
+        let report = apply(&fx, store.clone(), cancel).await;
+        assert_eq!(report.outcome, WalkOutcome::Interrupted, "{report:#?}");
+        assert_eq!(report.steps["copy.alice.old"], StepResult::Interrupted);
+        let rec = store.step("copy.alice.old").unwrap().unwrap();
+        committed += after;
+        assert_eq!(rec.counts.items + rec.counts.skipped, committed);
+    }
+    let store: Arc<dyn StateStore> = Arc::new(SqliteStore::open(&state).unwrap());
+    let report = apply(&fx, Arc::clone(&store), CancellationToken::new()).await;
+    assert_eq!(report.outcome, WalkOutcome::Succeeded, "{report:#?}");
+    let rec = store.step("copy.alice.old").unwrap().unwrap();
+    assert_eq!(
+        rec.counts.items, 30,
+        "each message counted once across runs"
+    );
+    let want = seed_contents(&seeded);
+    let have = maildir_contents(&target);
+    assert_eq!(want.len(), have.len());
+    for (k, copies) in &have {
+        assert_eq!(copies.len(), 1, "{k:?} stored {} times", copies.len());
+        assert!(copies[0].0 == want[k][0].0, "{k:?} bytes");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_killed_between_delivery_and_checkpoint_stores_each_message_once() {
+    let d = Dovecot::shared();
+    let src = d.add_user("src");
+    let seeded: Seed = vec![(
+        "INBOX".into(),
+        (0..8).map(|i| message(500 + i, i % 2 == 0, 250)).collect(),
+    )];
+    seed(&d, &src, &seeded).await;
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().to_path_buf();
+    let yaml = imap_to_maildir_plan(&d, &base, &src, None);
+    let fx = fixture_in(dir, base, &yaml);
+    let target = fx.base.join("out/alice@example.test");
+    // The target already holds messages 2..5 (delivered by a run whose checkpoints never
+    // reached the state): written there directly, the way the runner would.
+    let mut t = cutover::connectors::mail::MaildirTarget::open(&target).unwrap();
+    for m in &seeded[0].1[2..5] {
+        t.append(&cutover::connectors::mail::FolderPath::inbox(), m)
+            .unwrap();
+    }
+    drop(t);
+    let store = open_store(&fx, "state.db");
+    let report = apply(&fx, Arc::clone(&store), CancellationToken::new()).await;
+    let counts = done(&report, "copy.alice.old");
+    assert_eq!((counts.items, counts.skipped), (5, 3));
+    let have = maildir_contents(&target);
+    assert_eq!(have.len(), 8);
+    assert!(have.values().all(|c| c.len() == 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_message_is_skipped_counted_and_recorded() {
+    let d = Dovecot::shared();
+    let src = d.add_user("src");
+    let big = message(601, true, 1_200_000);
+    let seeded: Seed = vec![(
+        "INBOX".into(),
+        vec![
+            message(600, true, 300),
+            big.clone(),
+            message(602, false, 300),
+        ],
+    )];
+    seed(&d, &src, &seeded).await;
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().to_path_buf();
+    let yaml = imap_to_maildir_plan(&d, &base, &src, Some(1));
+    let fx = fixture_in(dir, base, &yaml);
+    let store = open_store(&fx, "state.db");
+    match &observe(&fx, store.as_ref())["copy.alice.old"] {
+        PlannedChange::Create { items, .. } => assert_eq!(*items, 2),
+        other => panic!("{other:?}"),
+    }
+    let report = apply(&fx, Arc::clone(&store), CancellationToken::new()).await;
+    let counts = done(&report, "copy.alice.old");
+    assert_eq!((counts.items, counts.skipped), (2, 1));
+    assert_eq!(
+        done(&report, "verify.alice").items,
+        2,
+        "oversized mail is not expected"
+    );
+    let have = maildir_contents(&fx.base.join("out/alice@example.test"));
+    assert_eq!(have.len(), 2);
+    assert!(!have.keys().any(|(_, k)| *k == big.dedupe_key()));
+    let cps = store.checkpoints("copy.alice.old").unwrap();
+    let skipped: Vec<serde_json::Value> = cps
+        .iter()
+        .filter(|(k, _)| k.starts_with("skipped:"))
+        .map(|(_, v)| serde_json::from_slice(v).unwrap())
+        .collect();
+    assert_eq!(skipped.len(), 1, "{cps:?}");
+    assert_eq!(skipped[0]["folder"], "INBOX");
+    assert_eq!(skipped[0]["subject"], "message 601");
+    assert!(skipped[0]["size"].as_u64().unwrap() > 1_048_576);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_from_env_works_and_a_missing_one_blocks() {
+    let d = Dovecot::shared();
+    let src = d.add_user("src");
+    seed(
+        &d,
+        &src,
+        &vec![("INBOX".into(), vec![message(700, true, 200)])],
+    )
+    .await;
+    let var = format!("CUTOVER_TEST_REMOTE_PW_{}", std::process::id());
+    let srv = server(&d, d.imaps_port);
+    let yaml = format!(
+        r#"
+version: 1
+name: remote-env
+domain: example.test
+target: {{ kind: maildir, path: out }}
+sources:
+  old: {{ kind: imap, {} }}
+users:
+  - email: dave@example.test
+    migrate:
+      - from: old
+        login: {}
+        password: {{ env: {var} }}
+"#,
+        srv.trim_start_matches("{ ").trim_end_matches(" }"),
+        src.login
+    );
+    let fx = fixture(&yaml);
+    let store = open_store(&fx, "state.db");
+
+    match &observe(&fx, store.as_ref())["copy.dave.old"] {
+        PlannedChange::Blocked(why) => {
+            assert!(why.contains(&var), "{why}");
+            assert!(why.contains("source `old`"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let report = apply(&fx, Arc::clone(&store), CancellationToken::new()).await;
+    match &report.steps["copy.dave.old"] {
+        StepResult::Failed { error } => assert!(error.contains(&var), "{error}"),
+        other => panic!("{other:?}"),
+    }
+
+    std::env::set_var(&var, &src.password);
+    let report = apply(&fx, Arc::clone(&store), CancellationToken::new()).await;
+    std::env::remove_var(&var);
+    assert_eq!(done(&report, "copy.dave.old").items, 1, "{report:#?}");
+    // The password is nowhere in the state.
+    let db = std::fs::read(fx.base.join("state.db")).unwrap();
+    assert!(!db
+        .windows(src.password.len())
+        .any(|w| w == src.password.as_bytes()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_copies_only_mail_newer_than_the_copy() {
+    let d = Dovecot::shared();
+    let src = d.add_user("src");
+    let seeded: Seed = vec![
+        (
+            "INBOX".into(),
+            (0..5).map(|i| message(800 + i, i != 2, 300)).collect(),
+        ),
+        ("Sent".into(), vec![message(810, true, 300)]),
+    ];
+    seed(&d, &src, &seeded).await;
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().to_path_buf();
+    let yaml = format!(
+        "{}dns: {{ provider: manual }}\n",
+        imap_to_maildir_plan(&d, &base, &src, None)
+    );
+    let fx = fixture_in(dir, base, &yaml);
+    let store = open_store(&fx, "state.db");
+    let runners = engine::runners_for(&fx.plan, &fx.graph, &fx.base);
+    let run = |ids: &[&str]| {
+        let sel =
+            Selection::new(&ids.iter().map(|s| s.to_string()).collect::<Vec<_>>(), &[]).unwrap();
+        fx.graph.select(&sel)
+    };
+
+    let report = engine::apply(
+        &fx.plan,
+        &fx.graph,
+        &run(&["copy.*"]),
+        Arc::clone(&store),
+        &runners,
+        &fast(),
+        &mut VecSink::default(),
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(done(&report, "copy.alice.old").items, 6);
+
+    // Mail that still lands at the old host after the copy, then the DNS cutover (no DNS
+    // runner in this build: recorded as done, as `cutover approve` would).
+    seed(
+        &d,
+        &src,
+        &vec![
+            (
+                "INBOX".into(),
+                vec![message(820, true, 300), message(821, false, 200)],
+            ),
+            ("Sent".into(), vec![message(822, true, 300)]),
+        ],
+    )
+    .await;
+    store
+        .set_config_hash("dns.cutover", &runners["dns.cutover"].config_hash())
+        .unwrap();
+    store.mark_done("dns.cutover").unwrap();
+
+    let report = engine::apply(
+        &fx.plan,
+        &fx.graph,
+        &run(&["delta.*"]),
+        Arc::clone(&store),
+        &runners,
+        &fast(),
+        &mut VecSink::default(),
+        CancellationToken::new(),
+    )
+    .await;
+    let counts = done(&report, "delta.alice.old");
+    // Only the three new messages were looked at: the copy's checkpoints seeded the delta.
+    assert_eq!((counts.items, counts.skipped), (3, 0), "{report:#?}");
+    let have = maildir_contents(&fx.base.join("out/alice@example.test"));
+    assert_eq!(have.len(), 9);
+    assert!(have.values().all(|c| c.len() == 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pop3_delete_after_copy_removes_only_copied_mail() {
+    let d = Dovecot::shared();
+    let u = d.add_user("pop-del");
+    d.deliver(&u, "1.pop.test", message(901, true, 300).bytes());
+    d.deliver(&u, "2.pop.test", message(902, false, 1_200_000).bytes());
+    d.deliver(&u, "3.pop.test", message(903, false, 300).bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().to_path_buf();
+    let pw = pw_file(&base, "pop.pw", &u.password);
+    let srv = server(&d, d.pop3s_port);
+    let yaml = format!(
+        r#"
+version: 1
+name: remote-pop-del
+domain: example.test
+target: {{ kind: maildir, path: out }}
+sources:
+  old: {{ kind: pop3, delete_after_copy: true, {} }}
+users:
+  - email: erin@example.test
+    migrate:
+      - from: old
+        login: {}
+        password: {pw}
+settings: {{ max_message_size_mb: 1 }}
+"#,
+        srv.trim_start_matches("{ ").trim_end_matches(" }"),
+        u.login
+    );
+    let fx = fixture_in(dir, base, &yaml);
+    let store = open_store(&fx, "state.db");
+    let report = apply(&fx, Arc::clone(&store), CancellationToken::new()).await;
+    let counts = done(&report, "copy.erin.old");
+    assert_eq!((counts.items, counts.skipped), (2, 1), "{report:#?}");
+    assert_eq!(
+        maildir_contents(&fx.base.join("out/erin@example.test")).len(),
+        2
+    );
+    // The oversized message was not copied, so it stays at the source.
+    let ep = Endpoint::new("127.0.0.1", d.pop3s_port, Tls::Implicit).with_ca_file(d.ca_file());
+    let mut c = Pop3Client::connect(&ep, &creds(&u)).await.unwrap();
+    let left = c.messages().await.unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].size > 1_048_576);
+    c.quit().await.unwrap();
+}
