@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use crate::connectors::folder_filter::FolderFilter;
 
 use super::step::{
     ApplyCtx, BoxFuture, Observation, ObserveCtx, Outcome, StepError, StepRunner, Unsupported,
@@ -175,31 +175,14 @@ enum SourceKind {
 /// Which source folders are copied, and where to.
 #[derive(Debug, Clone)]
 struct Routing {
-    include: Option<GlobSet>,
-    exclude: GlobSet,
+    filter: FolderFilter,
     map: BTreeMap<String, String>,
 }
 
 impl Routing {
     fn new(rules: &FolderRules) -> Result<Routing, String> {
-        let build = |patterns: &[String]| -> Result<GlobSet, String> {
-            let mut set = GlobSetBuilder::new();
-            for p in patterns {
-                let glob = GlobBuilder::new(p)
-                    .literal_separator(true)
-                    .build()
-                    .map_err(|e| format!("folder pattern `{p}`: {e}"))?;
-                set.add(glob);
-            }
-            set.build().map_err(|e| e.to_string())
-        };
         Ok(Routing {
-            include: if rules.include.is_empty() {
-                None
-            } else {
-                Some(build(&rules.include)?)
-            },
-            exclude: build(&rules.exclude)?,
+            filter: FolderFilter::new(rules)?,
             map: rules.map.clone(),
         })
     }
@@ -208,12 +191,7 @@ impl Routing {
     /// the `/`-separated name; `map` keys may also use `.` (IMAP's `INBOX.Sent` spelling).
     fn route(&self, name: &FolderPath) -> Result<Option<FolderPath>, StepError> {
         let slash = name.to_string();
-        if self
-            .include
-            .as_ref()
-            .is_some_and(|inc| !inc.is_match(&slash))
-            || self.exclude.is_match(&slash)
-        {
+        if !self.filter.selects(&[&slash]) {
             return Ok(None);
         }
         let dotted = if name.is_inbox() {

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use crate::connectors::folder_filter::FolderFilter;
 
 use super::client::Mailbox;
 use crate::connectors::mail::utf7;
@@ -123,8 +123,7 @@ impl MappedFolder {
 /// Applies a plan's [`FolderRules`] and special-folder names.
 #[derive(Debug, Clone)]
 pub struct FolderMapper {
-    include: Option<GlobSet>,
-    exclude: GlobSet,
+    filter: FolderFilter,
     map: BTreeMap<String, String>,
     names: TargetNames,
 }
@@ -132,25 +131,8 @@ pub struct FolderMapper {
 impl FolderMapper {
     /// Fails on an invalid glob, naming it.
     pub fn new(rules: &FolderRules, names: TargetNames) -> Result<Self, String> {
-        let build = |globs: &[String]| -> Result<GlobSet, String> {
-            let mut b = GlobSetBuilder::new();
-            for g in globs {
-                // As for local sources: `*` within one level, `**` across levels.
-                let glob = GlobBuilder::new(g)
-                    .literal_separator(true)
-                    .build()
-                    .map_err(|e| format!("folder glob {g:?}: {e}"))?;
-                b.add(glob);
-            }
-            b.build().map_err(|e| e.to_string())
-        };
         Ok(FolderMapper {
-            include: if rules.include.is_empty() {
-                None
-            } else {
-                Some(build(&rules.include)?)
-            },
-            exclude: build(&rules.exclude)?,
+            filter: FolderFilter::new(rules)?,
             map: rules.map.clone(),
             names,
         })
@@ -168,13 +150,7 @@ impl FolderMapper {
         } else {
             path.join("/")
         };
-        let matches = |set: &GlobSet| set.is_match(&display) || set.is_match(&joined);
-        if let Some(inc) = &self.include {
-            if !matches(inc) {
-                return None;
-            }
-        }
-        if matches(&self.exclude) {
+        if !self.filter.selects(&[&display, &joined]) {
             return None;
         }
         let explicit = self.map.get(&display).or_else(|| self.map.get(&joined));
