@@ -45,10 +45,20 @@ use crate::connectors::pop3::{Pop3Client, PORTS as POP3_PORTS};
 use crate::graph::{Step, StepKind};
 use crate::plan::model::{AuthMethod, Migration, Plan, SecretRef, Source, Target, User};
 use crate::state::Counts;
+use tokio_util::sync::CancellationToken;
 
 /// Messages planned per round of body fetches: bounds the UID set sent in one command and the
 /// per-round bookkeeping, not memory (bodies stream one at a time).
 const CHUNK: usize = 256;
+
+/// How long a target may keep throttling without any message getting through before the
+/// attempt gives up (and the walker's retry takes over).
+const MAX_THROTTLED: Duration = Duration::from_secs(1800);
+
+/// Messages (and bytes) fetched before they are appended as one pipelined batch and
+/// committed in one state transaction. Bounds memory; large enough to fill the pipeline.
+const BATCH_MESSAGES: usize = 64;
+const BATCH_BYTES: u64 = 16 << 20;
 
 /// The longest server-suggested wait honoured inside the runner; beyond it the walker's own
 /// backoff takes over.
@@ -541,31 +551,145 @@ impl Sink {
 
     /// Stores the message unless its key is already in the folder; `true` when written.
     /// Returns only once the target acknowledged it (fsync / tagged OK).
-    async fn append(&mut self, folder: &[String], message: &RawMessage) -> Result<bool, Failure> {
-        match self {
-            Sink::Maildir(t) => {
-                let out = t
-                    .append(&maildir_folder(folder)?, message)
-                    .map_err(|e| StepError::permanent(e.to_string()))?;
-                Ok(matches!(out, AppendOutcome::Appended { .. }))
-            }
-            Sink::Imap(s) => {
-                let wire = crate::connectors::imap::folders::target_wire_name(folder, s.delimiter);
-                let key = message.dedupe_key();
-                if s.index.get(&wire).is_some_and(|k| k.contains(&key)) {
-                    return Ok(false);
-                }
-                s.client.append(&wire, message).await?;
-                s.index.entry(wire).or_default().insert(key);
-                Ok(true)
-            }
-        }
+    async fn append(
+        &mut self,
+        folder: &[String],
+        message: &RawMessage,
+        cancel: &CancellationToken,
+    ) -> Result<bool, Failure> {
+        let mut out = self
+            .append_batch(folder, std::slice::from_ref(message), cancel)
+            .await;
+        out.pop()
+            .unwrap_or_else(|| Err(StepError::transient("append was cancelled").into()))
     }
 
+    /// Stores each message unless its key is already in the folder, in order. One result per
+    /// settled message: `Ok(true)` written and acknowledged, `Ok(false)` already there, `Err`
+    /// refused. The list stops early at a failure that ends the session (its entry is the
+    /// last); the messages after it are unknown. A throttling reply waits the suggested time
+    /// (cancellable) and sends the message again: throttling slows a copy, it does not fail it.
+    async fn append_batch(
+        &mut self,
+        folder: &[String],
+        messages: &[RawMessage],
+        cancel: &CancellationToken,
+    ) -> Vec<Result<bool, Failure>> {
+        match self {
+            Sink::Maildir(t) => {
+                let mut out = Vec::with_capacity(messages.len());
+                let dir = match maildir_folder(folder) {
+                    Ok(d) => d,
+                    Err(e) => return vec![Err(e.into())],
+                };
+                for m in messages {
+                    match t.append(&dir, m) {
+                        Ok(o) => out.push(Ok(matches!(o, AppendOutcome::Appended { .. }))),
+                        Err(e) => {
+                            out.push(Err(StepError::permanent(e.to_string()).into()));
+                            break;
+                        }
+                    }
+                }
+                out
+            }
+            Sink::Imap(s) => s.append_batch(folder, messages, cancel).await,
+        }
+    }
     async fn close(self) {
         if let Sink::Imap(s) = self {
             let _ = s.client.logout().await;
         }
+    }
+}
+
+impl ImapSink {
+    async fn append_batch(
+        &mut self,
+        folder: &[String],
+        messages: &[RawMessage],
+        cancel: &CancellationToken,
+    ) -> Vec<Result<bool, Failure>> {
+        let wire = crate::connectors::imap::folders::target_wire_name(folder, self.delimiter);
+        let index = self.index.entry(wire.clone()).or_default();
+        let keys: Vec<DedupeKey> = messages.iter().map(RawMessage::dedupe_key).collect();
+        let mut out: Vec<Option<Result<bool, Failure>>> = Vec::with_capacity(messages.len());
+        let mut pending: Vec<usize> = Vec::new();
+        let mut batch_keys = HashSet::new();
+        for (i, key) in keys.iter().enumerate() {
+            // Twice in one batch counts as already there the second time.
+            if index.contains(key) || !batch_keys.insert(key.clone()) {
+                out.push(Some(Ok(false)));
+            } else {
+                out.push(None);
+                pending.push(i);
+            }
+        }
+        let mut throttled_since: Option<std::time::Instant> = None;
+        let mut backoff = Duration::from_secs(1);
+        'send: while !pending.is_empty() {
+            let refs: Vec<&RawMessage> = pending.iter().map(|&i| &messages[i]).collect();
+            let answers = match self.client.append_all(&wire, &refs).await {
+                Ok(a) => a,
+                Err(e) => {
+                    out[pending[0]] = Some(Err(e.into()));
+                    break;
+                }
+            };
+            let mut retry = Vec::new();
+            let mut wait = None;
+            let mut progressed = false;
+            let answered = answers.len();
+            for (&i, answer) in pending.iter().zip(answers) {
+                match answer {
+                    Ok(_) => {
+                        self.index.get_mut(&wire).map(|k| k.insert(keys[i].clone()));
+                        out[i] = Some(Ok(true));
+                        progressed = true;
+                    }
+                    Err(NetError::Throttled { retry_after, .. }) => {
+                        // Without a suggested wait, back off adaptively: doubling per
+                        // consecutive throttled round.
+                        let w = retry_after.unwrap_or(backoff);
+                        wait = Some(wait.unwrap_or(Duration::ZERO).max(w));
+                        retry.push(i);
+                    }
+                    Err(e) => {
+                        let ends_session = !matches!(e, NetError::Rejected { .. });
+                        out[i] = Some(Err(e.into()));
+                        if ends_session {
+                            break 'send;
+                        }
+                    }
+                }
+            }
+            if answered < pending.len() {
+                break;
+            }
+            let Some(wait) = wait else { break };
+            if progressed {
+                throttled_since = None;
+                backoff = Duration::from_secs(1);
+            }
+            let since = *throttled_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() > MAX_THROTTLED {
+                let i = retry[0];
+                out[i] = Some(Err(StepError::transient(format!(
+                    "the target kept throttling for {} s",
+                    since.elapsed().as_secs()
+                ))
+                .into()));
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait.min(MAX_RETRY_AFTER)) => {}
+                _ = cancel.cancelled() => break,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(60));
+            pending = retry;
+        }
+        // Settled entries up to the first unsettled one; what follows it is unknown.
+        out.into_iter().map_while(|r| r).collect()
     }
 }
 
@@ -786,29 +910,58 @@ impl RemoteCopy {
                 .collect();
             for set in uid_sets(&wanted) {
                 let mut f = src.uid_fetch(&set).await?;
+                let mut batch: Vec<(usize, RawMessage)> = Vec::new();
+                let mut batch_bytes = 0u64;
                 loop {
                     if ctx.is_cancelled() {
                         return Ok(false);
                     }
-                    let Some(m) = f.next().await? else { break };
-                    let Ok(i) = state.uids.binary_search(&m.uid) else {
-                        continue;
-                    };
-                    if !matches!(state.plans[i], Plan1::Fetch) {
+                    let next = f.next().await?;
+                    let end = next.is_none();
+                    if let Some(m) = next {
+                        let Ok(i) = state.uids.binary_search(&m.uid) else {
+                            continue;
+                        };
+                        if !matches!(state.plans[i], Plan1::Fetch) {
+                            continue;
+                        }
+                        batch_bytes += m.message.len() as u64;
+                        batch.push((i, m.message));
+                    }
+                    if batch.is_empty()
+                        || !(end || batch.len() >= BATCH_MESSAGES || batch_bytes >= BATCH_BYTES)
+                    {
+                        if end {
+                            break;
+                        }
                         continue;
                     }
-                    let len = m.message.len() as u64;
-                    let delta = if sink.append(&mapped.target, &m.message).await? {
-                        Counts {
-                            items: 1,
-                            bytes: len,
-                            skipped: 0,
+                    let (slots, messages): (Vec<usize>, Vec<RawMessage>) =
+                        std::mem::take(&mut batch).into_iter().unzip();
+                    batch_bytes = 0;
+                    let results = sink
+                        .append_batch(&mapped.target, &messages, ctx.cancel_token())
+                        .await;
+                    let mut failure = None;
+                    for ((i, message), result) in slots.iter().zip(&messages).zip(results) {
+                        match result {
+                            Ok(written) => {
+                                state.plans[*i] =
+                                    Plan1::Done(written_counts(written, message), None);
+                            }
+                            Err(e) => {
+                                failure.get_or_insert(e);
+                            }
                         }
-                    } else {
-                        skipped()
-                    };
-                    state.plans[i] = Plan1::Done(delta, None);
+                    }
+                    // Commits what the target acknowledged before reporting any failure.
                     state.advance(ctx)?;
+                    if let Some(e) = failure {
+                        return Err(e);
+                    }
+                    if end {
+                        break;
+                    }
                 }
             }
             // Messages expunged at the source between planning and fetching are gone:
@@ -878,16 +1031,10 @@ impl RemoteCopy {
             let message = RawMessage::new(client.retr(m.number).await?);
             let received = pop3_received(&message);
             let message = message.with_internal_date(received);
-            let len = message.len() as u64;
-            let delta = if sink.append(&self.into, &message).await? {
-                Counts {
-                    items: 1,
-                    bytes: len,
-                    skipped: 0,
-                }
-            } else {
-                skipped()
-            };
+            let written = sink
+                .append(&self.into, &message, ctx.cancel_token())
+                .await?;
+            let delta = written_counts(written, &message);
             ctx.commit(delta, &[(key.as_str(), b"1".as_slice())])?;
             if delete_after_copy {
                 client.dele(m.number).await?;
@@ -978,6 +1125,19 @@ fn pop3_received(message: &RawMessage) -> Option<std::time::SystemTime> {
             crate::connectors::mail::date::parse_rfc5322(&String::from_utf8_lossy(&v))
         })
     })
+}
+
+/// The counts of one appended message: copied, or already at the target.
+fn written_counts(written: bool, message: &RawMessage) -> Counts {
+    if written {
+        Counts {
+            items: 1,
+            bytes: message.len() as u64,
+            skipped: 0,
+        }
+    } else {
+        skipped()
+    }
 }
 
 fn skipped() -> Counts {

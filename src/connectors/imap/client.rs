@@ -1,9 +1,11 @@
 //! The IMAP session: connect (implicit TLS, STARTTLS or opted-in plaintext), authenticate
 //! (AUTHENTICATE PLAIN, LOGIN, XOAUTH2), then the few commands a migration needs.
 //!
-//! Commands are strictly sequential (one tag in flight), which keeps response routing trivial;
-//! throughput comes from several connections, bounded by the plan's `max_connections`.
+//! Commands are sequential (one tag in flight), which keeps response routing trivial, except
+//! APPEND: [`ImapClient::append_all`] uses MULTIAPPEND or pipelines, because storing is where
+//! a copy spends its time.
 
+use std::collections::VecDeque;
 use std::time::SystemTime;
 
 use super::proto::{parse, quoted, read_response, response_code, Value};
@@ -17,6 +19,10 @@ use crate::plan::model::Tls;
 
 /// Default ports: IMAPS (implicit TLS) and IMAP (plain or STARTTLS).
 pub const PORTS: (u16, u16) = (993, 143);
+
+/// APPEND commands kept in flight by [`ImapClient::append_all`]. Enough to hide the round
+/// trip and the server's per-message commit behind the next messages' upload.
+pub const APPEND_WINDOW: usize = 16;
 
 /// A mailbox as LIST reports it. `name` is the wire name (modified UTF-7, server delimiter).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -363,48 +369,167 @@ impl ImapClient {
     }
 
     /// APPEND with flags and internal date; returns the new UID when the server has UIDPLUS.
-    /// Uses a non-synchronizing literal (LITERAL+) when offered, saving a round trip per
-    /// message.
     pub async fn append(
         &mut self,
         mailbox: &str,
         message: &RawMessage,
     ) -> NetResult<Option<AppendUid>> {
+        let mut results = self.append_all(mailbox, &[message]).await?;
+        results.pop().unwrap_or_else(|| {
+            Err(NetError::protocol(
+                &self.conn.at,
+                "APPEND: no completion for the message",
+            ))
+        })
+    }
+
+    /// APPENDs `messages` to `mailbox` in order. With MULTIAPPEND (and LITERAL+) they go as
+    /// one atomic command, which servers commit as one transaction — Dovecot stores several
+    /// times faster that way than message by message. Otherwise one command each, keeping up
+    /// to [`APPEND_WINDOW`] in flight when the server takes non-synchronizing literals
+    /// (LITERAL+, or LITERAL- up to 4096 bytes), so the round trips overlap; without them each
+    /// literal waits for the server's continuation.
+    ///
+    /// Returns one result per message the server answered, in order: `Ok` (with APPENDUID
+    /// under UIDPLUS for single APPENDs) once it acknowledged the message, `Err` for a tagged
+    /// NO/BAD, which refuses only that message (a refused MULTIAPPEND is sent again message by
+    /// message to find which), or a throttling reply (for MULTIAPPEND: every message). A
+    /// transport error (cut, timeout, `BYE`) ends the batch: it is the last entry, and the
+    /// messages after it have no entry — the server may or may not have stored those in
+    /// flight. `Err` from the call itself means nothing was sent.
+    pub async fn append_all(
+        &mut self,
+        mailbox: &str,
+        messages: &[&RawMessage],
+    ) -> NetResult<Vec<NetResult<Option<AppendUid>>>> {
+        if messages.len() > 1
+            && self.has_capability("MULTIAPPEND")
+            && self.has_capability("LITERAL+")
+        {
+            match self.multiappend(mailbox, messages).await {
+                Ok(()) => return Ok(messages.iter().map(|_| Ok(None)).collect()),
+                Err(NetError::Throttled {
+                    at,
+                    retry_after,
+                    text,
+                }) => {
+                    return Ok(messages
+                        .iter()
+                        .map(|_| {
+                            Err(NetError::Throttled {
+                                at: at.clone(),
+                                retry_after,
+                                text: text.clone(),
+                            })
+                        })
+                        .collect())
+                }
+                Err(NetError::Rejected { .. }) => {}
+                Err(e) => return Ok(vec![Err(e)]),
+            }
+        }
+        self.append_pipelined(mailbox, messages).await
+    }
+
+    async fn append_pipelined(
+        &mut self,
+        mailbox: &str,
+        messages: &[&RawMessage],
+    ) -> NetResult<Vec<NetResult<Option<AppendUid>>>> {
         let name = self.astring(mailbox, "APPEND").await?;
-        let mut flags: Vec<&str> = message.flags.system().map(Flag::imap_name).collect();
-        flags.extend(message.flags.keywords());
-        let mut line = format!("APPEND {name} ({})", flags.join(" "));
-        if let Some(t) = message.internal_date {
-            line.push_str(&format!(" \"{}\"", date::format_imap(t)));
+        let mut results = Vec::with_capacity(messages.len());
+        let mut in_flight: VecDeque<String> = VecDeque::new();
+        let mut next = 0;
+        while next < messages.len() || !in_flight.is_empty() {
+            if next < messages.len() && in_flight.len() < APPEND_WINDOW {
+                let message = messages[next];
+                let non_sync = self.non_sync_literal(message.len());
+                // A synchronizing literal needs the server's `+`, which comes only once the
+                // commands before it are answered: drain those first.
+                if non_sync || in_flight.is_empty() {
+                    let tag = self.next_tag();
+                    next += 1;
+                    match self.send_append(&tag, &name, message, non_sync).await {
+                        Ok(()) => in_flight.push_back(tag),
+                        Err(e) => {
+                            // A NO instead of `+` refuses this message only.
+                            let refused = !non_sync && is_refusal(&e);
+                            results.push(Err(e));
+                            if !refused {
+                                break;
+                            }
+                        }
+                    }
+                    continue;
+                }
+            }
+            let Some(tag) = in_flight.pop_front() else {
+                break;
+            };
+            match self.finish(&tag, "APPEND").await {
+                Ok((_, done)) => results.push(Ok(append_uid(&done.text))),
+                Err(e) => {
+                    let refused = is_refusal(&e);
+                    results.push(Err(e));
+                    if !refused {
+                        break;
+                    }
+                }
+            }
         }
-        let bytes = message.bytes();
+        Ok(results)
+    }
+
+    /// One MULTIAPPEND (RFC 3502) command for all `messages`: atomic — on a tagged NO none of
+    /// them was stored. Needs MULTIAPPEND and LITERAL+.
+    async fn multiappend(&mut self, mailbox: &str, messages: &[&RawMessage]) -> NetResult<()> {
+        let name = self.astring(mailbox, "APPEND").await?;
         let tag = self.next_tag();
-        let plus = self.has_capability("LITERAL+");
-        let head = format!(
-            "{tag} {line} {{{}{}}}\r\n",
-            bytes.len(),
-            if plus { "+" } else { "" }
-        );
-        self.conn.write_all(head.as_bytes(), "APPEND").await?;
-        if !plus {
-            self.await_continuation(&tag, "APPEND").await?;
+        let mut buf = format!("{tag} APPEND {name}").into_bytes();
+        for message in messages {
+            let head = format!(" {} {{{}+}}\r\n", append_attributes(message), message.len());
+            buf.extend_from_slice(head.as_bytes());
+            buf.extend_from_slice(message.bytes());
         }
+        buf.extend_from_slice(b"\r\n");
+        self.conn.write_all(&buf, "APPEND").await?;
+        self.finish(&tag, "APPEND").await.map(|_| ())
+    }
+
+    /// Whether a literal of `len` bytes may be sent without waiting for `+`.
+    fn non_sync_literal(&self, len: usize) -> bool {
+        self.has_capability("LITERAL+") || (self.has_capability("LITERAL-") && len <= 4096)
+    }
+
+    /// Writes one APPEND command with its literal. With a synchronizing literal this waits
+    /// for the continuation (a NO instead of it is returned as the error).
+    async fn send_append(
+        &mut self,
+        tag: &str,
+        name: &str,
+        message: &RawMessage,
+        non_sync: bool,
+    ) -> NetResult<()> {
+        let bytes = message.bytes();
+        let head = format!(
+            "{tag} APPEND {name} {} {{{}{}}}\r\n",
+            append_attributes(message),
+            bytes.len(),
+            if non_sync { "+" } else { "" }
+        );
+        if non_sync {
+            let mut all = Vec::with_capacity(head.len() + bytes.len() + 2);
+            all.extend_from_slice(head.as_bytes());
+            all.extend_from_slice(bytes);
+            all.extend_from_slice(b"\r\n");
+            return self.conn.write_all(&all, "APPEND").await;
+        }
+        self.conn.write_all(head.as_bytes(), "APPEND").await?;
+        self.await_continuation(tag, "APPEND").await?;
         let mut body = Vec::with_capacity(bytes.len() + 2);
         body.extend_from_slice(bytes);
         body.extend_from_slice(b"\r\n");
-        self.conn.write_all(&body, "APPEND").await?;
-        let (_, done) = self.finish(&tag, "APPEND").await?;
-        let uid = response_code(&done.text).and_then(|code| {
-            let mut it = code.split_whitespace();
-            if !it.next()?.eq_ignore_ascii_case("APPENDUID") {
-                return None;
-            }
-            Some(AppendUid {
-                uid_validity: it.next()?.parse().ok()?,
-                uid: it.next()?.parse().ok()?,
-            })
-        });
-        Ok(uid)
+        self.conn.write_all(&body, "APPEND").await
     }
 
     /// LOGOUT and close.
@@ -538,6 +663,36 @@ impl ImapClient {
             },
         }
     }
+}
+
+/// An APPEND's flag list and internal date: `(\\Seen $Label1) "01-Jan-2020 10:00:00 +0000"`.
+fn append_attributes(message: &RawMessage) -> String {
+    let mut flags: Vec<&str> = message.flags.system().map(Flag::imap_name).collect();
+    flags.extend(message.flags.keywords());
+    let mut out = format!("({})", flags.join(" "));
+    if let Some(t) = message.internal_date {
+        out.push_str(&format!(" \"{}\"", date::format_imap(t)));
+    }
+    out
+}
+
+/// A tagged NO/BAD (or a throttling reply): the server refused one command and the session
+/// goes on, unlike a transport failure.
+fn is_refusal(e: &NetError) -> bool {
+    matches!(e, NetError::Rejected { .. } | NetError::Throttled { .. })
+}
+
+/// The UID from an `[APPENDUID uidvalidity uid]` completion (UIDPLUS).
+fn append_uid(text: &str) -> Option<AppendUid> {
+    let code = response_code(text)?;
+    let mut it = code.split_whitespace();
+    if !it.next()?.eq_ignore_ascii_case("APPENDUID") {
+        return None;
+    }
+    Some(AppendUid {
+        uid_validity: it.next()?.parse().ok()?,
+        uid: it.next()?.parse().ok()?,
+    })
 }
 
 /// A running `UID FETCH`: call [`Fetch::next`] until it returns `None`. Dropping it early
