@@ -417,6 +417,68 @@ users:
     assert_same(&seed_contents(&seeded), &imap_contents(&d, &dst).await);
 }
 
+/// Two users copied at once within one server limited to two connections: each copy lane
+/// needs a connection to each side, so slots are reserved per lane, both at once — per
+/// connection, the two steps could each hold one slot and wait forever for the other's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_within_one_server_share_max_connections_without_deadlock() {
+    let d = Dovecot::shared();
+    let (src1, dst1, src2, dst2) = (
+        d.add_user("src"),
+        d.add_user("dst"),
+        d.add_user("src"),
+        d.add_user("dst"),
+    );
+    let (seed1, seed2) = (varied_seed(7), varied_seed(8));
+    seed(&d, &src1, &seed1).await;
+    seed(&d, &src2, &seed2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().to_path_buf();
+    let pw = |name: &str, u: &User| pw_file(&base, name, &u.password);
+    let (s1, t1, s2, t2) = (
+        pw("s1", &src1),
+        pw("t1", &dst1),
+        pw("s2", &src2),
+        pw("t2", &dst2),
+    );
+    let srv = server(&d, d.imaps_port);
+    let t = srv.trim_start_matches("{ ").trim_end_matches(" }");
+    let yaml = format!(
+        r#"
+version: 1
+name: shared-limit
+domain: example.test
+settings: {{ parallelism: 4 }}
+target: {{ kind: imap, {t}, max_connections: 2 }}
+sources:
+  old: {{ kind: imap, {t}, max_connections: 2 }}
+users:
+  - email: ann@example.test
+    target_login: {{ login: {d1}, password: {t1} }}
+    migrate:
+      - {{ from: old, login: {l1}, password: {s1} }}
+  - email: ben@example.test
+    target_login: {{ login: {d2}, password: {t2} }}
+    migrate:
+      - {{ from: old, login: {l2}, password: {s2} }}
+"#,
+        d1 = dst1.login,
+        l1 = src1.login,
+        d2 = dst2.login,
+        l2 = src2.login,
+    );
+    let fx = fixture_in(dir, base, &yaml);
+    let report = tokio::time::timeout(
+        Duration::from_secs(60),
+        apply(&fx, open_store(&fx, "state.db"), CancellationToken::new()),
+    )
+    .await
+    .expect("no deadlock over connection slots");
+    assert_eq!(report.outcome, WalkOutcome::Succeeded, "{report:#?}");
+    assert_same(&seed_contents(&seed1), &imap_contents(&d, &dst1).await);
+    assert_same(&seed_contents(&seed2), &imap_contents(&d, &dst2).await);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pop3_to_maildir_is_exact_and_leaves_the_source() {
     let d = Dovecot::shared();
@@ -600,29 +662,37 @@ async fn cancelled_mid_copy_then_resumed_copies_exactly_once() {
     let target = fx.base.join("out/alice@example.test");
     let state = fx.base.join("state.db");
 
-    // Messages are committed in batches; three interruptions after different numbers of
-    // commits (mid-INBOX, further into it, in the second folder), each resumed by the next run.
+    // Messages are committed in batches, folders copied by parallel lanes. Each run is
+    // cancelled right after its first commit (the other lane may still commit the batch it
+    // has in flight) and the next run resumes, until one run finds little enough left to end.
     let mut committed = 0;
-    for after in [1u64, 2, 1] {
+    let mut interrupted = 0;
+    loop {
         let cancel = CancellationToken::new();
         let store = Arc::new(CancelAfter {
             inner: SqliteStore::open(&state).unwrap(),
             step: "copy.alice.old".into(),
-            after,
+            after: 1,
             seen: AtomicU64::new(0),
             cancel: cancel.clone(),
         });
         let report = apply(&fx, store.clone(), cancel).await;
-        assert_eq!(report.outcome, WalkOutcome::Interrupted, "{report:#?}");
-        assert_eq!(report.steps["copy.alice.old"], StepResult::Interrupted);
         let rec = store.step("copy.alice.old").unwrap().unwrap();
         let now = rec.counts.items + rec.counts.skipped;
         assert!(
-            now > committed && now < 250,
-            "an interrupted run made progress and stopped early: {committed} -> {now}"
+            now > committed,
+            "every run makes progress: {committed} -> {now}"
         );
         committed = now;
+        if matches!(report.steps["copy.alice.old"], StepResult::Done { .. }) {
+            break;
+        }
+        assert_eq!(report.outcome, WalkOutcome::Interrupted, "{report:#?}");
+        assert_eq!(report.steps["copy.alice.old"], StepResult::Interrupted);
+        assert!(now < 250, "an interrupted run left work: {now}");
+        interrupted += 1;
     }
+    assert!(interrupted >= 2, "interrupted {interrupted} times");
     let store: Arc<dyn StateStore> = Arc::new(SqliteStore::open(&state).unwrap());
     let report = apply(&fx, Arc::clone(&store), CancellationToken::new()).await;
     assert_eq!(report.outcome, WalkOutcome::Succeeded, "{report:#?}");

@@ -7,10 +7,11 @@
 //! from have public certificates) plus an optional `ca_file` for private CAs. Plaintext needs
 //! `tls: none` *and* `allow_plaintext`, checked here so no protocol code can forget it.
 
+use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use tokio::io::{
     AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf,
 };
 use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
@@ -39,6 +41,9 @@ pub struct Endpoint {
     /// Bound on every single network operation (connect, one read, one write), so a server
     /// that stops answering fails the attempt instead of hanging the step forever.
     pub timeout: Duration,
+    /// The most connections this process holds open to `host:port` at once (the plan's
+    /// `max_connections`), enforced by [`reserve_connections`] before connecting.
+    pub max_connections: Option<u32>,
 }
 
 impl Endpoint {
@@ -51,6 +56,7 @@ impl Endpoint {
             allow_plaintext: false,
             ca_file: None,
             timeout: Duration::from_secs(60),
+            max_connections: None,
         }
     }
 
@@ -64,6 +70,7 @@ impl Endpoint {
         Endpoint {
             allow_plaintext: server.allow_plaintext,
             ca_file: server.ca_file.as_ref().map(|p| base_dir.join(p)),
+            max_connections: server.max_connections,
             ..Endpoint::new(
                 server.host.clone(),
                 server.port.unwrap_or(default_port),
@@ -334,11 +341,71 @@ impl AsyncWrite for Stream {
 /// broken server cannot exhaust memory.
 const MAX_LINE: u64 = 1 << 20;
 
+/// Reads and writes of large literals are timed piece by piece, this size each.
+const IO_PIECE: usize = 256 * 1024;
+
+/// What a literal's announced length reserves up front; beyond it the buffer grows as bytes
+/// arrive.
+const RESERVE_AHEAD: usize = 64 << 20;
+
 /// A buffered connection with per-operation timeouts and errors that name the peer.
 pub(crate) struct Conn {
     inner: BufReader<Stream>,
     pub(crate) at: String,
     endpoint: Endpoint,
+    /// The reservation this connection counts against, released when it closes.
+    slots: ConnectionSlots,
+}
+
+/// Connection slots reserved for a set of connections held at once: one per endpoint
+/// listed, from its server's `max_connections`. Hold it while the connections are open; the
+/// slots return when it drops.
+///
+/// Reserve everything a task will hold at once in **one** call: [`reserve_connections`]
+/// takes each server's slots in one step and servers in one global order, so two tasks can
+/// never each hold a slot the other waits for. A task holding a reservation must not wait
+/// for another.
+#[derive(Debug, Default)]
+pub struct ConnectionSlots {
+    _permits: Vec<OwnedSemaphorePermit>,
+}
+
+/// A server and its connection limit: host (lowercase), port, `max_connections`.
+type ServerKey = (String, u16, u32);
+
+/// Waits until every endpoint in `endpoints` has a free connection slot and reserves them
+/// (see [`ConnectionSlots`]). Endpoints without `max_connections` need none. An endpoint
+/// listed twice (a copy within one server) takes two slots of it, or all its slots when the
+/// limit is lower — one connection per side is the least a copy can do with.
+pub async fn reserve_connections(endpoints: &[&Endpoint]) -> ConnectionSlots {
+    static SLOTS: LazyLock<Mutex<HashMap<ServerKey, Arc<Semaphore>>>> =
+        LazyLock::new(Mutex::default);
+    let mut wanted: std::collections::BTreeMap<ServerKey, u32> = Default::default();
+    for e in endpoints {
+        if let Some(limit) = e.max_connections {
+            let key = (e.host.to_ascii_lowercase(), e.port, limit.max(1));
+            *wanted.entry(key).or_default() += 1;
+        }
+    }
+    let mut permits = Vec::with_capacity(wanted.len());
+    for (key, count) in wanted {
+        let semaphore = {
+            let mut slots = SLOTS
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let limit = key.2 as usize;
+            Arc::clone(
+                slots
+                    .entry(key.clone())
+                    .or_insert_with(|| Arc::new(Semaphore::new(limit))),
+            )
+        };
+        // Never closed, so acquiring only fails if it were; then the slot is not enforced.
+        if let Ok(p) = semaphore.acquire_many_owned(count.min(key.2)).await {
+            permits.push(p);
+        }
+    }
+    ConnectionSlots { _permits: permits }
 }
 
 impl Conn {
@@ -361,11 +428,17 @@ impl Conn {
             inner: BufReader::new(Stream::Plain(tcp)),
             at,
             endpoint: endpoint.clone(),
+            slots: ConnectionSlots::default(),
         };
         if endpoint.tls == Tls::Implicit {
             conn.upgrade().await?;
         }
         Ok(conn)
+    }
+
+    /// Ties `slots` to this connection: they are released when it closes.
+    pub(crate) fn hold(&mut self, slots: ConnectionSlots) {
+        self.slots = slots;
     }
 
     /// Switches the connection to TLS (implicit TLS or after STARTTLS/STLS was accepted).
@@ -460,28 +533,44 @@ impl Conn {
         out: &mut Vec<u8>,
         op: &'static str,
     ) -> NetResult<()> {
-        let start = out.len();
-        out.resize(start + n, 0);
         let timeout = self.endpoint.timeout;
         let at = self.at.clone();
         let inner = &mut self.inner;
-        timed(&at, op, timeout, async {
-            inner.read_exact(&mut out[start..]).await
-        })
-        .await?;
+        // Grown as bytes arrive, so a length a server merely announces costs no memory.
+        out.reserve(n.min(RESERVE_AHEAD));
+        let mut remaining = n;
+        // The timeout bounds each piece, not the whole literal: a 35 MB message over a slow
+        // line may take minutes, but a line that stalls for `timeout` fails.
+        while remaining > 0 {
+            let piece = remaining.min(IO_PIECE);
+            let start = out.len();
+            out.resize(start + piece, 0);
+            timed(&at, op, timeout, async {
+                inner.read_exact(&mut out[start..]).await
+            })
+            .await?;
+            remaining -= piece;
+        }
         Ok(())
     }
 
     /// Writes and flushes.
     pub(crate) async fn write_all(&mut self, bytes: &[u8], op: &'static str) -> NetResult<()> {
+        self.write_parts(&[bytes], op).await
+    }
+
+    /// Writes `parts` back to back and flushes once: a command and its literals without
+    /// first copying them into one buffer. The timeout bounds each piece, as when reading.
+    pub(crate) async fn write_parts(&mut self, parts: &[&[u8]], op: &'static str) -> NetResult<()> {
         let timeout = self.endpoint.timeout;
         let at = self.at.clone();
         let inner = self.inner.get_mut();
-        timed(&at, op, timeout, async {
-            inner.write_all(bytes).await?;
-            inner.flush().await
-        })
-        .await
+        for part in parts {
+            for piece in part.chunks(IO_PIECE) {
+                timed(&at, op, timeout, async { inner.write_all(piece).await }).await?;
+            }
+        }
+        timed(&at, op, timeout, async { inner.flush().await }).await
     }
 
     pub(crate) async fn shutdown(&mut self) {
@@ -558,6 +647,49 @@ fn suggested_backoff(upper: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `max_connections` bounds the reservations held at once: with two slots, a third
+    /// waits until one is released; an endpoint listed twice takes two slots at once.
+    #[tokio::test]
+    async fn max_connections_bounds_reservations() {
+        let limited = Endpoint {
+            max_connections: Some(2),
+            ..Endpoint::new("limited.example", 993, Tls::Implicit)
+        };
+        let first = reserve_connections(&[&limited]).await;
+        let _second = reserve_connections(&[&limited]).await;
+        let third = tokio::spawn({
+            let limited = limited.clone();
+            async move { reserve_connections(&[&limited]).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!third.is_finished(), "a third slot beyond the limit");
+        drop(first);
+        let third = tokio::time::timeout(Duration::from_secs(5), third)
+            .await
+            .expect("the third reservation proceeds once a slot is free")
+            .unwrap();
+        drop((third, _second));
+        // A copy within one server: both sides' slots at once, so two such copies cannot
+        // each hold one slot and wait for the other's.
+        let pair = reserve_connections(&[&limited, &limited]).await;
+        let waiting = tokio::spawn({
+            let limited = limited.clone();
+            async move { reserve_connections(&[&limited, &limited]).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished());
+        drop(pair);
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the second pair proceeds")
+            .unwrap();
+        let unlimited = Endpoint::new("limited.example", 993, Tls::Implicit);
+        let mut many = Vec::new();
+        for _ in 0..5 {
+            many.push(reserve_connections(&[&unlimited]).await);
+        }
+    }
 
     #[test]
     fn throttle_codes_and_backoff() {

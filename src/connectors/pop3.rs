@@ -47,6 +47,12 @@ impl std::fmt::Debug for Pop3Client {
 }
 
 impl Pop3Client {
+    /// Keeps `slots` (from [`reserve_connections`](crate::connectors::net::reserve_connections))
+    /// until this session closes.
+    pub fn hold_slots(&mut self, slots: crate::connectors::net::ConnectionSlots) {
+        self.conn.hold(slots);
+    }
+
     /// Connects, secures the connection as `endpoint.tls` says (STLS is required for
     /// `starttls`: a server that does not offer it is an error, never a silent downgrade) and
     /// logs in.

@@ -23,8 +23,9 @@
 //! (maildir writes, fsyncs) and [`ApplyCtx::commit`] block, and the walker's workers must
 //! not.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,7 +41,9 @@ use crate::connectors::imap::{
 use crate::connectors::mail::{
     utf7, AppendOutcome, DedupeKey, FolderPath, Maildir, MaildirTarget, RawMessage,
 };
-use crate::connectors::net::{Credentials, Endpoint, NetError};
+use crate::connectors::net::{
+    reserve_connections, ConnectionSlots, Credentials, Endpoint, NetError,
+};
 use crate::connectors::pop3::{Pop3Client, PORTS as POP3_PORTS};
 use crate::graph::{Step, StepKind};
 use crate::plan::model::{AuthMethod, Migration, Plan, SecretRef, Source, Target, User};
@@ -58,7 +61,12 @@ const MAX_THROTTLED: Duration = Duration::from_secs(1800);
 /// Messages (and bytes) fetched before they are appended as one pipelined batch and
 /// committed in one state transaction. Bounds memory; large enough to fill the pipeline.
 const BATCH_MESSAGES: usize = 64;
-const BATCH_BYTES: u64 = 16 << 20;
+const BATCH_BYTES: u64 = 8 << 20;
+
+/// Folders one copy step copies at once when no `max_connections` says fewer. Providers
+/// allow a handful of connections per mailbox (Exchange Online and Gmail about 15–20,
+/// Dovecot's default 10 per user and IP) and several users' steps run at once.
+const LANES_PER_STEP: usize = 4;
 
 /// The longest server-suggested wait honoured inside the runner; beyond it the walker's own
 /// backoff takes over.
@@ -104,14 +112,34 @@ impl Account {
         )
     }
 
+    /// A session counting against the server's `max_connections` (waits for a slot). For a
+    /// task that holds no other connection; one holding several reserves them together
+    /// ([`reserve_connections`]) and uses [`Self::imap_reserved`].
     async fn imap(&self) -> Result<ImapClient, Failure> {
+        let slots = reserve_connections(&[&self.endpoint]).await;
+        let mut client = self.imap_reserved().await?;
+        client.hold_slots(slots);
+        Ok(client)
+    }
+
+    /// A session whose connection slot the caller reserved.
+    async fn imap_reserved(&self) -> Result<ImapClient, Failure> {
         let creds = self.credentials()?;
         Ok(ImapClient::connect(&self.endpoint, &creds).await?)
     }
 
-    async fn pop3(&self) -> Result<Pop3Client, Failure> {
+    /// Like [`Self::imap_reserved`]: POP3 sessions are only opened next to a target's.
+    async fn pop3_reserved(&self) -> Result<Pop3Client, Failure> {
         let creds = self.credentials()?;
         Ok(Pop3Client::connect(&self.endpoint, &creds).await?)
+    }
+
+    /// A POP3 session counting against the server's `max_connections`.
+    async fn pop3(&self) -> Result<Pop3Client, Failure> {
+        let slots = reserve_connections(&[&self.endpoint]).await;
+        let mut client = self.pop3_reserved().await?;
+        client.hold_slots(slots);
+        Ok(client)
     }
 }
 
@@ -153,6 +181,8 @@ struct RemoteCopy {
     max_bytes: u64,
     /// For a delta step: the copy step whose checkpoints it starts from.
     seed_from: Option<String>,
+    /// Folders copied at once, each over its own source and target connection.
+    lanes: usize,
     hash: String,
 }
 
@@ -260,6 +290,7 @@ fn build_copy(
         &into.join("/"),
         &max_bytes.to_string(),
     ]);
+    let lanes = copy_lanes(&source, &target);
     Ok(RemoteCopy {
         source,
         target,
@@ -267,8 +298,38 @@ fn build_copy(
         into,
         max_bytes,
         seed_from,
+        lanes,
         hash,
     })
+}
+
+impl TargetSpec {
+    /// The endpoints a copy holds at once: this target's (if a server) and the source's.
+    fn with_source<'a>(&'a self, source: &'a Account) -> Vec<&'a Endpoint> {
+        match self {
+            TargetSpec::Imap(target) => vec![&target.endpoint, &source.endpoint],
+            TargetSpec::Maildir(_) => vec![&source.endpoint],
+        }
+    }
+}
+
+/// Folder lanes of one copy step: [`LANES_PER_STEP`], or fewer when a server's
+/// `max_connections` is lower (one lane holds one connection to each side).
+fn copy_lanes(source: &SourceSpec, target: &TargetSpec) -> usize {
+    let source_limit = match source {
+        SourceSpec::Imap(a) => a.endpoint.max_connections,
+        SourceSpec::Pop3 { .. } => Some(1),
+    };
+    let target_limit = match target {
+        TargetSpec::Imap(a) => a.endpoint.max_connections,
+        TargetSpec::Maildir(_) => None,
+    };
+    [source_limit, target_limit]
+        .into_iter()
+        .flatten()
+        .fold(LANES_PER_STEP, |lanes, limit| {
+            lanes.min(limit.max(1) as usize)
+        })
 }
 
 /// `user.*` into an imap target: the user can log in there (the mailbox exists, the
@@ -383,6 +444,18 @@ where
 }
 
 /// Blocks the current (non-runtime) thread on `f` with a fresh current-thread runtime.
+/// Runs one copy lane to completion on this (blocking-pool) thread, with a runtime of its own
+/// so the lane's blocking work (maildir fsyncs, state commits) never stalls another lane.
+fn block_on_lane<T>(
+    lane: impl std::future::Future<Output = Result<T, Failure>>,
+) -> Result<T, Failure> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StepError::permanent(format!("cannot start a runtime: {e}")))?;
+    rt.block_on(lane)
+}
+
 fn block_on_fresh<T, F, Fut>(f: F) -> Result<T, StepError>
 where
     F: FnOnce() -> Fut,
@@ -502,7 +575,7 @@ impl Sink {
                 MaildirTarget::open(root).map_err(|e| StepError::permanent(e.to_string()))?,
             )),
             TargetSpec::Imap(account) => {
-                let mut client = account.imap().await?;
+                let mut client = account.imap_reserved().await?;
                 let delimiter = client
                     .list()
                     .await?
@@ -774,43 +847,138 @@ impl RemoteCopy {
 
     async fn run(self, mut ctx: ApplyCtx) -> Result<Outcome, Failure> {
         let start = self.start_checkpoints(&ctx)?;
-        let mut sink = Sink::open(&self.target).await?;
         let finished = match &self.source {
             SourceSpec::Imap(account) => {
-                let mut src = account.imap().await?;
-                let boxes = src.list().await?;
-                let mut finished = true;
-                for mailbox in &boxes {
-                    let Some(mapped) = self.mapper.map(mailbox) else {
-                        continue;
-                    };
-                    if !self
-                        .copy_folder(&mut src, &mut sink, &mapped, &mut ctx, &start)
-                        .await?
-                    {
-                        finished = false;
-                        break;
-                    }
-                }
-                if finished {
-                    let _ = src.logout().await;
-                }
-                finished
+                let folders = self.folders_to_copy(account).await?;
+                self.copy_folders(folders, ctx, Arc::new(start)).await?
             }
             SourceSpec::Pop3 {
                 account,
                 delete_after_copy,
             } => {
-                self.copy_pop3(account, *delete_after_copy, &mut sink, &mut ctx, &start)
-                    .await?
+                let slots = reserve_connections(&self.target.with_source(account)).await;
+                let mut sink = Sink::open(&self.target).await?;
+                let finished = self
+                    .copy_pop3(account, *delete_after_copy, &mut sink, &mut ctx, &start)
+                    .await?;
+                sink.close().await;
+                drop(slots);
+                finished
             }
         };
-        sink.close().await;
         Ok(if finished {
             Outcome::Complete
         } else {
             Outcome::Interrupted
         })
+    }
+
+    /// The mapped source folders, largest first (so the biggest folder starts first and
+    /// does not end the copy alone). Listed on a connection of its own, closed before the
+    /// lanes connect: every lane takes its target connection before its source connection,
+    /// so nothing holds a source connection while waiting for a target one, and
+    /// `max_connections` cannot deadlock.
+    async fn folders_to_copy(&self, account: &Account) -> Result<Vec<MappedFolder>, Failure> {
+        let mut src = account.imap().await?;
+        let mut sized = Vec::new();
+        for mailbox in src.list().await? {
+            if let Some(mapped) = self.mapper.map(&mailbox) {
+                let exists = src.examine(&mapped.source).await?.exists;
+                sized.push((exists, mapped));
+            }
+        }
+        let _ = src.logout().await;
+        sized.sort_by_key(|(exists, _)| std::cmp::Reverse(*exists));
+        Ok(sized.into_iter().map(|(_, m)| m).collect())
+    }
+
+    /// Copies `folders` over up to `self.lanes` connection pairs, each lane on a thread of its
+    /// own taking the next folder when done with one: a folder is copied by exactly one lane,
+    /// so its checkpoint still advances in UID order. After a lane fails the others finish
+    /// their folder and stop; the failure is reported and the next attempt resumes.
+    /// `Ok(false)` when cancelled.
+    async fn copy_folders(
+        &self,
+        folders: Vec<MappedFolder>,
+        ctx: ApplyCtx,
+        start: Arc<BTreeMap<String, Vec<u8>>>,
+    ) -> Result<bool, Failure> {
+        let lanes = self.lanes.clamp(1, folders.len().max(1));
+        let queue = Arc::new(std::sync::Mutex::new(VecDeque::from(folders)));
+        let failed = Arc::new(AtomicBool::new(false));
+        let mut handles = Vec::with_capacity(lanes);
+        for _ in 0..lanes {
+            let (this, ctx, start) = (self.clone(), ctx.clone(), Arc::clone(&start));
+            let (queue, failed) = (Arc::clone(&queue), Arc::clone(&failed));
+            handles.push(tokio::task::spawn_blocking(move || {
+                block_on_lane(this.lane(queue, ctx, start, failed))
+            }));
+        }
+        let mut finished = true;
+        let mut failure = None;
+        for handle in handles {
+            match handle.await {
+                Ok(Ok(done)) => finished &= done,
+                Ok(Err(e)) => {
+                    failure.get_or_insert(e);
+                }
+                Err(e) => {
+                    failure.get_or_insert(
+                        StepError::permanent(format!("copy lane failed: {e}")).into(),
+                    );
+                }
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(finished),
+        }
+    }
+
+    /// One lane: folders from `queue` until it is empty, cancelled or another lane failed.
+    /// Connects lazily (a lane that gets no folder opens nothing), target first.
+    async fn lane(
+        self,
+        queue: Arc<std::sync::Mutex<VecDeque<MappedFolder>>>,
+        mut ctx: ApplyCtx,
+        start: Arc<BTreeMap<String, Vec<u8>>>,
+        failed: Arc<AtomicBool>,
+    ) -> Result<bool, Failure> {
+        let SourceSpec::Imap(account) = &self.source else {
+            return Err(StepError::permanent("folder lanes need an IMAP source").into());
+        };
+        let mut connections: Option<(Sink, ImapClient, ConnectionSlots)> = None;
+        loop {
+            if failed.load(Ordering::Relaxed) {
+                break;
+            }
+            let next = queue.lock().ok().and_then(|mut q| q.pop_front());
+            let Some(folder) = next else { break };
+            if connections.is_none() {
+                let slots = reserve_connections(&self.target.with_source(account)).await;
+                let sink = Sink::open(&self.target).await?;
+                let src = account.imap_reserved().await?;
+                connections = Some((sink, src, slots));
+            }
+            let Some((sink, src, _)) = connections.as_mut() else {
+                break;
+            };
+            match self.copy_folder(src, sink, &folder, &mut ctx, &start).await {
+                Ok(true) => {}
+                // Cancelled mid-fetch: the connections are mid-response; drop, not log out.
+                Ok(false) => return Ok(false),
+                Err(e) => {
+                    failed.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+        }
+        if let Some((sink, src, slots)) = connections {
+            let _ = src.logout().await;
+            sink.close().await;
+            drop(slots);
+        }
+        Ok(true)
     }
 
     /// Copies one IMAP folder; `Ok(false)` when cancelled.
@@ -985,7 +1153,7 @@ impl RemoteCopy {
         ctx: &mut ApplyCtx,
         start: &BTreeMap<String, Vec<u8>>,
     ) -> Result<bool, Failure> {
-        let mut client = account.pop3().await?;
+        let mut client = account.pop3_reserved().await?;
         let messages = client.messages().await?;
         let mut prepared = false;
         let mut finished = true;

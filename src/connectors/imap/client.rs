@@ -127,6 +127,12 @@ impl ImapClient {
         Ok(c)
     }
 
+    /// Keeps `slots` (from [`reserve_connections`](crate::connectors::net::reserve_connections))
+    /// until this session closes.
+    pub fn hold_slots(&mut self, slots: crate::connectors::net::ConnectionSlots) {
+        self.conn.hold(slots);
+    }
+
     pub fn capabilities(&self) -> &[String] {
         &self.capabilities
     }
@@ -485,14 +491,26 @@ impl ImapClient {
     async fn multiappend(&mut self, mailbox: &str, messages: &[&RawMessage]) -> NetResult<()> {
         let name = self.astring(mailbox, "APPEND").await?;
         let tag = self.next_tag();
-        let mut buf = format!("{tag} APPEND {name}").into_bytes();
-        for message in messages {
-            let head = format!(" {} {{{}+}}\r\n", append_attributes(message), message.len());
-            buf.extend_from_slice(head.as_bytes());
-            buf.extend_from_slice(message.bytes());
+        let mut heads = Vec::with_capacity(messages.len());
+        for (i, message) in messages.iter().enumerate() {
+            let lead = if i == 0 {
+                format!("{tag} APPEND {name}")
+            } else {
+                String::new()
+            };
+            heads.push(format!(
+                "{lead} {} {{{}+}}\r\n",
+                append_attributes(message),
+                message.len()
+            ));
         }
-        buf.extend_from_slice(b"\r\n");
-        self.conn.write_all(&buf, "APPEND").await?;
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(messages.len() * 2 + 1);
+        for (head, message) in heads.iter().zip(messages) {
+            parts.push(head.as_bytes());
+            parts.push(message.bytes());
+        }
+        parts.push(b"\r\n");
+        self.conn.write_parts(&parts, "APPEND").await?;
         self.finish(&tag, "APPEND").await.map(|_| ())
     }
 
@@ -518,18 +536,14 @@ impl ImapClient {
             if non_sync { "+" } else { "" }
         );
         if non_sync {
-            let mut all = Vec::with_capacity(head.len() + bytes.len() + 2);
-            all.extend_from_slice(head.as_bytes());
-            all.extend_from_slice(bytes);
-            all.extend_from_slice(b"\r\n");
-            return self.conn.write_all(&all, "APPEND").await;
+            return self
+                .conn
+                .write_parts(&[head.as_bytes(), bytes, b"\r\n"], "APPEND")
+                .await;
         }
         self.conn.write_all(head.as_bytes(), "APPEND").await?;
         self.await_continuation(tag, "APPEND").await?;
-        let mut body = Vec::with_capacity(bytes.len() + 2);
-        body.extend_from_slice(bytes);
-        body.extend_from_slice(b"\r\n");
-        self.conn.write_all(&body, "APPEND").await
+        self.conn.write_parts(&[bytes, b"\r\n"], "APPEND").await
     }
 
     /// LOGOUT and close.
