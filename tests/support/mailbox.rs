@@ -1,0 +1,121 @@
+//! Reading a whole mailbox back from a test Dovecot, to compare a copy with its source:
+//! every message keyed by folder and dedupe key, with its bytes, flags and internal date.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use cutover::connectors::imap::ImapClient;
+use cutover::connectors::mail::{utf7, DedupeKey, Flags, FolderPath, RawMessage};
+use cutover::connectors::net::{Credentials, Endpoint};
+use cutover::plan::model::Tls;
+
+use super::dovecot::{Dovecot, User};
+
+/// (folder, key) → (bytes, flags, internal date) of each stored copy. Folder names are
+/// Unicode with `/` between levels.
+pub type Contents = BTreeMap<(String, DedupeKey), Vec<(Vec<u8>, Flags, Option<SystemTime>)>>;
+
+pub async fn login(d: &Dovecot, u: &User) -> ImapClient {
+    let endpoint =
+        Endpoint::new("127.0.0.1", d.imaps_port, Tls::Implicit).with_ca_file(d.ca_file());
+    ImapClient::connect(&endpoint, &Credentials::password(&u.login, &u.password))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", d.logs()))
+}
+
+/// Every message of every folder of `u`.
+pub async fn imap_contents(d: &Dovecot, u: &User) -> Contents {
+    let mut c = login(d, u).await;
+    let mut out = Contents::new();
+    for b in c.list().await.unwrap() {
+        if !b.is_selectable() {
+            continue;
+        }
+        let st = c.examine(&b.name).await.unwrap();
+        if st.exists == 0 {
+            continue;
+        }
+        let name = b
+            .name
+            .split(b.delimiter.unwrap_or('/'))
+            .map(|s| utf7::decode(s).unwrap())
+            .collect::<Vec<_>>()
+            .join("/");
+        let mut f = c.uid_fetch("1:*").await.unwrap();
+        while let Some(m) = f.next().await.unwrap() {
+            let m = m.message;
+            out.entry((name.clone(), m.dedupe_key()))
+                .or_default()
+                .push((m.bytes().to_vec(), m.flags.clone(), m.internal_date));
+        }
+    }
+    c.logout().await.unwrap();
+    out
+}
+
+/// `actual` holds exactly the messages of `expected`, each once, byte-identical, with the
+/// same flags and internal date.
+pub fn assert_same(expected: &Contents, actual: &Contents) {
+    let keys = |c: &Contents| c.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(expected), keys(actual), "folders and messages");
+    for (k, copies) in actual {
+        assert_eq!(copies.len(), 1, "{k:?} stored {} times", copies.len());
+        let (eb, ef, ed) = &expected[k][0];
+        let (ab, af, ad) = &copies[0];
+        assert!(eb == ab, "{k:?}: bytes differ");
+        assert_eq!(ef, af, "{k:?}: flags");
+        assert_eq!(ed, ad, "{k:?}: internal date");
+    }
+}
+
+/// Stores `messages` (folder, message) for `u`, creating folders, in MULTIAPPEND batches.
+pub async fn load(
+    d: &Dovecot,
+    u: &User,
+    messages: impl IntoIterator<Item = (FolderPath, RawMessage)>,
+) {
+    let mut c = login(d, u).await;
+    let delim = c
+        .list()
+        .await
+        .unwrap()
+        .iter()
+        .find_map(|b| b.delimiter)
+        .unwrap_or('/');
+    let mut pending: BTreeMap<String, Vec<RawMessage>> = BTreeMap::new();
+    for (folder, message) in messages {
+        let wire = if folder.is_inbox() {
+            "INBOX".to_string()
+        } else {
+            folder
+                .segments()
+                .iter()
+                .map(|s| utf7::encode(s))
+                .collect::<Vec<_>>()
+                .join(&delim.to_string())
+        };
+        if !pending.contains_key(&wire) && wire != "INBOX" {
+            c.create(&wire).await.unwrap();
+        }
+        let batch = pending.entry(wire.clone()).or_default();
+        batch.push(message);
+        if batch.len() == 64 {
+            let batch = std::mem::take(batch);
+            store(&mut c, &wire, &batch).await;
+        }
+    }
+    for (wire, batch) in &pending {
+        store(&mut c, wire, batch).await;
+    }
+    c.logout().await.unwrap();
+}
+
+async fn store(c: &mut ImapClient, wire: &str, batch: &[RawMessage]) {
+    if batch.is_empty() {
+        return;
+    }
+    let refs: Vec<&RawMessage> = batch.iter().collect();
+    for r in c.append_all(wire, &refs).await.unwrap() {
+        r.unwrap();
+    }
+}
