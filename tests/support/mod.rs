@@ -4,3 +4,4 @@
 
 pub mod dovecot;
 pub mod fault_proxy;
+pub mod token_endpoint;
