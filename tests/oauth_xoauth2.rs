@@ -4,69 +4,13 @@
 //! Dovecot over IMAPS.
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
-
 use cutover::connectors::imap::ImapClient;
 use cutover::connectors::net::{Credentials, Endpoint};
 use cutover::connectors::oauth::{TokenSource, M365_MAIL_SCOPE};
 use cutover::plan::model::Tls;
 use cutover::secrets::Secret;
 use support::dovecot::Dovecot;
-
-/// A token endpoint following the documented v2.0 token response: answers each request with
-/// the next (status, body) and records the form bodies it received.
-struct TokenEndpoint {
-    url: String,
-    requests: Arc<Mutex<Vec<String>>>,
-}
-
-fn token_endpoint(replies: Vec<(u16, String)>) -> TokenEndpoint {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!(
-        "http://127.0.0.1:{}/tenant.example/oauth2/v2.0/token",
-        listener.local_addr().unwrap().port()
-    );
-    let requests = Arc::new(Mutex::new(Vec::new()));
-    let seen = requests.clone();
-    std::thread::spawn(move || {
-        for (status, body) in replies {
-            let Ok((stream, _)) = listener.accept() else {
-                return;
-            };
-            let mut reader = BufReader::new(stream);
-            let mut length = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut form = vec![0; length];
-            let _ = reader.read_exact(&mut form);
-            seen.lock()
-                .unwrap()
-                .push(String::from_utf8_lossy(&form).into_owned());
-            let reason = if status == 200 { "OK" } else { "Error" };
-            let mut stream = reader.into_inner();
-            let _ = write!(stream, "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
-        }
-    });
-    TokenEndpoint { url, requests }
-}
-
-fn ok_token(token: &str, expires_in: u64) -> (u16, String) {
-    (
-        200,
-        format!(
-            r#"{{"token_type":"Bearer","expires_in":{expires_in},"ext_expires_in":{expires_in},"access_token":"{token}"}}"#
-        ),
-    )
-}
+use support::token_endpoint::{ok_token, token_endpoint};
 
 #[test]
 fn client_credentials_request_and_cache() {
@@ -116,8 +60,7 @@ fn tokens_about_to_expire_are_fetched_again() {
 
 #[test]
 fn provider_errors_name_the_code_not_the_secret() {
-    let body = r#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value.\r\nTrace ID: 1"}"#;
-    let endpoint = token_endpoint(vec![(401, body.to_string())]);
+    let endpoint = token_endpoint(vec![support::token_endpoint::invalid_client()]);
     let source = TokenSource::new(
         &endpoint.url,
         "app-id",

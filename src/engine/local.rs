@@ -60,7 +60,9 @@ pub fn runners_for(plan: &Plan, graph: &StepGraph, base_dir: &Path) -> Runners {
                 Some(m) => remote::copy_runner(plan, user, m, base_dir, step),
                 None => Arc::new(Unsupported::new("copy step without a migration")),
             },
-            (StepKind::User, None, Some(user)) if matches!(plan.target, Target::Imap(_)) => {
+            (StepKind::User, None, Some(user))
+                if matches!(plan.target, Target::Imap(_) | Target::M365 { .. }) =>
+            {
                 remote::user_runner(plan, user, base_dir)
             }
             (StepKind::User, Some((root, written)), Some(user)) => Arc::new(UserMaildir {

@@ -9,6 +9,7 @@
 pub mod autocomplete;
 pub mod events;
 pub mod local;
+mod m365;
 pub mod remote;
 pub mod step;
 pub mod walk;

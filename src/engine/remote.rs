@@ -1,5 +1,6 @@
 //! Runners for mail on servers: `copy.*` and `delta.*` steps from `imap` and `pop3` sources
-//! into a `maildir` or `imap` target, and `user.*` steps of an `imap` target.
+//! into a `maildir`, `imap` or `m365` target (Exchange Online over IMAP, see [`super::m365`]),
+//! and `user.*` steps of an `imap` or `m365` target.
 //!
 //! One runner serves both copy and delta: a delta pass is a copy that starts from what the
 //! copy step already committed (its checkpoints seed the delta's), so it only fetches mail
@@ -77,38 +78,65 @@ pub(crate) fn is_server_source(source: Option<&Source>) -> bool {
     matches!(source, Some(Source::Imap(_) | Source::Pop3 { .. }))
 }
 
-/// A login at a server, with its password reference resolved only when connecting.
+/// A login at a server, with its secret resolved only when connecting.
 #[derive(Debug, Clone)]
 struct Account {
     endpoint: Endpoint,
     login: String,
-    password: SecretRef,
-    auth: AuthMethod,
+    secret: AccountSecret,
     base_dir: PathBuf,
     /// Where the password is configured, for errors (`source ionos-imap`, `target_login`).
     context: String,
 }
 
+/// What proves the login.
+#[derive(Debug, Clone)]
+enum AccountSecret {
+    /// A password (or a token issued elsewhere) referenced by the plan.
+    Plan {
+        reference: SecretRef,
+        auth: AuthMethod,
+    },
+    /// The m365 target's app registration: XOAUTH2 with a token cutover fetches, shared by
+    /// every mailbox and step.
+    App(Arc<super::m365::AppTokens>),
+}
+
 impl Account {
-    fn credentials(&self) -> Result<Credentials, StepError> {
-        let secret = crate::secrets::resolve(&self.password, &self.base_dir, false)
-            .map_err(|e| StepError::permanent(format!("{}: {e}", self.context)))?;
-        Ok(match self.auth {
-            AuthMethod::Password => Credentials::password(&self.login, secret.expose()),
-            AuthMethod::Xoauth2 => Credentials::xoauth2(&self.login, secret.expose()),
-        })
+    async fn credentials(&self) -> Result<Credentials, StepError> {
+        match &self.secret {
+            AccountSecret::Plan { reference, auth } => {
+                let secret = crate::secrets::resolve(reference, &self.base_dir, false)
+                    .map_err(|e| StepError::permanent(format!("{}: {e}", self.context)))?;
+                Ok(match auth {
+                    AuthMethod::Password => Credentials::password(&self.login, secret.expose()),
+                    AuthMethod::Xoauth2 => Credentials::xoauth2(&self.login, secret.expose()),
+                })
+            }
+            AccountSecret::App(tokens) => {
+                let tokens = Arc::clone(tokens);
+                let token = tokio::task::spawn_blocking(move || tokens.token())
+                    .await
+                    .map_err(|e| StepError::permanent(format!("token task failed: {e}")))??;
+                Ok(Credentials::xoauth2(&self.login, token.expose()))
+            }
+        }
     }
 
     /// Everything but the secret's value, for config hashes.
     fn describe(&self) -> String {
+        let secret = match &self.secret {
+            AccountSecret::Plan { reference, auth } => {
+                format!("{auth:?}|{}", secret_label(reference))
+            }
+            AccountSecret::App(tokens) => format!("app|{}", tokens.describe()),
+        };
         format!(
-            "{}|{:?}|{}|{}|{:?}|{}",
+            "{}|{:?}|{}|{}|{secret}",
             self.endpoint.server(),
             self.endpoint.tls,
             self.endpoint.allow_plaintext,
             self.login,
-            self.auth,
-            secret_label(&self.password)
         )
     }
 
@@ -124,13 +152,13 @@ impl Account {
 
     /// A session whose connection slot the caller reserved.
     async fn imap_reserved(&self) -> Result<ImapClient, Failure> {
-        let creds = self.credentials()?;
+        let creds = self.credentials().await?;
         Ok(ImapClient::connect(&self.endpoint, &creds).await?)
     }
 
     /// Like [`Self::imap_reserved`]: POP3 sessions are only opened next to a target's.
     async fn pop3_reserved(&self) -> Result<Pop3Client, Failure> {
-        let creds = self.credentials()?;
+        let creds = self.credentials().await?;
         Ok(Pop3Client::connect(&self.endpoint, &creds).await?)
     }
 
@@ -143,9 +171,51 @@ impl Account {
     }
 }
 
+/// The account of `user`'s mailbox at the plan's IMAP-speaking target: an `imap` target
+/// needs the user's `target_login`, an `m365` target signs in with the app's token.
+fn target_account(plan: &Plan, user: &User, base: &Path) -> Result<Account, String> {
+    match &plan.target {
+        Target::Imap(server) => {
+            let Some(tl) = &user.target_login else {
+                return Err(format!(
+                    "the imap target for {} without `target_login`",
+                    user.email
+                ));
+            };
+            Ok(Account {
+                endpoint: Endpoint::from_plan(server, IMAP_PORTS, base),
+                login: tl.login.clone(),
+                secret: AccountSecret::Plan {
+                    reference: tl.password.clone(),
+                    auth: server.auth,
+                },
+                base_dir: base.to_path_buf(),
+                context: format!("target_login of {}", user.email),
+            })
+        }
+        Target::M365 {
+            tenant,
+            initial_domain,
+            auth,
+            imap,
+        } => {
+            let endpoint = super::m365::imap_endpoint(imap.as_ref(), base);
+            let tokens = super::m365::app_tokens(tenant, auth, &endpoint.host, base);
+            Ok(Account {
+                login: super::m365::login_for(user, initial_domain.as_deref()),
+                endpoint,
+                secret: AccountSecret::App(tokens),
+                base_dir: base.to_path_buf(),
+                context: format!("m365 mailbox of {}", user.email),
+            })
+        }
+        Target::Maildir { .. } => Err("a maildir target over IMAP".into()),
+    }
+}
+
 /// A secret reference as hashed: the reference, never an inline value (a hash of a short
 /// password is guessable, and the hash is stored in state).
-fn secret_label(r: &SecretRef) -> String {
+pub(super) fn secret_label(r: &SecretRef) -> String {
     match r {
         SecretRef::Env(e) => format!("env:{}", e.env),
         SecretRef::File(f) => format!("file:{}", f.file.display()),
@@ -220,8 +290,10 @@ fn build_copy(
     let account = |server: &crate::plan::model::ServerEndpoint, ports| Account {
         endpoint: Endpoint::from_plan(server, ports, base),
         login: login.clone(),
-        password: password.clone(),
-        auth: server.auth,
+        secret: AccountSecret::Plan {
+            reference: password.clone(),
+            auth: server.auth,
+        },
         base_dir: base.to_path_buf(),
         context: format!("source `{}`", m.from),
     };
@@ -236,27 +308,24 @@ fn build_copy(
         },
         _ => return Err(format!("copy from `{}`: not a server source", m.from)),
     };
-    let target = match &plan.target {
-        Target::Maildir { path } => TargetSpec::Maildir(base.join(path).join(&user.email)),
-        Target::Imap(server) => {
-            let Some(tl) = &user.target_login else {
-                return Err(format!(
-                    "copy into the imap target for {} without `target_login`",
-                    user.email
-                ));
-            };
-            TargetSpec::Imap(Account {
-                endpoint: Endpoint::from_plan(server, IMAP_PORTS, base),
-                login: tl.login.clone(),
-                password: tl.password.clone(),
-                auth: server.auth,
-                base_dir: base.to_path_buf(),
-                context: format!("target_login of {}", user.email),
-            })
-        }
-        Target::M365 { .. } => return Err("copy into an m365 target".into()),
+    let (target, names) = match &plan.target {
+        Target::Maildir { path } => (
+            TargetSpec::Maildir(base.join(path).join(&user.email)),
+            TargetNames::imap(),
+        ),
+        Target::Imap(_) => (
+            TargetSpec::Imap(
+                target_account(plan, user, base).map_err(|e| format!("copy into {e}"))?,
+            ),
+            TargetNames::imap(),
+        ),
+        // \Sent mail must land in Exchange's own "Sent Items", not a new "Sent" beside it.
+        Target::M365 { .. } => (
+            TargetSpec::Imap(target_account(plan, user, base)?),
+            TargetNames::m365(),
+        ),
     };
-    let mapper = FolderMapper::new(&m.folders, TargetNames::imap())?;
+    let mapper = FolderMapper::new(&m.folders, names)?;
     let into = match &m.into {
         Some(name) => name
             .split('/')
@@ -332,22 +401,13 @@ fn copy_lanes(source: &SourceSpec, target: &TargetSpec) -> usize {
         })
 }
 
-/// `user.*` into an imap target: the user can log in there (the mailbox exists, the
-/// `target_login` password resolves and is accepted). Nothing is written.
+/// `user.*` into an imap or m365 target: the user's mailbox accepts the login (it exists, the
+/// `target_login` password or the app's token is accepted). Nothing is written: creating an
+/// m365 mailbox needs Microsoft Graph, which this build does not do.
 pub(crate) fn user_runner(plan: &Plan, user: &User, base: &Path) -> Arc<dyn StepRunner> {
-    let (Target::Imap(server), Some(tl)) = (&plan.target, &user.target_login) else {
-        return Arc::new(Unsupported::new(format!(
-            "user steps into an imap target without `target_login` ({})",
-            user.email
-        )));
-    };
-    let account = Account {
-        endpoint: Endpoint::from_plan(server, IMAP_PORTS, base),
-        login: tl.login.clone(),
-        password: tl.password.clone(),
-        auth: server.auth,
-        base_dir: base.to_path_buf(),
-        context: format!("target_login of {}", user.email),
+    let account = match target_account(plan, user, base) {
+        Ok(a) => a,
+        Err(what) => return Arc::new(Unsupported::new(format!("user steps into {what}"))),
     };
     let hash = hash_parts(&["user-imap", &account.describe()]);
     Arc::new(UserImap { account, hash })

@@ -50,16 +50,28 @@ pub struct Plan {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Target {
-    /// Microsoft 365 (Exchange Online), reached through Microsoft Graph and IMAP with OAuth2.
+    /// Microsoft 365 (Exchange Online). Mail is appended over IMAP with SASL XOAUTH2, as the
+    /// app registration (client-credentials token): the app needs the `IMAP.AccessAsApp`
+    /// application permission of Office 365 Exchange Online with admin consent, and an
+    /// Exchange service principal with FullAccess to each mailbox (`New-ServicePrincipal`,
+    /// `Add-MailboxPermission`). The mailboxes must already exist: creating them and
+    /// assigning licences needs Microsoft Graph, which this build does not do.
     M365 {
         /// The tenant: its id (a GUID) or a domain such as `acme.onmicrosoft.com`.
         tenant: String,
         /// The tenant's initial `*.onmicrosoft.com` domain; mailboxes exist there before
-        /// the client's own domain is cut over.
+        /// the client's own domain is cut over. When set, cutover signs in to each mailbox as
+        /// `<local part>@<initial_domain>` (unless the user has a `target_login`), for every
+        /// step: that address is the mailbox's from its creation on and stays after the
+        /// cutover, while the client's own address only reaches the mailbox once the domain is
+        /// added to the tenant — and pre-stage copies run before the cutover.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         initial_domain: Option<String>,
         /// The app registration cutover signs in as (client-credentials flow).
         auth: AppAuth,
+        /// Where mail is appended over IMAP; default `outlook.office365.com:993`, implicit TLS.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        imap: Option<M365Imap>,
     },
     /// Any IMAP server (Dovecot, a hosted mailbox, Google Workspace over IMAP).
     Imap(ServerEndpoint),
@@ -68,6 +80,62 @@ pub enum Target {
         /// Directory holding one Maildir per user (relative to the plan file).
         path: PathBuf,
     },
+}
+
+/// Exchange Online's IMAP endpoint, for tenants outside Microsoft's global cloud: GCC High
+/// serves IMAP at `outlook.office365.us`, Microsoft 365 operated by 21Vianet at
+/// `partner.outlook.cn` (their token endpoints differ too: set `auth.token_endpoint`). The
+/// token's scope follows the host (`https://<host>/.default`). It also lets a test point the
+/// target at a local IMAP server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct M365Imap {
+    /// Host name; default `outlook.office365.com`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// TCP port; default 993 (143 with `tls: starttls`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// `implicit` (the default) or `starttls`. There is no `none`: the access token and the
+    /// mail travel on this connection.
+    #[serde(default)]
+    pub tls: M365Tls,
+    /// PEM file of extra CA certificates to trust; relative to the plan file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// The most connections cutover opens to this server at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+}
+
+/// Transport security of the m365 IMAP connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum M365Tls {
+    /// TLS from the first byte (IMAPS, port 993).
+    #[default]
+    Implicit,
+    /// Plaintext greeting, then STARTTLS before the token is sent (port 143).
+    Starttls,
+}
+
+impl From<M365Tls> for Tls {
+    fn from(t: M365Tls) -> Tls {
+        match t {
+            M365Tls::Implicit => Tls::Implicit,
+            M365Tls::Starttls => Tls::Starttls,
+        }
+    }
+}
+
+/// Exchange Online's IMAP host in Microsoft's global cloud.
+pub const M365_IMAP_HOST: &str = "outlook.office365.com";
+
+impl M365Imap {
+    /// The host, defaulted.
+    pub fn host(&self) -> &str {
+        self.host.as_deref().unwrap_or(M365_IMAP_HOST)
+    }
 }
 
 /// An app registration's credentials.
@@ -190,6 +258,8 @@ pub struct User {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
     /// Credentials at the target, for targets that sign in per user (IMAP with passwords).
+    /// With an `m365` target only `login` is used, as the mailbox address the app's token
+    /// signs in to; the password reference is never resolved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_login: Option<Credentials>,
     /// Where this user's mail comes from: one entry per source (or per file).

@@ -123,6 +123,11 @@ impl TreeChecker<'_> {
             match target.get("kind").and_then(Node::as_str) {
                 Some("imap") => self.check_server(target),
                 Some("m365") => {
+                    if let Some(imap) = target.get("imap") {
+                        // Its `tls` has no `none` (nor `allow_plaintext`): the schema check
+                        // reports that one.
+                        self.check_server_parts(imap, false);
+                    }
                     if let Some(initial) = target.get("initial_domain") {
                         if let Some(text) = initial.as_str() {
                             if !text.to_ascii_lowercase().ends_with(".onmicrosoft.com") {
@@ -279,6 +284,12 @@ impl TreeChecker<'_> {
     }
 
     fn check_server(&mut self, server: &Node) {
+        self.check_server_parts(server, true);
+    }
+
+    /// Host, port, `tls: none` opt-in (when the entry has `allow_plaintext`) and CA file of a
+    /// server entry.
+    fn check_server_parts(&mut self, server: &Node, plaintext_opt_in: bool) {
         if let Some(host) = server.get("host") {
             if let Some(text) = host.as_str() {
                 if !is_hostname(text) && text.parse::<std::net::IpAddr>().is_err() {
@@ -304,7 +315,7 @@ impl TreeChecker<'_> {
                 );
             }
         }
-        if let Some(tls) = server.entry("tls") {
+        if let Some(tls) = server.entry("tls").filter(|_| plaintext_opt_in) {
             let plaintext_allowed = server
                 .get("allow_plaintext")
                 .is_some_and(|a| a.value == Value::Bool(true));

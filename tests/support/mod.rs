@@ -5,3 +5,4 @@
 pub mod dovecot;
 pub mod fault_proxy;
 pub mod mailbox;
+pub mod token_endpoint;

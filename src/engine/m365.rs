@@ -1,0 +1,263 @@
+//! What the `m365` target adds to the server runners of [`super::remote`]: where Exchange
+//! Online's IMAP is, which address each mailbox is signed in as, and the app registration's
+//! access tokens.
+//!
+//! cutover signs in to every mailbox as the plan's app registration (SASL XOAUTH2 with a
+//! client-credentials token; Microsoft's "Authenticate an IMAP, POP or SMTP connection using
+//! OAuth"), so one token serves all users. [`app_tokens`] hands every runner of a plan the same
+//! [`AppTokens`] while any of them is alive: a walk fetches one token and reuses it across
+//! `user.*`, `copy.*`, `delta.*` and `verify.*` steps until it nears expiry.
+//!
+//! Creating mailboxes and assigning licences needs Microsoft Graph, which this build does not
+//! do: `user.*` only checks that the app can open the mailbox.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+use super::step::StepError;
+use crate::connectors::imap::PORTS as IMAP_PORTS;
+use crate::connectors::net::Endpoint;
+use crate::connectors::oauth::{m365_token_endpoint, TokenSource};
+use crate::plan::model::{AppAuth, AuthMethod, M365Imap, SecretRef, ServerEndpoint, User};
+use crate::secrets::Secret;
+
+/// The IMAP endpoint of an m365 target: the plan's `imap:` override, else
+/// `outlook.office365.com:993` with implicit TLS.
+pub(crate) fn imap_endpoint(imap: Option<&M365Imap>, base: &Path) -> Endpoint {
+    let default = M365Imap {
+        host: None,
+        port: None,
+        tls: Default::default(),
+        ca_file: None,
+        max_connections: None,
+    };
+    let imap = imap.unwrap_or(&default);
+    let server = ServerEndpoint {
+        host: imap.host().to_owned(),
+        port: imap.port,
+        tls: imap.tls.into(),
+        allow_plaintext: false,
+        ca_file: imap.ca_file.clone(),
+        auth: AuthMethod::Xoauth2,
+        max_connections: imap.max_connections,
+    };
+    Endpoint::from_plan(&server, IMAP_PORTS, base)
+}
+
+/// The token scope for Exchange Online's IMAP at `host`: the resource is the host itself,
+/// so a sovereign cloud's host asks for that cloud's resource.
+pub(crate) fn scope_for(host: &str) -> String {
+    format!("https://{host}/.default")
+}
+
+/// The address the app's token signs in to the user's mailbox as (the XOAUTH2 `user=`).
+///
+/// `target_login` wins. Otherwise, with an `initial_domain`, the mailbox's
+/// `<local part>@<initial_domain>` address: in the runbook the mailboxes exist before the DNS
+/// cutover and the pre-stage copies run before it, when the client's own domain may not be on
+/// the tenant yet, while the onmicrosoft.com address is the mailbox's from creation on and
+/// stays after the cutover — so one login serves copy, delta and verify alike, and the steps'
+/// config does not change at the cutover. Without `initial_domain`, the user's `email`.
+pub(crate) fn login_for(user: &User, initial_domain: Option<&str>) -> String {
+    if let Some(tl) = &user.target_login {
+        return tl.login.clone();
+    }
+    match (initial_domain, user.email.rsplit_once('@')) {
+        (Some(domain), Some((local, _))) => format!("{local}@{domain}"),
+        _ => user.email.clone(),
+    }
+}
+
+/// The app registration's client-credentials tokens for one scope. The secret is resolved on
+/// the first token request, not when runners are built, so `plan` on a machine without the
+/// secret still builds every runner.
+pub(crate) struct AppTokens {
+    tenant: String,
+    client_id: String,
+    endpoint: String,
+    scope: String,
+    secret: SecretRef,
+    base_dir: PathBuf,
+    /// Built once the secret resolved; a failed resolution is tried again next time.
+    source: Mutex<Option<Arc<TokenSource>>>,
+}
+
+impl std::fmt::Debug for AppTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppTokens")
+            .field("tenant", &self.tenant)
+            .field("client_id", &self.client_id)
+            .field("endpoint", &self.endpoint)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Live token holders by [`AppTokens::describe`]. Weak, so the resolved secret and the token
+/// leave memory with the last runner that uses them.
+static LIVE: Mutex<Vec<(String, Weak<AppTokens>)>> = Mutex::new(Vec::new());
+
+/// The token holder of an m365 target's app for IMAP at `host`: the same one for every caller
+/// while any is alive.
+pub(crate) fn app_tokens(tenant: &str, auth: &AppAuth, host: &str, base: &Path) -> Arc<AppTokens> {
+    let wanted = AppTokens {
+        tenant: tenant.to_owned(),
+        client_id: auth.client_id.clone(),
+        endpoint: auth
+            .token_endpoint
+            .clone()
+            .unwrap_or_else(|| m365_token_endpoint(tenant)),
+        scope: scope_for(host),
+        secret: auth.client_secret.clone(),
+        base_dir: base.to_path_buf(),
+        source: Mutex::new(None),
+    };
+    let key = wanted.describe();
+    let mut live = LIVE.lock().unwrap_or_else(PoisonError::into_inner);
+    live.retain(|(_, w)| w.strong_count() > 0);
+    if let Some(found) = live
+        .iter()
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, w)| w.upgrade())
+    {
+        return found;
+    }
+    let tokens = Arc::new(wanted);
+    live.push((key, Arc::downgrade(&tokens)));
+    tokens
+}
+
+impl AppTokens {
+    /// Everything that selects the token but the secret's value: for config hashes and
+    /// sharing.
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "{}|{}|{}|{}|{}|{}",
+            self.tenant,
+            self.client_id,
+            self.endpoint,
+            self.scope,
+            super::remote::secret_label(&self.secret),
+            self.base_dir.display()
+        )
+    }
+
+    /// Names the tenant and app in errors, never the secret.
+    fn who(&self) -> String {
+        format!("m365 tenant `{}`, app `{}`", self.tenant, self.client_id)
+    }
+
+    /// A valid access token, cached while it has life left. Blocking (an HTTPS request when
+    /// none is cached): call it from a blocking task.
+    pub(crate) fn token(&self) -> Result<Secret, StepError> {
+        let source = {
+            let mut slot = self.source.lock().unwrap_or_else(PoisonError::into_inner);
+            match slot.as_ref() {
+                Some(s) => Arc::clone(s),
+                None => {
+                    let secret = crate::secrets::resolve(&self.secret, &self.base_dir, false)
+                        .map_err(|e| {
+                            StepError::permanent(format!(
+                                "{}: the client secret cannot be read ({e})",
+                                self.who()
+                            ))
+                        })?;
+                    let s = TokenSource::new(&self.endpoint, &self.client_id, secret, &self.scope)
+                        .map_err(|e| StepError::permanent(format!("{}: {e}", self.who())))?;
+                    Arc::clone(slot.insert(Arc::new(s)))
+                }
+            }
+        };
+        source.token().map_err(|e| {
+            // No "token:" before `e`: the redactor would mask the word after it.
+            let text = format!("{}: {e}", self.who());
+            if e.is_transient() {
+                StepError::transient(text)
+            } else {
+                StepError::permanent(text)
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connectors::oauth::M365_MAIL_SCOPE;
+    use crate::plan::model::{Credentials, EnvSecret, M365Tls};
+
+    fn user(email: &str) -> User {
+        User {
+            email: email.into(),
+            display_name: None,
+            licence: None,
+            aliases: vec![],
+            target_login: None,
+            migrate: vec![],
+            autocomplete: None,
+        }
+    }
+
+    #[test]
+    fn login_prefers_target_login_then_initial_domain() {
+        let alice = user("alice@acme.co.uk");
+        assert_eq!(login_for(&alice, None), "alice@acme.co.uk");
+        assert_eq!(
+            login_for(&alice, Some("acme.onmicrosoft.com")),
+            "alice@acme.onmicrosoft.com"
+        );
+        let mut custom = alice.clone();
+        custom.target_login = Some(Credentials {
+            login: "a.smith@acme.onmicrosoft.com".into(),
+            password: SecretRef::Inline(String::new()),
+        });
+        assert_eq!(
+            login_for(&custom, Some("acme.onmicrosoft.com")),
+            "a.smith@acme.onmicrosoft.com"
+        );
+    }
+
+    #[test]
+    fn endpoint_and_scope_default_to_exchange_online() {
+        let e = imap_endpoint(None, Path::new("/plans"));
+        assert_eq!(e.server(), "outlook.office365.com:993");
+        assert_eq!(e.tls, crate::plan::model::Tls::Implicit);
+        assert!(!e.allow_plaintext);
+        assert_eq!(scope_for(&e.host), M365_MAIL_SCOPE);
+
+        let gcc = M365Imap {
+            host: Some("outlook.office365.us".into()),
+            port: None,
+            tls: M365Tls::Starttls,
+            ca_file: Some("ca.pem".into()),
+            max_connections: None,
+        };
+        let e = imap_endpoint(Some(&gcc), Path::new("/plans"));
+        assert_eq!(e.server(), "outlook.office365.us:143");
+        assert_eq!(e.ca_file.as_deref(), Some(Path::new("/plans/ca.pem")));
+        assert_eq!(scope_for(&e.host), "https://outlook.office365.us/.default");
+    }
+
+    #[test]
+    fn one_token_holder_per_app_while_alive() {
+        let auth = AppAuth {
+            client_id: "app".into(),
+            client_secret: SecretRef::Env(EnvSecret {
+                env: "CUTOVER_UNIT_M365_SECRET".into(),
+            }),
+            token_endpoint: Some("http://127.0.0.1:9/token".into()),
+        };
+        let base = Path::new("/plans");
+        let a = app_tokens("t.onmicrosoft.com", &auth, "outlook.office365.com", base);
+        let b = app_tokens("t.onmicrosoft.com", &auth, "outlook.office365.com", base);
+        assert!(Arc::ptr_eq(&a, &b));
+        let other = app_tokens("t.onmicrosoft.com", &auth, "outlook.office365.us", base);
+        assert!(!Arc::ptr_eq(&a, &other), "another cloud, another scope");
+        let err = a.token().unwrap_err().to_string();
+        assert!(
+            err.contains("tenant `t.onmicrosoft.com`, app `app`")
+                && err.contains("CUTOVER_UNIT_M365_SECRET"),
+            "{err}"
+        );
+    }
+}
