@@ -7,6 +7,12 @@
 //! and `maildir:<folder>` (the last copied message id of that source folder). Each is committed
 //! right after the target's `append` returned, i.e. after the message is durable; a crash in
 //! between offers the message again and the target's dedupe stores it once.
+//!
+//! A date window (`since`/`before`, see [`DateWindow`]) judges an mbox message by its `From `
+//! line's date and a maildir message by its file's modification time (the internal dates the
+//! connectors derive). Mail outside it is invisible to copy, `plan` and verify alike; the
+//! checkpoints only pass mail inside it, so mail outside it after the last copied message is
+//! read again on the next run (locally, without being stored).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -19,8 +25,8 @@ use super::step::{
 };
 use super::{hash_parts, remote, Runners};
 use crate::connectors::mail::{
-    AppendOutcome, DedupeKey, FolderPath, MailError, Maildir, MaildirTarget, MboxReader,
-    MboxVariant, RawMessage,
+    AppendOutcome, DateWindow, DedupeKey, FolderPath, MailError, Maildir, MaildirTarget,
+    MboxReader, MboxVariant, RawMessage,
 };
 use crate::graph::{StepGraph, StepKind};
 use crate::plan::model::{FolderRules, Migration, Plan, Source, Target};
@@ -220,6 +226,8 @@ struct LocalSource {
     /// Target folder of an mbox (`into`, default INBOX).
     into: FolderPath,
     max_bytes: u64,
+    /// Only mail received in it is copied (and verified).
+    window: Option<DateWindow>,
     hash: String,
 }
 
@@ -241,9 +249,7 @@ impl LocalSource {
             Some(Source::Pst { .. }) => return Err("copy from a pst source".into()),
             None => return Err(format!("copy from unknown source `{}`", m.from)),
         };
-        if m.since.is_some() || m.before.is_some() {
-            return Err("`since`/`before` date filters on local sources".into());
-        }
+        let window = DateWindow::parse(m.since.as_deref(), m.before.as_deref())?;
         let Some(file) = &m.file else {
             return Err(format!("`{}` migration without `file:`", m.from));
         };
@@ -254,20 +260,29 @@ impl LocalSource {
         };
         let max_bytes = u64::from(plan.settings.max_message_size_mb) * 1024 * 1024;
         let rules = serde_json::to_string(&m.folders).unwrap_or_default();
-        let hash = hash_parts(&[
+        let (file_name, into_name, max) = (
+            file.display().to_string(),
+            into.to_string(),
+            max_bytes.to_string(),
+        );
+        let mut parts = vec![
             "copy-local",
             if kind == SourceKind::Mbox {
                 "mbox"
             } else {
                 "maildir"
             },
-            &file.display().to_string(),
+            &file_name,
             written,
             email,
             &rules,
-            &into.to_string(),
-            &max_bytes.to_string(),
-        ]);
+            &into_name,
+            &max,
+        ];
+        // Only when set, so the hashes of steps without a window stay what they were.
+        let window_desc = window.map(|w| w.describe());
+        parts.extend(window_desc.as_deref());
+        let hash = hash_parts(&parts);
         Ok(LocalSource {
             kind,
             file: base.join(file),
@@ -275,12 +290,18 @@ impl LocalSource {
             routing,
             into,
             max_bytes,
+            window,
             hash,
         })
     }
 
-    /// Calls `each(target folder, message, checkpoint)` for every message to copy, starting
-    /// after `checkpoints`, in a stable order. `each` returning `Ok(false)` stops early.
+    fn in_window(&self, received: Option<std::time::SystemTime>) -> bool {
+        self.window.is_none_or(|w| w.contains(received))
+    }
+
+    /// Calls `each(target folder, message, checkpoint)` for every message to copy (received in
+    /// the date window), starting after `checkpoints`, in a stable order. `each` returning
+    /// `Ok(false)` stops early.
     fn for_each(
         &self,
         checkpoints: &BTreeMap<String, Vec<u8>>,
@@ -306,6 +327,9 @@ impl LocalSource {
                 .map_err(mail_err)?;
                 for item in reader {
                     let m = item.map_err(mail_err)?;
+                    if !self.in_window(m.message.internal_date) {
+                        continue;
+                    }
                     if !each(
                         &self.into,
                         m.message,
@@ -329,6 +353,10 @@ impl LocalSource {
                         .entries_after(&folder, after.as_deref())
                         .map_err(mail_err)?
                     {
+                        // Decided before reading: the date is the file's, not its content's.
+                        if !self.in_window(entry.internal_date) {
+                            continue;
+                        }
                         let message = entry.read().map_err(mail_err)?;
                         if !each(&to, message, (key.clone(), entry.id.clone()))? {
                             return Ok(false);

@@ -16,6 +16,13 @@
 //! * `skipped:<folder or pop3>:<id>` — JSON `{folder, uid, size, subject}` of a message over
 //!   `settings.max_message_size_mb`, for the report.
 //!
+//! A date window (`since`/`before`, see [`DateWindow`]) selects by received date: IMAP by
+//! `UID SEARCH SINCE/BEFORE`, then each candidate's INTERNALDATE; POP3 by the headers of
+//! `TOP n 0` ([`pop3_received`]). Mail outside it is neither copied nor counted, and
+//! `verify.*` compares only mail inside it. The IMAP checkpoint may pass it; a POP3 message
+//! outside it is recorded as `pop3:<uidl>` = `outside` so no later pass asks for its headers
+//! again (and `delete_after_copy` never deletes it).
+//!
 //! Dedupe on the target is per folder by [`DedupeKey`]: before copying into a folder the
 //! runner reads the target folder's Message-IDs (and hashes the few messages without one);
 //! source messages whose Message-ID is already there are not even downloaded.
@@ -37,10 +44,11 @@ use super::step::{
     ApplyCtx, BoxFuture, Observation, ObserveCtx, Outcome, StepError, StepRunner, Unsupported,
 };
 use crate::connectors::imap::{
-    FetchedMessage, FolderMapper, ImapClient, MappedFolder, TargetNames, PORTS as IMAP_PORTS,
+    FetchedMessage, FolderMapper, ImapClient, MailboxStatus, MappedFolder, TargetNames,
+    PORTS as IMAP_PORTS,
 };
 use crate::connectors::mail::{
-    utf7, AppendOutcome, DedupeKey, FolderPath, Maildir, MaildirTarget, RawMessage,
+    utf7, AppendOutcome, DateWindow, DedupeKey, FolderPath, Maildir, MaildirTarget, RawMessage,
 };
 use crate::connectors::net::{
     reserve_connections, ConnectionSlots, Credentials, Endpoint, NetError,
@@ -68,6 +76,13 @@ const BATCH_BYTES: u64 = 8 << 20;
 /// allow a handful of connections per mailbox (Exchange Online and Gmail about 15–20,
 /// Dovecot's default 10 per user and IP) and several users' steps run at once.
 const LANES_PER_STEP: usize = 4;
+
+/// UIDs per `UID SEARCH`: its answer is one response line, which the connection caps at
+/// 1 MiB; 65,536 UIDs of up to ten digits stay well under that.
+const SEARCH_SPAN: u32 = 65_536;
+
+/// The `pop3:<uidl>` checkpoint of a message outside the date window.
+const POP3_OUTSIDE: &[u8] = b"outside";
 
 /// The longest server-suggested wait honoured inside the runner; beyond it the walker's own
 /// backoff takes over.
@@ -253,6 +268,8 @@ struct RemoteCopy {
     seed_from: Option<String>,
     /// Folders copied at once, each over its own source and target connection.
     lanes: usize,
+    /// Only mail received in it is copied (and verified).
+    window: Option<DateWindow>,
     hash: String,
 }
 
@@ -278,9 +295,7 @@ fn build_copy(
     base: &Path,
     step: &Step,
 ) -> Result<RemoteCopy, String> {
-    if m.since.is_some() || m.before.is_some() {
-        return Err("`since`/`before` date filters on server sources".into());
-    }
+    let window = DateWindow::parse(m.since.as_deref(), m.before.as_deref())?;
     let (Some(login), Some(password)) = (&m.login, &m.password) else {
         return Err(format!(
             "copy from `{}` without `login` and `password`",
@@ -349,16 +364,22 @@ fn build_copy(
         TargetSpec::Maildir(root) => format!("maildir|{}", root.display()),
         TargetSpec::Imap(a) => format!("imap|{}", a.describe()),
     };
-    let hash = hash_parts(&[
+    let folders = serde_json::to_string(&m.folders).unwrap_or_default();
+    let (delete, into_name, max) = (delete.to_string(), into.join("/"), max_bytes.to_string());
+    let mut parts = vec![
         "copy-remote",
         &m.from,
         &source_desc,
-        &delete.to_string(),
+        &delete,
         &target_desc,
-        &serde_json::to_string(&m.folders).unwrap_or_default(),
-        &into.join("/"),
-        &max_bytes.to_string(),
-    ]);
+        &folders,
+        &into_name,
+        &max,
+    ];
+    // Only when set, so the hashes of steps without a window stay what they were.
+    let window_desc = window.map(|w| w.describe());
+    parts.extend(window_desc.as_deref());
+    let hash = hash_parts(&parts);
     let lanes = copy_lanes(&source, &target);
     Ok(RemoteCopy {
         source,
@@ -368,6 +389,7 @@ fn build_copy(
         max_bytes,
         seed_from,
         lanes,
+        window,
         hash,
     })
 }
@@ -1041,6 +1063,76 @@ impl RemoteCopy {
         Ok(true)
     }
 
+    /// Calls `each` with the header fetch ([`ImapClient::uid_fetch_headers`]) of every message
+    /// of the examined folder above UID `after` that was received in the date window. With a
+    /// window the server narrows first (`UID SEARCH`, in spans, over the window widened by a
+    /// day because servers compare dates in their own zone), then each candidate's
+    /// INTERNALDATE decides exactly: mail outside costs no header or body download.
+    async fn each_header(
+        &self,
+        src: &mut ImapClient,
+        st: &MailboxStatus,
+        after: u32,
+        mut each: impl FnMut(FetchedMessage),
+    ) -> Result<(), Failure> {
+        let Some(window) = &self.window else {
+            let mut f = src
+                .uid_fetch_headers(&format!("{}:*", after.saturating_add(1)))
+                .await?;
+            while let Some(m) = f.next().await? {
+                // `n:*` also returns the highest message when n is beyond it.
+                if m.uid > after {
+                    each(m);
+                }
+            }
+            return Ok(());
+        };
+        let wide = window.widened();
+        let mut candidates = Vec::new();
+        let mut lo = after.saturating_add(1);
+        loop {
+            // Bounded spans up to UIDNEXT, then an open one: mail delivered since EXAMINE is
+            // still seen, as by `n:*` without a window.
+            let hi = lo
+                .checked_add(SEARCH_SPAN - 1)
+                .filter(|hi| st.uid_next.is_some_and(|next| *hi < next.saturating_sub(1)));
+            match hi {
+                Some(hi) => {
+                    candidates.extend(src.uid_search(&format!("{lo}:{hi}"), &wide).await?);
+                    lo = hi + 1;
+                }
+                None => {
+                    candidates.extend(src.uid_search(&format!("{lo}:*"), &wide).await?);
+                    break;
+                }
+            }
+        }
+        candidates.retain(|uid| *uid > after);
+        for set in uid_sets(&candidates) {
+            let mut f = src.uid_fetch_headers(&set).await?;
+            while let Some(m) = f.next().await? {
+                if window.contains(m.message.internal_date) {
+                    each(m);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether POP3 message `number` was received in the date window, with its headers when
+    /// they had to be read to tell (`TOP n 0`; without a window nothing is read).
+    async fn pop3_in_window(
+        &self,
+        client: &mut Pop3Client,
+        number: u32,
+    ) -> Result<(bool, Option<RawMessage>), Failure> {
+        let Some(window) = &self.window else {
+            return Ok((true, None));
+        };
+        let head = RawMessage::new(client.top(number, 0).await?);
+        Ok((window.contains(pop3_received(&head)), Some(head)))
+    }
+
     /// Copies one IMAP folder; `Ok(false)` when cancelled.
     async fn copy_folder(
         &self,
@@ -1072,17 +1164,8 @@ impl RemoteCopy {
             return Ok(true);
         }
         let mut metas = Vec::new();
-        {
-            let mut f = src
-                .uid_fetch_headers(&format!("{}:*", after.saturating_add(1)))
-                .await?;
-            while let Some(m) = f.next().await? {
-                // `n:*` also returns the highest message when n is beyond it.
-                if m.uid > after {
-                    metas.push(meta_of(m));
-                }
-            }
-        }
+        self.each_header(src, &st, after, |m| metas.push(meta_of(m)))
+            .await?;
         metas.sort_by_key(|m| m.uid);
         metas.dedup_by_key(|m| m.uid);
         if metas.is_empty() {
@@ -1233,13 +1316,21 @@ impl RemoteCopy {
                 finished = false;
                 break;
             }
+            let (in_window, head) = self.pop3_in_window(&mut client, m.number).await?;
+            if !in_window {
+                ctx.commit(Counts::default(), &[(key.as_str(), POP3_OUTSIDE)])?;
+                continue;
+            }
             if m.size > self.max_bytes {
-                let head = client.top(m.number, 0).await?;
+                let head = match head {
+                    Some(h) => h,
+                    None => RawMessage::new(client.top(m.number, 0).await?),
+                };
                 let record = SkippedRecord {
                     folder: "INBOX",
                     uid: &m.uid,
                     size: m.size,
-                    subject: RawMessage::new(head).subject(),
+                    subject: head.subject(),
                 };
                 let rec = serde_json::to_string(&record).unwrap_or_default();
                 let skipped_key = format!("skipped:pop3:{}", m.uid);
@@ -1297,13 +1388,7 @@ impl RemoteCopy {
                     if st.exists == 0 {
                         continue;
                     }
-                    let mut f = src
-                        .uid_fetch_headers(&format!("{}:*", after.saturating_add(1)))
-                        .await?;
-                    while let Some(m) = f.next().await? {
-                        if m.uid <= after {
-                            continue;
-                        }
+                    self.each_header(&mut src, &st, after, |m| {
                         let size = m.size.unwrap_or(0);
                         if size > self.max_bytes {
                             oversized += 1;
@@ -1311,16 +1396,26 @@ impl RemoteCopy {
                             obs.items += 1;
                             obs.bytes += size;
                         }
-                    }
+                    })
+                    .await?;
                 }
                 let _ = src.logout().await;
             }
             SourceSpec::Pop3 { account, .. } => {
                 let mut client = account.pop3().await?;
                 for m in client.messages().await? {
-                    if checkpoints.contains_key(&format!("pop3:{}", m.uid)) {
-                        obs.present += 1;
-                    } else if m.size > self.max_bytes {
+                    match checkpoints.get(&format!("pop3:{}", m.uid)) {
+                        Some(v) if v.as_slice() == POP3_OUTSIDE => continue,
+                        Some(_) => {
+                            obs.present += 1;
+                            continue;
+                        }
+                        None => {}
+                    }
+                    if !self.pop3_in_window(&mut client, m.number).await?.0 {
+                        continue;
+                    }
+                    if m.size > self.max_bytes {
                         oversized += 1;
                     } else {
                         obs.items += 1;
@@ -1491,23 +1586,22 @@ impl RemoteCopy {
                     let Some(mapped) = self.mapper.map(&mailbox) else {
                         continue;
                     };
-                    if src.examine(&mapped.source).await?.exists == 0 {
+                    let st = src.examine(&mapped.source).await?;
+                    if st.exists == 0 {
                         continue;
                     }
                     let keys = out.entry(mapped.target.clone()).or_default();
                     let mut without_id = Vec::new();
-                    {
-                        let mut f = src.uid_fetch_headers("1:*").await?;
-                        while let Some(m) = f.next().await? {
-                            if m.size.unwrap_or(0) > self.max_bytes {
-                                continue;
-                            }
-                            match m.message.message_id() {
-                                Some(id) => keys.push(DedupeKey::MessageId(id)),
-                                None => without_id.push(m.uid),
-                            }
+                    self.each_header(&mut src, &st, 0, |m| {
+                        if m.size.unwrap_or(0) > self.max_bytes {
+                            return;
                         }
-                    }
+                        match m.message.message_id() {
+                            Some(id) => keys.push(DedupeKey::MessageId(id)),
+                            None => without_id.push(m.uid),
+                        }
+                    })
+                    .await?;
                     for set in uid_sets(&without_id) {
                         let mut f = src.uid_fetch(&set).await?;
                         while let Some(m) = f.next().await? {
@@ -1525,6 +1619,9 @@ impl RemoteCopy {
                         continue;
                     }
                     let head = RawMessage::new(client.top(m.number, 0).await?);
+                    if !self.window.is_none_or(|w| w.contains(pop3_received(&head))) {
+                        continue;
+                    }
                     keys.push(match head.message_id() {
                         Some(id) => DedupeKey::MessageId(id),
                         None => RawMessage::new(client.retr(m.number).await?).dedupe_key(),

@@ -305,10 +305,14 @@ pub struct Migration {
     /// Target folder for mail that has no folder of its own (POP3, mbox); default the inbox.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub into: Option<String>,
-    /// Copy only mail received on or after this date (`YYYY-MM-DD`).
+    /// Copy only mail received on or after this date (`YYYY-MM-DD`, from 00:00 UTC).
+    /// Received means the IMAP internal date; for POP3 the topmost `Received:` header (else
+    /// `Date:`); for mbox the `From ` line's date; for maildir the file's time. Mail without
+    /// any such date is copied. Verify compares only mail in the window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
-    /// Copy only mail received before this date (`YYYY-MM-DD`).
+    /// Copy only mail received strictly before this date (`YYYY-MM-DD`, before 00:00 UTC of
+    /// that day). Received as for `since`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub before: Option<String>,
 }

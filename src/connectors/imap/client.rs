@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use super::proto::{parse, quoted, read_response, response_code, Value};
 use crate::connectors::mail::date;
-use crate::connectors::mail::{Flag, Flags, RawMessage};
+use crate::connectors::mail::{DateWindow, Flag, Flags, RawMessage};
 use crate::connectors::net::{
     decode_sasl_error, detect_throttle, server_text, Conn, Credentials, Endpoint, NetError,
     NetResult,
@@ -340,20 +340,68 @@ impl ImapClient {
             .await
     }
 
-    /// Starts `UID FETCH range (UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID SUBJECT)])`:
-    /// each [`FetchedMessage`] then carries only those two header fields (and no flags or
-    /// date). What a copy needs to decide, without downloading bodies, which messages are
-    /// already at the target (Message-ID), too large (size) or worth naming in a report
-    /// (subject).
+    /// Starts `UID FETCH range (UID RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER.FIELDS
+    /// (MESSAGE-ID SUBJECT)])`: each [`FetchedMessage`] then carries only those two header
+    /// fields and the internal date (no flags). What a copy needs to decide, without
+    /// downloading bodies, which messages are already at the target (Message-ID), too large
+    /// (size), outside a date window (internal date) or worth naming in a report (subject).
     pub async fn uid_fetch_headers(&mut self, range: &str) -> NetResult<Fetch<'_>> {
         self.fetch_items(
             range,
-            "UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID SUBJECT)]",
+            "UID RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID SUBJECT)]",
         )
         .await
     }
 
-    async fn fetch_items(&mut self, range: &str, items: &str) -> NetResult<Fetch<'_>> {
+    /// `UID SEARCH UID uids [SINCE d] [BEFORE d]` on the selected mailbox: the UIDs among
+    /// `uids` whose INTERNALDATE is in `window`, ascending. The server compares dates its own
+    /// way (RFC 3501 §6.4.4: "disregarding time and timezone"), so for exact UTC bounds search
+    /// [`DateWindow::widened`] and check each message's date. The answer is one response
+    /// line, which the connection caps at 1 MiB (about 90,000 UIDs): search a large folder in
+    /// spans.
+    pub async fn uid_search(&mut self, uids: &str, window: &DateWindow) -> NetResult<Vec<u32>> {
+        self.check_uid_range(uids)?;
+        let mut cmd = format!("UID SEARCH UID {uids}");
+        if let Some(d) = window.since_day() {
+            cmd.push_str(&format!(" SINCE {}", date::format_imap_day(d)));
+        }
+        if let Some(d) = window.before_day() {
+            cmd.push_str(&format!(" BEFORE {}", date::format_imap_day(d)));
+        }
+        let (untagged, _) = self.run(&cmd, "UID SEARCH").await?;
+        let mut found = Vec::new();
+        for v in untagged {
+            if !v
+                .get(1)
+                .and_then(Value::as_atom)
+                .is_some_and(|a| a.eq_ignore_ascii_case("SEARCH"))
+            {
+                continue;
+            }
+            for n in &v[2..] {
+                if let Value::List(_) = n {
+                    // CONDSTORE's `(MODSEQ n)` trailer.
+                    continue;
+                }
+                match n.as_atom().and_then(|a| a.parse::<u32>().ok()) {
+                    Some(uid) if uid > 0 => found.push(uid),
+                    _ => {
+                        return Err(NetError::protocol(
+                            &self.conn.at,
+                            format!("UID SEARCH: not a UID: {n:?}"),
+                        ))
+                    }
+                }
+            }
+        }
+        found.sort_unstable();
+        found.dedup();
+        Ok(found)
+    }
+
+    /// A UID set as sent in a command: digits, `:`, `,` and `*` only, so nothing else can
+    /// reach the command line.
+    fn check_uid_range(&self, range: &str) -> NetResult<()> {
         if range.is_empty()
             || !range
                 .bytes()
@@ -364,6 +412,11 @@ impl ImapClient {
                 format!("invalid UID range {range:?}"),
             ));
         }
+        Ok(())
+    }
+
+    async fn fetch_items(&mut self, range: &str, items: &str) -> NetResult<Fetch<'_>> {
+        self.check_uid_range(range)?;
         let tag = self.next_tag();
         let line = format!("{tag} UID FETCH {range} ({items})\r\n");
         self.conn.write_all(line.as_bytes(), "UID FETCH").await?;

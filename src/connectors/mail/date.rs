@@ -155,6 +155,9 @@ mod tests {
         assert_eq!(format_rfc5322(t, 60), "Mon, 02 Jan 2023 16:04:05 +0100");
         assert_eq!(format_rfc5322(t, -330), "Mon, 02 Jan 2023 09:34:05 -0530");
         assert_eq!(format_asctime(at(0)), "Thu Jan  1 00:00:00 1970");
+        // 2024-02-29 is day 19_782; the day before the epoch appears in widened windows.
+        assert_eq!(format_imap_day(19_782), "29-Feb-2024");
+        assert_eq!(format_imap_day(-1), "31-Dec-1969");
     }
 
     #[test]
@@ -205,6 +208,12 @@ pub(crate) fn format_imap(t: SystemTime) -> String {
         p.min,
         p.sec
     )
+}
+
+/// An IMAP SEARCH `date` (`1-Feb-2024`, RFC 3501 §9) for `days` since 1970-01-01.
+pub(crate) fn format_imap_day(days: i64) -> String {
+    let p = parts(days.saturating_mul(86_400));
+    format!("{}-{}-{}", p.day, MONTHS[p.month as usize - 1], p.year)
 }
 
 /// Parses an IMAP INTERNALDATE (`d-Mon-yyyy hh:mm:ss +zzzz`, day possibly space-padded).

@@ -16,6 +16,7 @@ pub mod maildir;
 pub mod mbox;
 pub mod message;
 pub mod utf7;
+pub mod window;
 
 use std::io;
 use std::path::PathBuf;
@@ -23,6 +24,7 @@ use std::path::PathBuf;
 pub use maildir::{AppendOutcome, FolderPath, Maildir, MaildirEntry, MaildirFolder, MaildirTarget};
 pub use mbox::{MboxMessage, MboxReader, MboxVariant, MboxWriter};
 pub use message::{DedupeKey, Flag, Flags, RawMessage};
+pub use window::DateWindow;
 
 /// Errors name the file and, where one exists, the byte offset, so a report can point a
 /// consultant at the exact spot in a 20 GB export.
