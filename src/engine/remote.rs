@@ -1143,11 +1143,7 @@ impl RemoteCopy {
                 });
             }
         }
-        // LIST order is the server's storage order; a preview must not change with it.
-        obs.folders
-            .sort_by(|a, b| folder_order(&a.source, &b.source));
-        obs.excluded
-            .sort_by(|a, b| folder_order(&a.source, &b.source));
+        obs.sort_folders();
         if oversized > 0 {
             obs.note = Some(format!(
                 "{oversized} message(s) over max_message_size_mb will be skipped"
@@ -1164,11 +1160,6 @@ fn target_display(segments: &[String]) -> String {
     } else {
         segments.join("/")
     }
-}
-
-/// INBOX first, then by name.
-fn folder_order(a: &str, b: &str) -> std::cmp::Ordering {
-    (a != "INBOX", a).cmp(&(b != "INBOX", b))
 }
 
 /// When a POP3 message reached the mailbox (POP3 has no INTERNALDATE): the date of its

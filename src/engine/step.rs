@@ -96,6 +96,21 @@ pub struct Observation {
     pub excluded: Vec<ExcludedFolder>,
 }
 
+impl Observation {
+    /// Puts [`folders`](Self::folders) and [`excluded`](Self::excluded) in the order the
+    /// contract promises: INBOX first, then by source name. Sources list folders in storage
+    /// order (IMAP LIST, directory reads), which must not show through a preview.
+    pub fn sort_folders(&mut self) {
+        fn key(source: &str) -> (bool, &str) {
+            (source != "INBOX", source)
+        }
+        self.folders
+            .sort_by(|a, b| key(&a.source).cmp(&key(&b.source)));
+        self.excluded
+            .sort_by(|a, b| key(&a.source).cmp(&key(&b.source)));
+    }
+}
+
 /// One source folder of an [`Observation`]: where its mail goes and how much apply would copy.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FolderObservation {
