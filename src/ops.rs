@@ -10,8 +10,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{
-    self, ApplyOptions, CancellationToken, EventSink, PlannedChange, Runners, StepResult,
-    WalkOutcome, WalkReport,
+    self, ApplyOptions, CancellationToken, EventSink, ExcludedFolder, FolderObservation,
+    PlannedChange, Runners, StepResult, WalkOutcome, WalkReport,
 };
 use crate::graph::{Selection, StepGraph, StepKind};
 use crate::plan::{self, FileReport, Loaded, Options, Plan};
@@ -173,6 +173,33 @@ pub struct PlanRow {
     pub present: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Where each source folder's mail goes and how much of it (copy and delta steps whose
+    /// runner breaks its work down by folder); `items`/`bytes`/`present` are their totals.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub folders: Vec<PlanFolder>,
+    /// Source folders the plan's `include`/`exclude` rules leave behind.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded: Vec<PlanExcluded>,
+}
+
+/// One source folder → target folder line of a [`PlanRow`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanFolder {
+    /// Human name (modified UTF-7 decoded), in the source's own spelling.
+    pub source: String,
+    /// `/`-separated target path; `INBOX` for the inbox.
+    pub target: String,
+    pub items: u64,
+    pub bytes: u64,
+    pub present: u64,
+}
+
+/// A source folder the plan excludes, with the mail that stays behind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanExcluded {
+    pub source: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -245,23 +272,31 @@ fn row(step: String, change: PlannedChange) -> PlanRow {
         bytes: None,
         present: None,
         reason: None,
+        folders: Vec::new(),
+        excluded: Vec::new(),
     };
     match change {
         PlannedChange::Create {
             items,
             bytes,
             present,
+            folders,
+            excluded,
         } => PlanRow {
             action: Action::Create,
             items: Some(items),
             bytes: Some(bytes),
             present: Some(present),
+            folders: plan_folders(folders),
+            excluded: plan_excluded(excluded),
             ..base
         },
         PlannedChange::Change {
             items,
             bytes,
             present,
+            folders,
+            excluded,
             reason,
         } => PlanRow {
             action: Action::Change,
@@ -269,6 +304,8 @@ fn row(step: String, change: PlannedChange) -> PlanRow {
             bytes: Some(bytes),
             present: Some(present),
             reason: Some(reason),
+            folders: plan_folders(folders),
+            excluded: plan_excluded(excluded),
             ..base
         },
         PlannedChange::Unchanged => base,
@@ -278,6 +315,29 @@ fn row(step: String, change: PlannedChange) -> PlanRow {
             ..base
         },
     }
+}
+
+fn plan_folders(folders: Vec<FolderObservation>) -> Vec<PlanFolder> {
+    folders
+        .into_iter()
+        .map(|f| PlanFolder {
+            source: f.source,
+            target: f.target,
+            items: f.items,
+            bytes: f.bytes,
+            present: f.present,
+        })
+        .collect()
+}
+
+fn plan_excluded(excluded: Vec<ExcludedFolder>) -> Vec<PlanExcluded> {
+    excluded
+        .into_iter()
+        .map(|e| PlanExcluded {
+            source: e.source,
+            messages: e.messages,
+        })
+        .collect()
 }
 
 fn offline_rows(
@@ -305,6 +365,8 @@ fn offline_rows(
                 bytes: None,
                 present: None,
                 reason: None,
+                folders: Vec::new(),
+                excluded: Vec::new(),
             };
             match record {
                 Some(r)
@@ -362,6 +424,7 @@ pub fn render_plan(view: &PlanView, graph: &StepGraph) -> String {
     for row in &view.rows {
         let what = describe(graph, row);
         let _ = writeln!(out, "  {} {:<32} {what}", row.action.symbol(), row.step);
+        render_folders(&mut out, row);
     }
     if !view.rows.is_empty() {
         out.push('\n');
@@ -378,6 +441,70 @@ pub fn render_plan(view: &PlanView, graph: &StepGraph) -> String {
         }
     );
     out
+}
+
+/// The folder mapping under a step's line, one folder per line, aligned:
+///
+/// ```text
+///       INBOX.Sent   -> Sent           2 messages, 1.2 kB
+///       Newsletters     excluded       3 messages stay at the source
+/// ```
+fn render_folders(out: &mut String, row: &PlanRow) {
+    // Padding counts chars, so decoded names (`Entwürfe`) line up like ASCII ones.
+    let source_width = row
+        .folders
+        .iter()
+        .map(|f| f.source.chars().count())
+        .chain(row.excluded.iter().map(|e| e.source.chars().count()))
+        .max()
+        .unwrap_or(0);
+    const EXCLUDED: &str = "excluded";
+    let target_width = row
+        .folders
+        .iter()
+        .map(|f| f.target.chars().count())
+        .chain((!row.excluded.is_empty()).then_some(EXCLUDED.len()))
+        .max()
+        .unwrap_or(0);
+    for f in &row.folders {
+        let counts = if f.items == 0 {
+            "nothing to copy".to_string()
+        } else {
+            format!(
+                "{} message{}, {}",
+                thousands(f.items),
+                plural(f.items),
+                human_bytes(f.bytes)
+            )
+        };
+        let present = if f.present > 0 {
+            format!("; {} already at target", thousands(f.present))
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "      {:<source_width$} -> {:<target_width$}  {counts}{present}",
+            f.source, f.target
+        );
+    }
+    for e in &row.excluded {
+        let left = match e.messages {
+            Some(0) => "empty".to_string(),
+            Some(n) => format!(
+                "{} message{} {} at the source",
+                thousands(n),
+                plural(n),
+                if n == 1 { "stays" } else { "stay" }
+            ),
+            None => "stays at the source".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "      {:<source_width$}    {:<target_width$}  {left}",
+            e.source, EXCLUDED
+        );
+    }
 }
 
 fn describe(graph: &StepGraph, row: &PlanRow) -> String {

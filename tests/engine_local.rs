@@ -182,6 +182,30 @@ async fn apply_copies_everything_byte_identical_then_nothing() {
         }
         other => panic!("copy.alice.export planned as {other:?}"),
     }
+    match &planned["copy.bob.old"] {
+        PlannedChange::Create {
+            items,
+            folders,
+            excluded,
+            ..
+        } => {
+            assert_eq!(folders.iter().map(|f| f.items).sum::<u64>(), *items);
+            assert_eq!(folders[0].source, "INBOX", "{folders:#?}");
+            let target = |source: &str| {
+                folders
+                    .iter()
+                    .find(|f| f.source == source)
+                    .map(|f| f.target.as_str())
+            };
+            assert_eq!(target("Archive"), Some("Old Archive"));
+            assert_eq!(target("Archive/2023"), Some("Archive/2023"));
+            assert_eq!(target("Drafts"), None);
+            let left: Vec<&str> = excluded.iter().map(|e| e.source.as_str()).collect();
+            assert_eq!(left, ["Drafts", "Kunden/Müller & Söhne", "Kunden/日本"]);
+            assert!(excluded.iter().all(|e| e.messages.is_some()));
+        }
+        other => panic!("copy.bob.old planned as {other:?}"),
+    }
 
     let mut log =
         JsonlEventLog::open(JsonlEventLog::default_path(&state, "local-test")).expect("log");

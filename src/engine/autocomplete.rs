@@ -101,6 +101,7 @@ impl StepRunner for AutocompleteRunner {
             bytes: 0,
             present: 0,
             note: Some(format!("write outputs into {}", self.out_dir.display())),
+            ..Observation::default()
         })
     }
 

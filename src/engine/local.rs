@@ -21,7 +21,8 @@ use std::sync::Arc;
 use crate::connectors::folder_filter::FolderFilter;
 
 use super::step::{
-    ApplyCtx, BoxFuture, Observation, ObserveCtx, Outcome, StepError, StepRunner, Unsupported,
+    ApplyCtx, BoxFuture, ExcludedFolder, FolderObservation, Observation, ObserveCtx, Outcome,
+    StepError, StepRunner, Unsupported,
 };
 use super::{hash_parts, remote, Runners};
 use crate::connectors::mail::{
@@ -299,6 +300,40 @@ impl LocalSource {
         self.window.is_none_or(|w| w.contains(received))
     }
 
+    /// The skeleton of a preview: every source folder the rules copy, with its target and
+    /// zero counts, and the folders they exclude with the messages left behind there.
+    fn routes(&self) -> Result<Observation, StepError> {
+        let mut obs = Observation::default();
+        match self.kind {
+            SourceKind::Mbox => obs.folders.push(FolderObservation {
+                // The file name, not its path: the plan already says where it is.
+                source: self.file.file_name().map_or_else(
+                    || self.file.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                ),
+                target: self.into.to_string(),
+                ..FolderObservation::default()
+            }),
+            SourceKind::Maildir => {
+                let source = Maildir::open(&self.file).map_err(mail_err)?;
+                for folder in source.folders().map_err(mail_err)? {
+                    match self.routing.route(&folder.name)? {
+                        Some(to) => obs.folders.push(FolderObservation {
+                            source: folder.name.to_string(),
+                            target: to.to_string(),
+                            ..FolderObservation::default()
+                        }),
+                        None => obs.excluded.push(ExcludedFolder {
+                            source: folder.name.to_string(),
+                            messages: source.entries(&folder).ok().map(|e| e.len() as u64),
+                        }),
+                    }
+                }
+            }
+        }
+        Ok(obs)
+    }
+
     /// Calls `each(target folder, message, checkpoint)` for every message to copy (received in
     /// the date window), starting after `checkpoints`, in a stable order. `each` returning
     /// `Ok(false)` stops early.
@@ -468,23 +503,38 @@ impl StepRunner for LocalCopy {
         self.source.hash.clone()
     }
 
-    fn observe(&self, ctx: &ObserveCtx) -> Result<Observation, StepError> {
+    fn observe(&self, ctx: &ObserveCtx<'_>) -> Result<Observation, StepError> {
         let mut index = TargetIndex::new(&self.source.target);
-        let mut obs = Observation::default();
+        let mut obs = self.source.routes()?;
         let max = self.source.max_bytes;
         self.source
-            .for_each(&ctx.checkpoints, |folder, message, _| {
-                if message.len() as u64 > max {
+            .for_each(&ctx.checkpoints, |folder, message, (key, _)| {
+                let len = message.len() as u64;
+                if len > max {
                     return Ok(true);
                 }
-                if index.contains(folder, &message.dedupe_key())? {
-                    obs.present += 1;
-                } else {
-                    obs.items += 1;
-                    obs.bytes += message.len() as u64;
+                let present = index.contains(folder, &message.dedupe_key())?;
+                // An mbox is one folder; a Maildir's checkpoint key names the source folder.
+                let source = key.strip_prefix("maildir:");
+                let add = |items: &mut u64, bytes: &mut u64, there: &mut u64| {
+                    if present {
+                        *there += 1;
+                    } else {
+                        *items += 1;
+                        *bytes += len;
+                    }
+                };
+                if let Some(f) = obs
+                    .folders
+                    .iter_mut()
+                    .find(|f| source.is_none_or(|s| s == f.source))
+                {
+                    add(&mut f.items, &mut f.bytes, &mut f.present);
                 }
+                add(&mut obs.items, &mut obs.bytes, &mut obs.present);
                 Ok(true)
             })?;
+        obs.sort_folders();
         Ok(obs)
     }
 

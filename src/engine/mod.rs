@@ -22,7 +22,8 @@ use sha2::{Digest, Sha256};
 pub use events::{Event, EventKind, EventSink, JsonlEventLog, NullSink, Tee, VecSink};
 pub use local::runners_for;
 pub use step::{
-    ApplyCtx, BoxFuture, Observation, ObserveCtx, Outcome, StepError, StepRunner, Unsupported,
+    ApplyCtx, BoxFuture, ExcludedFolder, FolderObservation, Observation, ObserveCtx, Outcome,
+    StepError, StepRunner, Unsupported,
 };
 pub use tokio_util::sync::CancellationToken;
 pub use walk::{apply, observe, ApplyOptions, PlannedChange, StepResult, WalkOutcome, WalkReport};

@@ -41,10 +41,12 @@ use serde::{Deserialize, Serialize};
 
 use super::hash_parts;
 use super::step::{
-    ApplyCtx, BoxFuture, Observation, ObserveCtx, Outcome, StepError, StepRunner, Unsupported,
+    ApplyCtx, BoxFuture, ExcludedFolder, FolderObservation, Observation, ObserveCtx, Outcome,
+    StepError, StepRunner, Unsupported,
 };
+use crate::connectors::imap::folders::decode_lossy;
 use crate::connectors::imap::{
-    FetchedMessage, FolderMapper, ImapClient, MailboxStatus, MappedFolder, TargetNames,
+    FetchedMessage, FolderMapper, ImapClient, MailboxStatus, MappedFolder, Route, TargetNames,
     PORTS as IMAP_PORTS,
 };
 use crate::connectors::mail::{
@@ -453,7 +455,7 @@ impl StepRunner for UserImap {
         self.hash.clone()
     }
 
-    fn observe(&self, _ctx: &ObserveCtx) -> Result<Observation, StepError> {
+    fn observe(&self, _ctx: &ObserveCtx<'_>) -> Result<Observation, StepError> {
         let account = self.account.clone();
         on_own_runtime(
             move || async move { Self::check(account).await.map_err(Failure::into_step) },
@@ -917,9 +919,18 @@ impl RemoteCopy {
     /// Extra checkpoints to start from (a delta step: its copy step's), consulted where the
     /// step has none of its own; the step's own always win.
     fn start_checkpoints(&self, ctx: &ApplyCtx) -> Result<BTreeMap<String, Vec<u8>>, StepError> {
+        self.seed(|id| ctx.checkpoints_of(id))
+    }
+
+    /// The seed checkpoints, read from the store by `checkpoints_of`: shared by apply and
+    /// observe so `plan` counts a delta from the same place apply starts it.
+    fn seed(
+        &self,
+        checkpoints_of: impl FnOnce(&str) -> Result<BTreeMap<String, Vec<u8>>, StepError>,
+    ) -> Result<BTreeMap<String, Vec<u8>>, StepError> {
         match &self.seed_from {
             Some(copy) => {
-                let mut seed = ctx.checkpoints_of(copy)?;
+                let mut seed = checkpoints_of(copy)?;
                 seed.retain(|k, _| !k.starts_with("skipped:"));
                 Ok(seed)
             }
@@ -1374,8 +1385,24 @@ impl RemoteCopy {
             SourceSpec::Imap(account) => {
                 let mut src = account.imap().await?;
                 for mailbox in src.list().await? {
-                    let Some(mapped) = self.mapper.map(&mailbox) else {
-                        continue;
+                    let mapped = match self.mapper.route(&mailbox) {
+                        Route::Copy(mapped) => mapped,
+                        Route::Excluded => {
+                            // Best effort: a folder the plan leaves out must not block the
+                            // preview of the ones it copies.
+                            let messages = src.examine(&mailbox.name).await.ok();
+                            obs.excluded.push(ExcludedFolder {
+                                source: decode_lossy(&mailbox.name),
+                                messages: messages.map(|st| u64::from(st.exists)),
+                            });
+                            continue;
+                        }
+                        Route::Container => continue,
+                    };
+                    let mut folder = FolderObservation {
+                        source: decode_lossy(&mapped.source),
+                        target: target_display(&mapped.target),
+                        ..FolderObservation::default()
                     };
                     let st = src.examine(&mapped.source).await?;
                     let prev: Option<FolderCheckpoint> = checkpoints
@@ -1385,19 +1412,29 @@ impl RemoteCopy {
                         Some(c) if Some(c.uidvalidity) == st.uid_validity => c.last_uid,
                         _ => 0,
                     };
-                    if st.exists == 0 {
-                        continue;
-                    }
-                    self.each_header(&mut src, &st, after, |m| {
-                        let size = m.size.unwrap_or(0);
-                        if size > self.max_bytes {
-                            oversized += 1;
-                        } else {
-                            obs.items += 1;
-                            obs.bytes += size;
+                    if st.exists > 0 {
+                        let mut newer = 0u64;
+                        self.each_header(&mut src, &st, after, |m| {
+                            newer += 1;
+                            let size = m.size.unwrap_or(0);
+                            if size > self.max_bytes {
+                                oversized += 1;
+                            } else {
+                                folder.items += 1;
+                                folder.bytes += size;
+                            }
+                        })
+                        .await?;
+                        // Without a window, everything up to the checkpoint was copied; with
+                        // one, mail outside it is neither to copy nor at the target.
+                        if self.window.is_none() {
+                            folder.present = u64::from(st.exists).saturating_sub(newer);
                         }
-                    })
-                    .await?;
+                    }
+                    obs.items += folder.items;
+                    obs.bytes += folder.bytes;
+                    obs.present += folder.present;
+                    obs.folders.push(folder);
                 }
                 let _ = src.logout().await;
             }
@@ -1423,14 +1460,32 @@ impl RemoteCopy {
                     }
                 }
                 let _ = client.quit().await;
+                // POP3 reaches the inbox only.
+                obs.folders.push(FolderObservation {
+                    source: "INBOX".into(),
+                    target: target_display(&self.into),
+                    items: obs.items,
+                    bytes: obs.bytes,
+                    present: obs.present,
+                });
             }
         }
+        obs.sort_folders();
         if oversized > 0 {
             obs.note = Some(format!(
                 "{oversized} message(s) over max_message_size_mb will be skipped"
             ));
         }
         Ok(obs)
+    }
+}
+
+/// Target segments as shown to people: `/`-joined, the inbox as `INBOX`.
+fn target_display(segments: &[String]) -> String {
+    if segments.is_empty() {
+        "INBOX".into()
+    } else {
+        segments.join("/")
     }
 }
 
@@ -1519,9 +1574,11 @@ impl StepRunner for RemoteCopy {
         self.hash.clone()
     }
 
-    fn observe(&self, ctx: &ObserveCtx) -> Result<Observation, StepError> {
+    fn observe(&self, ctx: &ObserveCtx<'_>) -> Result<Observation, StepError> {
         let this = self.clone();
-        let checkpoints = ctx.checkpoints.clone();
+        // As in apply: the step's own checkpoints win over the seed's.
+        let mut checkpoints = self.seed(|id| ctx.checkpoints_of(id))?;
+        checkpoints.extend(ctx.checkpoints.clone());
         on_own_runtime(move || async move {
             this.observe_async(checkpoints)
                 .await
@@ -1710,7 +1767,7 @@ impl StepRunner for RemoteVerify {
         self.hash.clone()
     }
 
-    fn observe(&self, _ctx: &ObserveCtx) -> Result<Observation, StepError> {
+    fn observe(&self, _ctx: &ObserveCtx<'_>) -> Result<Observation, StepError> {
         let copies = self.copies.clone();
         let tally = on_own_runtime(move || async move {
             Self::tally(copies).await.map_err(Failure::into_step)

@@ -84,6 +84,56 @@ pub struct Observation {
     /// Free-form detail for `plan` output (e.g. "maildir root will be created"). Redacted
     /// by the engine before it is shown.
     pub note: Option<String>,
+    /// Optional: the same work broken down by source folder, for runners that route mail
+    /// folder by folder (copy and delta steps). Every folder the plan copies is listed, also
+    /// those with nothing left to copy, in a stable order (INBOX first, then by source name)
+    /// so two previews of the same mailbox compare equal. Empty means "not broken down", not
+    /// "no folders". `items`/`bytes`/`present` above are the totals over these.
+    pub folders: Vec<FolderObservation>,
+    /// Optional: source folders the plan's `include`/`exclude` rules leave behind, in the
+    /// same order as `folders`. Folders without messages of their own (IMAP `\Noselect`
+    /// hierarchy nodes) are not listed.
+    pub excluded: Vec<ExcludedFolder>,
+}
+
+impl Observation {
+    /// Puts [`folders`](Self::folders) and [`excluded`](Self::excluded) in the order the
+    /// contract promises: INBOX first, then by source name. Sources list folders in storage
+    /// order (IMAP LIST, directory reads), which must not show through a preview.
+    pub fn sort_folders(&mut self) {
+        fn key(source: &str) -> (bool, &str) {
+            (source != "INBOX", source)
+        }
+        self.folders
+            .sort_by(|a, b| key(&a.source).cmp(&key(&b.source)));
+        self.excluded
+            .sort_by(|a, b| key(&a.source).cmp(&key(&b.source)));
+    }
+}
+
+/// One source folder of an [`Observation`]: where its mail goes and how much apply would copy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FolderObservation {
+    /// The source folder as people read it: modified UTF-7 decoded, in the source's own
+    /// spelling and separator (`INBOX.Entwürfe`), or the file's name for an mbox.
+    pub source: String,
+    /// The target folder, `/`-separated Unicode segments (`Sent Items`, `Projects/2023`);
+    /// `INBOX` for the inbox.
+    pub target: String,
+    /// As in [`Observation`], for this folder only.
+    pub items: u64,
+    pub bytes: u64,
+    pub present: u64,
+}
+
+/// A source folder the plan's folder rules exclude from the copy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExcludedFolder {
+    /// As [`FolderObservation::source`].
+    pub source: String,
+    /// Messages in it, i.e. the mail that stays behind at the source; `None` when the
+    /// source would not say (counting them is best effort, they are not copied anyway).
+    pub messages: Option<u64>,
 }
 
 /// How an apply attempt ended without error.
@@ -97,12 +147,43 @@ pub enum Outcome {
 }
 
 /// Read-only context of [`StepRunner::observe`].
-#[derive(Debug, Clone)]
-pub struct ObserveCtx {
+#[derive(Clone)]
+pub struct ObserveCtx<'a> {
     /// The step being observed.
     pub step: Step,
     /// Checkpoints of an earlier (interrupted) apply, so observe can count only what is left.
     pub checkpoints: BTreeMap<String, Vec<u8>>,
+    store: &'a dyn StateStore,
+}
+
+impl fmt::Debug for ObserveCtx<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ObserveCtx")
+            .field("step", &self.step.id)
+            .field("checkpoints", &self.checkpoints.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> ObserveCtx<'a> {
+    pub(crate) fn new(
+        step: Step,
+        checkpoints: BTreeMap<String, Vec<u8>>,
+        store: &'a dyn StateStore,
+    ) -> Self {
+        ObserveCtx {
+            step,
+            checkpoints,
+            store,
+        }
+    }
+
+    /// Another step's committed checkpoints, as [`ApplyCtx::checkpoints_of`] reads them, so
+    /// a step that continues another's work previews what its apply would do (a delta pass:
+    /// only mail after its copy step's checkpoints). Read-only.
+    pub fn checkpoints_of(&self, step_id: &str) -> Result<BTreeMap<String, Vec<u8>>, StepError> {
+        Ok(self.store.checkpoints(step_id)?)
+    }
 }
 
 /// Everything a running step may use. Cheap to clone and `'static`, so a runner doing
@@ -241,13 +322,16 @@ pub trait StepRunner: Send + Sync {
     fn config_hash(&self) -> String;
 
     /// Read-only preview: what [`apply`](Self::apply) would do now — items and bytes to copy,
-    /// how many are already present.
+    /// how many are already present, and optionally the same per source folder with the
+    /// folders the plan leaves out ([`Observation::folders`], [`Observation::excluded`]).
+    /// A step that continues another's work counts from that step's checkpoints as apply
+    /// would ([`ObserveCtx::checkpoints_of`]).
     ///
     /// Called by `plan` (via [`crate::engine::observe`]), never during apply. It may read the
     /// source and the target but must not change either (no folder creation, no writes). An
     /// `Err` is shown as the step being blocked with that reason; `transient` is ignored.
     /// The default reports nothing to do, for steps whose effect cannot be previewed.
-    fn observe(&self, ctx: &ObserveCtx) -> Result<Observation, StepError> {
+    fn observe(&self, ctx: &ObserveCtx<'_>) -> Result<Observation, StepError> {
         let _ = ctx;
         Ok(Observation::default())
     }
@@ -295,7 +379,7 @@ impl StepRunner for Unsupported {
         crate::engine::hash_parts(&["unsupported", &self.what])
     }
 
-    fn observe(&self, _ctx: &ObserveCtx) -> Result<Observation, StepError> {
+    fn observe(&self, _ctx: &ObserveCtx<'_>) -> Result<Observation, StepError> {
         Err(self.error())
     }
 

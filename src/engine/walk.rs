@@ -26,7 +26,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::events::{Event, EventKind, EventSink};
-use super::step::{ApplyCtx, ObserveCtx, Outcome, StepRunner};
+use super::step::{ApplyCtx, ExcludedFolder, FolderObservation, ObserveCtx, Outcome, StepRunner};
 use super::Runners;
 use crate::graph::{Step, StepGraph, StepKind};
 use crate::plan::model::Plan;
@@ -129,12 +129,17 @@ pub enum PlannedChange {
         items: u64,
         bytes: u64,
         present: u64,
+        /// Per source folder, when the runner breaks its work down ([`Observation::folders`](super::Observation::folders)).
+        folders: Vec<FolderObservation>,
+        excluded: Vec<ExcludedFolder>,
     },
     /// Run before but not (validly) done: resumes, or reruns because its config changed.
     Change {
         items: u64,
         bytes: u64,
         present: u64,
+        folders: Vec<FolderObservation>,
+        excluded: Vec<ExcludedFolder>,
         reason: String,
     },
     /// Done with the same config: apply will skip it.
@@ -234,10 +239,7 @@ pub fn observe(
         } else {
             BTreeMap::new()
         };
-        let ctx = ObserveCtx {
-            step: step.clone(),
-            checkpoints,
-        };
+        let ctx = ObserveCtx::new(step.clone(), checkpoints, store);
         let change = match runner.observe(&ctx) {
             Err(e) => PlannedChange::Blocked(redacted(&e.message)),
             Ok(o) => match record {
@@ -245,18 +247,24 @@ pub fn observe(
                     items: o.items,
                     bytes: o.bytes,
                     present: o.present,
+                    folders: o.folders,
+                    excluded: o.excluded,
                     reason: "config changed: rerun from scratch".into(),
                 },
                 Some(r) if same_hash && r.status != StepStatus::Pending => PlannedChange::Change {
                     items: o.items,
                     bytes: o.bytes,
                     present: o.present,
+                    folders: o.folders,
+                    excluded: o.excluded,
                     reason: format!("resume ({} last time)", r.status),
                 },
                 _ => PlannedChange::Create {
                     items: o.items,
                     bytes: o.bytes,
                     present: o.present,
+                    folders: o.folders,
+                    excluded: o.excluded,
                 },
             },
         };

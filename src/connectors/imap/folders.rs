@@ -140,8 +140,18 @@ impl FolderMapper {
 
     /// The target of `mailbox`, or `None` when it is skipped.
     pub fn map(&self, mailbox: &Mailbox) -> Option<MappedFolder> {
+        match self.route(mailbox) {
+            Route::Copy(mapped) => Some(mapped),
+            Route::Excluded | Route::Container => None,
+        }
+    }
+
+    /// What the plan does with `mailbox`: [`map`](Self::map), telling apart the two reasons
+    /// for not copying it, because a preview lists excluded folders (mail left behind) but
+    /// not hierarchy nodes (nothing to leave).
+    pub fn route(&self, mailbox: &Mailbox) -> Route {
         if !mailbox.is_selectable() {
-            return None;
+            return Route::Container;
         }
         let display = decode_lossy(&mailbox.name);
         let path = source_path(&mailbox.name, mailbox.delimiter);
@@ -151,7 +161,7 @@ impl FolderMapper {
             path.join("/")
         };
         if !self.filter.selects(&[&display, &joined]) {
-            return None;
+            return Route::Excluded;
         }
         let explicit = self.map.get(&display).or_else(|| self.map.get(&joined));
         let special = SpecialUse::from_attributes(&mailbox.attributes).or_else(|| {
@@ -164,7 +174,7 @@ impl FolderMapper {
             (None, Some(role)) => vec![self.names.name(role).to_owned()],
             (None, None) => path,
         };
-        Some(MappedFolder {
+        Route::Copy(MappedFolder {
             source: mailbox.name.clone(),
             target,
             special,
@@ -172,9 +182,19 @@ impl FolderMapper {
     }
 }
 
+/// See [`FolderMapper::route`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Copy(MappedFolder),
+    /// Left out by the plan's `include`/`exclude` rules.
+    Excluded,
+    /// `\Noselect`/`\NonExistent`: a hierarchy node that holds no messages.
+    Container,
+}
+
 /// A wire name decoded from modified UTF-7; a name that is not valid modified UTF-7 (some
 /// servers store raw 8-bit names) is kept as sent rather than dropped or mangled.
-fn decode_lossy(wire: &str) -> String {
+pub fn decode_lossy(wire: &str) -> String {
     utf7::decode(wire).unwrap_or_else(|_| wire.to_owned())
 }
 
@@ -350,6 +370,12 @@ mod tests {
     fn noselect_is_skipped_and_bad_globs_are_reported() {
         let m = mapper(&[], &[], &[]);
         assert_eq!(target(&m, &mb("INBOX.Parent", '.', &["\\Noselect"])), None);
+        assert_eq!(
+            m.route(&mb("INBOX.Parent", '.', &["\\Noselect"])),
+            Route::Container
+        );
+        let junk = mapper(&[], &["Junk*"], &[]);
+        assert_eq!(junk.route(&mb("INBOX.Junk", '.', &[])), Route::Excluded);
         let rules = FolderRules {
             include: vec!["[".into()],
             ..FolderRules::default()

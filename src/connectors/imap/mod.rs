@@ -15,4 +15,4 @@ mod proto;
 
 pub use super::net::detect_throttle;
 pub use client::{AppendUid, FetchedMessage, ImapClient, Mailbox, MailboxStatus, PORTS};
-pub use folders::{FolderMapper, MappedFolder, SpecialUse, TargetNames};
+pub use folders::{FolderMapper, MappedFolder, Route, SpecialUse, TargetNames};
