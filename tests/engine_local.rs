@@ -1,12 +1,13 @@
 //! The engine end to end on local mail: mbox and maildir sources into a maildir target, with
 //! a real SQLite state file and real files in a temp dir.
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::CancelAfter;
 use cutover::connectors::mail::{corpus, DedupeKey, Flags, Maildir, MboxReader, MboxVariant};
 use cutover::engine::{
     self, ApplyOptions, CancellationToken, JsonlEventLog, PlannedChange, StepResult, VecSink,
@@ -14,10 +15,7 @@ use cutover::engine::{
 };
 use cutover::graph::{Selection, StepGraph};
 use cutover::plan::{self, Options, Plan};
-use cutover::state::{
-    Liveness, LockGuard, LockHolder, ProgressDelta, RunOutcome, RunRecord, SqliteStore, StateStore,
-    StepRecord,
-};
+use cutover::state::{SqliteStore, StateStore};
 
 const PLAN: &str = r#"
 version: 1
@@ -308,91 +306,17 @@ async fn apply_copies_everything_byte_identical_then_nothing() {
     );
 }
 
-/// A real store that cancels the walk after a given number of progress commits of one step:
-/// a deterministic "Ctrl-C in the middle of a copy".
-struct CancelAfter {
-    inner: SqliteStore,
-    step: String,
-    after: u64,
-    seen: AtomicU64,
-    cancel: CancellationToken,
-}
-
-impl StateStore for CancelAfter {
-    fn steps(&self) -> cutover::state::Result<Vec<StepRecord>> {
-        self.inner.steps()
-    }
-    fn step(&self, id: &str) -> cutover::state::Result<Option<StepRecord>> {
-        self.inner.step(id)
-    }
-    fn set_config_hash(&self, id: &str, hash: &str) -> cutover::state::Result<()> {
-        self.inner.set_config_hash(id, hash)
-    }
-    fn mark_running(&self, id: &str) -> cutover::state::Result<()> {
-        self.inner.mark_running(id)
-    }
-    fn mark_done(&self, id: &str) -> cutover::state::Result<()> {
-        self.inner.mark_done(id)
-    }
-    fn mark_failed(&self, id: &str, error: &str) -> cutover::state::Result<()> {
-        self.inner.mark_failed(id, error)
-    }
-    fn mark_waiting(&self, id: &str) -> cutover::state::Result<()> {
-        self.inner.mark_waiting(id)
-    }
-    fn commit_progress(
-        &self,
-        id: &str,
-        delta: ProgressDelta,
-        checkpoints: &[(&str, &[u8])],
-    ) -> cutover::state::Result<()> {
-        self.inner.commit_progress(id, delta, checkpoints)?;
-        if id == self.step && self.seen.fetch_add(1, Ordering::SeqCst) + 1 == self.after {
-            self.cancel.cancel();
-        }
-        Ok(())
-    }
-    fn checkpoints(&self, id: &str) -> cutover::state::Result<BTreeMap<String, Vec<u8>>> {
-        self.inner.checkpoints(id)
-    }
-    fn clear_step(&self, id: &str) -> cutover::state::Result<()> {
-        self.inner.clear_step(id)
-    }
-    fn record_approval(&self, id: &str, by: &str) -> cutover::state::Result<()> {
-        self.inner.record_approval(id, by)
-    }
-    fn acquire_lock(&self, timeout: Duration) -> cutover::state::Result<LockGuard> {
-        self.inner.acquire_lock(timeout)
-    }
-    fn acquire_lock_stealing_dead(&self, timeout: Duration) -> cutover::state::Result<LockGuard> {
-        self.inner.acquire_lock_stealing_dead(timeout)
-    }
-    fn lock_holder(&self) -> cutover::state::Result<Option<(LockHolder, Liveness)>> {
-        self.inner.lock_holder()
-    }
-    fn force_unlock(&self) -> cutover::state::Result<Option<LockHolder>> {
-        self.inner.force_unlock()
-    }
-    fn finish_run(&self, run_id: &str, outcome: RunOutcome) -> cutover::state::Result<()> {
-        self.inner.finish_run(run_id, outcome)
-    }
-    fn recent_runs(&self, limit: usize) -> cutover::state::Result<Vec<RunRecord>> {
-        self.inner.recent_runs(limit)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_mid_copy_then_resumed_copies_exactly_once() {
     let fx = fixture(40);
     let state = fx.base.join(".cutover/local-test.db");
     let cancel = CancellationToken::new();
-    let store = Arc::new(CancelAfter {
-        inner: SqliteStore::open(&state).expect("store"),
-        step: "copy.alice.export".into(),
-        after: 7,
-        seen: AtomicU64::new(0),
-        cancel: cancel.clone(),
-    });
+    let store = Arc::new(CancelAfter::open(
+        &state,
+        "copy.alice.export",
+        7,
+        cancel.clone(),
+    ));
     let (first, sink) = run(&fx, store.clone(), cancel).await;
     assert_eq!(first.outcome, WalkOutcome::Interrupted, "{first:#?}");
     assert_eq!(first.steps["copy.alice.export"], StepResult::Interrupted);

@@ -1,294 +1,24 @@
 //! Server copies end to end against a real Dovecot: IMAP → maildir, IMAP → IMAP, POP3 →
 //! maildir through the engine (runners_for + apply + SQLite state), with reruns, a
 //! cancellation mid-copy, lost checkpoints, an oversized message and secret resolution.
+mod common;
 mod support;
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use cutover::connectors::imap::ImapClient;
-use cutover::connectors::mail::{utf7, DedupeKey, Flag, Flags, Maildir, RawMessage};
-use cutover::connectors::net::{Credentials, Endpoint};
+use common::CancelAfter;
+use cutover::connectors::mail::Maildir;
+use cutover::connectors::net::Endpoint;
 use cutover::connectors::pop3::Pop3Client;
-use cutover::engine::{
-    self, ApplyOptions, CancellationToken, PlannedChange, StepResult, VecSink, WalkOutcome,
-    WalkReport,
-};
-use cutover::graph::{Selection, StepGraph};
+use cutover::engine::{self, CancellationToken, PlannedChange, StepResult, VecSink, WalkOutcome};
+use cutover::graph::Selection;
 use cutover::plan::model::Tls;
-use cutover::plan::{self, Options, Plan};
-use cutover::state::{
-    Liveness, LockGuard, LockHolder, ProgressDelta, RunOutcome, RunRecord, SqliteStore, StateStore,
-    StepRecord,
-};
+use cutover::state::{SqliteStore, StateStore};
 use support::dovecot::{Dovecot, User};
-
-fn imaps(d: &Dovecot) -> Endpoint {
-    Endpoint::new("127.0.0.1", d.imaps_port, Tls::Implicit).with_ca_file(d.ca_file())
-}
-
-fn creds(u: &User) -> Credentials {
-    Credentials::password(&u.login, &u.password)
-}
-
-async fn login(d: &Dovecot, u: &User) -> ImapClient {
-    ImapClient::connect(&imaps(d), &creds(u))
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", d.logs()))
-}
-
-fn at(secs: u64) -> Option<SystemTime> {
-    Some(UNIX_EPOCH + Duration::from_secs(secs))
-}
-
-/// A message of about `size` bytes, with or without a Message-ID.
-fn message(n: usize, id: bool, size: usize) -> RawMessage {
-    let mut b = format!("From: sender{n}@example.test\r\nSubject: message {n}\r\n");
-    if id {
-        b.push_str(&format!(
-            "Message-ID: <m{n}.{}@example.test>\r\n",
-            std::process::id()
-        ));
-    }
-    b.push_str("\r\n");
-    while b.len() < size {
-        b.push_str("body line of some mail text ..............................\r\n");
-    }
-    RawMessage::new(b.into_bytes())
-}
-
-/// Source folder (Unicode, `/`-separated) → messages, as seeded.
-type Seed = Vec<(String, Vec<RawMessage>)>;
-
-/// Creates the folders and appends the messages on the server; returns the server's
-/// hierarchy delimiter.
-async fn seed(d: &Dovecot, u: &User, folders: &Seed) -> char {
-    let mut c = login(d, u).await;
-    let delim = c
-        .list()
-        .await
-        .unwrap()
-        .iter()
-        .find_map(|b| b.delimiter)
-        .unwrap_or('/');
-    for (folder, msgs) in folders {
-        let wire = wire_name(folder, delim);
-        if wire != "INBOX" {
-            c.create(&wire).await.unwrap();
-        }
-        for m in msgs {
-            c.append(&wire, m).await.unwrap();
-        }
-    }
-    c.logout().await.unwrap();
-    delim
-}
-
-fn wire_name(folder: &str, delim: char) -> String {
-    folder
-        .split('/')
-        .map(utf7::encode)
-        .collect::<Vec<_>>()
-        .join(&delim.to_string())
-}
-
-/// A varied mailbox: INBOX with flags, keywords and a message without Message-ID, a nested
-/// folder, a non-ASCII folder.
-fn varied_seed(tag: usize) -> Seed {
-    let base = tag * 100;
-    vec![
-        (
-            "INBOX".into(),
-            vec![
-                message(base + 1, true, 300)
-                    .with_flags(Flags::new().with(Flag::Seen).with_keyword("$Forwarded"))
-                    .with_internal_date(at(1_500_000_000)),
-                message(base + 2, false, 200)
-                    .with_flags(Flags::new().with(Flag::Flagged).with(Flag::Answered))
-                    .with_internal_date(at(1_600_000_000)),
-                RawMessage::new(
-                    b"Subject: bare\r\n\r\n\xff\xfe bytes\r\n.\r\nno final newline".to_vec(),
-                )
-                .with_internal_date(at(1_650_000_000)),
-            ],
-        ),
-        (
-            "Archive/2023".into(),
-            vec![
-                message(base + 3, true, 5_000).with_internal_date(at(1_680_000_000)),
-                message(base + 4, true, 100)
-                    .with_flags(Flags::new().with(Flag::Seen))
-                    .with_internal_date(at(1_690_000_000)),
-            ],
-        ),
-        (
-            "Entwürfe & Ärger".into(),
-            vec![message(base + 5, true, 400)
-                .with_flags(Flags::new().with(Flag::Draft))
-                .with_internal_date(at(1_700_000_000))],
-        ),
-    ]
-}
-
-/// (folder, key) → (bytes, flags, internal date) of each stored copy.
-type Contents = BTreeMap<(String, DedupeKey), Vec<(Vec<u8>, Flags, Option<SystemTime>)>>;
-
-fn seed_contents(seed: &Seed) -> Contents {
-    let mut out = Contents::new();
-    for (folder, msgs) in seed {
-        for m in msgs {
-            out.entry((folder.clone(), m.dedupe_key()))
-                .or_default()
-                .push((m.bytes().to_vec(), m.flags.clone(), m.internal_date));
-        }
-    }
-    out
-}
-
-fn maildir_contents(root: &Path) -> Contents {
-    let mut out = Contents::new();
-    let md = Maildir::open(root).expect("target maildir");
-    for folder in md.folders().expect("folders") {
-        for entry in md.entries(&folder).expect("entries") {
-            let m = entry.read().expect("read");
-            out.entry((folder.name.to_string(), m.dedupe_key()))
-                .or_default()
-                .push((m.bytes().to_vec(), m.flags.clone(), m.internal_date));
-        }
-    }
-    out
-}
-
-async fn imap_contents(d: &Dovecot, u: &User) -> Contents {
-    let mut c = login(d, u).await;
-    let mut out = Contents::new();
-    for b in c.list().await.unwrap() {
-        if !b.is_selectable() {
-            continue;
-        }
-        let st = c.examine(&b.name).await.unwrap();
-        if st.exists == 0 {
-            continue;
-        }
-        let name = b
-            .name
-            .split(b.delimiter.unwrap_or('/'))
-            .map(|s| utf7::decode(s).unwrap())
-            .collect::<Vec<_>>()
-            .join("/");
-        let mut f = c.uid_fetch("1:*").await.unwrap();
-        while let Some(m) = f.next().await.unwrap() {
-            let m = m.message;
-            out.entry((name.clone(), m.dedupe_key()))
-                .or_default()
-                .push((m.bytes().to_vec(), m.flags.clone(), m.internal_date));
-        }
-    }
-    out
-}
-
-fn assert_same(expected: &Contents, actual: &Contents) {
-    let keys = |c: &Contents| c.keys().cloned().collect::<Vec<_>>();
-    assert_eq!(keys(expected), keys(actual), "folders and messages");
-    for (k, copies) in actual {
-        assert_eq!(copies.len(), 1, "{k:?} stored {} times", copies.len());
-        let (eb, ef, ed) = &expected[k][0];
-        let (ab, af, ad) = &copies[0];
-        assert!(eb == ab, "{k:?}: bytes differ");
-        assert_eq!(ef, af, "{k:?}: flags");
-        assert_eq!(ed, ad, "{k:?}: internal date");
-    }
-}
-
-struct Fx {
-    _dir: tempfile::TempDir,
-    base: PathBuf,
-    plan: Plan,
-    graph: StepGraph,
-}
-
-fn fixture(yaml: &str) -> Fx {
-    let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().to_path_buf();
-    fixture_in(dir, base, yaml)
-}
-
-fn fixture_in(dir: tempfile::TempDir, base: PathBuf, yaml: &str) -> Fx {
-    let loaded = plan::load_str(yaml.to_string(), "remote.yaml", &base, Options::default());
-    assert_eq!(
-        loaded.report.errors(),
-        0,
-        "{:#?}",
-        loaded.report.diagnostics
-    );
-    Fx {
-        _dir: dir,
-        base,
-        plan: loaded.plan.unwrap(),
-        graph: loaded.graph.unwrap(),
-    }
-}
-
-/// Writes a password file beside the plan and returns its plan reference.
-fn pw_file(dir: &Path, name: &str, value: &str) -> String {
-    std::fs::write(dir.join(name), value).unwrap();
-    format!("{{ file: {name} }}")
-}
-
-fn server(d: &Dovecot, port: u16) -> String {
-    format!(
-        "{{ host: 127.0.0.1, port: {port}, tls: implicit, ca_file: {} }}",
-        d.ca_file().display()
-    )
-}
-
-fn fast() -> ApplyOptions {
-    ApplyOptions {
-        backoff_base: Duration::from_millis(1),
-        backoff_max: Duration::from_millis(5),
-        ..ApplyOptions::default()
-    }
-}
-
-fn all_steps(fx: &Fx) -> std::collections::BTreeSet<String> {
-    fx.graph.select(&Selection::default())
-}
-
-async fn apply(fx: &Fx, store: Arc<dyn StateStore>, cancel: CancellationToken) -> WalkReport {
-    let runners = engine::runners_for(&fx.plan, &fx.graph, &fx.base);
-    engine::apply(
-        &fx.plan,
-        &fx.graph,
-        &all_steps(fx),
-        store,
-        &runners,
-        &fast(),
-        &mut VecSink::default(),
-        cancel,
-    )
-    .await
-}
-
-fn observe(fx: &Fx, store: &dyn StateStore) -> BTreeMap<String, PlannedChange> {
-    let runners = engine::runners_for(&fx.plan, &fx.graph, &fx.base);
-    engine::observe(&fx.plan, &fx.graph, &all_steps(fx), store, &runners)
-        .into_iter()
-        .collect()
-}
-
-fn open_store(fx: &Fx, name: &str) -> Arc<dyn StateStore> {
-    Arc::new(SqliteStore::open(fx.base.join(name)).unwrap())
-}
-
-fn done(report: &WalkReport, id: &str) -> cutover::state::Counts {
-    match &report.steps[id] {
-        StepResult::Done { counts } => *counts,
-        other => panic!("{id}: {other:?}\n{report:#?}"),
-    }
-}
+use support::mailbox::{assert_same, imap_contents};
+use support::remote::*;
 
 fn imap_to_maildir_plan(d: &Dovecot, base: &Path, u: &User, max_mb: Option<u32>) -> String {
     let pw = pw_file(base, "src.pw", &u.password);
@@ -563,79 +293,6 @@ users:
     assert_eq!(done(&fresh, "copy.carol.old").items, 0);
 }
 
-/// A real store that cancels the walk after `after` progress commits of one step: a
-/// deterministic "Ctrl-C in the middle of a copy".
-struct CancelAfter {
-    inner: SqliteStore,
-    step: String,
-    after: u64,
-    seen: AtomicU64,
-    cancel: CancellationToken,
-}
-
-impl StateStore for CancelAfter {
-    fn steps(&self) -> cutover::state::Result<Vec<StepRecord>> {
-        self.inner.steps()
-    }
-    fn step(&self, id: &str) -> cutover::state::Result<Option<StepRecord>> {
-        self.inner.step(id)
-    }
-    fn set_config_hash(&self, id: &str, hash: &str) -> cutover::state::Result<()> {
-        self.inner.set_config_hash(id, hash)
-    }
-    fn mark_running(&self, id: &str) -> cutover::state::Result<()> {
-        self.inner.mark_running(id)
-    }
-    fn mark_done(&self, id: &str) -> cutover::state::Result<()> {
-        self.inner.mark_done(id)
-    }
-    fn mark_failed(&self, id: &str, error: &str) -> cutover::state::Result<()> {
-        self.inner.mark_failed(id, error)
-    }
-    fn mark_waiting(&self, id: &str) -> cutover::state::Result<()> {
-        self.inner.mark_waiting(id)
-    }
-    fn commit_progress(
-        &self,
-        id: &str,
-        delta: ProgressDelta,
-        checkpoints: &[(&str, &[u8])],
-    ) -> cutover::state::Result<()> {
-        self.inner.commit_progress(id, delta, checkpoints)?;
-        if id == self.step && self.seen.fetch_add(1, Ordering::SeqCst) + 1 == self.after {
-            self.cancel.cancel();
-        }
-        Ok(())
-    }
-    fn checkpoints(&self, id: &str) -> cutover::state::Result<BTreeMap<String, Vec<u8>>> {
-        self.inner.checkpoints(id)
-    }
-    fn clear_step(&self, id: &str) -> cutover::state::Result<()> {
-        self.inner.clear_step(id)
-    }
-    fn record_approval(&self, id: &str, by: &str) -> cutover::state::Result<()> {
-        self.inner.record_approval(id, by)
-    }
-    fn acquire_lock(&self, timeout: Duration) -> cutover::state::Result<LockGuard> {
-        self.inner.acquire_lock(timeout)
-    }
-    fn acquire_lock_stealing_dead(&self, timeout: Duration) -> cutover::state::Result<LockGuard> {
-        self.inner.acquire_lock_stealing_dead(timeout)
-    }
-    fn lock_holder(&self) -> cutover::state::Result<Option<(LockHolder, Liveness)>> {
-        self.inner.lock_holder()
-    }
-    fn force_unlock(&self) -> cutover::state::Result<Option<LockHolder>> {
-        self.inner.force_unlock()
-    }
-    fn finish_run(&self, run_id: &str, outcome: RunOutcome) -> cutover::state::Result<()> {
-        self.inner.finish_run(run_id, outcome)
-    }
-    fn recent_runs(&self, limit: usize) -> cutover::state::Result<Vec<RunRecord>> {
-        self.inner.recent_runs(limit)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_mid_copy_then_resumed_copies_exactly_once() {
     let d = Dovecot::shared();
@@ -669,13 +326,12 @@ async fn cancelled_mid_copy_then_resumed_copies_exactly_once() {
     let mut interrupted = 0;
     loop {
         let cancel = CancellationToken::new();
-        let store = Arc::new(CancelAfter {
-            inner: SqliteStore::open(&state).unwrap(),
-            step: "copy.alice.old".into(),
-            after: 1,
-            seen: AtomicU64::new(0),
-            cancel: cancel.clone(),
-        });
+        let store = Arc::new(CancelAfter::open(
+            &state,
+            "copy.alice.old",
+            1,
+            cancel.clone(),
+        ));
         let report = apply(&fx, store.clone(), cancel).await;
         let rec = store.step("copy.alice.old").unwrap().unwrap();
         let now = rec.counts.items + rec.counts.skipped;

@@ -726,6 +726,7 @@ impl Sink {
     /// refused. The list stops early at a failure that ends the session (its entry is the
     /// last); the messages after it are unknown. A throttling reply waits the suggested time
     /// (cancellable) and sends the message again: throttling slows a copy, it does not fail it.
+    /// Cancelled during such a wait, the list stops early without a failure.
     async fn append_batch(
         &mut self,
         folder: &[String],
@@ -784,12 +785,16 @@ impl ImapSink {
         }
         let mut throttled_since: Option<std::time::Instant> = None;
         let mut backoff = Duration::from_secs(1);
+        // A failure that ended the session. Reported at the first unsettled message, which
+        // may come before the one that met it: one still waiting to be sent again after a
+        // throttling reply.
+        let mut ended: Option<Failure> = None;
         'send: while !pending.is_empty() {
             let refs: Vec<&RawMessage> = pending.iter().map(|&i| &messages[i]).collect();
             let answers = match self.client.append_all(&wire, &refs).await {
                 Ok(a) => a,
                 Err(e) => {
-                    out[pending[0]] = Some(Err(e.into()));
+                    ended = Some(e.into());
                     break;
                 }
             };
@@ -811,12 +816,10 @@ impl ImapSink {
                         wait = Some(wait.unwrap_or(Duration::ZERO).max(w));
                         retry.push(i);
                     }
+                    Err(e @ NetError::Rejected { .. }) => out[i] = Some(Err(e.into())),
                     Err(e) => {
-                        let ends_session = !matches!(e, NetError::Rejected { .. });
-                        out[i] = Some(Err(e.into()));
-                        if ends_session {
-                            break 'send;
-                        }
+                        ended = Some(e.into());
+                        break 'send;
                     }
                 }
             }
@@ -830,12 +833,13 @@ impl ImapSink {
             }
             let since = *throttled_since.get_or_insert_with(std::time::Instant::now);
             if since.elapsed() > MAX_THROTTLED {
-                let i = retry[0];
-                out[i] = Some(Err(StepError::transient(format!(
-                    "the target kept throttling for {} s",
-                    since.elapsed().as_secs()
-                ))
-                .into()));
+                ended = Some(
+                    StepError::transient(format!(
+                        "the target kept throttling for {} s",
+                        since.elapsed().as_secs()
+                    ))
+                    .into(),
+                );
                 break;
             }
             tokio::select! {
@@ -846,7 +850,11 @@ impl ImapSink {
             pending = retry;
         }
         // Settled entries up to the first unsettled one; what follows it is unknown.
-        out.into_iter().map_while(|r| r).collect()
+        let mut settled: Vec<_> = out.into_iter().map_while(|r| r).collect();
+        if settled.len() < messages.len() {
+            settled.extend(ended.map(Err));
+        }
+        settled
     }
 }
 
@@ -1264,6 +1272,7 @@ impl RemoteCopy {
                     let results = sink
                         .append_batch(&mapped.target, &messages, ctx.cancel_token())
                         .await;
+                    let unsettled = results.len() < messages.len();
                     let mut failure = None;
                     for ((i, message), result) in slots.iter().zip(&messages).zip(results) {
                         match result {
@@ -1280,6 +1289,18 @@ impl RemoteCopy {
                     state.advance(ctx)?;
                     if let Some(e) = failure {
                         return Err(e);
+                    }
+                    // Messages left unanswered (the sink stopped waiting out throttling when
+                    // cancelled) must stop the copy here: below, unfetched plans count as
+                    // expunged, and the checkpoint would pass mail that never arrived.
+                    if unsettled {
+                        if ctx.is_cancelled() {
+                            return Ok(false);
+                        }
+                        return Err(StepError::transient(
+                            "the target left messages of a batch unanswered",
+                        )
+                        .into());
                     }
                     if end {
                         break;

@@ -31,6 +31,9 @@ pub fn run(args: &[&str]) -> Captured {
     }
 }
 
+pub mod cancel_after;
 pub mod child;
+#[allow(unused_imports)]
+pub use cancel_after::CancelAfter;
 #[allow(unused_imports)]
 pub use child::*;

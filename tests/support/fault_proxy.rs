@@ -1,38 +1,124 @@
 //! A fault-injecting TCP proxy in front of a real server, for the failure paths a migration
-//! meets at real hosts: connections cut in the middle of an APPEND, and throttling replies
-//! (`NO [THROTTLED]`, Microsoft's "Request is throttled. Suggested Backoff Time: N
-//! milliseconds") instead of a server's answer.
+//! meets at real hosts: connections cut in the middle of an APPEND or of a download, throttling
+//! replies (`NO [THROTTLED]`, Microsoft's "Request is throttled. Suggested Backoff Time: N
+//! milliseconds") instead of a server's answer, messages refused for their size, and servers
+//! that lack an extension (capabilities filtered out of what the server advertises).
 //!
-//! It reads client commands line by line (plaintext IMAP: tests connect with `tls: none` and
-//! `allow_plaintext`), so it knows where an APPEND and its literal start and end. Faults are
-//! scripted by counting APPENDs across all connections:
-//! - `cut_every`: every Nth APPEND, forward half its literal, then close both directions;
-//! - `throttle_every`: every Nth APPEND, swallow the command and its literal and answer
-//!   `<tag> NO [THROTTLED] …` without bothering the server.
+//! It speaks plaintext only (tests connect with `tls: none` + `allow_plaintext`) and reads
+//! both directions line by line, copying literals (`{n}` RFC 3501, `{n+}` RFC 7888) as bytes,
+//! so it knows where commands, literals and responses start and end. Faults are scripted by
+//! counting across all connections, so a reconnect does not reset the script:
+//! - `throttle_every`: every Nth APPEND is swallowed (all its literals, MULTIAPPEND included)
+//!   and answered with the next of `throttle_replies`, without bothering the server;
+//! - `cut_every`: every Nth APPEND, half of its bytes reach the server, then both directions
+//!   are closed — mid-literal, like a connection lost during an upload;
+//! - `refuse_larger_than`: an APPEND with a literal over that size is answered `NO [TOOBIG]`
+//!   and never reaches the server (a synchronizing literal is refused instead of `+`, as
+//!   servers do; with LITERAL+ the bytes are swallowed first);
+//! - `cut_download_every` / `cut_download_after`: every Nth body download (IMAP `UID FETCH`
+//!   of `BODY.PEEK[]`, POP3 `RETR`) is cut once that many response bytes reached the client,
+//!   at most `cut_download_limit` times;
+//! - `drop_capabilities`: names removed from `* CAPABILITY` lines and `[CAPABILITY …]` codes.
 //!
-//! Literals follow RFC 3501 `{n}` (the proxy forwards the server's `+` continuation) and
-//! RFC 7888 LITERAL+ `{n+}` (sent at once).
+//! Replies the proxy invents reach the client in command order (after the server's answers
+//! to the commands sent before), as a server's would.
+//!
+//! Limits, fine for the tests: a server refusing a synchronizing literal (`NO` instead of
+//! `+`) is not followed — the proxy would wait for the literal; POP3 has no literals, and a
+//! POP3 message line that happens to end in `{n}` is copied as n raw bytes (the same bytes,
+//! only a capability filter would miss lines in them).
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
+use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, Copy, Default)]
+/// A throttling reply without a suggested wait: the client must back off on its own.
+pub const THROTTLED: &str = "NO [THROTTLED] Too many requests, slow down";
+
+/// Exchange Online's throttling reply (no response code, a suggested wait in the text).
+pub fn microsoft_throttle(ms: u64) -> String {
+    format!("NO Request is throttled. Suggested Backoff Time: {ms} milliseconds")
+}
+
+#[derive(Debug, Clone, Default)]
 pub struct Faults {
     pub cut_every: Option<usize>,
     pub throttle_every: Option<usize>,
-    /// The backoff the throttling reply suggests, in milliseconds.
-    pub suggested_backoff_ms: u64,
+    /// Throttling replies (without the tag), used in turn; empty means [`THROTTLED`].
+    pub throttle_replies: Vec<String>,
+    pub refuse_larger_than: Option<usize>,
+    pub cut_download_every: Option<usize>,
+    /// Response bytes of a cut download that still reach the client; smaller than the
+    /// response, or the cut falls on whatever the server sends next.
+    pub cut_download_after: usize,
+    /// At most this many download cuts: a step that reads everything again on each attempt
+    /// (verify) could never get through a cut every few downloads.
+    pub cut_download_limit: Option<usize>,
+    /// Capability names (any case) the client must not see.
+    pub drop_capabilities: Vec<String>,
+}
+
+/// What the proxy has seen and done, across all connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// APPEND commands (a MULTIAPPEND counts once).
+    pub appends: usize,
+    pub cuts: usize,
+    pub throttles: usize,
+    pub refusals: usize,
+    pub downloads: usize,
+    pub download_cuts: usize,
+}
+
+struct Shared {
+    faults: Mutex<Faults>,
+    counts: Mutex<Counts>,
+    changed: Condvar,
+}
+
+impl Shared {
+    fn faults(&self) -> Faults {
+        self.faults.lock().unwrap().clone()
+    }
+
+    /// Applies `f` to the counts and returns the updated value.
+    fn count(&self, f: impl FnOnce(&mut Counts)) -> Counts {
+        let mut c = self.counts.lock().unwrap();
+        f(&mut c);
+        self.changed.notify_all();
+        *c
+    }
 }
 
 pub struct FaultProxy {
     pub port: u16,
-    appends: Arc<AtomicUsize>,
-    cuts: Arc<AtomicUsize>,
-    throttles: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
+}
+
+/// A handle to wait on a proxy's counts from another thread.
+#[derive(Clone)]
+pub struct Watch(Arc<Shared>);
+
+impl Watch {
+    /// Blocks until `done(counts)` holds; `false` after `timeout` (a test then fails instead
+    /// of hanging).
+    pub fn wait_until(&self, timeout: Duration, done: impl Fn(&Counts) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut c = self.0.counts.lock().unwrap();
+        while !done(&c) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            c = self.0.changed.wait_timeout(c, left).unwrap().0;
+        }
+        true
+    }
 }
 
 impl FaultProxy {
@@ -42,17 +128,14 @@ impl FaultProxy {
         let port = listener.local_addr().unwrap().port();
         let proxy = FaultProxy {
             port,
-            appends: Arc::default(),
-            cuts: Arc::default(),
-            throttles: Arc::default(),
+            shared: Arc::new(Shared {
+                faults: Mutex::new(faults),
+                counts: Mutex::default(),
+                changed: Condvar::new(),
+            }),
             stop: Arc::default(),
         };
-        let (appends, cuts, throttles, stop) = (
-            proxy.appends.clone(),
-            proxy.cuts.clone(),
-            proxy.throttles.clone(),
-            proxy.stop.clone(),
-        );
+        let (shared, stop) = (proxy.shared.clone(), proxy.stop.clone());
         thread::spawn(move || {
             for client in listener.incoming() {
                 if stop.load(Ordering::SeqCst) {
@@ -63,23 +146,36 @@ impl FaultProxy {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
                 };
-                let (appends, cuts, throttles) = (appends.clone(), cuts.clone(), throttles.clone());
-                thread::spawn(move || session(client, server, faults, &appends, &cuts, &throttles));
+                let shared = shared.clone();
+                thread::spawn(move || session(client, server, &shared));
             }
         });
         proxy
     }
 
+    /// Changes the script for what happens next (connections already open included).
+    pub fn set_faults(&self, faults: Faults) {
+        *self.shared.faults.lock().unwrap() = faults;
+    }
+
+    pub fn counts(&self) -> Counts {
+        *self.shared.counts.lock().unwrap()
+    }
+
+    pub fn watch(&self) -> Watch {
+        Watch(self.shared.clone())
+    }
+
     pub fn appends_seen(&self) -> usize {
-        self.appends.load(Ordering::SeqCst)
+        self.counts().appends
     }
 
     pub fn cuts(&self) -> usize {
-        self.cuts.load(Ordering::SeqCst)
+        self.counts().cuts
     }
 
     pub fn throttles(&self) -> usize {
-        self.throttles.load(Ordering::SeqCst)
+        self.counts().throttles
     }
 }
 
@@ -91,104 +187,366 @@ impl Drop for FaultProxy {
     }
 }
 
-fn session(
-    client: TcpStream,
-    server: TcpStream,
-    faults: Faults,
-    appends: &AtomicUsize,
-    cuts: &AtomicUsize,
-    throttles: &AtomicUsize,
-) {
-    // Server → client: a plain byte pump.
-    let (Ok(mut server_read), Ok(mut client_write)) = (server.try_clone(), client.try_clone())
-    else {
+/// The client side of a session, shared by both directions so that replies the proxy makes
+/// up come in order: a server completes pipelined commands in the order sent, and a client
+/// may rely on that, so an invented reply waits until the commands sent before it completed.
+struct Downstream {
+    to_client: TcpStream,
+    /// Tags of commands sent to the server and not yet completed, and invented replies, in
+    /// the order the client sent the commands.
+    queue: VecDeque<Pending>,
+    /// Response bytes the client may still get before the connection is cut.
+    budget: Option<usize>,
+}
+
+enum Pending {
+    Sent(String),
+    Reply(Vec<u8>),
+}
+
+impl Downstream {
+    /// Passes `bytes` on, or only what the budget allows; `false` once the client is gone.
+    fn send(&mut self, bytes: &[u8], shared: &Shared) -> bool {
+        match self.budget.as_mut() {
+            Some(left) if *left < bytes.len() => {
+                let _ = self.to_client.write_all(&bytes[..*left]);
+                shared.count(|c| c.download_cuts += 1);
+                false
+            }
+            Some(left) => {
+                *left -= bytes.len();
+                self.to_client.write_all(bytes).is_ok()
+            }
+            None => self.to_client.write_all(bytes).is_ok(),
+        }
+    }
+
+    /// Answers `tag` with `reply` in place of the server, after what is in flight.
+    fn reply(&mut self, tag: &str, reply: &str) -> bool {
+        let line = format!("{tag} {reply}\r\n").into_bytes();
+        if self.queue.iter().any(|p| matches!(p, Pending::Sent(_))) {
+            self.queue.push_back(Pending::Reply(line));
+            true
+        } else {
+            self.to_client.write_all(&line).is_ok()
+        }
+    }
+
+    /// After the server completed `tag`: the replies queued behind it are due.
+    fn completed(&mut self, tag: &str) -> bool {
+        let Some(at) = self
+            .queue
+            .iter()
+            .position(|p| matches!(p, Pending::Sent(t) if t == tag))
+        else {
+            return true;
+        };
+        // Entries before it were not commands after all (continuation lines) or were
+        // answered out of order: nothing more will come for them.
+        self.queue.drain(..=at);
+        while let Some(Pending::Reply(_)) = self.queue.front() {
+            let Some(Pending::Reply(line)) = self.queue.pop_front() else {
+                break;
+            };
+            if self.to_client.write_all(&line).is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+type Down = Arc<Mutex<Downstream>>;
+
+fn session(client: TcpStream, server: TcpStream, shared: &Arc<Shared>) {
+    let (Ok(server_read), Ok(to_client)) = (server.try_clone(), client.try_clone()) else {
         return;
     };
-    let pump = thread::spawn(move || {
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            match server_read.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if client_write.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-        let _ = client_write.shutdown(Shutdown::Both);
-    });
+    let down: Down = Arc::new(Mutex::new(Downstream {
+        to_client,
+        queue: VecDeque::new(),
+        budget: None,
+    }));
+    let pump = {
+        let (shared, down) = (shared.clone(), down.clone());
+        thread::spawn(move || responses(server_read, &down, &shared))
+    };
     let mut from_client = BufReader::new(client.try_clone().expect("clone client"));
-    let mut to_client = client;
     let mut to_server = server;
-    loop {
-        let mut line = Vec::new();
-        match from_client.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
+    // Whether the line read next continues a command (follows one of its literals).
+    let mut continues = false;
+    while let Some(line) = read_line(&mut from_client) {
         let text = String::from_utf8_lossy(&line).to_string();
-        let mut words = text.split_whitespace();
-        let tag = words.next().unwrap_or("*").to_string();
-        let is_append = words
-            .next()
-            .is_some_and(|w| w.eq_ignore_ascii_case("APPEND"));
-        let literal = literal_size(&text);
-        if is_append {
-            let n = appends.fetch_add(1, Ordering::SeqCst) + 1;
-            if let (Some(every), Some((size, plus))) = (faults.throttle_every, literal) {
-                if n.is_multiple_of(every) {
-                    throttles.fetch_add(1, Ordering::SeqCst);
-                    if !plus {
-                        let _ = to_client.write_all(b"+ Ready for literal data\r\n");
-                    }
-                    let mut swallowed = vec![0; size + 2];
-                    if from_client.read_exact(&mut swallowed).is_err() {
-                        break;
-                    }
-                    let reply = format!("{tag} NO [THROTTLED] Request is throttled. Suggested Backoff Time: {} milliseconds\r\n", faults.suggested_backoff_ms);
-                    let _ = to_client.write_all(reply.as_bytes());
-                    continue;
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let tag = words.first().copied().unwrap_or("*").to_string();
+        let verb = |i: usize, w: &str| words.get(i).is_some_and(|v| v.eq_ignore_ascii_case(w));
+        let faults = shared.faults();
+        let forwarded = if !continues && verb(1, "APPEND") {
+            let n = shared.count(|c| c.appends += 1).appends;
+            let mut s = Append {
+                tag: &tag,
+                n,
+                faults: &faults,
+                shared,
+                down: &down,
+                from_client: &mut from_client,
+                to_server: &mut to_server,
+            };
+            match s.run(line) {
+                Some(more) => {
+                    continues = more;
+                    true
                 }
+                None => false,
             }
-            if let (Some(every), Some((size, _))) = (faults.cut_every, literal) {
-                if n.is_multiple_of(every) {
-                    cuts.fetch_add(1, Ordering::SeqCst);
-                    let _ = to_server.write_all(&line);
-                    let mut half = vec![0; size / 2];
-                    let _ = from_client.read_exact(&mut half);
-                    let _ = to_server.write_all(&half);
-                    let _ = to_server.shutdown(Shutdown::Both);
-                    let _ = to_client.shutdown(Shutdown::Both);
-                    break;
+        } else {
+            if !continues {
+                let download = (verb(1, "UID") && verb(2, "FETCH") && text.contains("BODY.PEEK[]"))
+                    || verb(0, "RETR");
+                let mut d = down.lock().unwrap();
+                if download {
+                    let n = shared.count(|c| c.downloads += 1).downloads;
+                    let cut = faults
+                        .cut_download_every
+                        .is_some_and(|e| n.is_multiple_of(e))
+                        && faults
+                            .cut_download_limit
+                            .is_none_or(|max| shared.counts.lock().unwrap().download_cuts < max);
+                    if cut {
+                        // Set before the command reaches the server, so before any response.
+                        d.budget = Some(faults.cut_download_after);
+                    }
                 }
+                d.queue.push_back(Pending::Sent(tag.clone()));
             }
-        }
-        if to_server.write_all(&line).is_err() {
+            let literal = literal_size(&line);
+            continues = literal.is_some();
+            to_server.write_all(&line).is_ok()
+                && match literal {
+                    Some((size, _)) => copy_exact(&mut from_client, &mut to_server, size),
+                    None => true,
+                }
+        };
+        if !forwarded {
             break;
         }
-        // LITERAL+ (and, after the server's `+`, synchronizing literals) follow the line: copy
-        // them through as bytes so binary content is never read as lines.
-        if let Some((size, _)) = literal {
-            let mut body = vec![0; size];
-            if from_client.read_exact(&mut body).is_err() || to_server.write_all(&body).is_err() {
+    }
+    let _ = to_server.shutdown(Shutdown::Both);
+    let _ = client.shutdown(Shutdown::Both);
+    let _ = pump.join();
+}
+
+/// One APPEND command as the proxy handles it.
+struct Append<'a> {
+    tag: &'a str,
+    /// Its number among all APPENDs the proxy has seen.
+    n: usize,
+    faults: &'a Faults,
+    shared: &'a Shared,
+    down: &'a Down,
+    from_client: &'a mut BufReader<TcpStream>,
+    to_server: &'a mut TcpStream,
+}
+
+impl Append<'_> {
+    fn every(&self, e: Option<usize>) -> bool {
+        e.is_some_and(|e| self.n.is_multiple_of(e))
+    }
+
+    fn too_big(&self, size: usize) -> bool {
+        self.faults.refuse_larger_than.is_some_and(|max| size > max)
+    }
+
+    /// The reply replacing the server's, if this APPEND is throttled or refused.
+    fn invented(&self, sizes: &[usize]) -> Option<String> {
+        if self.every(self.faults.throttle_every) {
+            let k = self.shared.count(|c| c.throttles += 1).throttles;
+            let replies = &self.faults.throttle_replies;
+            return Some(match replies.len() {
+                0 => THROTTLED.to_string(),
+                r => replies[(k - 1) % r].clone(),
+            });
+        }
+        if sizes.iter().any(|&s| self.too_big(s)) {
+            self.shared.count(|c| c.refusals += 1);
+            return Some("NO [TOOBIG] Message too large (fault proxy)".into());
+        }
+        None
+    }
+
+    fn sent(&self) {
+        let tag = self.tag.to_string();
+        self.down
+            .lock()
+            .unwrap()
+            .queue
+            .push_back(Pending::Sent(tag));
+    }
+
+    /// Handles the command starting with `line`: `None` when the session is over, else
+    /// whether the client's next line still belongs to this command.
+    fn run(&mut self, line: Vec<u8>) -> Option<bool> {
+        let Some((size, plus)) = literal_size(&line) else {
+            self.sent();
+            return self.to_server.write_all(&line).is_ok().then_some(false);
+        };
+        if !plus {
+            // A synchronizing literal: the client sends it only after `+`, so the decision
+            // is made on this line (clients send MULTIAPPEND only with LITERAL+).
+            if let Some(reply) = self.invented(&[size]) {
+                let ok = self.down.lock().unwrap().reply(self.tag, &reply);
+                return ok.then_some(false);
+            }
+            self.sent();
+            if self.every(self.faults.cut_every) {
+                self.shared.count(|c| c.cuts += 1);
+                // The server's `+` reaches the client through the pump; then half the literal.
+                let _ = self.to_server.write_all(&line);
+                let _ = copy_exact(self.from_client, self.to_server, size / 2);
+                return None;
+            }
+            let ok = self.to_server.write_all(&line).is_ok()
+                && copy_exact(self.from_client, self.to_server, size);
+            return ok.then_some(true);
+        }
+        // LITERAL+: the whole command (every message of a MULTIAPPEND) comes without waiting
+        // for the server, so read it all, then decide.
+        let mut command = line;
+        let mut sizes = vec![size];
+        let mut next = Some(size);
+        while let Some(size) = next {
+            let start = command.len();
+            command.resize(start + size, 0);
+            self.from_client.read_exact(&mut command[start..]).ok()?;
+            let rest = read_line(self.from_client)?;
+            next = match literal_size(&rest) {
+                Some((size, true)) => Some(size),
+                // Not what a client sends; the proxy cannot handle it without the server.
+                Some((_, false)) => return None,
+                None => None,
+            };
+            sizes.extend(next);
+            command.extend_from_slice(&rest);
+        }
+        if let Some(reply) = self.invented(&sizes) {
+            let ok = self.down.lock().unwrap().reply(self.tag, &reply);
+            return ok.then_some(false);
+        }
+        self.sent();
+        if self.every(self.faults.cut_every) {
+            self.shared.count(|c| c.cuts += 1);
+            let _ = self.to_server.write_all(&command[..command.len() / 2]);
+            return None;
+        }
+        self.to_server.write_all(&command).is_ok().then_some(false)
+    }
+}
+
+/// Server → client: lines, with capability filtering; literals as bytes.
+fn responses(server: TcpStream, down: &Down, shared: &Shared) {
+    let mut from_server = BufReader::new(server);
+    'lines: while let Some(line) = read_line(&mut from_server) {
+        let dropped = shared.faults().drop_capabilities;
+        let line = if dropped.is_empty() {
+            line
+        } else {
+            filter_capabilities(&line, &dropped)
+        };
+        if !down.lock().unwrap().send(&line, shared) {
+            break;
+        }
+        if let Some((mut left, _)) = literal_size(&line) {
+            // Read unlocked: the client side must not wait on the server's pace.
+            let mut buf = [0u8; 16 * 1024];
+            while left > 0 {
+                match from_server.read(&mut buf[..left.min(16 * 1024)]) {
+                    Ok(0) | Err(_) => break 'lines,
+                    Ok(n) => {
+                        if !down.lock().unwrap().send(&buf[..n], shared) {
+                            break 'lines;
+                        }
+                        left -= n;
+                    }
+                }
+            }
+        } else if let Some(tag) = completion_tag(&line) {
+            if !down.lock().unwrap().completed(&tag) {
                 break;
             }
         }
     }
-    let _ = to_server.shutdown(Shutdown::Both);
-    let _ = pump.join();
+    if let Ok(d) = down.lock() {
+        let _ = d.to_client.shutdown(Shutdown::Both);
+    }
+    if let Ok(server) = from_server.get_ref().try_clone() {
+        let _ = server.shutdown(Shutdown::Both);
+    }
 }
 
-/// `{123}` or `{123+}` at the end of a command line.
-fn literal_size(line: &str) -> Option<(usize, bool)> {
-    let trimmed = line.trim_end();
-    let inner = trimmed.strip_suffix('}')?;
-    let open = inner.rfind('{')?;
-    let spec = &inner[open + 1..];
-    let (digits, plus) = match spec.strip_suffix('+') {
+/// The tag of a tagged `OK`/`NO`/`BAD` completion.
+fn completion_tag(line: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(line).ok()?;
+    let mut words = text.split_whitespace();
+    let tag = words.next()?;
+    let status = words.next()?;
+    let is_status = ["OK", "NO", "BAD"]
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(status));
+    (tag != "*" && tag != "+" && is_status).then(|| tag.to_string())
+}
+
+/// Removes `drop` from a `* CAPABILITY …` line or a `[CAPABILITY …]` response code.
+fn filter_capabilities(line: &[u8], drop: &[String]) -> Vec<u8> {
+    let Ok(text) = std::str::from_utf8(line) else {
+        return line.to_vec();
+    };
+    let upper = text.to_ascii_uppercase();
+    let (start, end) = if let Some(i) = upper.find("[CAPABILITY ") {
+        let from = i + "[CAPABILITY ".len();
+        match upper[from..].find(']') {
+            Some(j) => (from, from + j),
+            None => return line.to_vec(),
+        }
+    } else if upper.starts_with("* CAPABILITY ") {
+        ("* CAPABILITY ".len(), text.trim_end().len())
+    } else {
+        return line.to_vec();
+    };
+    let kept: Vec<&str> = text[start..end]
+        .split_whitespace()
+        .filter(|cap| !drop.iter().any(|d| d.eq_ignore_ascii_case(cap)))
+        .collect();
+    format!("{}{}{}", &text[..start], kept.join(" "), &text[end..]).into_bytes()
+}
+
+fn read_line(r: &mut impl BufRead) -> Option<Vec<u8>> {
+    let mut line = Vec::new();
+    match r.read_until(b'\n', &mut line) {
+        Ok(0) | Err(_) => None,
+        Ok(_) => Some(line),
+    }
+}
+
+fn copy_exact(from: &mut impl Read, to: &mut impl Write, size: usize) -> bool {
+    let mut buf = vec![0; size];
+    from.read_exact(&mut buf).is_ok() && to.write_all(&buf).is_ok()
+}
+
+/// `{123}` or `{123+}` at the end of a line.
+fn literal_size(line: &[u8]) -> Option<(usize, bool)> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let inner = line
+        .strip_suffix(b"\r")
+        .unwrap_or(line)
+        .strip_suffix(b"}")?;
+    let spec = &inner[inner.iter().rposition(|&b| b == b'{')? + 1..];
+    let (digits, plus) = match spec.strip_suffix(b"+") {
         Some(d) => (d, true),
         None => (spec, false),
     };
-    digits.parse().ok().map(|n| (n, plus))
+    std::str::from_utf8(digits)
+        .ok()?
+        .parse()
+        .ok()
+        .map(|n| (n, plus))
 }

@@ -5,4 +5,5 @@
 pub mod dovecot;
 pub mod fault_proxy;
 pub mod mailbox;
+pub mod remote;
 pub mod token_endpoint;

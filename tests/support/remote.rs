@@ -1,0 +1,240 @@
+//! Engine-level helpers for tests of server copies: seeding a Dovecot account, plan fixtures,
+//! running `apply`, and reading a maildir target back as exact contents (IMAP ones:
+//! `support::mailbox`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cutover::connectors::mail::{utf7, Flag, Flags, Maildir, RawMessage};
+use cutover::connectors::net::{Credentials, Endpoint};
+use cutover::engine::{
+    self, ApplyOptions, CancellationToken, PlannedChange, StepResult, VecSink, WalkReport,
+};
+use cutover::graph::{Selection, StepGraph};
+use cutover::plan::model::Tls;
+use cutover::plan::{self, Options, Plan};
+use cutover::state::{SqliteStore, StateStore};
+
+use super::dovecot::{Dovecot, User};
+use super::mailbox::{login, Contents};
+
+pub fn imaps(d: &Dovecot) -> Endpoint {
+    Endpoint::new("127.0.0.1", d.imaps_port, Tls::Implicit).with_ca_file(d.ca_file())
+}
+
+pub fn creds(u: &User) -> Credentials {
+    Credentials::password(&u.login, &u.password)
+}
+
+pub fn at(secs: u64) -> Option<SystemTime> {
+    Some(UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+/// A message of about `size` bytes, with or without a Message-ID.
+pub fn message(n: usize, id: bool, size: usize) -> RawMessage {
+    let mut b = format!("From: sender{n}@example.test\r\nSubject: message {n}\r\n");
+    if id {
+        b.push_str(&format!(
+            "Message-ID: <m{n}.{}@example.test>\r\n",
+            std::process::id()
+        ));
+    }
+    b.push_str("\r\n");
+    while b.len() < size {
+        b.push_str("body line of some mail text ..............................\r\n");
+    }
+    RawMessage::new(b.into_bytes())
+}
+
+/// Source folder (Unicode, `/`-separated) → messages, as seeded.
+pub type Seed = Vec<(String, Vec<RawMessage>)>;
+
+/// Creates the folders and appends the messages on the server; returns the server's
+/// hierarchy delimiter.
+pub async fn seed(d: &Dovecot, u: &User, folders: &Seed) -> char {
+    let mut c = login(d, u).await;
+    let delim = c
+        .list()
+        .await
+        .unwrap()
+        .iter()
+        .find_map(|b| b.delimiter)
+        .unwrap_or('/');
+    for (folder, msgs) in folders {
+        let wire = wire_name(folder, delim);
+        if wire != "INBOX" {
+            c.create(&wire).await.unwrap();
+        }
+        // In batches: one MULTIAPPEND each against Dovecot, where a message at a time is slow.
+        for batch in msgs.chunks(64) {
+            let refs: Vec<&RawMessage> = batch.iter().collect();
+            for r in c.append_all(&wire, &refs).await.unwrap() {
+                r.unwrap();
+            }
+        }
+    }
+    c.logout().await.unwrap();
+    delim
+}
+
+pub fn wire_name(folder: &str, delim: char) -> String {
+    folder
+        .split('/')
+        .map(utf7::encode)
+        .collect::<Vec<_>>()
+        .join(&delim.to_string())
+}
+
+/// A varied mailbox: INBOX with flags, keywords and a message without Message-ID, a nested
+/// folder, a non-ASCII folder.
+pub fn varied_seed(tag: usize) -> Seed {
+    let base = tag * 100;
+    vec![
+        (
+            "INBOX".into(),
+            vec![
+                message(base + 1, true, 300)
+                    .with_flags(Flags::new().with(Flag::Seen).with_keyword("$Forwarded"))
+                    .with_internal_date(at(1_500_000_000)),
+                message(base + 2, false, 200)
+                    .with_flags(Flags::new().with(Flag::Flagged).with(Flag::Answered))
+                    .with_internal_date(at(1_600_000_000)),
+                RawMessage::new(
+                    b"Subject: bare\r\n\r\n\xff\xfe bytes\r\n.\r\nno final newline".to_vec(),
+                )
+                .with_internal_date(at(1_650_000_000)),
+            ],
+        ),
+        (
+            "Archive/2023".into(),
+            vec![
+                message(base + 3, true, 5_000).with_internal_date(at(1_680_000_000)),
+                message(base + 4, true, 100)
+                    .with_flags(Flags::new().with(Flag::Seen))
+                    .with_internal_date(at(1_690_000_000)),
+            ],
+        ),
+        (
+            "Entwürfe & Ärger".into(),
+            vec![message(base + 5, true, 400)
+                .with_flags(Flags::new().with(Flag::Draft))
+                .with_internal_date(at(1_700_000_000))],
+        ),
+    ]
+}
+
+pub fn seed_contents(seed: &Seed) -> Contents {
+    let mut out = Contents::new();
+    for (folder, msgs) in seed {
+        for m in msgs {
+            out.entry((folder.clone(), m.dedupe_key()))
+                .or_default()
+                .push((m.bytes().to_vec(), m.flags.clone(), m.internal_date));
+        }
+    }
+    out
+}
+
+pub fn maildir_contents(root: &Path) -> Contents {
+    let mut out = Contents::new();
+    let md = Maildir::open(root).expect("target maildir");
+    for folder in md.folders().expect("folders") {
+        for entry in md.entries(&folder).expect("entries") {
+            let m = entry.read().expect("read");
+            out.entry((folder.name.to_string(), m.dedupe_key()))
+                .or_default()
+                .push((m.bytes().to_vec(), m.flags.clone(), m.internal_date));
+        }
+    }
+    out
+}
+
+pub struct Fx {
+    /// Keeps the plan's directory alive as long as the fixture.
+    pub dir: tempfile::TempDir,
+    pub base: PathBuf,
+    pub plan: Plan,
+    pub graph: StepGraph,
+}
+
+pub fn fixture(yaml: &str) -> Fx {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().to_path_buf();
+    fixture_in(dir, base, yaml)
+}
+
+pub fn fixture_in(dir: tempfile::TempDir, base: PathBuf, yaml: &str) -> Fx {
+    let loaded = plan::load_str(yaml.to_string(), "remote.yaml", &base, Options::default());
+    assert_eq!(
+        loaded.report.errors(),
+        0,
+        "{:#?}",
+        loaded.report.diagnostics
+    );
+    Fx {
+        dir,
+        base,
+        plan: loaded.plan.unwrap(),
+        graph: loaded.graph.unwrap(),
+    }
+}
+
+/// Writes a password file beside the plan and returns its plan reference.
+pub fn pw_file(dir: &Path, name: &str, value: &str) -> String {
+    std::fs::write(dir.join(name), value).unwrap();
+    format!("{{ file: {name} }}")
+}
+
+pub fn server(d: &Dovecot, port: u16) -> String {
+    format!(
+        "{{ host: 127.0.0.1, port: {port}, tls: implicit, ca_file: {} }}",
+        d.ca_file().display()
+    )
+}
+
+pub fn fast() -> ApplyOptions {
+    ApplyOptions {
+        backoff_base: Duration::from_millis(1),
+        backoff_max: Duration::from_millis(5),
+        ..ApplyOptions::default()
+    }
+}
+
+pub fn all_steps(fx: &Fx) -> std::collections::BTreeSet<String> {
+    fx.graph.select(&Selection::default())
+}
+
+pub async fn apply(fx: &Fx, store: Arc<dyn StateStore>, cancel: CancellationToken) -> WalkReport {
+    let runners = engine::runners_for(&fx.plan, &fx.graph, &fx.base);
+    engine::apply(
+        &fx.plan,
+        &fx.graph,
+        &all_steps(fx),
+        store,
+        &runners,
+        &fast(),
+        &mut VecSink::default(),
+        cancel,
+    )
+    .await
+}
+
+pub fn observe(fx: &Fx, store: &dyn StateStore) -> BTreeMap<String, PlannedChange> {
+    let runners = engine::runners_for(&fx.plan, &fx.graph, &fx.base);
+    engine::observe(&fx.plan, &fx.graph, &all_steps(fx), store, &runners)
+        .into_iter()
+        .collect()
+}
+
+pub fn open_store(fx: &Fx, name: &str) -> Arc<dyn StateStore> {
+    Arc::new(SqliteStore::open(fx.base.join(name)).unwrap())
+}
+
+pub fn done(report: &WalkReport, id: &str) -> cutover::state::Counts {
+    match &report.steps[id] {
+        StepResult::Done { counts } => *counts,
+        other => panic!("{id}: {other:?}\n{report:#?}"),
+    }
+}
