@@ -72,7 +72,7 @@ const MAX_THROTTLED: Duration = Duration::from_secs(1800);
 /// Messages (and bytes) fetched before they are appended as one pipelined batch and
 /// committed in one state transaction. Bounds memory; large enough to fill the pipeline.
 const BATCH_MESSAGES: usize = 64;
-const BATCH_BYTES: u64 = 8 << 20;
+const BATCH_BYTES: u64 = 4 << 20;
 
 /// Folders one copy step copies at once when no `max_connections` says fewer. Providers
 /// allow a handful of connections per mailbox (Exchange Online and Gmail about 15–20,
