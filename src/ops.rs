@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::skipped::{self, SkippedMessage};
 use crate::engine::{
     self, ApplyOptions, CancellationToken, EventSink, ExcludedFolder, FolderObservation,
     PlannedChange, Runners, StepResult, WalkOutcome, WalkReport,
@@ -795,6 +796,9 @@ pub struct StepReport {
     pub skipped: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Messages the step left behind on purpose (too large), each with folder and date.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub left_behind: Vec<SkippedMessage>,
 }
 
 pub fn build_report(
@@ -828,6 +832,10 @@ pub fn build_report(
             ),
             StepResult::Interrupted => ("interrupted (resumes on the next apply)", None),
         };
+        let left_behind = store
+            .checkpoints(id)
+            .map(|cps| skipped::from_checkpoints(&cps))
+            .unwrap_or_default();
         StepReport {
             step: id.to_string(),
             result: label.to_string(),
@@ -835,6 +843,7 @@ pub fn build_report(
             bytes: counts.bytes,
             skipped: counts.skipped,
             detail,
+            left_behind,
         }
     };
     let mut users: Vec<UserReport> = ws
@@ -903,6 +912,26 @@ pub fn render_report_markdown(report: &Report) -> String {
     for user in &report.users {
         let _ = write!(md, "\n## {}\n", user.email);
         table(&mut md, &user.steps);
+        let left: Vec<(&str, &SkippedMessage)> = user
+            .steps
+            .iter()
+            .flat_map(|s| s.left_behind.iter().map(move |m| (s.step.as_str(), m)))
+            .collect();
+        if !left.is_empty() {
+            md.push_str("\nLeft behind at the source:\n\n| step | folder | received | size | subject | why |\n|---|---|---|---:|---|---|\n");
+            let cell = |s: &str| s.replace('\n', " ").replace('|', "\\|");
+            for (step, m) in left {
+                let _ = writeln!(
+                    md,
+                    "| `{step}` | {} | {} | {} | {} | {} |",
+                    cell(&m.folder),
+                    m.date.as_deref().unwrap_or("unknown"),
+                    human_bytes(m.size),
+                    cell(m.subject.as_deref().unwrap_or("")),
+                    cell(&m.reason)
+                );
+            }
+        }
     }
     if !report.other_steps.is_empty() {
         md.push_str("\n## DNS and gates\n");

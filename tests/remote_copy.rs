@@ -401,7 +401,7 @@ async fn a_copy_killed_between_delivery_and_checkpoint_stores_each_message_once(
 async fn oversized_message_is_skipped_counted_and_recorded() {
     let d = Dovecot::shared();
     let src = d.add_user("src");
-    let big = message(601, true, 1_200_000);
+    let big = message(601, true, 1_200_000).with_internal_date(at(1_700_000_000));
     let seeded: Seed = vec![(
         "INBOX".into(),
         vec![
@@ -432,15 +432,49 @@ async fn oversized_message_is_skipped_counted_and_recorded() {
     assert_eq!(have.len(), 2);
     assert!(!have.keys().any(|(_, k)| *k == big.dedupe_key()));
     let cps = store.checkpoints("copy.alice.old").unwrap();
-    let skipped: Vec<serde_json::Value> = cps
+    let left = cutover::engine::skipped::from_checkpoints(&cps);
+    assert_eq!(left.len(), 1, "{cps:?}");
+    assert_eq!(left[0].folder, "INBOX");
+    assert_eq!(left[0].subject.as_deref(), Some("message 601"));
+    assert_eq!(left[0].date.as_deref(), Some("2023-11-14T22:13:20Z"));
+    assert!(left[0].size > 1_048_576);
+
+    // The client-facing report lists it with folder, date, size and subject (`cutover apply`
+    // on a fresh state: everything else is deduped at the target, the big one left again).
+    let plan_file = fx.base.join("remote.yaml");
+    std::fs::write(&plan_file, &yaml).unwrap();
+    // The CLI starts its own runtime: run it off this test's.
+    let run = tokio::task::spawn_blocking(move || {
+        common::run(&[
+            "apply",
+            "--yes",
+            "--progress",
+            "plain",
+            plan_file.to_str().unwrap(),
+        ])
+    })
+    .await
+    .unwrap();
+    assert_eq!(run.code, cutover::cli::ExitCode::Ok, "{}", run.stderr);
+    let md = std::fs::read_to_string(fx.base.join("cutover-out/remote-test-report.md")).unwrap();
+    let row = md
+        .lines()
+        .find(|l| l.contains("message 601"))
+        .unwrap_or_else(|| panic!("not in the report:\n{md}"));
+    assert_eq!(
+        row,
+        "| `copy.alice.old` | INBOX | 2023-11-14T22:13:20Z | 1.2 MB | message 601 | larger than the size limit |"
+    );
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fx.base.join("cutover-out/remote-test-report.json")).unwrap(),
+    )
+    .unwrap();
+    let steps = json["users"][0]["steps"].as_array().unwrap();
+    let copy = steps
         .iter()
-        .filter(|(k, _)| k.starts_with("skipped:"))
-        .map(|(_, v)| serde_json::from_slice(v).unwrap())
-        .collect();
-    assert_eq!(skipped.len(), 1, "{cps:?}");
-    assert_eq!(skipped[0]["folder"], "INBOX");
-    assert_eq!(skipped[0]["subject"], "message 601");
-    assert!(skipped[0]["size"].as_u64().unwrap() > 1_048_576);
+        .find(|s| s["step"] == "copy.alice.old")
+        .unwrap();
+    assert_eq!(copy["left_behind"][0]["subject"], "message 601");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

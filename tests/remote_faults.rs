@@ -375,3 +375,60 @@ async fn cancel_while_waiting_out_throttling_leaves_the_batch_for_the_resume() {
     assert_eq!(done(&second, "copy.bob.old").items, 5);
     assert_same(&seed_contents(&seeded), &imap_contents(&d, &dst).await);
 }
+
+/// A target that refuses one message as too big (`NO [TOOBIG]`, its own limit below the
+/// plan's) leaves that message behind, recorded for the report, and copies the rest: one
+/// refusal must not fail a mailbox's copy, nor verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_target_refuses_as_too_big_is_left_behind_and_reported() {
+    let d = Dovecot::shared();
+    let (src, dst) = (d.add_user("src"), d.add_user("dst"));
+    let seeded = corpus(17);
+    seed(&d, &src, &seeded).await;
+    let big: Vec<&RawMessage> = seeded
+        .iter()
+        .flat_map(|(_, m)| m)
+        .filter(|m| m.len() > 3_000)
+        .collect();
+    assert_eq!(big.len(), 1, "the corpus has one message over 3,000 bytes");
+    let proxy = FaultProxy::start(
+        d.imap_port,
+        Faults {
+            refuse_larger_than: Some(3_000),
+            ..Faults::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().to_path_buf();
+    let yaml = plan(
+        &base,
+        "imap",
+        &direct(&d, d.imaps_port),
+        &src,
+        &via(&proxy),
+        &dst,
+        1,
+    );
+    let fx = fixture_in(dir, base, &yaml);
+    let store = open_store(&fx, "state.db");
+    let report = apply(&fx, Arc::clone(&store), CancellationToken::new()).await;
+    assert_eq!(report.outcome, WalkOutcome::Succeeded, "{report:#?}");
+    let counts = done(&report, "copy.bob.old");
+    assert_eq!((counts.items, counts.skipped), (total(&seeded) - 1, 1));
+    let left =
+        cutover::engine::skipped::from_checkpoints(&store.checkpoints("copy.bob.old").unwrap());
+    assert_eq!(left.len(), 1);
+    // The source's own name, as `plan` shows it (Dovecot separates levels with `.`).
+    assert_eq!(left[0].folder, "Archive.2023");
+    assert_eq!(left[0].size, big[0].len() as u64);
+    assert!(
+        left[0].reason.starts_with("refused by the target: ")
+            && left[0].reason.contains("[TOOBIG]"),
+        "{}",
+        left[0].reason
+    );
+    let mut expected = seed_contents(&seeded);
+    expected.retain(|(_, key), _| *key != big[0].dedupe_key());
+    assert_same(&expected, &imap_contents(&d, &dst).await);
+    assert!(proxy.counts().refusals >= 1);
+}

@@ -11,6 +11,7 @@ pub mod events;
 pub mod local;
 mod m365;
 pub mod remote;
+pub mod skipped;
 pub mod step;
 pub mod walk;
 

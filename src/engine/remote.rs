@@ -40,6 +40,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::hash_parts;
+use super::skipped::{self, SkippedMessage};
 use super::step::{
     ApplyCtx, BoxFuture, ExcludedFolder, FolderObservation, Observation, ObserveCtx, Outcome,
     StepError, StepRunner, Unsupported,
@@ -50,7 +51,7 @@ use crate::connectors::imap::{
     PORTS as IMAP_PORTS,
 };
 use crate::connectors::mail::{
-    utf7, AppendOutcome, DateWindow, DedupeKey, FolderPath, Maildir, MaildirTarget, RawMessage,
+    AppendOutcome, DateWindow, DedupeKey, FolderPath, Maildir, MaildirTarget, RawMessage,
 };
 use crate::connectors::net::{
     reserve_connections, ConnectionSlots, Credentials, Endpoint, NetError,
@@ -592,15 +593,6 @@ struct FolderCheckpoint {
     last_uid: u32,
 }
 
-/// What the report shows of a message too large to copy.
-#[derive(Debug, Serialize)]
-struct SkippedRecord<'a> {
-    folder: &'a str,
-    uid: &'a str,
-    size: u64,
-    subject: Option<String>,
-}
-
 /// A source message as seen before downloading it.
 #[derive(Debug)]
 struct Meta {
@@ -608,6 +600,7 @@ struct Meta {
     size: u64,
     message_id: Option<String>,
     subject: Option<String>,
+    received: Option<std::time::SystemTime>,
 }
 
 fn meta_of(f: FetchedMessage) -> Meta {
@@ -616,6 +609,7 @@ fn meta_of(f: FetchedMessage) -> Meta {
         size: f.size.unwrap_or(f.message.len() as u64),
         message_id: f.message.message_id(),
         subject: f.message.subject(),
+        received: f.message.internal_date,
     }
 }
 
@@ -672,6 +666,18 @@ impl Sink {
                     index: HashMap::new(),
                 })))
             }
+        }
+    }
+
+    /// The largest message worth sending: the plan's `max_bytes`, or less when the target
+    /// announces a lower APPENDLIMIT (RFC 7889) — such mail would only be refused.
+    fn size_limit(&self, max_bytes: u64) -> u64 {
+        match self {
+            Sink::Maildir(_) => max_bytes,
+            Sink::Imap(s) => s
+                .client
+                .append_limit()
+                .map_or(max_bytes, |limit| limit.min(max_bytes)),
         }
     }
 
@@ -1191,24 +1197,21 @@ impl RemoteCopy {
             return Ok(true);
         }
         sink.prepare(&mapped.target).await?;
-        let folder_name = utf7::decode(&mapped.source).unwrap_or_else(|_| mapped.source.clone());
+        let max_bytes = sink.size_limit(self.max_bytes);
+        let folder_name = decode_lossy(&mapped.source);
         for chunk in metas.chunks(CHUNK) {
             let mut plans = Vec::with_capacity(chunk.len());
             for m in chunk {
-                let p = if m.size > self.max_bytes {
-                    let record = SkippedRecord {
-                        folder: &folder_name,
-                        uid: &m.uid.to_string(),
-                        size: m.size,
-                        subject: m.subject.clone(),
-                    };
-                    Plan1::Done(
-                        skipped(),
-                        Some((
-                            format!("skipped:{}:{}", mapped.source, m.uid),
-                            serde_json::to_string(&record).unwrap_or_default(),
-                        )),
-                    )
+                let p = if m.size > max_bytes {
+                    let record = SkippedMessage::new(
+                        folder_name.as_str(),
+                        m.uid.to_string(),
+                        m.size,
+                        m.subject.clone(),
+                        m.received,
+                        skipped::OVER_LIMIT,
+                    );
+                    Plan1::Done(skipped(), Some(record.checkpoint(&mapped.source)))
                 } else if let Some(id) = &m.message_id {
                     if sink
                         .contains(&mapped.target, &DedupeKey::MessageId(id.clone()))
@@ -1279,6 +1282,22 @@ impl RemoteCopy {
                             Ok(written) => {
                                 state.plans[*i] =
                                     Plan1::Done(written_counts(written, message), None);
+                            }
+                            // The target's own limit, lower than the plan's: left behind and
+                            // reported like any oversized message, not a failed copy.
+                            Err(Failure::Net(NetError::Rejected { text, .. }))
+                                if is_too_big(&text) =>
+                            {
+                                let record = SkippedMessage::new(
+                                    folder_name.as_str(),
+                                    state.uids[*i].to_string(),
+                                    message.len() as u64,
+                                    message.subject(),
+                                    message.internal_date,
+                                    format!("refused by the target: {text}"),
+                                );
+                                state.plans[*i] =
+                                    Plan1::Done(skipped(), Some(record.checkpoint(&mapped.source)));
                             }
                             Err(e) => {
                                 failure.get_or_insert(e);
@@ -1353,19 +1372,20 @@ impl RemoteCopy {
                 ctx.commit(Counts::default(), &[(key.as_str(), POP3_OUTSIDE)])?;
                 continue;
             }
-            if m.size > self.max_bytes {
+            if m.size > sink.size_limit(self.max_bytes) {
                 let head = match head {
                     Some(h) => h,
                     None => RawMessage::new(client.top(m.number, 0).await?),
                 };
-                let record = SkippedRecord {
-                    folder: "INBOX",
-                    uid: &m.uid,
-                    size: m.size,
-                    subject: head.subject(),
-                };
-                let rec = serde_json::to_string(&record).unwrap_or_default();
-                let skipped_key = format!("skipped:pop3:{}", m.uid);
+                let record = SkippedMessage::new(
+                    "INBOX",
+                    m.uid.as_str(),
+                    m.size,
+                    head.subject(),
+                    pop3_received(&head),
+                    skipped::OVER_LIMIT,
+                );
+                let (skipped_key, rec) = record.checkpoint("pop3");
                 ctx.commit(
                     skipped(),
                     &[
@@ -1526,6 +1546,12 @@ fn pop3_received(message: &RawMessage) -> Option<std::time::SystemTime> {
     })
 }
 
+/// A refusal naming the size (RFC 4469 `[TOOBIG]`), which concerns one message; any other
+/// refusal (quota, missing folder, policy) would hit every message and must fail loudly.
+fn is_too_big(text: &str) -> bool {
+    text.to_ascii_uppercase().contains("[TOOBIG]")
+}
+
 /// The counts of one appended message: copied, or already at the target.
 fn written_counts(written: bool, message: &RawMessage) -> Counts {
     if written {
@@ -1624,6 +1650,12 @@ pub(crate) fn verify_runner(
     steps: &[Step],
 ) -> Arc<dyn StepRunner> {
     let mut copies = Vec::new();
+    // Copy and delta steps of the user: where refusals by the target are recorded.
+    let writers: Vec<String> = steps
+        .iter()
+        .filter(|s| matches!(s.kind, StepKind::Copy | StepKind::Delta))
+        .map(|s| s.id.clone())
+        .collect();
     for (i, m) in user.migrate.iter().enumerate() {
         let Some(step) = steps
             .iter()
@@ -1642,11 +1674,13 @@ pub(crate) fn verify_runner(
     Arc::new(RemoteVerify {
         hash: hash_parts(&parts),
         copies,
+        writers,
     })
 }
 
 struct RemoteVerify {
     copies: Vec<RemoteCopy>,
+    writers: Vec<String>,
     hash: String,
 }
 
@@ -1808,14 +1842,25 @@ impl StepRunner for RemoteVerify {
     fn apply<'a>(&'a self, ctx: &'a mut ApplyCtx) -> BoxFuture<'a, Result<Outcome, StepError>> {
         let copies = self.copies.clone();
         let mut ctx = ctx.clone();
+        // Messages the target refused as too big are reported, not lost: they excuse as
+        // many missing ones (the source side already leaves out those over the plan's limit).
+        let mut refused = 0u64;
+        for id in &self.writers {
+            let left = skipped::from_checkpoints(&ctx.checkpoints_of(id).unwrap_or_default());
+            refused += left
+                .iter()
+                .filter(|m| m.reason != skipped::OVER_LIMIT)
+                .count() as u64;
+        }
         run_attempt(ctx.clone(), move || async move {
             let tally = Self::tally(copies).await?;
+            let total_missing: u64 = tally.values().map(|(_, m)| m).sum();
             let missing: Vec<String> = tally
                 .iter()
                 .filter(|(_, (_, m))| *m > 0)
                 .map(|(f, (n, m))| format!("{f}: {m} of {n} missing"))
                 .collect();
-            if !missing.is_empty() {
+            if total_missing > refused {
                 return Err(StepError::permanent(format!(
                     "verify: messages missing at the target ({})",
                     missing.join(", ")

@@ -133,6 +133,18 @@ impl ImapClient {
         self.conn.hold(slots);
     }
 
+    /// The largest message the server accepts, when it says (`APPENDLIMIT=n`, RFC 7889).
+    pub fn append_limit(&self) -> Option<u64> {
+        self.capabilities.iter().find_map(|c| {
+            let (name, value) = c.split_once('=')?;
+            if name.eq_ignore_ascii_case("APPENDLIMIT") {
+                value.parse().ok()
+            } else {
+                None
+            }
+        })
+    }
+
     pub fn capabilities(&self) -> &[String] {
         &self.capabilities
     }
