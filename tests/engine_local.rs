@@ -447,3 +447,41 @@ users:
         StepResult::Done { .. }
     ));
 }
+
+/// Mail over `max_message_size_mb` in a local export is left behind and recorded for the
+/// report with its folder, size, subject and date (from the mbox `From ` line).
+#[tokio::test]
+async fn oversized_local_mail_is_left_behind_and_recorded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = dir.path().to_path_buf();
+    let mut mbox = b"From a@example.test Tue Nov 14 22:13:20 2023\nSubject: Scans\nMessage-ID: <big@example.test>\n\n".to_vec();
+    mbox.extend(std::iter::repeat_n(b'x', 1_100_000));
+    mbox.extend_from_slice(b"\n\nFrom b@example.test Wed Nov 15 08:00:00 2023\nSubject: small\nMessage-ID: <small@example.test>\n\nhello\n\n");
+    std::fs::write(base.join("export.mbox"), &mbox).expect("mbox");
+    let yaml = "version: 1\nname: big\ndomain: example.test\ntarget: { kind: maildir, path: out }\nsources:\n  export: { kind: mbox }\nsettings: { max_message_size_mb: 1 }\nusers:\n  - email: alice@example.test\n    migrate:\n      - { from: export, file: export.mbox }\n";
+    let loaded = plan::load_str(yaml.to_string(), "big.yaml", &base, Options::default());
+    assert_eq!(
+        loaded.report.errors(),
+        0,
+        "{:#?}",
+        loaded.report.diagnostics
+    );
+    let fx = Fixture {
+        _dir: dir,
+        base,
+        plan: loaded.plan.expect("plan"),
+        graph: loaded.graph.expect("graph"),
+    };
+    let store: Arc<dyn StateStore> = Arc::new(SqliteStore::in_memory().expect("store"));
+    let (report, _) = run(&fx, Arc::clone(&store), CancellationToken::new()).await;
+    assert_eq!(report.outcome, WalkOutcome::Succeeded, "{report:#?}");
+    let rec = store.step("copy.alice.export").unwrap().unwrap();
+    assert_eq!((rec.counts.items, rec.counts.skipped), (1, 1));
+    let left = engine::skipped::from_checkpoints(&store.checkpoints("copy.alice.export").unwrap());
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].folder, "INBOX");
+    assert_eq!(left[0].subject.as_deref(), Some("Scans"));
+    assert_eq!(left[0].date.as_deref(), Some("2023-11-14T22:13:20Z"));
+    assert!(left[0].size > 1_100_000);
+    assert_eq!(left[0].reason, engine::skipped::OVER_LIMIT);
+}

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use crate::connectors::folder_filter::FolderFilter;
 
+use super::skipped::{self, SkippedMessage};
 use super::step::{
     ApplyCtx, BoxFuture, ExcludedFolder, FolderObservation, Observation, ObserveCtx, Outcome,
     StepError, StepRunner, Unsupported,
@@ -549,7 +550,18 @@ impl StepRunner for LocalCopy {
                     return Ok(false);
                 }
                 let len = message.len() as u64;
+                let mut left_behind = None;
                 let delta = if len > source.max_bytes {
+                    // Listed in the report: which mail did not move, and why.
+                    let record = SkippedMessage::new(
+                        folder.to_string(),
+                        value.clone(),
+                        len,
+                        message.subject(),
+                        message.internal_date,
+                        skipped::OVER_LIMIT,
+                    );
+                    left_behind = Some(record.checkpoint(&key));
                     Counts {
                         skipped: 1,
                         ..Counts::default()
@@ -568,7 +580,11 @@ impl StepRunner for LocalCopy {
                     }
                 };
                 // Only now is the message durable at the target: checkpoint it.
-                ctx.commit(delta, &[(key.as_str(), value.as_bytes())])?;
+                let mut checkpoints = vec![(key.as_str(), value.as_bytes())];
+                if let Some((k, v)) = &left_behind {
+                    checkpoints.push((k.as_str(), v.as_bytes()));
+                }
+                ctx.commit(delta, &checkpoints)?;
                 Ok(true)
             })?;
             Ok(if finished {
