@@ -923,6 +923,31 @@ fn uid_sets(uids: &[u32]) -> Vec<String> {
         .collect()
 }
 
+/// A folder's checkpoint: the step's own, else the one it starts from (a delta's copy).
+fn folder_checkpoint(
+    ctx: &ApplyCtx,
+    start: &BTreeMap<String, Vec<u8>>,
+    key: &str,
+) -> Option<FolderCheckpoint> {
+    ctx.checkpoint(key)
+        .or_else(|| start.get(key).map(Vec::as_slice))
+        .and_then(|v| serde_json::from_slice(v).ok())
+}
+
+/// The UID after which a folder's copy resumes, or `None` when nothing can be new: empty,
+/// or the checkpoint (valid only under the same UIDVALIDITY) already reaches UIDNEXT.
+fn resume_after(checkpoint: Option<FolderCheckpoint>, st: &MailboxStatus) -> Option<u32> {
+    let uidvalidity = st.uid_validity.unwrap_or(0);
+    let after = match checkpoint {
+        Some(c) if c.uidvalidity == uidvalidity && uidvalidity != 0 => c.last_uid,
+        _ => 0,
+    };
+    let caught_up = st
+        .uid_next
+        .is_some_and(|next| after.saturating_add(1) >= next);
+    (st.exists > 0 && !caught_up).then_some(after)
+}
+
 /// What happens to one planned message.
 enum Plan1 {
     Fetch,
@@ -956,7 +981,7 @@ impl RemoteCopy {
         let start = self.start_checkpoints(&ctx)?;
         let finished = match &self.source {
             SourceSpec::Imap(account) => {
-                let folders = self.folders_to_copy(account).await?;
+                let folders = self.folders_to_copy(account, &ctx, &start).await?;
                 self.copy_folders(folders, ctx, Arc::new(start)).await?
             }
             SourceSpec::Pop3 {
@@ -985,13 +1010,24 @@ impl RemoteCopy {
     /// lanes connect: every lane takes its target connection before its source connection,
     /// so nothing holds a source connection while waiting for a target one, and
     /// `max_connections` cannot deadlock.
-    async fn folders_to_copy(&self, account: &Account) -> Result<Vec<MappedFolder>, Failure> {
+    ///
+    /// Folders with nothing after their checkpoint are left out, so an incremental pass with
+    /// no new mail opens no lane and no target connection at all.
+    async fn folders_to_copy(
+        &self,
+        account: &Account,
+        ctx: &ApplyCtx,
+        start: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<Vec<MappedFolder>, Failure> {
         let mut src = account.imap().await?;
         let mut sized = Vec::new();
         for mailbox in src.list().await? {
             if let Some(mapped) = self.mapper.map(&mailbox) {
-                let exists = src.examine(&mapped.source).await?.exists;
-                sized.push((exists, mapped));
+                let st = src.examine(&mapped.source).await?;
+                let key = format!("imap:{}", mapped.source);
+                if resume_after(folder_checkpoint(ctx, start, &key), &st).is_some() {
+                    sized.push((st.exists, mapped));
+                }
             }
         }
         let _ = src.logout().await;
@@ -1173,21 +1209,9 @@ impl RemoteCopy {
         let key = format!("imap:{}", mapped.source);
         let st = src.examine(&mapped.source).await?;
         let uidvalidity = st.uid_validity.unwrap_or(0);
-        let prev: Option<FolderCheckpoint> = ctx
-            .checkpoint(&key)
-            .or_else(|| start.get(&key).map(Vec::as_slice))
-            .and_then(|v| serde_json::from_slice(v).ok());
-        let after = match prev {
-            Some(c) if c.uidvalidity == uidvalidity && uidvalidity != 0 => c.last_uid,
-            _ => 0,
-        };
-        if st.exists == 0
-            || st
-                .uid_next
-                .is_some_and(|next| after.saturating_add(1) >= next)
-        {
+        let Some(after) = resume_after(folder_checkpoint(ctx, start, &key), &st) else {
             return Ok(true);
-        }
+        };
         let mut metas = Vec::new();
         self.each_header(src, &st, after, |m| metas.push(meta_of(m)))
             .await?;
