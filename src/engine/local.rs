@@ -25,6 +25,7 @@ use super::step::{
     ApplyCtx, BoxFuture, ExcludedFolder, FolderObservation, Observation, ObserveCtx, Outcome,
     StepError, StepRunner, Unsupported,
 };
+use super::tally::Tally;
 use super::{hash_parts, remote, Runners};
 use crate::connectors::mail::{
     AppendOutcome, DateWindow, DedupeKey, FolderPath, MailError, Maildir, MaildirTarget,
@@ -602,11 +603,8 @@ struct LocalVerify {
     hash: String,
 }
 
-/// Per target folder: (checked, missing).
-type Tally = BTreeMap<String, (u64, u64)>;
-
 fn verify(sources: &[LocalSource]) -> Result<Tally, StepError> {
-    let mut tally = Tally::new();
+    let mut tally = Tally::default();
     let none = BTreeMap::new();
     for source in sources {
         let mut index = TargetIndex::new(&source.target);
@@ -615,29 +613,11 @@ fn verify(sources: &[LocalSource]) -> Result<Tally, StepError> {
                 return Ok(true);
             }
             let present = index.contains(folder, &message.dedupe_key())?;
-            let entry = tally.entry(folder.to_string()).or_default();
-            entry.0 += 1;
-            entry.1 += u64::from(!present);
+            tally.count(folder.to_string(), present);
             Ok(true)
         })?;
     }
     Ok(tally)
-}
-
-fn verify_result(tally: &Tally) -> Result<u64, StepError> {
-    let missing: Vec<String> = tally
-        .iter()
-        .filter(|(_, (_, m))| *m > 0)
-        .map(|(f, (n, m))| format!("{f}: {m} of {n} missing"))
-        .collect();
-    if missing.is_empty() {
-        Ok(tally.values().map(|(n, _)| n).sum())
-    } else {
-        Err(StepError::permanent(format!(
-            "verify: messages missing at the target ({})",
-            missing.join(", ")
-        )))
-    }
 }
 
 impl StepRunner for LocalVerify {
@@ -646,24 +626,14 @@ impl StepRunner for LocalVerify {
     }
 
     fn observe(&self, _ctx: &ObserveCtx) -> Result<Observation, StepError> {
-        let tally = verify(&self.sources)?;
-        let checked: u64 = tally.values().map(|(n, _)| n).sum();
-        let missing: u64 = tally.values().map(|(_, m)| m).sum();
-        Ok(Observation {
-            items: checked,
-            present: checked - missing,
-            note: Some(format!(
-                "{missing} of {checked} messages not yet at the target"
-            )),
-            ..Observation::default()
-        })
+        Ok(verify(&self.sources)?.observation())
     }
 
     fn apply<'a>(&'a self, ctx: &'a mut ApplyCtx) -> BoxFuture<'a, Result<Outcome, StepError>> {
         let sources = self.sources.clone();
         let mut ctx = ctx.clone();
         blocking(move || {
-            let checked = verify_result(&verify(&sources)?)?;
+            let checked = verify(&sources)?.verdict(0)?;
             ctx.commit(
                 Counts {
                     items: checked,

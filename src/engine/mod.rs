@@ -13,6 +13,7 @@ mod m365;
 pub mod remote;
 pub mod skipped;
 pub mod step;
+mod tally;
 pub mod walk;
 
 use std::collections::HashMap;

@@ -45,6 +45,7 @@ use super::step::{
     ApplyCtx, BoxFuture, ExcludedFolder, FolderObservation, Observation, ObserveCtx, Outcome,
     StepError, StepRunner, Unsupported,
 };
+use super::tally::Tally;
 use crate::connectors::imap::folders::decode_lossy;
 use crate::connectors::imap::{
     FetchedMessage, FolderMapper, ImapClient, MailboxStatus, MappedFolder, Route, TargetNames,
@@ -654,12 +655,7 @@ impl Sink {
             )),
             TargetSpec::Imap(account) => {
                 let mut client = account.imap_reserved().await?;
-                let delimiter = client
-                    .list()
-                    .await?
-                    .iter()
-                    .find_map(|b| b.delimiter)
-                    .unwrap_or('/');
+                let delimiter = hierarchy_delimiter(&mut client).await?;
                 Ok(Sink::Imap(Box::new(ImapSink {
                     client,
                     delimiter,
@@ -862,6 +858,16 @@ impl ImapSink {
         }
         settled
     }
+}
+
+/// The server's hierarchy delimiter (from LIST), `/` when it names none.
+async fn hierarchy_delimiter(client: &mut ImapClient) -> Result<char, Failure> {
+    Ok(client
+        .list()
+        .await?
+        .iter()
+        .find_map(|b| b.delimiter)
+        .unwrap_or('/'))
 }
 
 /// The dedupe keys of an IMAP folder: Message-IDs from a header-only fetch, and content
@@ -1708,9 +1714,6 @@ struct RemoteVerify {
     hash: String,
 }
 
-/// Per target folder: (checked, missing).
-type Tally = BTreeMap<String, (u64, u64)>;
-
 impl RemoteCopy {
     /// Dedupe keys of every source message within the size limit, by target folder.
     async fn source_keys(&self) -> Result<BTreeMap<Vec<String>, Vec<DedupeKey>>, Failure> {
@@ -1796,12 +1799,7 @@ async fn target_keys(
         TargetSpec::Imap(account) => {
             if client.is_none() {
                 let mut c = account.imap().await?;
-                let d = c
-                    .list()
-                    .await?
-                    .iter()
-                    .find_map(|b| b.delimiter)
-                    .unwrap_or('/');
+                let d = hierarchy_delimiter(&mut c).await?;
                 *client = Some((c, d));
             }
             let Some((c, d)) = client.as_mut() else {
@@ -1819,7 +1817,7 @@ async fn target_keys(
 
 impl RemoteVerify {
     async fn tally(copies: Vec<RemoteCopy>) -> Result<Tally, Failure> {
-        let mut tally = Tally::new();
+        let mut tally = Tally::default();
         for copy in &copies {
             let mut client = None;
             for (folder, keys) in copy.source_keys().await? {
@@ -1829,9 +1827,8 @@ impl RemoteVerify {
                 } else {
                     folder.join("/")
                 };
-                let entry = tally.entry(name).or_default();
-                entry.0 += keys.len() as u64;
-                entry.1 += keys.iter().filter(|k| !present.contains(k)).count() as u64;
+                let missing = keys.iter().filter(|k| !present.contains(k)).count() as u64;
+                tally.add(name, keys.len() as u64, missing);
             }
             if let Some((c, _)) = client {
                 let _ = c.logout().await;
@@ -1851,16 +1848,7 @@ impl StepRunner for RemoteVerify {
         let tally = on_own_runtime(move || async move {
             Self::tally(copies).await.map_err(Failure::into_step)
         })?;
-        let checked: u64 = tally.values().map(|(n, _)| n).sum();
-        let missing: u64 = tally.values().map(|(_, m)| m).sum();
-        Ok(Observation {
-            items: checked,
-            present: checked - missing,
-            note: Some(format!(
-                "{missing} of {checked} messages not yet at the target"
-            )),
-            ..Observation::default()
-        })
+        Ok(tally.observation())
     }
 
     fn apply<'a>(&'a self, ctx: &'a mut ApplyCtx) -> BoxFuture<'a, Result<Outcome, StepError>> {
@@ -1877,23 +1865,10 @@ impl StepRunner for RemoteVerify {
                 .count() as u64;
         }
         run_attempt(ctx.clone(), move || async move {
-            let tally = Self::tally(copies).await?;
-            let total_missing: u64 = tally.values().map(|(_, m)| m).sum();
-            let missing: Vec<String> = tally
-                .iter()
-                .filter(|(_, (_, m))| *m > 0)
-                .map(|(f, (n, m))| format!("{f}: {m} of {n} missing"))
-                .collect();
-            if total_missing > refused {
-                return Err(StepError::permanent(format!(
-                    "verify: messages missing at the target ({})",
-                    missing.join(", ")
-                ))
-                .into());
-            }
+            let checked = Self::tally(copies).await?.verdict(refused)?;
             ctx.commit(
                 Counts {
-                    items: tally.values().map(|(n, _)| n).sum(),
+                    items: checked,
                     ..Counts::default()
                 },
                 &[],
