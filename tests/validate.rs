@@ -225,3 +225,26 @@ fn mixed_valid_and_invalid_files_fail_and_report_each() {
         .stdout
         .contains("tests/plans/broken/plaintext.yaml: 1 error"));
 }
+
+/// A copy within one server needs two connections; `max_connections: 1` there is a warning
+/// (the plan stays valid: cutover takes two rather than stall), pointing at the limit.
+#[test]
+fn one_connection_to_a_server_that_is_source_and_target_is_a_warning() {
+    let plan = "tests/plans/warn/shared-server.yaml";
+    let result = run(&["validate", "--format", "json", plan]);
+    assert_eq!(result.code, ExitCode::Ok, "{}", result.stdout);
+    let report: serde_json::Value = serde_json::from_str(&result.stdout).unwrap();
+    let diagnostics = report["files"][0]["diagnostics"].as_array().unwrap();
+    assert_eq!(diagnostics.len(), 1, "{diagnostics:#?}");
+    assert_eq!(diagnostics[0]["code"], "cutover::plan::connection-limit");
+    assert_eq!(diagnostics[0]["severity"], "warning");
+    assert_eq!(
+        (
+            diagnostics[0]["line"].as_u64(),
+            diagnostics[0]["column"].as_u64()
+        ),
+        (Some(7), Some(20))
+    );
+    let human = run(&["validate", plan]);
+    insta::assert_snapshot!(format!("{}{}", human.stderr, human.stdout));
+}

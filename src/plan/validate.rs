@@ -31,6 +31,7 @@ pub const INVALID_DURATION: &str = "cutover::plan::invalid-duration";
 pub const MISSING_FILE: &str = "cutover::plan::missing-file";
 pub const MISSING_SETTING: &str = "cutover::plan::missing-setting";
 pub const DEPENDENCY_CYCLE: &str = "cutover::plan::dependency-cycle";
+pub const CONNECTION_LIMIT: &str = "cutover::plan::connection-limit";
 
 /// Options that change what validation accepts.
 #[derive(Debug, Clone, Copy, Default)]
@@ -121,7 +122,14 @@ impl TreeChecker<'_> {
         }
         if let Some(target) = root.get("target") {
             match target.get("kind").and_then(Node::as_str) {
-                Some("imap") => self.check_server(target),
+                Some("imap") => {
+                    self.check_server(target);
+                    if let Some(sources) = root.get("sources").and_then(Node::as_map) {
+                        for entry in sources {
+                            self.check_shared_server(target, &entry.value);
+                        }
+                    }
+                }
                 Some("m365") => {
                     if let Some(imap) = target.get("imap") {
                         // Its `tls` has no `none` (nor `allow_plaintext`): the schema check
@@ -280,6 +288,51 @@ impl TreeChecker<'_> {
                         list_names(domains.iter().map(String::as_str))
                     )),
             );
+        }
+    }
+
+    /// A copy from an IMAP source into an IMAP target on the same server holds a connection
+    /// to each side at once, so `max_connections: 1` there cannot be honoured: cutover takes
+    /// two rather than stall. Say so before the run.
+    fn check_shared_server(&mut self, target: &Node, source: &Node) {
+        if source.get("kind").and_then(Node::as_str) != Some("imap") {
+            return;
+        }
+        let address = |server: &Node| {
+            let host = server.get("host")?.as_str()?.to_ascii_lowercase();
+            let port = match server.get("port").map(|p| &p.value) {
+                Some(Value::Int(p)) => *p,
+                _ if server
+                    .get("tls")
+                    .and_then(Node::as_str)
+                    .unwrap_or("implicit")
+                    == "implicit" =>
+                {
+                    993
+                }
+                _ => 143,
+            };
+            Some((host, port))
+        };
+        if address(target).is_none() || address(target) != address(source) {
+            return;
+        }
+        for side in [target, source] {
+            if let Some(limit) = side
+                .get("max_connections")
+                .filter(|n| n.value == Value::Int(1))
+            {
+                self.out.push(
+                    PlanDiagnostic::warning(
+                        CONNECTION_LIMIT,
+                        "source and target are the same server: a copy needs two connections",
+                    )
+                    .label(limit.span.clone(), "one connection cannot serve both sides")
+                    .help(
+                        "set `max_connections: 2` or more on both; with 1, cutover still opens two",
+                    ),
+                );
+            }
         }
     }
 
