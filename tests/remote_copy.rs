@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::CancelAfter;
-use cutover::connectors::mail::Maildir;
+use cutover::connectors::mail::{Maildir, RawMessage};
 use cutover::connectors::net::Endpoint;
 use cutover::connectors::pop3::Pop3Client;
 use cutover::engine::{self, CancellationToken, PlannedChange, StepResult, VecSink, WalkOutcome};
@@ -658,4 +658,50 @@ settings: {{ max_message_size_mb: 1 }}
     assert_eq!(left.len(), 1, "{left:?}");
     assert!(left[0].size > 1_048_576);
     c.quit().await.unwrap();
+}
+
+/// Source folders that land in one target folder are copied by one lane, one after the
+/// other, so a message in both is stored once — as when folders were copied in sequence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folders_merged_into_one_target_folder_store_a_shared_message_once() {
+    let d = Dovecot::shared();
+    let src = d.add_user("src");
+    let shared = message(700, true, 400);
+    let sent: Vec<RawMessage> = (0..70)
+        .map(|i| message(710 + i, true, 300))
+        .chain([shared.clone()])
+        .collect();
+    let old_sent: Vec<RawMessage> = [shared.clone()]
+        .into_iter()
+        .chain((0..70).map(|i| message(800 + i, true, 300)))
+        .collect();
+    let seeded: Seed = vec![
+        ("Sent".into(), sent),
+        ("Old Sent".into(), old_sent),
+        (
+            "INBOX".into(),
+            (0..30).map(|i| message(900 + i, true, 300)).collect(),
+        ),
+    ];
+    seed(&d, &src, &seeded).await;
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().to_path_buf();
+    let yaml = imap_to_maildir_plan(&d, &base, &src, None).replace(
+        "        password: { file: src.pw }\n",
+        "        password: { file: src.pw }\n        folders: { map: { \"Old Sent\": \"Sent\" } }\n",
+    );
+    assert!(yaml.contains("Old Sent"), "{yaml}");
+    let fx = fixture_in(dir, base, &yaml);
+    let report = apply(&fx, open_store(&fx, "state.db"), CancellationToken::new()).await;
+    assert_eq!(report.outcome, WalkOutcome::Succeeded, "{report:#?}");
+    let counts = done(&report, "copy.alice.old");
+    assert_eq!(
+        (counts.items, counts.skipped),
+        (171, 1),
+        "the shared one once"
+    );
+    let have = maildir_contents(&fx.base.join("out/alice@example.test"));
+    let sent_copies = &have[&("Sent".to_string(), shared.dedupe_key())];
+    assert_eq!(sent_copies.len(), 1);
+    assert_eq!(have.keys().filter(|(f, _)| f == "Sent").count(), 141);
 }

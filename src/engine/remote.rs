@@ -1019,41 +1019,49 @@ impl RemoteCopy {
     ///
     /// Folders with nothing after their checkpoint are left out, so an incremental pass with
     /// no new mail opens no lane and no target connection at all.
+    ///
+    /// Source folders that land in one target folder (`INBOX.Sent` and `Sent`, a plan `map`)
+    /// form one unit of work, copied one after the other by one lane: the target's dedupe
+    /// index of a folder lives in one lane, and two lanes filling one folder could each store
+    /// a message the other just stored.
     async fn folders_to_copy(
         &self,
         account: &Account,
         ctx: &ApplyCtx,
         start: &BTreeMap<String, Vec<u8>>,
-    ) -> Result<Vec<MappedFolder>, Failure> {
+    ) -> Result<Vec<Vec<MappedFolder>>, Failure> {
         let mut src = account.imap().await?;
-        let mut sized = Vec::new();
+        let mut by_target: BTreeMap<Vec<String>, (u64, Vec<MappedFolder>)> = BTreeMap::new();
         for mailbox in src.list().await? {
             if let Some(mapped) = self.mapper.map(&mailbox) {
                 let st = src.examine(&mapped.source).await?;
                 let key = format!("imap:{}", mapped.source);
                 if resume_after(folder_checkpoint(ctx, start, &key), &st).is_some() {
-                    sized.push((st.exists, mapped));
+                    let unit = by_target.entry(mapped.target.clone()).or_default();
+                    unit.0 += u64::from(st.exists);
+                    unit.1.push(mapped);
                 }
             }
         }
         let _ = src.logout().await;
-        sized.sort_by_key(|(exists, _)| std::cmp::Reverse(*exists));
-        Ok(sized.into_iter().map(|(_, m)| m).collect())
+        let mut units: Vec<(u64, Vec<MappedFolder>)> = by_target.into_values().collect();
+        units.sort_by_key(|(exists, _)| std::cmp::Reverse(*exists));
+        Ok(units.into_iter().map(|(_, unit)| unit).collect())
     }
 
-    /// Copies `folders` over up to `self.lanes` connection pairs, each lane on a thread of its
-    /// own taking the next folder when done with one: a folder is copied by exactly one lane,
-    /// so its checkpoint still advances in UID order. After a lane fails the others finish
+    /// Copies `units` (folders grouped by target folder) over up to `self.lanes` connection
+    /// pairs, each lane on a thread of its own taking the next unit when done with one: a
+    /// folder is copied by exactly one lane, so its checkpoint still advances in UID order. After a lane fails the others finish
     /// their folder and stop; the failure is reported and the next attempt resumes.
     /// `Ok(false)` when cancelled.
     async fn copy_folders(
         &self,
-        folders: Vec<MappedFolder>,
+        units: Vec<Vec<MappedFolder>>,
         ctx: ApplyCtx,
         start: Arc<BTreeMap<String, Vec<u8>>>,
     ) -> Result<bool, Failure> {
-        let lanes = self.lanes.clamp(1, folders.len().max(1));
-        let queue = Arc::new(std::sync::Mutex::new(VecDeque::from(folders)));
+        let lanes = self.lanes.clamp(1, units.len().max(1));
+        let queue = Arc::new(std::sync::Mutex::new(VecDeque::from(units)));
         let failed = Arc::new(AtomicBool::new(false));
         let mut handles = Vec::with_capacity(lanes);
         for _ in 0..lanes {
@@ -1084,11 +1092,12 @@ impl RemoteCopy {
         }
     }
 
-    /// One lane: folders from `queue` until it is empty, cancelled or another lane failed.
+    /// One lane: units of folders from `queue` until it is empty, cancelled or another lane
+    /// failed.
     /// Connects lazily (a lane that gets no folder opens nothing), target first.
     async fn lane(
         self,
-        queue: Arc<std::sync::Mutex<VecDeque<MappedFolder>>>,
+        queue: Arc<std::sync::Mutex<VecDeque<Vec<MappedFolder>>>>,
         mut ctx: ApplyCtx,
         start: Arc<BTreeMap<String, Vec<u8>>>,
         failed: Arc<AtomicBool>,
@@ -1102,7 +1111,7 @@ impl RemoteCopy {
                 break;
             }
             let next = queue.lock().ok().and_then(|mut q| q.pop_front());
-            let Some(folder) = next else { break };
+            let Some(unit) = next else { break };
             if connections.is_none() {
                 let slots = reserve_connections(&self.target.with_source(account)).await;
                 let sink = Sink::open(&self.target).await?;
@@ -1112,13 +1121,15 @@ impl RemoteCopy {
             let Some((sink, src, _)) = connections.as_mut() else {
                 break;
             };
-            match self.copy_folder(src, sink, &folder, &mut ctx, &start).await {
-                Ok(true) => {}
-                // Cancelled mid-fetch: the connections are mid-response; drop, not log out.
-                Ok(false) => return Ok(false),
-                Err(e) => {
-                    failed.store(true, Ordering::Relaxed);
-                    return Err(e);
+            for folder in &unit {
+                match self.copy_folder(src, sink, folder, &mut ctx, &start).await {
+                    Ok(true) => {}
+                    // Cancelled mid-fetch: the connections are mid-response; drop, not log out.
+                    Ok(false) => return Ok(false),
+                    Err(e) => {
+                        failed.store(true, Ordering::Relaxed);
+                        return Err(e);
+                    }
                 }
             }
         }
