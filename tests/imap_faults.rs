@@ -234,3 +234,42 @@ async fn a_refused_message_fails_alone_on_every_path() {
         client.logout().await.unwrap();
     }
 }
+
+/// A server may complete pipelined commands out of order (RFC 3501 §5.5). With completions
+/// swapped by the proxy, every APPEND of a pipelined batch still gets its own result, in the
+/// order sent, and nothing waits for a completion that already came.
+#[tokio::test]
+async fn pipelined_appends_completed_out_of_order_each_get_their_own_result() {
+    let dovecot = Dovecot::shared();
+    let user = dovecot.add_user("reorder");
+    let proxy = FaultProxy::start(
+        dovecot.imap_port,
+        Faults {
+            drop_capabilities: AppendPath::Pipelined.hidden(),
+            reorder_appends: true,
+            ..Faults::default()
+        },
+    );
+    let mut client = connect_for(AppendPath::Pipelined, &proxy, &user).await;
+    let messages: Vec<RawMessage> = (0..30).map(|n| varied(n, 300 + n * 50)).collect();
+    let refs: Vec<&RawMessage> = messages.iter().collect();
+    let results = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        client.append_all("INBOX", &refs),
+    )
+    .await
+    .expect("no completion is waited for twice")
+    .expect("sent");
+    let uids: Vec<u32> = results
+        .into_iter()
+        .map(|r| r.expect("acknowledged").expect("APPENDUID").uid)
+        .collect();
+    assert_eq!(uids.len(), 30);
+    assert!(
+        uids.windows(2).all(|w| w[0] < w[1]),
+        "each result is its own message's: {uids:?}"
+    );
+    assert!(proxy.counts().reordered >= 5, "{:?}", proxy.counts());
+    assert!(inbox(&mut client).await == expected(&messages));
+    client.logout().await.unwrap();
+}

@@ -18,7 +18,8 @@
 //! - `cut_download_every` / `cut_download_after`: every Nth body download (IMAP `UID FETCH`
 //!   of `BODY.PEEK[]`, POP3 `RETR`) is cut once that many response bytes reached the client,
 //!   at most `cut_download_limit` times;
-//! - `drop_capabilities`: names removed from `* CAPABILITY` lines and `[CAPABILITY …]` codes.
+//! - `drop_capabilities`: names removed from `* CAPABILITY` lines and `[CAPABILITY …]` codes;
+//! - `reorder_appends`: an APPEND's completion comes after the next command's.
 //!
 //! Replies the proxy invents reach the client in command order (after the server's answers
 //! to the commands sent before), as a server's would.
@@ -60,6 +61,10 @@ pub struct Faults {
     pub cut_download_limit: Option<usize>,
     /// Capability names (any case) the client must not see.
     pub drop_capabilities: Vec<String>,
+    /// Completes pipelined APPENDs out of order: an APPEND's `OK [APPENDUID …]` is held back
+    /// until the next command completes (only while another command is in flight, so it
+    /// always comes). RFC 3501 allows it; Dovecot never does it.
+    pub reorder_appends: bool,
 }
 
 /// What the proxy has seen and done, across all connections.
@@ -72,6 +77,8 @@ pub struct Counts {
     pub refusals: usize,
     pub downloads: usize,
     pub download_cuts: usize,
+    /// APPEND completions sent after a later command's.
+    pub reordered: usize,
 }
 
 struct Shared {
@@ -445,13 +452,30 @@ impl Append<'_> {
 /// Server → client: lines, with capability filtering; literals as bytes.
 fn responses(server: TcpStream, down: &Down, shared: &Shared) {
     let mut from_server = BufReader::new(server);
+    // An APPEND completion held back to come after the next one (`reorder_appends`).
+    let mut held: Option<(Vec<u8>, String)> = None;
     'lines: while let Some(line) = read_line(&mut from_server) {
-        let dropped = shared.faults().drop_capabilities;
-        let line = if dropped.is_empty() {
+        let faults = shared.faults();
+        let line = if faults.drop_capabilities.is_empty() {
             line
         } else {
-            filter_capabilities(&line, &dropped)
+            filter_capabilities(&line, &faults.drop_capabilities)
         };
+        if faults.reorder_appends && held.is_none() && contains(&line, b"[APPENDUID") {
+            if let Some(tag) = completion_tag(&line) {
+                let in_flight = down
+                    .lock()
+                    .unwrap()
+                    .queue
+                    .iter()
+                    .filter(|p| matches!(p, Pending::Sent(_)))
+                    .count();
+                if in_flight >= 2 {
+                    held = Some((line, tag));
+                    continue;
+                }
+            }
+        }
         if !down.lock().unwrap().send(&line, shared) {
             break;
         }
@@ -473,6 +497,13 @@ fn responses(server: TcpStream, down: &Down, shared: &Shared) {
             if !down.lock().unwrap().completed(&tag) {
                 break;
             }
+            if let Some((late, late_tag)) = held.take() {
+                let mut d = down.lock().unwrap();
+                if !d.send(&late, shared) || !d.completed(&late_tag) {
+                    break;
+                }
+                shared.count(|c| c.reordered += 1);
+            }
         }
     }
     if let Ok(d) = down.lock() {
@@ -481,6 +512,11 @@ fn responses(server: TcpStream, down: &Down, shared: &Shared) {
     if let Ok(server) = from_server.get_ref().try_clone() {
         let _ = server.shutdown(Shutdown::Both);
     }
+}
+
+fn contains(line: &[u8], needle: &[u8]) -> bool {
+    line.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// The tag of a tagged `OK`/`NO`/`BAD` completion.

@@ -5,7 +5,7 @@
 //! APPEND: [`ImapClient::append_all`] uses MULTIAPPEND or pipelines, because storing is where
 //! a copy spends its time.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::SystemTime;
 
 use super::proto::{parse, quoted, read_response, response_code, Value};
@@ -510,6 +510,7 @@ impl ImapClient {
         let name = self.astring(mailbox, "APPEND").await?;
         let mut results = Vec::with_capacity(messages.len());
         let mut in_flight: VecDeque<String> = VecDeque::new();
+        let mut early = HashMap::new();
         let mut next = 0;
         while next < messages.len() || !in_flight.is_empty() {
             if next < messages.len() && in_flight.len() < APPEND_WINDOW {
@@ -537,8 +538,8 @@ impl ImapClient {
             let Some(tag) = in_flight.pop_front() else {
                 break;
             };
-            match self.finish(&tag, "APPEND").await {
-                Ok((_, done)) => results.push(Ok(append_uid(&done.text))),
+            match self.finish_pipelined(&tag, &in_flight, &mut early).await {
+                Ok(done) => results.push(Ok(append_uid(&done.text))),
                 Err(e) => {
                     let refused = is_refusal(&e);
                     results.push(Err(e));
@@ -549,6 +550,40 @@ impl ImapClient {
             }
         }
         Ok(results)
+    }
+
+    /// Reads until pipelined APPEND `tag` completes. A server may complete pipelined commands
+    /// in any order (RFC 3501 §5.5): completions of the ones still in flight (`others`) that
+    /// come first are kept in `early` for their turn, not mistaken for noise.
+    async fn finish_pipelined(
+        &mut self,
+        tag: &str,
+        others: &VecDeque<String>,
+        early: &mut HashMap<String, Done>,
+    ) -> NetResult<Done> {
+        let done = match early.remove(tag) {
+            Some(done) => done,
+            None => loop {
+                let resp = read_response(&mut self.conn, "APPEND").await?;
+                let first = resp.first_line();
+                if let Some(done) = self.tagged(tag, first) {
+                    break done;
+                }
+                if let Some((other, done)) = others
+                    .iter()
+                    .find_map(|t| self.tagged(t, first).map(|d| (t.clone(), d)))
+                {
+                    early.insert(other, done);
+                    continue;
+                }
+                self.check_bye(first, "APPEND")?;
+            },
+        };
+        if done.ok {
+            Ok(done)
+        } else {
+            Err(self.no_error("APPEND", done.text))
+        }
     }
 
     /// One MULTIAPPEND (RFC 3502) command for all `messages`: atomic — on a tagged NO none of
