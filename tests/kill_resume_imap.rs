@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use cutover::connectors::mail::corpus::{self, CorpusSpec};
 use cutover::state::{SqliteStore, StateStore, StepStatus};
 use support::dovecot::Dovecot;
-use support::mailbox::{assert_same, imap_contents, load};
+use support::mailbox::{assert_same, imap_contents};
+use support::remote::seed;
 
 const MESSAGES: usize = 1_200;
 const KILLS: usize = 8;
@@ -54,12 +55,16 @@ async fn sigkill_mid_imap_copy_then_resume_delivers_exactly_once() {
         attachment_size: 64 * 1024,
         ..CorpusSpec::new(31, MESSAGES)
     };
-    load(
-        &d,
-        &src,
-        corpus::generate(&spec).map(|m| (m.folder, m.message)),
-    )
-    .await;
+    let mut by_folder: std::collections::BTreeMap<String, Vec<_>> = Default::default();
+    for m in corpus::generate(&spec) {
+        let name = if m.folder.is_inbox() {
+            "INBOX".to_string()
+        } else {
+            m.folder.segments().join("/")
+        };
+        by_folder.entry(name).or_default().push(m.message);
+    }
+    seed(&d, &src, &by_folder.into_iter().collect()).await;
     let expected = imap_contents(&d, &src).await;
 
     let dir = tempfile::tempdir().unwrap();

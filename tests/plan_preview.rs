@@ -9,10 +9,7 @@ use std::path::{Path, PathBuf};
 
 use common::run;
 use cutover::cli::ExitCode;
-use cutover::connectors::imap::ImapClient;
-use cutover::connectors::mail::{utf7, RawMessage};
-use cutover::connectors::net::{Credentials, Endpoint};
-use cutover::plan::model::Tls;
+use cutover::connectors::mail::RawMessage;
 use support::dovecot::{Dovecot, User};
 
 /// A message whose bytes depend only on `id`, so sizes in snapshots are stable.
@@ -35,38 +32,11 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 
 /// Creates the folders (Unicode, `/`-separated) and appends the messages.
 async fn seed(d: &Dovecot, u: &User, folders: &[(&str, Vec<RawMessage>)]) {
-    let ep = Endpoint::new("127.0.0.1", d.imaps_port, Tls::Implicit).with_ca_file(d.ca_file());
-    let mut c = ImapClient::connect(&ep, &Credentials::password(&u.login, &u.password))
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", d.logs()));
-    let delim = c
-        .list()
-        .await
-        .unwrap()
+    let folders: support::remote::Seed = folders
         .iter()
-        .find_map(|b| b.delimiter)
-        .unwrap_or('/');
-    let existing: Vec<String> = c
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|b| b.name)
+        .map(|(f, m)| (f.to_string(), m.clone()))
         .collect();
-    for (folder, msgs) in folders {
-        let wire = folder
-            .split('/')
-            .map(utf7::encode)
-            .collect::<Vec<_>>()
-            .join(&delim.to_string());
-        if wire != "INBOX" && !existing.contains(&wire) {
-            c.create(&wire).await.unwrap();
-        }
-        for m in msgs {
-            c.append(&wire, m).await.unwrap();
-        }
-    }
-    c.logout().await.unwrap();
+    support::remote::seed(d, u, &folders).await;
 }
 
 /// Writes a plan copying `u`'s mailbox from the Dovecot into a maildir, with `folders:` rules.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use cutover::connectors::imap::ImapClient;
-use cutover::connectors::mail::{utf7, DedupeKey, Flags, FolderPath, RawMessage};
+use cutover::connectors::mail::{utf7, DedupeKey, Flags};
 use cutover::connectors::net::{Credentials, Endpoint};
 use cutover::plan::model::Tls;
 
@@ -65,57 +65,5 @@ pub fn assert_same(expected: &Contents, actual: &Contents) {
         assert!(eb == ab, "{k:?}: bytes differ");
         assert_eq!(ef, af, "{k:?}: flags");
         assert_eq!(ed, ad, "{k:?}: internal date");
-    }
-}
-
-/// Stores `messages` (folder, message) for `u`, creating folders, in MULTIAPPEND batches.
-pub async fn load(
-    d: &Dovecot,
-    u: &User,
-    messages: impl IntoIterator<Item = (FolderPath, RawMessage)>,
-) {
-    let mut c = login(d, u).await;
-    let delim = c
-        .list()
-        .await
-        .unwrap()
-        .iter()
-        .find_map(|b| b.delimiter)
-        .unwrap_or('/');
-    let mut pending: BTreeMap<String, Vec<RawMessage>> = BTreeMap::new();
-    for (folder, message) in messages {
-        let wire = if folder.is_inbox() {
-            "INBOX".to_string()
-        } else {
-            folder
-                .segments()
-                .iter()
-                .map(|s| utf7::encode(s))
-                .collect::<Vec<_>>()
-                .join(&delim.to_string())
-        };
-        if !pending.contains_key(&wire) && wire != "INBOX" {
-            c.create(&wire).await.unwrap();
-        }
-        let batch = pending.entry(wire.clone()).or_default();
-        batch.push(message);
-        if batch.len() == 64 {
-            let batch = std::mem::take(batch);
-            store(&mut c, &wire, &batch).await;
-        }
-    }
-    for (wire, batch) in &pending {
-        store(&mut c, wire, batch).await;
-    }
-    c.logout().await.unwrap();
-}
-
-async fn store(c: &mut ImapClient, wire: &str, batch: &[RawMessage]) {
-    if batch.is_empty() {
-        return;
-    }
-    let refs: Vec<&RawMessage> = batch.iter().collect();
-    for r in c.append_all(wire, &refs).await.unwrap() {
-        r.unwrap();
     }
 }
