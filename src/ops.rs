@@ -177,30 +177,10 @@ pub struct PlanRow {
     /// Where each source folder's mail goes and how much of it (copy and delta steps whose
     /// runner breaks its work down by folder); `items`/`bytes`/`present` are their totals.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub folders: Vec<PlanFolder>,
+    pub folders: Vec<FolderObservation>,
     /// Source folders the plan's `include`/`exclude` rules leave behind.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub excluded: Vec<PlanExcluded>,
-}
-
-/// One source folder → target folder line of a [`PlanRow`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PlanFolder {
-    /// Human name (modified UTF-7 decoded), in the source's own spelling.
-    pub source: String,
-    /// `/`-separated target path; `INBOX` for the inbox.
-    pub target: String,
-    pub items: u64,
-    pub bytes: u64,
-    pub present: u64,
-}
-
-/// A source folder the plan excludes, with the mail that stays behind.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PlanExcluded {
-    pub source: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub messages: Option<u64>,
+    pub excluded: Vec<ExcludedFolder>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -288,8 +268,8 @@ fn row(step: String, change: PlannedChange) -> PlanRow {
             items: Some(items),
             bytes: Some(bytes),
             present: Some(present),
-            folders: plan_folders(folders),
-            excluded: plan_excluded(excluded),
+            folders,
+            excluded,
             ..base
         },
         PlannedChange::Change {
@@ -305,8 +285,8 @@ fn row(step: String, change: PlannedChange) -> PlanRow {
             bytes: Some(bytes),
             present: Some(present),
             reason: Some(reason),
-            folders: plan_folders(folders),
-            excluded: plan_excluded(excluded),
+            folders,
+            excluded,
             ..base
         },
         PlannedChange::Unchanged => base,
@@ -316,29 +296,6 @@ fn row(step: String, change: PlannedChange) -> PlanRow {
             ..base
         },
     }
-}
-
-fn plan_folders(folders: Vec<FolderObservation>) -> Vec<PlanFolder> {
-    folders
-        .into_iter()
-        .map(|f| PlanFolder {
-            source: f.source,
-            target: f.target,
-            items: f.items,
-            bytes: f.bytes,
-            present: f.present,
-        })
-        .collect()
-}
-
-fn plan_excluded(excluded: Vec<ExcludedFolder>) -> Vec<PlanExcluded> {
-    excluded
-        .into_iter()
-        .map(|e| PlanExcluded {
-            source: e.source,
-            messages: e.messages,
-        })
-        .collect()
 }
 
 fn offline_rows(

@@ -756,6 +756,7 @@ impl Sink {
             Sink::Imap(s) => s.append_batch(folder, messages, cancel).await,
         }
     }
+
     async fn close(self) {
         if let Sink::Imap(s) = self {
             let _ = s.client.logout().await;

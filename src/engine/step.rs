@@ -20,6 +20,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
@@ -112,7 +113,8 @@ impl Observation {
 }
 
 /// One source folder of an [`Observation`]: where its mail goes and how much apply would copy.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Serialized as is into `plan --json` and saved plans.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FolderObservation {
     /// The source folder as people read it: modified UTF-7 decoded, in the source's own
     /// spelling and separator (`INBOX.Entwürfe`), or the file's name for an mbox.
@@ -127,12 +129,13 @@ pub struct FolderObservation {
 }
 
 /// A source folder the plan's folder rules exclude from the copy.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExcludedFolder {
     /// As [`FolderObservation::source`].
     pub source: String,
     /// Messages in it, i.e. the mail that stays behind at the source; `None` when the
     /// source would not say (counting them is best effort, they are not copied anyway).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages: Option<u64>,
 }
 
