@@ -66,6 +66,14 @@ settings: {{ retries: {retries} }}
     )
 }
 
+/// A fresh plan directory holding [`plan`]'s plan.
+fn fixture_for(kind: &str, source: &str, src: &User, target: &str, dst: &User, retries: u32) -> Fx {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().to_path_buf();
+    let yaml = plan(&base, kind, source, src, target, dst, retries);
+    fixture_in(dir, base, &yaml)
+}
+
 /// The varied mailbox plus a folder large enough for two batches (64 messages each).
 fn corpus(tag: usize) -> Seed {
     let mut seed = varied_seed(tag);
@@ -97,10 +105,7 @@ async fn copy_into_faulty_target(tag: usize, faults: Faults, retries: u32) -> Fa
     let seeded = corpus(tag);
     seed(&d, &src, &seeded).await;
     let proxy = FaultProxy::start(d.imap_port, faults);
-    let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().to_path_buf();
-    let yaml = plan(
-        &base,
+    let fx = fixture_for(
         "imap",
         &direct(&d, d.imaps_port),
         &src,
@@ -108,7 +113,6 @@ async fn copy_into_faulty_target(tag: usize, faults: Faults, retries: u32) -> Fa
         &dst,
         retries,
     );
-    let fx = fixture_in(dir, base, &yaml);
     let store = open_store(&fx, "state.db");
     let report = apply(&fx, Arc::clone(&store), CancellationToken::new()).await;
     assert_eq!(
@@ -234,10 +238,7 @@ async fn source_cut_mid_fetch_gets_everything_once() {
             ..Faults::default()
         },
     );
-    let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().to_path_buf();
-    let yaml = plan(
-        &base,
+    let fx = fixture_for(
         "imap",
         &via(&proxy),
         &src,
@@ -245,7 +246,6 @@ async fn source_cut_mid_fetch_gets_everything_once() {
         &dst,
         10,
     );
-    let fx = fixture_in(dir, base, &yaml);
     let report = apply(&fx, open_store(&fx, "state.db"), CancellationToken::new()).await;
     assert_eq!(
         report.outcome,
@@ -289,10 +289,7 @@ async fn pop3_source_cut_mid_retr_gets_everything_once() {
             ..Faults::default()
         },
     );
-    let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().to_path_buf();
-    let yaml = plan(
-        &base,
+    let fx = fixture_for(
         "pop3",
         &via(&proxy),
         &src,
@@ -300,7 +297,6 @@ async fn pop3_source_cut_mid_retr_gets_everything_once() {
         &dst,
         10,
     );
-    let fx = fixture_in(dir, base, &yaml);
     let report = apply(&fx, open_store(&fx, "state.db"), CancellationToken::new()).await;
     assert_eq!(
         report.outcome,
@@ -343,10 +339,7 @@ async fn cancel_while_waiting_out_throttling_leaves_the_batch_for_the_resume() {
             ..Faults::default()
         },
     );
-    let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().to_path_buf();
-    let yaml = plan(
-        &base,
+    let fx = fixture_for(
         "imap",
         &direct(&d, d.imaps_port),
         &src,
@@ -354,7 +347,6 @@ async fn cancel_while_waiting_out_throttling_leaves_the_batch_for_the_resume() {
         &dst,
         1,
     );
-    let fx = fixture_in(dir, base, &yaml);
     let store = open_store(&fx, "state.db");
     let cancel = CancellationToken::new();
     let canceller = {
@@ -398,10 +390,7 @@ async fn a_message_the_target_refuses_as_too_big_is_left_behind_and_reported() {
             ..Faults::default()
         },
     );
-    let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().to_path_buf();
-    let yaml = plan(
-        &base,
+    let fx = fixture_for(
         "imap",
         &direct(&d, d.imaps_port),
         &src,
@@ -409,7 +398,6 @@ async fn a_message_the_target_refuses_as_too_big_is_left_behind_and_reported() {
         &dst,
         1,
     );
-    let fx = fixture_in(dir, base, &yaml);
     let store = open_store(&fx, "state.db");
     let report = apply(&fx, Arc::clone(&store), CancellationToken::new()).await;
     assert_eq!(report.outcome, WalkOutcome::Succeeded, "{report:#?}");
