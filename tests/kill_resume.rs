@@ -6,10 +6,14 @@
 //! `CUTOVER_KILL_ROUNDS` sets the number of kills (default 20); `scripts/kill-bench.sh` runs
 //! 100 and prints figures.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
+
+use common::apply_process::{apply, resume_until_done};
 
 use cutover::connectors::mail::corpus::{self, CorpusSpec};
 use cutover::connectors::mail::maildir::Maildir;
@@ -46,16 +50,6 @@ impl SplitMix {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
-}
-
-fn apply(dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cutover"));
-    cmd.args(["apply", "--yes", "--progress", "plain", "plan.yaml"])
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    cmd
 }
 
 #[test]
@@ -125,20 +119,7 @@ fn sigkill_at_random_instants_then_resume_delivers_exactly_once() {
         mid_copy * 2 >= rounds,
         "only {mid_copy} of {rounds} kills landed mid-copy"
     );
-    let mut resumes = 0;
-    loop {
-        let run = apply(dir.path()).stderr(Stdio::piped()).output().unwrap();
-        resumes += 1;
-        if run.status.success() {
-            break;
-        }
-        assert!(
-            resumes < 5,
-            "apply did not finish after {resumes} plain resumes: {}\n{}",
-            run.status,
-            String::from_utf8_lossy(&run.stderr)
-        );
-    }
+    let resumes = resume_until_done(dir.path(), 5);
     let elapsed = started.elapsed();
     verify(dir.path());
     println!(

@@ -5,11 +5,13 @@
 //! byte-identical, with its flags and internal date — a batch the server stored just before
 //! the kill, but whose checkpoint never reached the state, must be recognised on resume.
 
+mod common;
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::apply_process::{apply, resume_until_done};
 
 use cutover::connectors::mail::corpus::{self, CorpusSpec};
 use cutover::state::{SqliteStore, StateStore, StepStatus};
@@ -19,16 +21,6 @@ use support::remote::seed;
 
 const MESSAGES: usize = 1_200;
 const KILLS: usize = 8;
-
-fn apply(dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cutover"));
-    cmd.args(["apply", "--yes", "--progress", "plain", "plan.yaml"])
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    cmd
-}
 
 /// Messages the state says were copied (committed) so far.
 fn copied_so_far(dir: &Path) -> u64 {
@@ -120,20 +112,7 @@ async fn sigkill_mid_imap_copy_then_resume_delivers_exactly_once() {
         mid_copy >= KILLS / 2,
         "only {mid_copy} kills landed mid-copy"
     );
-    let mut resumes = 0;
-    loop {
-        let run = apply(dir.path()).stderr(Stdio::piped()).output().unwrap();
-        resumes += 1;
-        if run.status.success() {
-            break;
-        }
-        assert!(
-            resumes < 4,
-            "apply did not finish after {resumes} resumes: {}\n{}",
-            run.status,
-            String::from_utf8_lossy(&run.stderr)
-        );
-    }
+    let resumes = resume_until_done(dir.path(), 4);
     assert_same(&expected, &imap_contents(&d, &dst).await);
     let store = SqliteStore::open(dir.path().join(".cutover").join("kill-imap.db")).unwrap();
     for step in store.steps().unwrap() {

@@ -31,6 +31,7 @@ pub fn run(args: &[&str]) -> Captured {
     }
 }
 
+pub mod apply_process;
 pub mod cancel_after;
 pub mod child;
 #[allow(unused_imports)]
