@@ -150,7 +150,7 @@ async fn apply(yaml: &str, base: &Path, state: &str, step: &str) -> (f64, Counts
         loaded.report.diagnostics
     );
     let (plan, graph) = (loaded.plan.expect("plan"), loaded.graph.expect("graph"));
-    let runners = engine::runners_for(&plan, &graph, base);
+    let runners = cutover::runners::runners_for(&plan, &graph, base);
     let selected = graph.select(&Selection::new(&[step.to_string()], &[]).expect("selection"));
     let store: Arc<dyn StateStore> = Arc::new(SqliteStore::open(base.join(state)).expect("state"));
     let id = step.replace('*', "bench.old");

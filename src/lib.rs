@@ -9,6 +9,7 @@ pub mod graph;
 pub mod ops;
 pub mod plan;
 pub mod redact;
+pub mod runners;
 pub mod secrets;
 pub mod state;
 pub mod time;

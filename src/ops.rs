@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::skipped::{self, SkippedMessage};
+use crate::runners::skipped::{self, SkippedMessage};
 use crate::engine::{
     self, ApplyOptions, CancellationToken, EventSink, ExcludedFolder, FolderObservation,
     PlannedChange, Runners, StepResult, WalkOutcome, WalkReport,
@@ -124,7 +124,7 @@ impl Workspace {
     }
 
     pub fn runners(&self) -> Runners {
-        engine::runners_for(self.plan(), self.graph(), self.base_dir())
+        crate::runners::runners_for(self.plan(), self.graph(), self.base_dir())
     }
 
     /// `<plan dir>/<settings.output_dir>`

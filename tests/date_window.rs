@@ -113,7 +113,7 @@ fn fast() -> ApplyOptions {
 }
 
 async fn apply(fx: &Fx, store: Arc<dyn StateStore>) -> WalkReport {
-    let runners = engine::runners_for(&fx.plan, &fx.graph, &fx.base);
+    let runners = cutover::runners::runners_for(&fx.plan, &fx.graph, &fx.base);
     engine::apply(
         &fx.plan,
         &fx.graph,
@@ -128,7 +128,7 @@ async fn apply(fx: &Fx, store: Arc<dyn StateStore>) -> WalkReport {
 }
 
 fn observe(fx: &Fx, store: &dyn StateStore) -> BTreeMap<String, PlannedChange> {
-    let runners = engine::runners_for(&fx.plan, &fx.graph, &fx.base);
+    let runners = cutover::runners::runners_for(&fx.plan, &fx.graph, &fx.base);
     engine::observe(
         &fx.plan,
         &fx.graph,

@@ -91,7 +91,7 @@ async fn run(
     store: Arc<dyn StateStore>,
     cancel: CancellationToken,
 ) -> (engine::WalkReport, VecSink) {
-    let runners = engine::runners_for(&fx.plan, &fx.graph, &fx.base);
+    let runners = cutover::runners::runners_for(&fx.plan, &fx.graph, &fx.base);
     let mut sink = VecSink::default();
     let report = engine::apply(
         &fx.plan,
@@ -161,7 +161,7 @@ async fn apply_copies_everything_byte_identical_then_nothing() {
     let fx = fixture(60);
     let state = fx.base.join(".cutover/local-test.db");
     let store: Arc<dyn StateStore> = Arc::new(SqliteStore::open(&state).expect("store"));
-    let runners = engine::runners_for(&fx.plan, &fx.graph, &fx.base);
+    let runners = cutover::runners::runners_for(&fx.plan, &fx.graph, &fx.base);
 
     let planned: BTreeMap<String, PlannedChange> = engine::observe(
         &fx.plan,
@@ -415,7 +415,7 @@ users:
     let (plan, graph) = (loaded.plan.expect("plan"), loaded.graph.expect("graph"));
     let store: Arc<dyn StateStore> =
         Arc::new(SqliteStore::open(base.join(".cutover/mixed.db")).expect("store"));
-    let runners = engine::runners_for(&plan, &graph, base);
+    let runners = cutover::runners::runners_for(&plan, &graph, base);
     let mut sink = VecSink::default();
     let selected = graph.select(&Selection::default());
     let report = engine::apply(
@@ -477,11 +477,11 @@ async fn oversized_local_mail_is_left_behind_and_recorded() {
     assert_eq!(report.outcome, WalkOutcome::Succeeded, "{report:#?}");
     let rec = store.step("copy.alice.export").unwrap().unwrap();
     assert_eq!((rec.counts.items, rec.counts.skipped), (1, 1));
-    let left = engine::skipped::from_checkpoints(&store.checkpoints("copy.alice.export").unwrap());
+    let left = cutover::runners::skipped::from_checkpoints(&store.checkpoints("copy.alice.export").unwrap());
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].folder, "INBOX");
     assert_eq!(left[0].subject.as_deref(), Some("Scans"));
     assert_eq!(left[0].date.as_deref(), Some("2023-11-14T22:13:20Z"));
     assert!(left[0].size > 1_100_000);
-    assert_eq!(left[0].reason, engine::skipped::OVER_LIMIT);
+    assert_eq!(left[0].reason, cutover::runners::skipped::OVER_LIMIT);
 }

@@ -193,7 +193,7 @@ async fn imap_source_into_m365_lands_in_exchange_folders_once() {
     let tokens = token_endpoint_always(ok_token(&dst.password, 3599));
     let fx = fixture(&d, &src, &dst, &tokens.url, "app-secret-value-1");
     let store: Arc<dyn StateStore> = Arc::new(SqliteStore::open(fx.base.join("state.db")).unwrap());
-    let runners = engine::runners_for(&fx.plan, &fx.graph, &fx.base);
+    let runners = cutover::runners::runners_for(&fx.plan, &fx.graph, &fx.base);
     let who = local_part(&dst);
     let copy = format!("copy.{who}.old");
 
@@ -266,7 +266,7 @@ async fn a_wrong_client_secret_names_tenant_app_and_code_and_leaks_nothing() {
     let secret = "Wrong-App-Secret-5d1e7b";
     let fx = fixture(&d, &src, &dst, &tokens.url, secret);
     let store: Arc<dyn StateStore> = Arc::new(SqliteStore::open(fx.base.join("state.db")).unwrap());
-    let runners = engine::runners_for(&fx.plan, &fx.graph, &fx.base);
+    let runners = cutover::runners::runners_for(&fx.plan, &fx.graph, &fx.base);
     let mut log = JsonlEventLog::open(fx.base.join("events.jsonl")).unwrap();
     let report = apply(&fx, &runners, &store, &["copy.*"], &mut log).await;
     drop(log);

@@ -432,7 +432,7 @@ async fn oversized_message_is_skipped_counted_and_recorded() {
     assert_eq!(have.len(), 2);
     assert!(!have.keys().any(|(_, k)| *k == big.dedupe_key()));
     let cps = store.checkpoints("copy.alice.old").unwrap();
-    let left = cutover::engine::skipped::from_checkpoints(&cps);
+    let left = cutover::runners::skipped::from_checkpoints(&cps);
     assert_eq!(left.len(), 1, "{cps:?}");
     assert_eq!(left[0].folder, "INBOX");
     assert_eq!(left[0].subject.as_deref(), Some("message 601"));
@@ -554,7 +554,7 @@ async fn delta_copies_only_mail_newer_than_the_copy() {
     );
     let fx = fixture_in(dir, base, &yaml);
     let store = open_store(&fx, "state.db");
-    let runners = engine::runners_for(&fx.plan, &fx.graph, &fx.base);
+    let runners = cutover::runners::runners_for(&fx.plan, &fx.graph, &fx.base);
     let run = |ids: &[&str]| {
         let sel =
             Selection::new(&ids.iter().map(|s| s.to_string()).collect::<Vec<_>>(), &[]).unwrap();

@@ -404,7 +404,7 @@ async fn a_message_the_target_refuses_as_too_big_is_left_behind_and_reported() {
     let counts = done(&report, "copy.bob.old");
     assert_eq!((counts.items, counts.skipped), (total(&seeded) - 1, 1));
     let left =
-        cutover::engine::skipped::from_checkpoints(&store.checkpoints("copy.bob.old").unwrap());
+        cutover::runners::skipped::from_checkpoints(&store.checkpoints("copy.bob.old").unwrap());
     assert_eq!(left.len(), 1);
     // The source's own name, as `plan` shows it (Dovecot separates levels with `.`).
     assert_eq!(left[0].folder, "Archive.2023");

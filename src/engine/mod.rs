@@ -1,19 +1,13 @@
 //! The engine: walks a plan's step DAG and drives each step through the [`StepRunner`]
-//! contract. It knows steps, not protocols: connectors implement runners ([`local`] for
-//! mbox/maildir into a maildir), the walker ([`walk`]) schedules, retries, cancels and
-//! records state and events.
+//! contract. It knows steps, not protocols: `crate::runners` binds step kinds to connectors,
+//! the walker ([`walk`]) schedules, retries, cancels and records state and events. No file
+//! here imports `crate::connectors` (a test keeps it so).
 //!
-//! Library entry points for the CLI: [`runners_for`] builds the runners of a plan, [`observe`]
-//! previews (`cutover plan`), [`apply`] executes (`cutover apply`).
+//! Library entry points: [`observe`] previews (`cutover plan`), [`apply`] executes
+//! (`cutover apply`), given the runners `crate::runners::runners_for` built.
 
-pub mod autocomplete;
 pub mod events;
-pub mod local;
-mod m365;
-pub mod remote;
-pub mod skipped;
 pub mod step;
-mod tally;
 pub mod walk;
 
 use std::collections::HashMap;
@@ -22,7 +16,6 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 pub use events::{Event, EventKind, EventSink, JsonlEventLog, NullSink, Tee, VecSink};
-pub use local::runners_for;
 pub use step::{
     ApplyCtx, BoxFuture, ExcludedFolder, FolderObservation, Observation, ObserveCtx, Outcome,
     StepError, StepRunner, Unsupported,

@@ -207,7 +207,7 @@ pub fn all_steps(fx: &Fx) -> std::collections::BTreeSet<String> {
 }
 
 pub async fn apply(fx: &Fx, store: Arc<dyn StateStore>, cancel: CancellationToken) -> WalkReport {
-    let runners = engine::runners_for(&fx.plan, &fx.graph, &fx.base);
+    let runners = cutover::runners::runners_for(&fx.plan, &fx.graph, &fx.base);
     engine::apply(
         &fx.plan,
         &fx.graph,
@@ -222,7 +222,7 @@ pub async fn apply(fx: &Fx, store: Arc<dyn StateStore>, cancel: CancellationToke
 }
 
 pub fn observe(fx: &Fx, store: &dyn StateStore) -> BTreeMap<String, PlannedChange> {
-    let runners = engine::runners_for(&fx.plan, &fx.graph, &fx.base);
+    let runners = cutover::runners::runners_for(&fx.plan, &fx.graph, &fx.base);
     engine::observe(&fx.plan, &fx.graph, &all_steps(fx), store, &runners)
         .into_iter()
         .collect()

@@ -39,9 +39,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::hash_parts;
+use crate::engine::hash_parts;
 use super::skipped::{self, SkippedMessage};
-use super::step::{
+use crate::engine::step::{
     ApplyCtx, BoxFuture, ExcludedFolder, FolderObservation, Observation, ObserveCtx, Outcome,
     StepError, StepRunner, Unsupported,
 };

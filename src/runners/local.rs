@@ -21,12 +21,13 @@ use std::sync::Arc;
 use crate::connectors::folder_filter::FolderFilter;
 
 use super::skipped::{self, SkippedMessage};
-use super::step::{
+use crate::engine::step::{
     ApplyCtx, BoxFuture, ExcludedFolder, FolderObservation, Observation, ObserveCtx, Outcome,
     StepError, StepRunner, Unsupported,
 };
 use super::tally::Tally;
-use super::{hash_parts, remote, Runners};
+use super::remote;
+use crate::engine::{hash_parts, Runners};
 use crate::connectors::mail::{
     AppendOutcome, DateWindow, DedupeKey, FolderPath, MailError, Maildir, MaildirTarget,
     MboxReader, MboxVariant, RawMessage,

@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
-use super::step::StepError;
+use crate::engine::step::StepError;
 use crate::connectors::imap::PORTS as IMAP_PORTS;
 use crate::connectors::net::Endpoint;
 use crate::connectors::oauth::{m365_token_endpoint, TokenSource};

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::local::blocking;
-use super::{
+use crate::engine::{
     hash_parts, ApplyCtx, BoxFuture, Observation, ObserveCtx, Outcome, StepError, StepRunner,
 };
 use crate::connectors::autocomplete::{self, KnownMailbox};

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::step::{Observation, StepError};
+use crate::engine::step::{Observation, StepError};
 
 /// Per target folder: (checked, missing).
 #[derive(Debug, Default)]
