@@ -477,7 +477,9 @@ async fn oversized_local_mail_is_left_behind_and_recorded() {
     assert_eq!(report.outcome, WalkOutcome::Succeeded, "{report:#?}");
     let rec = store.step("copy.alice.export").unwrap().unwrap();
     assert_eq!((rec.counts.items, rec.counts.skipped), (1, 1));
-    let left = cutover::runners::skipped::from_checkpoints(&store.checkpoints("copy.alice.export").unwrap());
+    let left = cutover::runners::skipped::from_checkpoints(
+        &store.checkpoints("copy.alice.export").unwrap(),
+    );
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].folder, "INBOX");
     assert_eq!(left[0].subject.as_deref(), Some("Scans"));

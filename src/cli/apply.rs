@@ -76,7 +76,7 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
             Ok(view) => view,
             Err(e) => return report_ops_error(&e, output),
         };
-        let _ = write!(output.out, "{}", ops::render_plan(&view, ws.graph()));
+        let _ = write!(output.out, "{}", super::render::plan(&view, ws.graph()));
         if !view.has_changes() {
             let _ = writeln!(output.out, "\nNo changes. Nothing to do.");
             return if view.count(Action::Blocked) > 0 {
@@ -168,8 +168,16 @@ fn execute(
         count(|r| matches!(r, R::Skipped { .. } | R::Interrupted)),
         count(|r| matches!(r, R::Waiting { .. })),
     );
-    for file in &outcome.report_files {
-        let _ = writeln!(output.out, "Report: {}", file.display());
+    let markdown = super::render::report_markdown(&outcome.client_report);
+    match ops::report::write(ws, &outcome.client_report, &markdown) {
+        Ok(files) => {
+            for file in &files {
+                let _ = writeln!(output.out, "Report: {}", file.display());
+            }
+        }
+        Err(e) => {
+            report_ops_error(&e, output);
+        }
     }
     match outcome.report.outcome {
         WalkOutcome::Succeeded => ExitCode::Ok,

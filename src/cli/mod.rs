@@ -10,6 +10,7 @@ pub mod demo;
 pub mod graph;
 pub mod plan;
 pub mod progress;
+pub mod render;
 pub mod schema;
 pub mod state;
 pub mod status;

@@ -50,7 +50,7 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
             serde_json::to_string_pretty(&view).unwrap_or_default()
         );
     } else {
-        let _ = write!(output.out, "{}", ops::render_plan(&view, ws.graph()));
+        let _ = write!(output.out, "{}", super::render::plan(&view, ws.graph()));
     }
     if let Some(out) = &args.out {
         if let Err(e) = ops::save_plan(

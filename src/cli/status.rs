@@ -2,8 +2,9 @@
 
 use std::path::PathBuf;
 
+use super::render::{human_bytes, thousands};
 use super::{open_workspace, report_ops_error, ExitCode, Output, StateArgs};
-use crate::ops::{self, human_bytes, thousands};
+use crate::ops;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

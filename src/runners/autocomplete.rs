@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::local::blocking;
+use crate::connectors::autocomplete::{self, KnownMailbox};
 use crate::engine::{
     hash_parts, ApplyCtx, BoxFuture, Observation, ObserveCtx, Outcome, StepError, StepRunner,
 };
-use crate::connectors::autocomplete::{self, KnownMailbox};
 use crate::graph::user_slug;
 use crate::plan::model::{Plan, User};
 use crate::state::Counts;

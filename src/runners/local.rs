@@ -20,18 +20,18 @@ use std::sync::Arc;
 
 use crate::connectors::folder_filter::FolderFilter;
 
-use super::skipped::{self, SkippedMessage};
-use crate::engine::step::{
-    ApplyCtx, BoxFuture, ExcludedFolder, FolderObservation, Observation, ObserveCtx, Outcome,
-    StepError, StepRunner, Unsupported,
-};
-use super::tally::Tally;
 use super::remote;
-use crate::engine::{hash_parts, Runners};
+use super::skipped::{self, SkippedMessage};
+use super::tally::Tally;
 use crate::connectors::mail::{
     AppendOutcome, DateWindow, DedupeKey, FolderPath, MailError, Maildir, MaildirTarget,
     MboxReader, MboxVariant, RawMessage,
 };
+use crate::engine::step::{
+    ApplyCtx, BoxFuture, ExcludedFolder, FolderObservation, Observation, ObserveCtx, Outcome,
+    StepError, StepRunner, Unsupported,
+};
+use crate::engine::{hash_parts, Runners};
 use crate::graph::{StepGraph, StepKind};
 use crate::plan::model::{FolderRules, Migration, Plan, Source, Target};
 use crate::state::Counts;

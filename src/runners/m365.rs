@@ -14,10 +14,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
-use crate::engine::step::StepError;
 use crate::connectors::imap::PORTS as IMAP_PORTS;
 use crate::connectors::net::Endpoint;
 use crate::connectors::oauth::{m365_token_endpoint, TokenSource};
+use crate::engine::step::StepError;
 use crate::plan::model::{AppAuth, AuthMethod, M365Imap, SecretRef, ServerEndpoint, User};
 use crate::secrets::Secret;
 

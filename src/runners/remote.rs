@@ -39,12 +39,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::hash_parts;
 use super::skipped::{self, SkippedMessage};
-use crate::engine::step::{
-    ApplyCtx, BoxFuture, ExcludedFolder, FolderObservation, Observation, ObserveCtx, Outcome,
-    StepError, StepRunner, Unsupported,
-};
 use super::tally::Tally;
 use crate::connectors::imap::folders::decode_lossy;
 use crate::connectors::imap::{
@@ -58,6 +53,11 @@ use crate::connectors::net::{
     reserve_connections, ConnectionSlots, Credentials, Endpoint, NetError,
 };
 use crate::connectors::pop3::{Pop3Client, PORTS as POP3_PORTS};
+use crate::engine::hash_parts;
+use crate::engine::step::{
+    ApplyCtx, BoxFuture, ExcludedFolder, FolderObservation, Observation, ObserveCtx, Outcome,
+    StepError, StepRunner, Unsupported,
+};
 use crate::graph::{Step, StepKind};
 use crate::plan::model::{AuthMethod, Migration, Plan, SecretRef, Source, Target, User};
 use crate::state::Counts;

@@ -1,0 +1,235 @@
+//! Text for people: plan previews, the Markdown report, numbers and sizes. The library
+//! (`crate::ops`) hands over data; everything about how it reads lives here.
+
+use std::fmt::Write as _;
+
+use crate::graph::{StepGraph, StepKind};
+use crate::ops::{Action, PlanRow, PlanView, Report, StepReport};
+use crate::runners::skipped::SkippedMessage;
+
+/// Terraform-style text of a plan preview.
+pub fn plan(view: &PlanView, graph: &StepGraph) -> String {
+    let mut out = String::new();
+    for row in &view.rows {
+        let what = describe(graph, row);
+        let _ = writeln!(out, "  {} {:<32} {what}", row.action.symbol(), row.step);
+        render_folders(&mut out, row);
+    }
+    if !view.rows.is_empty() {
+        out.push('\n');
+    }
+    let _ = writeln!(
+        out,
+        "Plan: {} to create, {} to change, {} unchanged{}.",
+        view.count(Action::Create),
+        view.count(Action::Change),
+        view.count(Action::Unchanged),
+        match view.count(Action::Blocked) {
+            0 => String::new(),
+            n => format!(", {n} blocked"),
+        }
+    );
+    out
+}
+
+/// The folder mapping under a step's line, one folder per line, aligned:
+///
+/// ```text
+///       INBOX.Sent   -> Sent           2 messages, 1.2 kB
+///       Newsletters     excluded       3 messages stay at the source
+/// ```
+fn render_folders(out: &mut String, row: &PlanRow) {
+    // Padding counts chars, so decoded names (`Entwürfe`) line up like ASCII ones.
+    let source_width = row
+        .folders
+        .iter()
+        .map(|f| f.source.chars().count())
+        .chain(row.excluded.iter().map(|e| e.source.chars().count()))
+        .max()
+        .unwrap_or(0);
+    const EXCLUDED: &str = "excluded";
+    let target_width = row
+        .folders
+        .iter()
+        .map(|f| f.target.chars().count())
+        .chain((!row.excluded.is_empty()).then_some(EXCLUDED.len()))
+        .max()
+        .unwrap_or(0);
+    for f in &row.folders {
+        let counts = if f.items == 0 {
+            "nothing to copy".to_string()
+        } else {
+            format!(
+                "{} message{}, {}",
+                thousands(f.items),
+                plural(f.items),
+                human_bytes(f.bytes)
+            )
+        };
+        let present = if f.present > 0 {
+            format!("; {} already at target", thousands(f.present))
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "      {:<source_width$} -> {:<target_width$}  {counts}{present}",
+            f.source, f.target
+        );
+    }
+    for e in &row.excluded {
+        let left = match e.messages {
+            Some(0) => "empty".to_string(),
+            Some(n) => format!(
+                "{} message{} {} at the source",
+                thousands(n),
+                plural(n),
+                if n == 1 { "stays" } else { "stay" }
+            ),
+            None => "stays at the source".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "      {:<source_width$}    {:<target_width$}  {left}",
+            e.source, EXCLUDED
+        );
+    }
+}
+
+fn describe(graph: &StepGraph, row: &PlanRow) -> String {
+    let kind = graph.step(&row.step).map(|s| s.kind);
+    let counts = match (row.items, row.bytes) {
+        (Some(items), Some(bytes)) if matches!(kind, Some(StepKind::Copy | StepKind::Delta)) => {
+            let present = row.present.unwrap_or(0);
+            format!(
+                "copy {} message{}, {}; {} already at target",
+                thousands(items),
+                plural(items),
+                human_bytes(bytes),
+                thousands(present)
+            )
+        }
+        (Some(items), _) if kind == Some(StepKind::Verify) => {
+            format!("compare {} message{}", thousands(items), plural(items))
+        }
+        _ => String::new(),
+    };
+    let reason = row.reason.clone().unwrap_or_default();
+    match row.action {
+        Action::Unchanged => "already done".to_string(),
+        Action::Blocked => format!("blocked: {reason}"),
+        Action::Change if !counts.is_empty() => format!("{counts} ({reason})"),
+        Action::Change => reason,
+        Action::Create if counts.is_empty() => {
+            kind.map_or(String::new(), |k| default_description(k).to_string())
+        }
+        Action::Create => counts,
+    }
+}
+
+fn default_description(kind: StepKind) -> &'static str {
+    match kind {
+        StepKind::User => "make sure the mailbox exists",
+        StepKind::Copy => "copy mail",
+        StepKind::LowerTtl => "lower the TTL of the managed records",
+        StepKind::Cutover => "point DNS at the target",
+        StepKind::Delta => "copy mail that arrived since the copy",
+        StepKind::Autocomplete => "carry the autocomplete cache over",
+        StepKind::Verify => "compare source and target",
+        StepKind::Manual => "wait for approval",
+    }
+}
+
+/// `1,204`
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `88.3 MB` (decimal units, as mail providers quote sizes).
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+pub fn report_markdown(report: &Report) -> String {
+    let mut md = format!(
+        "# Migration report: {}\n\nOutcome: **{}**\n",
+        report.plan, report.outcome
+    );
+    let table = |md: &mut String, steps: &[StepReport]| {
+        md.push_str("\n| step | result | messages | size | skipped | detail |\n|---|---|---:|---:|---:|---|\n");
+        for s in steps {
+            let detail = s
+                .detail
+                .as_deref()
+                .unwrap_or("")
+                .replace('\n', " ")
+                .replace('|', "\\|");
+            let _ = writeln!(
+                md,
+                "| `{}` | {} | {} | {} | {} | {} |",
+                s.step,
+                s.result,
+                thousands(s.messages),
+                human_bytes(s.bytes),
+                thousands(s.skipped),
+                detail
+            );
+        }
+    };
+    for user in &report.users {
+        let _ = write!(md, "\n## {}\n", user.email);
+        table(&mut md, &user.steps);
+        let left: Vec<(&str, &SkippedMessage)> = user
+            .steps
+            .iter()
+            .flat_map(|s| s.left_behind.iter().map(move |m| (s.step.as_str(), m)))
+            .collect();
+        if !left.is_empty() {
+            md.push_str("\nLeft behind at the source:\n\n| step | folder | received | size | subject | why |\n|---|---|---|---:|---|---|\n");
+            let cell = |s: &str| s.replace('\n', " ").replace('|', "\\|");
+            for (step, m) in left {
+                let _ = writeln!(
+                    md,
+                    "| `{step}` | {} | {} | {} | {} | {} |",
+                    cell(&m.folder),
+                    m.date.as_deref().unwrap_or("unknown"),
+                    human_bytes(m.size),
+                    cell(m.subject.as_deref().unwrap_or("")),
+                    cell(&m.reason)
+                );
+            }
+        }
+    }
+    if !report.other_steps.is_empty() {
+        md.push_str("\n## DNS and gates\n");
+        table(&mut md, &report.other_steps);
+    }
+    md
+}

@@ -1,0 +1,139 @@
+//! The client-facing report of an apply: per user and step, with the mail left behind. The
+//! data lives here; its Markdown rendering is the CLI's (`crate::cli::render`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::{write_atomically, OpsError, Workspace};
+use crate::engine::{StepResult, WalkOutcome, WalkReport};
+use crate::runners::skipped::{self, SkippedMessage};
+use crate::state::{self, StateStore, StepRecord};
+
+/// The client-facing report of the last apply, per user and step.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub plan: String,
+    pub outcome: String,
+    pub users: Vec<UserReport>,
+    pub other_steps: Vec<StepReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UserReport {
+    pub email: String,
+    pub steps: Vec<StepReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StepReport {
+    pub step: String,
+    pub result: String,
+    pub messages: u64,
+    pub bytes: u64,
+    pub skipped: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Messages the step left behind on purpose (too large), each with folder and date.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub left_behind: Vec<SkippedMessage>,
+}
+
+pub fn build_report(
+    ws: &Workspace,
+    walk: &WalkReport,
+    store: &dyn StateStore,
+) -> Result<Report, OpsError> {
+    let records: BTreeMap<String, StepRecord> = store
+        .steps()?
+        .into_iter()
+        .map(|r| (r.id.clone(), r))
+        .collect();
+    let order = ws.graph().topological_order().unwrap_or_default();
+    let step_report = |id: &str, result: &StepResult| {
+        let counts = records.get(id).map(|r| r.counts).unwrap_or_default();
+        let (label, detail) = match result {
+            StepResult::Done { .. } => ("done", None),
+            StepResult::Unchanged => ("already done", None),
+            StepResult::Approved => (
+                "approved",
+                records
+                    .get(id)
+                    .and_then(|r| r.approval.as_ref())
+                    .map(|a| format!("by {} at {}", a.by, state::format_utc(a.at))),
+            ),
+            StepResult::Failed { error } => ("failed", Some(error.clone())),
+            StepResult::Skipped { reason } => ("not run", Some(reason.clone())),
+            StepResult::Waiting { instructions } => (
+                "waiting for approval",
+                Some(instructions.trim().to_string()),
+            ),
+            StepResult::Interrupted => ("interrupted (resumes on the next apply)", None),
+        };
+        let left_behind = store
+            .checkpoints(id)
+            .map(|cps| skipped::from_checkpoints(&cps))
+            .unwrap_or_default();
+        StepReport {
+            step: id.to_string(),
+            result: label.to_string(),
+            messages: counts.items,
+            bytes: counts.bytes,
+            skipped: counts.skipped,
+            detail,
+            left_behind,
+        }
+    };
+    let mut users: Vec<UserReport> = ws
+        .plan()
+        .users
+        .iter()
+        .map(|u| UserReport {
+            email: u.email.clone(),
+            steps: Vec::new(),
+        })
+        .collect();
+    let mut other_steps = Vec::new();
+    for id in order {
+        let Some(result) = walk.result(id) else {
+            continue;
+        };
+        let entry = step_report(id, result);
+        match ws.graph().step(id).and_then(|s| s.user) {
+            Some(user) => users[user].steps.push(entry),
+            None => other_steps.push(entry),
+        }
+    }
+    users.retain(|u| !u.steps.is_empty());
+    Ok(Report {
+        plan: ws.plan().name.clone(),
+        outcome: outcome_text(walk.outcome).to_string(),
+        users,
+        other_steps,
+    })
+}
+
+pub fn outcome_text(outcome: WalkOutcome) -> &'static str {
+    match outcome {
+        WalkOutcome::Succeeded => "succeeded",
+        WalkOutcome::Failed => "incomplete",
+        WalkOutcome::Interrupted => "interrupted",
+    }
+}
+
+/// Writes `report` as Markdown (`markdown`, rendered by the CLI) and JSON into the plan's
+/// output folder; returns the two paths.
+pub fn write(ws: &Workspace, report: &Report, markdown: &str) -> Result<Vec<PathBuf>, OpsError> {
+    let dir = ws.output_dir();
+    let md_path = dir.join(format!("{}-report.md", report.plan));
+    let json_path = dir.join(format!("{}-report.json", report.plan));
+    write_atomically(&md_path, markdown.as_bytes())?;
+    write_atomically(
+        &json_path,
+        serde_json::to_string_pretty(report)
+            .unwrap_or_default()
+            .as_bytes(),
+    )?;
+    Ok(vec![md_path, json_path])
+}
