@@ -1,14 +1,18 @@
-//! Maildir++ reader and deduping target against real directories.
+//! Maildir++ reader and target against real directories.
 
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use cutover::connectors::mail::identity::Identity;
 use cutover::connectors::mail::maildir::MaildirFolder;
 use cutover::connectors::mail::{
-    AppendOutcome, DedupeKey, Flag, Flags, FolderPath, MailError, Maildir, MaildirTarget,
-    RawMessage,
+    Flag, Flags, FolderPath, MailError, Maildir, MaildirTarget, RawMessage,
 };
+
+fn identity(m: &RawMessage) -> Identity {
+    Identity::of_message(m.bytes())
+}
 
 fn at(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(secs)
@@ -70,13 +74,7 @@ fn write_then_read_is_byte_identical_with_flags_and_mtime() {
     ];
     let mut paths = Vec::new();
     for (f, m) in &cases {
-        match target.append(f, m).unwrap() {
-            AppendOutcome::Appended { key, path } => {
-                assert_eq!(key, m.dedupe_key());
-                paths.push(path);
-            }
-            other => panic!("expected Appended, got {other:?}"),
-        }
+        paths.push(target.store(f, m).unwrap());
     }
 
     // Dovecot's on-disk names: modified UTF-7, '.' separator, maildirfolder marker.
@@ -141,62 +139,47 @@ fn write_then_read_is_byte_identical_with_flags_and_mtime() {
 }
 
 #[test]
-fn dedupe_by_message_id_and_by_hash() {
+fn identities_count_what_each_folder_holds() {
     let dir = tempfile::tempdir().unwrap();
     let mut t = MaildirTarget::open(dir.path()).unwrap();
     let inbox = FolderPath::inbox();
 
+    // One identity, however a relay rewrote the message: stored twice, counted twice.
     let a1 = msg(b"Message-ID: <same@Example.com>\n\none\n");
     let a2 = msg(b"Received: by relay\nMessage-ID:\n <same@example.COM>\n\none, rewritten\n");
-    assert!(matches!(
-        t.append(&inbox, &a1).unwrap(),
-        AppendOutcome::Appended { .. }
-    ));
-    assert_eq!(
-        t.append(&inbox, &a2).unwrap(),
-        AppendOutcome::AlreadyPresent {
-            key: DedupeKey::MessageId("same@example.com".into())
-        }
-    );
+    assert_eq!(identity(&a1), identity(&a2));
+    t.store(&inbox, &a1).unwrap();
+    t.store(&inbox, &a2).unwrap();
+    let n1 = msg(b"Subject: no id\nDate: Mon, 1 Jan 2024 10:00:00 +0000\n\nbody\n");
+    let n2 = msg(b"Subject: no id\nDate: Mon, 1 Jan 2024 10:00:01 +0000\n\nbody\n");
+    t.store(&inbox, &n1).unwrap();
+    t.store(&inbox, &n2).unwrap();
+    let counts = t.identities(&inbox).unwrap();
+    assert_eq!(counts.get(&identity(&a1)), 2);
+    assert_eq!(counts.get(&identity(&n1)), 1);
+    assert_eq!(counts.get(&identity(&n2)), 1);
+    assert_eq!(counts.total(), 4);
 
-    let n1 = msg(b"Subject: no id\n\nbody\n");
-    let n2 = msg(b"Subject: no id\n\nbody \n");
-    assert!(matches!(
-        t.append(&inbox, &n1).unwrap(),
-        AppendOutcome::Appended { .. }
-    ));
-    assert!(matches!(
-        t.append(&inbox, &n1).unwrap(),
-        AppendOutcome::AlreadyPresent { .. }
-    ));
-    assert!(matches!(
-        t.append(&inbox, &n2).unwrap(),
-        AppendOutcome::Appended { .. }
-    ));
-
-    // Dedupe is per folder: the same message in another folder is stored there too.
+    // Per folder: the same message in another folder is counted there.
     let sent = folder("Sent");
-    assert!(matches!(
-        t.append(&sent, &a1).unwrap(),
-        AppendOutcome::Appended { .. }
-    ));
+    t.store(&sent, &a1).unwrap();
+    assert_eq!(t.identities(&sent).unwrap().get(&identity(&a1)), 1);
+    assert_eq!(names_in(&dir.path().join("cur")).len(), 4);
 
-    assert_eq!(names_in(&dir.path().join("cur")).len(), 3);
-    // Queries never create folders; an incomplete folder is completed on append.
-    assert!(!t.contains(&folder("Nope"), &a1.dedupe_key()).unwrap());
+    // Queries never create folders; an incomplete folder is completed on store.
+    assert!(t.identities(&folder("Nope")).unwrap().is_empty());
     assert!(!dir.path().join(".Nope").exists());
     fs::create_dir_all(dir.path().join(".Half/cur")).unwrap();
-    assert!(matches!(
-        t.append(&folder("Half"), &a1).unwrap(),
-        AppendOutcome::Appended { .. }
-    ));
+    t.store(&folder("Half"), &a1).unwrap();
     assert!(dir.path().join(".Half/maildirfolder").is_file());
-    assert_eq!(t.indexed_count(&inbox).unwrap(), 3);
-    assert!(t.contains(&inbox, &n2.dedupe_key()).unwrap());
+
+    // A fresh instance reads the same counts from the files.
+    let mut again = MaildirTarget::open(dir.path()).unwrap();
+    assert_eq!(again.identities(&inbox).unwrap(), counts);
 }
 
 #[test]
-fn fresh_instance_after_crash_finds_earlier_messages() {
+fn fresh_instance_after_crash_counts_earlier_messages() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let f = folder("Projects/Alpha");
@@ -204,8 +187,8 @@ fn fresh_instance_after_crash_finds_earlier_messages() {
     let without_id = msg(b"Subject: hash me\n\nB\n").with_internal_date(Some(at(1_000_000_000)));
     {
         let mut t = MaildirTarget::open(root).unwrap();
-        t.append(&f, &with_id).unwrap();
-        t.append(&f, &without_id).unwrap();
+        t.store(&f, &with_id).unwrap();
+        t.store(&f, &without_id).unwrap();
         // Dropped without any checkpoint: the engine "crashed" after the renames.
     }
     // A message renamed into cur/ by hand, as a crashed writer would leave it, and one
@@ -223,26 +206,22 @@ fn fresh_instance_after_crash_finds_earlier_messages() {
     .unwrap();
 
     let mut t = MaildirTarget::open(root).unwrap();
+    let counts = t.identities(&f).unwrap();
     for m in [
         &with_id,
         &without_id,
         &msg(b"Subject: manual\n\nC\n"),
         &msg(b"Message-ID: <new@x>\n\nsame id, other bytes\n"),
     ] {
-        assert!(
-            matches!(
-                t.append(&f, m).unwrap(),
-                AppendOutcome::AlreadyPresent { .. }
-            ),
+        assert_eq!(
+            counts.get(&identity(m)),
+            1,
             "{:?}",
             String::from_utf8_lossy(m.bytes())
         );
     }
-    assert!(matches!(
-        t.append(&f, &msg(b"Subject: new\n\nE\n")).unwrap(),
-        AppendOutcome::Appended { .. }
-    ));
-    assert_eq!(names_in(&dir_f.join("cur")).len(), 4);
+    assert_eq!(counts.get(&identity(&msg(b"Subject: new\n\nE\n"))), 0);
+    assert_eq!(counts.total(), 4);
 }
 
 #[test]
@@ -252,7 +231,7 @@ fn crash_before_rename_leaves_tmp_junk_that_is_cleaned() {
     let f = folder("Work");
     {
         let mut t = MaildirTarget::open(root).unwrap();
-        t.append(&f, &msg(b"Message-ID: <w@x>\n\nW\n")).unwrap();
+        t.store(&f, &msg(b"Message-ID: <w@x>\n\nW\n")).unwrap();
     }
     let tmp = root.join(".Work/tmp");
     let host = fs::read_to_string("/proc/sys/kernel/hostname")
@@ -272,10 +251,9 @@ fn crash_before_rename_leaves_tmp_junk_that_is_cleaned() {
 
     let mut t = MaildirTarget::open(root).unwrap();
     // First use of the folder cleans up; the half-written message never became visible.
-    assert!(matches!(
-        t.append(&f, &msg(b"Message-ID: <w@x>\n\nW\n")).unwrap(),
-        AppendOutcome::AlreadyPresent { .. }
-    ));
+    let counts = t.identities(&f).unwrap();
+    assert_eq!(counts.get(&identity(&msg(b"Message-ID: <w@x>\n\nW\n"))), 1);
+    assert_eq!(counts.total(), 1);
     let left = names_in(&tmp);
     if host.is_empty() {
         // Without a readable hostname the test cannot forge "our" names; nothing to assert.
@@ -386,12 +364,9 @@ fn too_many_keywords_drop_the_extra_ones() {
     for i in 0..30 {
         flags.insert_keyword(&format!("k{i:02}"));
     }
-    let AppendOutcome::Appended { path, .. } = t
-        .append(&FolderPath::inbox(), &msg(b"X: y\n\n").with_flags(flags))
-        .unwrap()
-    else {
-        panic!("not appended");
-    };
+    let path = t
+        .store(&FolderPath::inbox(), &msg(b"X: y\n\n").with_flags(flags))
+        .unwrap();
     let md = Maildir::open(dir.path()).unwrap();
     let e = &md.entries(&md.folder(&FolderPath::inbox())).unwrap()[0];
     assert_eq!(e.path, path);

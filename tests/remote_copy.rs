@@ -384,7 +384,7 @@ async fn a_copy_killed_between_delivery_and_checkpoint_stores_each_message_once(
     // reached the state): written there directly, the way the runner would.
     let mut t = cutover::connectors::mail::MaildirTarget::open(&target).unwrap();
     for m in &seeded[0].1[2..5] {
-        t.append(&cutover::connectors::mail::FolderPath::inbox(), m)
+        t.store(&cutover::connectors::mail::FolderPath::inbox(), m)
             .unwrap();
     }
     drop(t);

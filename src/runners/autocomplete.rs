@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::local::blocking;
+use super::blocking;
 use crate::connectors::autocomplete::{self, KnownMailbox};
 use crate::engine::{
     hash_parts, ApplyCtx, BoxFuture, Observation, ObserveCtx, Outcome, StepError, StepRunner,

@@ -137,7 +137,7 @@ impl AppTokens {
             self.client_id,
             self.endpoint,
             self.scope,
-            super::remote::secret_label(&self.secret),
+            super::mail::secret_label(&self.secret),
             self.base_dir.display()
         )
     }

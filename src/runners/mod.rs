@@ -3,14 +3,86 @@
 //! plan and puts the two together.
 //!
 //! [`runners_for`] builds a runner for every step of a plan. Anything this build cannot do
-//! gets an [`Unsupported`](crate::engine::Unsupported) runner naming it, so a plan mixing
-//! supported and unsupported steps still runs what it can.
+//! gets an [`Unsupported`] runner naming it, so a plan mixing supported and unsupported steps
+//! still runs what it can.
 
+mod attempt;
 pub mod autocomplete;
-pub mod local;
+mod copy;
 mod m365;
-pub mod remote;
+mod mail;
 pub mod skipped;
 mod tally;
+mod user;
+mod verify;
 
-pub use local::runners_for;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::engine::{BoxFuture, Runners, StepError, StepRunner, Unsupported};
+use crate::graph::{StepGraph, StepKind};
+use crate::plan::model::Plan;
+
+pub use copy::{BATCH_BYTES, BATCH_MESSAGES, LANES_PER_STEP};
+
+/// Builds a runner for every step of `graph` except manual gates (the walker handles those).
+/// `base_dir` is the plan file's folder; relative plan paths resolve against it.
+pub fn runners_for(plan: &Plan, graph: &StepGraph, base_dir: &Path) -> Runners {
+    let mut runners: Runners = Runners::new();
+    for step in graph.steps() {
+        let user = step.user.and_then(|u| plan.users.get(u));
+        let migration = user.and_then(|u| step.migration.and_then(|m| u.migrate.get(m)));
+        let runner: Arc<dyn StepRunner> = match (step.kind, user) {
+            (StepKind::Manual, _) => continue,
+            (StepKind::User, Some(user)) => user::runner(plan, user, base_dir),
+            (StepKind::Copy | StepKind::Delta, Some(user)) => match migration {
+                Some(m) => copy::runner(plan, user, m, base_dir, step),
+                None => Arc::new(Unsupported::new("copy step without a migration")),
+            },
+            (StepKind::Verify, Some(user)) => {
+                let steps: Vec<_> = graph
+                    .steps()
+                    .filter(|s| s.user == step.user)
+                    .cloned()
+                    .collect();
+                verify::runner(plan, user, base_dir, &steps)
+            }
+            (StepKind::Autocomplete, Some(user)) => {
+                match autocomplete::AutocompleteRunner::new(plan, user, base_dir) {
+                    Some(runner) => Arc::new(runner),
+                    None => Arc::new(Unsupported::new(
+                        "autocomplete step without `autocomplete:` files",
+                    )),
+                }
+            }
+            (kind, _) => Arc::new(Unsupported::new(format!("{} steps", kind_label(kind)))),
+        };
+        runners.insert(step.id.clone(), runner);
+    }
+    runners
+}
+
+fn kind_label(kind: StepKind) -> &'static str {
+    match kind {
+        StepKind::User => "user",
+        StepKind::Copy => "copy",
+        StepKind::LowerTtl => "dns lower-ttl",
+        StepKind::Cutover => "dns cutover",
+        StepKind::Delta => "delta",
+        StepKind::Autocomplete => "autocomplete",
+        StepKind::Verify => "verify",
+        StepKind::Manual => "manual",
+    }
+}
+
+/// Runs blocking work (file I/O, state commits) off the async workers.
+pub(crate) fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StepError> + Send + 'static,
+) -> BoxFuture<'static, Result<T, StepError>> {
+    Box::pin(async move {
+        match tokio::task::spawn_blocking(f).await {
+            Ok(r) => r,
+            Err(e) => Err(StepError::permanent(format!("step task failed: {e}"))),
+        }
+    })
+}

@@ -11,13 +11,6 @@ use crate::engine::step::{Observation, StepError};
 pub(crate) struct Tally(BTreeMap<String, (u64, u64)>);
 
 impl Tally {
-    /// Counts one source message of `folder`, present at the target or not.
-    pub(crate) fn count(&mut self, folder: String, present: bool) {
-        let entry = self.0.entry(folder).or_default();
-        entry.0 += 1;
-        entry.1 += u64::from(!present);
-    }
-
     /// Adds `checked` messages of `folder`, `missing` of them absent at the target.
     pub(crate) fn add(&mut self, folder: String, checked: u64, missing: u64) {
         let entry = self.0.entry(folder).or_default();

@@ -20,6 +20,10 @@ use crate::plan::model::Tls;
 /// Default ports: IMAPS (implicit TLS) and IMAP (plain or STARTTLS).
 pub const PORTS: (u16, u16) = (993, 143);
 
+/// The header fields a message's identity is made of
+/// ([`crate::connectors::mail::identity::Identity`]), as a FETCH item.
+pub const IDENTITY_FIELDS: &str = "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID DATE SUBJECT)]";
+
 /// APPEND commands kept in flight by [`ImapClient::append_all`]. Enough to hide the round
 /// trip and the server's per-message commit behind the next messages' upload.
 pub const APPEND_WINDOW: usize = 16;
@@ -51,6 +55,9 @@ pub struct MailboxStatus {
     pub uid_validity: Option<u32>,
     pub uid_next: Option<u32>,
     pub exists: u32,
+    /// `[HIGHESTMODSEQ n]` (CONDSTORE, RFC 7162): grows with every flag change, so an equal
+    /// value means nothing changed since.
+    pub highest_modseq: Option<u64>,
 }
 
 /// One fetched message: its UID, exact bytes, flags and internal date.
@@ -298,14 +305,20 @@ impl ImapClient {
         self.open("SELECT", mailbox).await
     }
 
-    /// EXAMINE (read-only, for a source folder: fetching cannot change its flags).
+    /// EXAMINE (read-only, for a source folder: fetching cannot change its flags). With
+    /// CONDSTORE it asks for the folder's HIGHESTMODSEQ too.
     pub async fn examine(&mut self, mailbox: &str) -> NetResult<MailboxStatus> {
         self.open("EXAMINE", mailbox).await
     }
 
     async fn open(&mut self, verb: &'static str, mailbox: &str) -> NetResult<MailboxStatus> {
         let name = self.astring(mailbox, verb).await?;
-        let (untagged, _) = self.run(&format!("{verb} {name}"), verb).await?;
+        let condstore = if self.has_capability("CONDSTORE") {
+            " (CONDSTORE)"
+        } else {
+            ""
+        };
+        let (untagged, _) = self.run(&format!("{verb} {name}{condstore}"), verb).await?;
         let mut st = MailboxStatus::default();
         for v in untagged {
             let words: Vec<&str> = v.iter().filter_map(Value::as_atom).collect();
@@ -322,6 +335,10 @@ impl ImapClient {
                         st.uid_validity = val;
                     } else if key.eq_ignore_ascii_case("UIDNEXT") {
                         st.uid_next = val;
+                    } else if key.eq_ignore_ascii_case("HIGHESTMODSEQ") {
+                        st.highest_modseq = response_code(code)
+                            .and_then(|c| c.split_whitespace().nth(1))
+                            .and_then(|v| v.parse().ok());
                     }
                 }
                 _ => {}
@@ -353,16 +370,64 @@ impl ImapClient {
     }
 
     /// Starts `UID FETCH range (UID RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER.FIELDS
-    /// (MESSAGE-ID SUBJECT)])`: each [`FetchedMessage`] then carries only those two header
+    /// (MESSAGE-ID DATE SUBJECT)])`: each [`FetchedMessage`] then carries only those header
     /// fields and the internal date (no flags). What a copy needs to decide, without
-    /// downloading bodies, which messages are already at the target (Message-ID), too large
-    /// (size), outside a date window (internal date) or worth naming in a report (subject).
+    /// downloading bodies, which messages are already at the target (their identity), too
+    /// large (size), outside a date window (internal date) or worth naming in a report
+    /// (subject).
     pub async fn uid_fetch_headers(&mut self, range: &str) -> NetResult<Fetch<'_>> {
         self.fetch_items(
             range,
-            "UID RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID SUBJECT)]",
+            &format!("UID RFC822.SIZE INTERNALDATE {IDENTITY_FIELDS}"),
         )
         .await
+    }
+
+    /// Starts `UID FETCH range (UID FLAGS INTERNALDATE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID
+    /// DATE SUBJECT)])`, with `(CHANGEDSINCE n)` when given (CONDSTORE): the flags of each
+    /// message with what identifies it, or of only those changed since modification sequence
+    /// `n`.
+    pub async fn uid_fetch_flags(
+        &mut self,
+        range: &str,
+        changed_since: Option<u64>,
+    ) -> NetResult<Fetch<'_>> {
+        let items = format!("UID FLAGS INTERNALDATE {IDENTITY_FIELDS}");
+        match changed_since {
+            Some(modseq) => {
+                self.fetch_items_with(range, &items, &format!(" (CHANGEDSINCE {modseq})"))
+                    .await
+            }
+            None => self.fetch_items(range, &items).await,
+        }
+    }
+
+    /// `UID STORE uids (+|-)FLAGS.SILENT (flags)` on the selected (SELECT, not EXAMINE)
+    /// mailbox: `add` sets the flags, otherwise clears them. Flags are system flags
+    /// (`\Seen`) or keywords, never anything a plan wrote.
+    pub async fn uid_store(&mut self, uids: &str, add: bool, flags: &[&str]) -> NetResult<()> {
+        self.check_uid_range(uids)?;
+        if flags.is_empty() {
+            return Ok(());
+        }
+        // A flag is an atom, with a leading `\` for system flags: nothing here can end the
+        // list or start another command.
+        let is_flag = |f: &str| {
+            let body = f.strip_prefix('\\').unwrap_or(f);
+            !body.is_empty()
+                && body
+                    .bytes()
+                    .all(|b| (0x21..0x7f).contains(&b) && !b"(){%*\"]\\".contains(&b))
+        };
+        if let Some(bad) = flags.iter().find(|f| !is_flag(f)) {
+            return Err(NetError::protocol(
+                &self.conn.at,
+                format!("STORE: {bad:?} is not a flag"),
+            ));
+        }
+        let sign = if add { '+' } else { '-' };
+        let cmd = format!("UID STORE {uids} {sign}FLAGS.SILENT ({})", flags.join(" "));
+        self.simple(&cmd, "UID STORE").await
     }
 
     /// `UID SEARCH UID uids [SINCE d] [BEFORE d]` on the selected mailbox: the UIDs among
@@ -428,9 +493,18 @@ impl ImapClient {
     }
 
     async fn fetch_items(&mut self, range: &str, items: &str) -> NetResult<Fetch<'_>> {
+        self.fetch_items_with(range, items, "").await
+    }
+
+    async fn fetch_items_with(
+        &mut self,
+        range: &str,
+        items: &str,
+        modifiers: &str,
+    ) -> NetResult<Fetch<'_>> {
         self.check_uid_range(range)?;
         let tag = self.next_tag();
-        let line = format!("{tag} UID FETCH {range} ({items})\r\n");
+        let line = format!("{tag} UID FETCH {range} ({items}){modifiers}\r\n");
         self.conn.write_all(line.as_bytes(), "UID FETCH").await?;
         Ok(Fetch {
             client: self,

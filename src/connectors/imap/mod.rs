@@ -15,4 +15,3 @@ mod proto;
 
 pub use super::net::detect_throttle;
 pub use client::{AppendUid, FetchedMessage, ImapClient, Mailbox, MailboxStatus, PORTS};
-pub use folders::{FolderMapper, MappedFolder, Route, SpecialUse, TargetNames};

@@ -17,7 +17,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use super::date;
 use super::encoding::{base64_encode, encode_rfc2047_b, encode_rfc2047_q};
-use super::maildir::{AppendOutcome, FolderPath, MaildirTarget};
+use super::identity::{Identity, IdentityCounts};
+use super::maildir::{FolderPath, MaildirTarget};
 use super::mbox::MboxWriter;
 use super::message::{Flag, Flags, RawMessage};
 use super::{MailError, Result};
@@ -546,8 +547,18 @@ pub fn write_maildir(spec: &CorpusSpec, root: impl AsRef<Path>) -> Result<Corpus
     let mut target = MaildirTarget::open(root)?;
     target.set_sync(false);
     let mut summary = CorpusSummary::default();
+    // Per folder: what was there before, and what the corpus has offered so far.
+    let mut present: std::collections::HashMap<FolderPath, IdentityCounts> = Default::default();
+    let mut offered: std::collections::HashMap<FolderPath, IdentityCounts> = Default::default();
     for m in generate(spec) {
-        if let AppendOutcome::Appended { .. } = target.append(&m.folder, &m.message)? {
+        let identity = Identity::of_message(m.message.bytes());
+        if !present.contains_key(&m.folder) {
+            present.insert(m.folder.clone(), target.identities(&m.folder)?);
+        }
+        let offered = offered.entry(m.folder.clone()).or_default();
+        offered.add(identity);
+        if present[&m.folder].get(&identity) < offered.get(&identity) {
+            target.store(&m.folder, &m.message)?;
             summary.add(&m);
         }
     }

@@ -15,11 +15,11 @@
 //!   next target instance deletes such leftovers of earlier processes when it first uses the
 //!   folder;
 //! * a crash after the rename but before the engine recorded its checkpoint means the engine
-//!   will offer the message again. The target's dedupe index is built by scanning the
-//!   folder's existing files on first use, so it finds the message and answers
-//!   [`AppendOutcome::AlreadyPresent`]: the message ends up present exactly once.
+//!   will offer the message again. [`MaildirTarget::identities`] counts the folder's files by
+//!   [`Identity`] on first use, so the copy runner sees the message there and does not store
+//!   it a second time.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::fs::{self, File, FileTimes, OpenOptions};
 use std::io::{self, Write};
@@ -27,7 +27,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::message::{DedupeKey, Flag, Flags, RawMessage};
+use super::identity::{Identity, IdentityCounts};
+use super::message::{Flag, Flags, RawMessage};
 use super::utf7;
 use super::{MailError, Result};
 
@@ -346,26 +347,13 @@ fn read_keywords(dir: &Path) -> Result<Vec<String>> {
         .collect())
 }
 
-/// Whether the target wrote the message or found it already there.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AppendOutcome {
-    Appended { key: DedupeKey, path: PathBuf },
-    AlreadyPresent { key: DedupeKey },
-}
-
-impl AppendOutcome {
-    pub fn key(&self) -> &DedupeKey {
-        match self {
-            AppendOutcome::Appended { key, .. } | AppendOutcome::AlreadyPresent { key } => key,
-        }
-    }
-}
-
 struct FolderState {
     dir: PathBuf,
     /// Whether the directories exist; queries on a missing folder must not create it.
     exists: bool,
-    index: HashSet<DedupeKey>,
+    /// The folder's messages by identity: its files when first used, plus this instance's
+    /// stores.
+    index: IdentityCounts,
     keywords: Vec<String>,
 }
 
@@ -373,12 +361,8 @@ struct FolderState {
 /// microsecond clock it makes names unique even for two targets in one process.
 static DELIVERIES: AtomicU64 = AtomicU64::new(0);
 
-/// Write side of a maildir with dedupe; see the module docs for the crash-safety argument.
-///
-/// Dedupe is per folder, by [`DedupeKey`]: the same message filed in two source folders is
-/// copied to both, but offered twice to one folder it is stored once. Two different messages
-/// sharing a Message-ID in one folder are therefore stored once; that is the idempotence
-/// contract's definition of "the same message", and such pairs are (nearly always) copies.
+/// Write side of a maildir; see the module docs for the crash-safety argument. It stores
+/// what it is given: deciding what is missing is the copy runner's, from [`Self::identities`].
 pub struct MaildirTarget {
     root: PathBuf,
     host: String,
@@ -418,28 +402,26 @@ impl MaildirTarget {
         &self.root
     }
 
-    /// Whether the folder already holds a message with this key.
-    pub fn contains(&mut self, folder: &FolderPath, key: &DedupeKey) -> Result<bool> {
-        Ok(self.folder_state(folder, false)?.index.contains(key))
+    /// How many messages of each identity `folder` holds (none when it does not exist).
+    /// Creates nothing.
+    pub fn identities(&mut self, folder: &FolderPath) -> Result<IdentityCounts> {
+        Ok(self.folder_state(folder, false)?.index.clone())
     }
 
-    /// Number of distinct keys in the folder (existing files plus this instance's appends).
-    pub fn indexed_count(&mut self, folder: &FolderPath) -> Result<usize> {
-        Ok(self.folder_state(folder, false)?.index.len())
+    /// Creates `folder` (its `cur/new/tmp` and the `maildirfolder` marker) when missing.
+    pub fn ensure_folder(&mut self, folder: &FolderPath) -> Result<()> {
+        self.folder_state(folder, true).map(|_| ())
     }
 
-    /// Stores `message` in `folder` unless a message with the same [`DedupeKey`] is already
-    /// there. Creates the folder if missing. Returns only after the message is durable
-    /// (file and directory fsynced), so the engine may checkpoint as soon as it returns.
-    pub fn append(&mut self, folder: &FolderPath, message: &RawMessage) -> Result<AppendOutcome> {
-        let key = message.dedupe_key();
+    /// Stores `message` in `folder` as a new file, creating the folder if missing. Returns
+    /// only after the message is durable (file and directory fsynced), so the engine may
+    /// checkpoint as soon as it returns.
+    pub fn store(&mut self, folder: &FolderPath, message: &RawMessage) -> Result<PathBuf> {
+        let identity = Identity::of_message(message.bytes());
         let host = self.host.clone();
         let pid = self.pid;
         let sync = self.sync;
         let state = self.folder_state(folder, true)?;
-        if state.index.contains(&key) {
-            return Ok(AppendOutcome::AlreadyPresent { key });
-        }
         let letters = info_letters(state, &message.flags)?;
 
         let bytes = message.bytes();
@@ -476,8 +458,67 @@ impl MaildirTarget {
             let cur = state.dir.join("cur");
             sync_dir(&cur).map_err(|e| MailError::io(&cur, e))?;
         }
-        state.index.insert(key.clone());
-        Ok(AppendOutcome::Appended { key, path })
+        state.index.add(identity);
+        Ok(path)
+    }
+
+    /// Makes flags agree with `changes`: for each identity, its copies in file-name order
+    /// take the changes listed for it in order. The system flags `\Seen \Answered
+    /// \Flagged \Draft` are set or cleared as given, keywords added; the file is renamed (its
+    /// name carries the flags). Returns how many messages changed.
+    pub fn set_flags(&mut self, folder: &FolderPath, changes: &[(Identity, Flags)]) -> Result<u64> {
+        let sync = self.sync;
+        let state = self.folder_state(folder, false)?;
+        if !state.exists || changes.is_empty() {
+            return Ok(0);
+        }
+        let on_disk = MaildirFolder {
+            name: folder.clone(),
+            dir: state.dir.clone(),
+        };
+        let reader = Maildir {
+            root: state.dir.clone(),
+        };
+        let mut by_identity: HashMap<Identity, Vec<MaildirEntry>> = HashMap::new();
+        for entry in reader.entries(&on_disk)? {
+            let identity = Identity::of_message(&read_header(&entry.path)?);
+            by_identity.entry(identity).or_default().push(entry);
+        }
+        let mut taken: HashMap<Identity, usize> = HashMap::new();
+        let mut changed = 0;
+        for (identity, flags) in changes {
+            let n = taken.entry(*identity).or_default();
+            let Some(entry) = by_identity.get(identity).and_then(|e| e.get(*n)) else {
+                continue;
+            };
+            *n += 1;
+            let mut wanted = entry.flags.clone();
+            for flag in [Flag::Seen, Flag::Answered, Flag::Flagged, Flag::Draft] {
+                if flags.contains(flag) {
+                    wanted.insert(flag);
+                } else {
+                    wanted.remove(flag);
+                }
+            }
+            for k in flags.keywords() {
+                wanted.insert_keyword(k);
+            }
+            if wanted == entry.flags {
+                continue;
+            }
+            let letters = info_letters(state, &wanted)?;
+            let to = state
+                .dir
+                .join("cur")
+                .join(format!("{}:2,{letters}", entry.id));
+            fs::rename(&entry.path, &to).map_err(|e| MailError::io(&to, e))?;
+            changed += 1;
+        }
+        if sync && changed > 0 {
+            let cur = state.dir.join("cur");
+            sync_dir(&cur).map_err(|e| MailError::io(&cur, e))?;
+        }
+        Ok(changed)
     }
 
     /// The folder's state, created on first use: leftovers of crashed writers removed from
@@ -597,9 +638,9 @@ fn parse_unique_name(base: &str) -> Option<(u64, u32, &str)> {
     Some((secs, pid, host))
 }
 
-/// Dedupe keys of every message file in `cur/` and `new/`.
-fn scan_index(dir: &Path) -> Result<HashSet<DedupeKey>> {
-    let mut index = HashSet::new();
+/// Identities of every message file in `cur/` and `new/`.
+fn scan_index(dir: &Path) -> Result<IdentityCounts> {
+    let mut index = IdentityCounts::new();
     for sub in ["cur", "new"] {
         let d = dir.join(sub);
         let iter = match fs::read_dir(&d) {
@@ -613,23 +654,39 @@ fn scan_index(dir: &Path) -> Result<HashSet<DedupeKey>> {
                 continue;
             }
             let path = entry.path();
-            let file = match File::open(&path) {
-                Ok(f) => f,
+            match fs::metadata(&path) {
+                Ok(m) if m.is_file() => {}
+                Ok(_) => continue,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(MailError::io(&path, e)),
-            };
-            if !file
-                .metadata()
-                .map_err(|e| MailError::io(&path, e))?
-                .is_file()
-            {
-                continue;
             }
-            let key = DedupeKey::from_reader(file).map_err(|e| MailError::io(&path, e))?;
-            index.insert(key);
+            index.add(Identity::of_message(&read_header(&path)?));
         }
     }
     Ok(index)
+}
+
+/// The header section of a message file (up to and including the blank line), all an
+/// identity needs; a file without one is read whole. A file gone meanwhile reads as empty.
+pub(crate) fn read_header(path: &Path) -> Result<Vec<u8>> {
+    use std::io::BufRead;
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(MailError::io(path, e)),
+    };
+    let mut reader = io::BufReader::new(file);
+    let mut out = Vec::new();
+    loop {
+        let start = out.len();
+        let n = reader
+            .read_until(b'\n', &mut out)
+            .map_err(|e| MailError::io(path, e))?;
+        let line = &out[start..];
+        if n == 0 || line == b"\n" || line == b"\r\n" {
+            return Ok(out);
+        }
+    }
 }
 
 /// The `:2,` info letters for `flags`, assigning keyword letters (and persisting them in

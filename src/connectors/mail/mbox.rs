@@ -77,6 +77,17 @@ impl MboxReader<BufReader<File>> {
     /// resume of a 20 GB export instant. A checkpoint that no longer points at a separator
     /// means the file changed since; that is an error, not a guess.
     pub fn open_after(path: impl AsRef<Path>, variant: MboxVariant, offset: u64) -> Result<Self> {
+        let mut reader = Self::open_at(path, variant, offset)?;
+        if let Some(Err(e)) = reader.next() {
+            return Err(e);
+        }
+        Ok(reader)
+    }
+
+    /// Opens `path` so that the first message read is the one whose `From ` line starts at
+    /// byte `offset` (an offset an earlier read reported). Fails when no `From ` line starts
+    /// there: the file changed since.
+    pub fn open_at(path: impl AsRef<Path>, variant: MboxVariant, offset: u64) -> Result<Self> {
         let path = path.as_ref();
         let mut file = File::open(path).map_err(|e| MailError::io(path, e))?;
         file.seek(SeekFrom::Start(offset))
@@ -96,9 +107,6 @@ impl MboxReader<BufReader<File>> {
             });
         }
         reader.pending = Some((offset, chomp(&line).to_vec()));
-        if let Some(Err(e)) = reader.next() {
-            return Err(e);
-        }
         Ok(reader)
     }
 }

@@ -3,15 +3,15 @@
 //! These are the connectors that let a whole migration run on one machine: an mbox export or a
 //! maildir is a source, a maildir is a target. The engine's copy step drives them through
 //! plain types: a source yields [`RawMessage`]s with a stable position to checkpoint
-//! (an mbox byte offset, a maildir file name); a target's `append` reports whether the message
-//! was written or was already there ([`maildir::AppendOutcome`]), which is what makes a
-//! resumed copy idempotent.
+//! (an mbox byte offset, a maildir file name); a target stores what it is given and counts
+//! what it holds by [`identity::Identity`], which is what makes a resumed copy idempotent.
 //!
 //! Everything streams: memory is bounded by the largest single message, never by a mailbox.
 
 pub mod corpus;
 pub(crate) mod date;
 mod encoding;
+pub mod identity;
 pub mod maildir;
 pub mod mbox;
 pub mod message;
@@ -21,7 +21,7 @@ pub mod window;
 use std::io;
 use std::path::PathBuf;
 
-pub use maildir::{AppendOutcome, FolderPath, Maildir, MaildirEntry, MaildirFolder, MaildirTarget};
+pub use maildir::{FolderPath, Maildir, MaildirEntry, MaildirFolder, MaildirTarget};
 pub use mbox::{MboxMessage, MboxReader, MboxVariant, MboxWriter};
 pub use message::{DedupeKey, Flag, Flags, RawMessage};
 pub use window::DateWindow;

@@ -1,0 +1,417 @@
+//! The two contracts every mail copy goes through: a [`MailSource`] (IMAP, POP3, mbox,
+//! Maildir, PST…) and a [`MailTarget`] (Maildir, IMAP, Microsoft 365…). One copy runner and
+//! one verify runner (`crate::runners::copy`, `crate::runners::verify`) drive any source into
+//! any target through them, so a new source or target is one file here, not a new copy path.
+//!
+//! Both contracts split a *configured* side (cheap, `Send + Sync`, built once per plan from
+//! its settings: where, who, which rules) from its *sessions* (a connection or an open file,
+//! owned by one copy lane at a time). The runner opens sessions, reserves connection slots
+//! for their [`endpoints`](MailSource::endpoints), decides what to copy, and is the only one
+//! that writes checkpoints: sessions report what a checkpoint should say, never commit one.
+//!
+//! ## The copy, as the runner performs it
+//!
+//! 1. A planning session lists the source's folders ([`SourceSession::folders`]); the plan's
+//!    folder rules ([`FolderMapper`]) route each to a target folder or leave it out, and
+//!    [`SourceSession::status`] says which have anything to do, so an incremental pass with
+//!    nothing new opens no lane and no target connection.
+//! 2. Lanes (threads with one source and one target session each) take target folders in
+//!    turn. For one target folder the runner ensures it exists
+//!    ([`TargetSession::ensure_folder`]), reads its [`IdentityCounts`]
+//!    ([`TargetSession::identities`]) and then, source folder by source folder, the messages
+//!    not yet behind a checkpoint ([`SourceSession::list`] with [`Side::Pending`]), identified
+//!    by their header fields ([`SourceSession::identify`] where the listing could not).
+//! 3. A message is copied unless the target already holds as many copies of its identity as
+//!    the source has up to and including it (see [`crate::connectors::mail::identity`]): the
+//!    runner counts the messages behind the checkpoint ([`Side::Settled`]) only when a pending
+//!    identity is already at the target.
+//! 4. Bodies are fetched in bounded batches ([`SourceSession::fetch`]), appended as one batch
+//!    ([`TargetSession::append`]); what the target acknowledged is committed in one state
+//!    transaction with the checkpoints of the settled prefix ([`MessageMeta::checkpoint`]).
+//! 5. A pass over mail copied earlier (a delta or catch-up) also carries flag changes:
+//!    [`SourceSession::flag_changes`] → [`TargetSession::set_flags`].
+//!
+//! Errors are [`FlowError`]s; whether the runner retries is [`FlowError::is_transient`].
+
+pub mod folders;
+pub mod imap_source;
+pub mod imap_target;
+pub mod m365_target;
+pub mod maildir_source;
+pub mod maildir_target;
+pub mod mbox_source;
+pub mod pop3_source;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::SystemTime;
+
+use tokio_util::sync::CancellationToken;
+
+pub use folders::{FolderMapper, Route, SpecialUse, TargetNames};
+
+use super::mail::identity::{Identity, IdentityCounts};
+use super::mail::{Flags, MailError, RawMessage};
+use super::net::{Credentials, Endpoint, NetError};
+
+/// A boxed, sendable future, as the contracts return: object-safe (`Box<dyn …>`) without a
+/// macro dependency.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A step's committed checkpoints, key → value, as the source wrote them through
+/// [`MessageMeta::checkpoint`]. A delta step sees its copy step's beneath its own.
+pub type Checkpoints = BTreeMap<String, Vec<u8>>;
+
+/// Why a copy could not go on. `Net` keeps the network error's retry hint.
+#[derive(Debug, thiserror::Error)]
+pub enum FlowError {
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error(transparent)]
+    Mail(#[from] MailError),
+    /// The target refused this one message (a tagged NO): it concerns only that message.
+    /// `too_big`: the refusal names the size (`[TOOBIG]`), so the message is left behind and
+    /// reported rather than failing the copy.
+    #[error("refused by the target: {text}")]
+    Refused { text: String, too_big: bool },
+    /// Worth another attempt: a dropped connection, a target that kept throttling.
+    #[error("{0}")]
+    Transient(String),
+    /// Another attempt would meet the same: bad configuration, a corrupt file, a bad login.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl FlowError {
+    /// Whether the runner should try the step again (with backoff).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            FlowError::Net(e) => e.is_transient(),
+            FlowError::Transient(_) => true,
+            FlowError::Mail(_) | FlowError::Refused { .. } | FlowError::Permanent(_) => false,
+        }
+    }
+
+    /// The wait a server suggested (throttling), if any.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            FlowError::Net(e) => e.retry_after(),
+            _ => None,
+        }
+    }
+}
+
+pub type FlowResult<T> = Result<T, FlowError>;
+
+/// Where a session's credentials come from, resolved at connect time (never when runners are
+/// built, so `plan` on a machine without a secret still builds every step). Implemented by
+/// the runners (a plan's secret reference, an app registration's token).
+pub trait Login: Send + Sync + std::fmt::Debug {
+    /// Credentials for one new connection. Called once per session opened; may block on a
+    /// token request or a secret command.
+    fn credentials(&self) -> BoxFuture<'_, FlowResult<Credentials>>;
+
+    /// Everything that identifies the login but its secret (`alice@x|env:ALICE_PW`), for
+    /// config hashes.
+    fn describe(&self) -> String;
+}
+
+/// One source folder as the source names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFolder {
+    /// The source's own, stable name for it: the IMAP wire name, a Maildir++ folder name, a
+    /// PST folder's node id, `INBOX` for POP3, the file name of an mbox. Checkpoint keys and
+    /// reports use it.
+    pub id: String,
+    /// As people read it, in the source's own spelling (`INBOX.Entwürfe`, decoded).
+    pub display: String,
+    /// The hierarchy as Unicode segments with a leading `INBOX` level dropped (Courier puts
+    /// every folder under `INBOX.`); empty for the inbox itself.
+    pub path: Vec<String>,
+    /// A special-use role the source declares (`\Sent`, a PST's default folders); the mapper
+    /// also recognizes well-known names.
+    pub special: Option<SpecialUse>,
+    /// Holds messages. IMAP `\Noselect` hierarchy nodes do not; they are never copied or
+    /// listed as excluded.
+    pub selectable: bool,
+}
+
+/// What a cheap look at one folder tells ([`SourceSession::status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FolderStatus {
+    /// Messages in the folder (all of them, not only those after the checkpoint).
+    pub messages: u64,
+    /// Whether anything may lie after the checkpoint; `false` only when the source is sure
+    /// (IMAP: the checkpoint reaches UIDNEXT).
+    pub has_pending: bool,
+    /// Whether flags of messages behind the checkpoint may have changed since it was written;
+    /// `false` only when the source is sure (CONDSTORE: HIGHESTMODSEQ unchanged) or holds no
+    /// flags (POP3, files).
+    pub flags_may_have_changed: bool,
+}
+
+/// Which messages [`SourceSession::list`] lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Not yet behind the checkpoints: what a copy still has to do. With no checkpoints,
+    /// every message (what `verify` compares).
+    Pending,
+    /// Behind the checkpoints: what earlier runs settled (copied, found present, skipped).
+    Settled,
+}
+
+/// One source message before its body is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageMeta {
+    /// The source's id of the message in its folder (IMAP UID, POP3 UIDL, mbox byte offset,
+    /// Maildir file name, PST node id), for reports and for [`SourceSession::fetch`].
+    pub id: String,
+    /// Size in bytes as the source reports it (an estimate for a PST message before it is
+    /// converted); decides the size limit before any download.
+    pub size: u64,
+    /// Known before the body is read where the source has the header fields at hand (IMAP
+    /// header fetch, files); `None` when only the download tells (POP3 without `TOP`). The
+    /// runner then identifies the fetched message itself.
+    pub identity: Option<Identity>,
+    /// For reports of mail left behind.
+    pub subject: Option<String>,
+    /// When it was received (INTERNALDATE, `Received:`, the mbox `From ` line, file time).
+    pub received: Option<SystemTime>,
+    /// `false`: outside the migration's date window. Not copied, but its checkpoint is
+    /// committed so the next pass does not look at it again (POP3; other sources simply do
+    /// not list such mail).
+    pub in_window: bool,
+    /// The checkpoint committed once this message is settled, together with every message
+    /// listed before it. A key written again later (a folder's "last UID") keeps the last
+    /// value; a key per message (a POP3 UIDL) accumulates.
+    pub checkpoint: (String, Vec<u8>),
+}
+
+/// A flag change a later pass carries over: the message's identity and its flags now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlagChange {
+    pub identity: Identity,
+    pub flags: Flags,
+}
+
+/// What [`SourceSession::flag_changes`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlagChanges {
+    /// Messages behind the checkpoint whose flags may differ from what was copied (all of
+    /// them when the source cannot tell which changed).
+    pub changes: Vec<FlagChange>,
+    /// A checkpoint to commit once the target took the changes (the folder's new
+    /// modification sequence), if the source keeps one.
+    pub checkpoint: Option<(String, Vec<u8>)>,
+}
+
+/// A configured mail source: where it is, who signs in, which mail of it belongs to the
+/// migration (date window, size limit are the runner's). Built once per step, shared by its
+/// lanes.
+pub trait MailSource: Send + Sync {
+    /// Everything that defines what this source yields — kind, server or file, login (not its
+    /// secret), window — for the step's config hash. Stable across runs and versions.
+    fn describe(&self) -> String;
+
+    /// Sessions the source allows at once for one step. The default, one, suits a single
+    /// maildrop or file; IMAP allows a few (bounded further by `max_connections`).
+    fn max_sessions(&self) -> usize {
+        1
+    }
+
+    /// The servers a session connects to, so the runner can reserve their `max_connections`
+    /// slots for everything a lane holds in one call (which keeps limits deadlock-free). The
+    /// default, none, is for files.
+    fn endpoints(&self) -> Vec<Endpoint> {
+        Vec::new()
+    }
+
+    /// Opens a session. Called by the planning pass, by each lane when it gets its first
+    /// folder, by `plan` and by `verify`, always after the caller reserved the slots of
+    /// [`endpoints`](Self::endpoints). Errors: a refused login is permanent, a dropped
+    /// connection transient.
+    fn open(&self) -> BoxFuture<'_, FlowResult<Box<dyn SourceSession>>>;
+}
+
+/// One open connection (or file) of a [`MailSource`], used by one lane at a time.
+pub trait SourceSession: Send {
+    /// Every folder of the source, in the source's order, hierarchy nodes included (marked
+    /// not [`selectable`](SourceFolder::selectable)). Called once per session that plans.
+    fn folders(&mut self) -> BoxFuture<'_, FlowResult<Vec<SourceFolder>>>;
+
+    /// A cheap look at `folder` against `checkpoints`: no message is listed. Called by the
+    /// planning pass for every routed folder; a folder with neither pending mail nor possible
+    /// flag changes is then skipped without opening a lane.
+    fn status<'a>(
+        &'a mut self,
+        folder: &'a SourceFolder,
+        checkpoints: &'a Checkpoints,
+    ) -> BoxFuture<'a, FlowResult<FolderStatus>>;
+
+    /// The messages of `folder` on one `side` of `checkpoints`, in the order the copy settles
+    /// them (ascending UID, file order…): a checkpoint written for a message covers every
+    /// message listed before it. Only mail inside the source's date window is listed, except
+    /// where the source must record mail outside it ([`MessageMeta::in_window`]). A source
+    /// that learns identities only from bodies may leave [`MessageMeta::identity`] out; the
+    /// caller then asks [`identify`](Self::identify) where it needs them.
+    fn list<'a>(
+        &'a mut self,
+        folder: &'a SourceFolder,
+        checkpoints: &'a Checkpoints,
+        side: Side,
+    ) -> BoxFuture<'a, FlowResult<Vec<MessageMeta>>>;
+
+    /// Fills in [`identity`](MessageMeta::identity), [`subject`](MessageMeta::subject) and
+    /// [`received`](MessageMeta::received) of `messages` where [`list`](Self::list) left them
+    /// out, by reading header fields only (POP3 `TOP n 0`). Called by verify, by a copy
+    /// counting what lies behind a checkpoint, and for a report of mail left behind. The
+    /// default does nothing, for sources whose listing always has them.
+    fn identify<'a>(
+        &'a mut self,
+        folder: &'a SourceFolder,
+        messages: &'a mut [MessageMeta],
+    ) -> BoxFuture<'a, FlowResult<()>> {
+        let _ = (folder, messages);
+        Box::pin(async { Ok(()) })
+    }
+
+    /// The messages of `messages` (listed from `folder` by this or another session of the
+    /// same source), read whole, with flags and internal date, in the same order. An entry is
+    /// `None` when the message is gone (expunged since it was listed): the runner settles it
+    /// without copying. The caller bounds a call to one batch (a few MiB).
+    fn fetch<'a>(
+        &'a mut self,
+        folder: &'a SourceFolder,
+        messages: &'a [&'a MessageMeta],
+    ) -> BoxFuture<'a, FlowResult<Vec<Option<RawMessage>>>>;
+
+    /// Called after the runner committed the checkpoints of `messages` (their copies are
+    /// durable at the target). The default does nothing; a POP3 source configured to delete
+    /// after copying marks them deleted here (and only a clean [`close`](Self::close) makes
+    /// the server delete them).
+    fn committed<'a>(
+        &'a mut self,
+        folder: &'a SourceFolder,
+        messages: &'a [&'a MessageMeta],
+    ) -> BoxFuture<'a, FlowResult<()>> {
+        let _ = (folder, messages);
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Flags now of messages behind `checkpoints`, for a pass over mail copied earlier. The
+    /// default, none, is for sources without flags (POP3) or that cannot change (files).
+    fn flag_changes<'a>(
+        &'a mut self,
+        folder: &'a SourceFolder,
+        checkpoints: &'a Checkpoints,
+    ) -> BoxFuture<'a, FlowResult<FlagChanges>> {
+        let _ = (folder, checkpoints);
+        Box::pin(async { Ok(FlagChanges::default()) })
+    }
+
+    /// Ends the session cleanly (IMAP LOGOUT, POP3 QUIT — which is what commits POP3
+    /// deletions). Dropping a session without closing it abandons it (after a failure or a
+    /// cancel mid-response).
+    fn close(self: Box<Self>) -> BoxFuture<'static, FlowResult<()>>;
+}
+
+/// A configured mail target: the user's mailbox at the destination.
+pub trait MailTarget: Send + Sync {
+    /// Everything that defines where mail goes — kind, server or folder, login (not its
+    /// secret) — for the step's config hash.
+    fn describe(&self) -> String;
+
+    /// The target's own names for the special folders (`Sent Items` at Microsoft 365).
+    fn names(&self) -> TargetNames;
+
+    /// Sessions the target takes at once for one step; `None` for no limit of its own.
+    fn max_sessions(&self) -> Option<usize> {
+        None
+    }
+
+    /// The servers a session connects to (see [`MailSource::endpoints`]).
+    fn endpoints(&self) -> Vec<Endpoint> {
+        Vec::new()
+    }
+
+    /// Opens a session after the caller reserved the slots of [`endpoints`](Self::endpoints).
+    /// A read-only session (`writable: false`, for `plan` and `verify`) must not create
+    /// anything, not even the mailbox's root.
+    fn open(&self, writable: bool) -> BoxFuture<'_, FlowResult<Box<dyn TargetSession>>>;
+}
+
+/// One open connection to (or directory of) a [`MailTarget`], used by one lane at a time.
+/// Folders are `/`-free Unicode segments; empty is the inbox.
+pub trait TargetSession: Send {
+    /// The largest message worth sending, when the target says (IMAP `APPENDLIMIT`); the
+    /// runner leaves larger mail behind as it does mail over the plan's limit.
+    fn size_limit(&self) -> Option<u64> {
+        None
+    }
+
+    /// Creates `folder` (and its parents) when missing. Called before the first message goes
+    /// to a folder, on writable sessions only.
+    fn ensure_folder<'a>(&'a mut self, folder: &'a [String]) -> BoxFuture<'a, FlowResult<()>>;
+
+    /// How many messages of each identity `folder` holds; a missing folder holds none. Never
+    /// changes anything. Called once per target folder and lane, before the first append.
+    fn identities<'a>(
+        &'a mut self,
+        folder: &'a [String],
+    ) -> BoxFuture<'a, FlowResult<IdentityCounts>>;
+
+    /// Stores `messages` in `folder`, in order, with their flags and internal dates, each as
+    /// a new message (the runner already decided they are missing). Returns one result per
+    /// message the target settled, in order: `Ok(())` once it acknowledged the message
+    /// durably (fsync, tagged OK), `Err(Refused)` for a refusal of that message alone. The
+    /// list ends early at a failure that ends the session (its entry is the last); what
+    /// follows is unknown. Throttling is waited out inside (cancellable through `cancel`: the
+    /// list then ends early without a failure).
+    fn append<'a>(
+        &'a mut self,
+        folder: &'a [String],
+        messages: &'a [RawMessage],
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, Vec<FlowResult<()>>>;
+
+    /// Makes the flags of `folder`'s messages match `changes` — for each identity, its
+    /// copies in order — for the system flags `\Seen`, `\Answered`, `\Flagged`, `\Draft`
+    /// (set or cleared) and keywords (added). Returns how many messages changed. The default
+    /// reports that the target cannot.
+    fn set_flags<'a>(
+        &'a mut self,
+        folder: &'a [String],
+        changes: &'a [FlagChange],
+    ) -> BoxFuture<'a, FlowResult<u64>> {
+        let _ = (folder, changes);
+        Box::pin(async {
+            Err(FlowError::Permanent(
+                "this target cannot change flags of stored mail".into(),
+            ))
+        })
+    }
+
+    /// Ends the session cleanly (IMAP LOGOUT).
+    fn close(self: Box<Self>) -> BoxFuture<'static, FlowResult<()>>;
+}
+
+/// The checkpoint key under which the runner records a message it left behind on purpose
+/// (over the size limit, refused by the target as too big), with what the report shows. A
+/// source that deletes copied mail ([`SourceSession::committed`]) checks it: mail left behind
+/// is never deleted.
+pub fn left_behind_key(folder: &SourceFolder, message_id: &str) -> String {
+    format!("{LEFT_BEHIND_PREFIX}{}:{message_id}", folder.id)
+}
+
+/// Every [`left_behind_key`] starts with this.
+pub const LEFT_BEHIND_PREFIX: &str = "skipped:";
+
+/// Target segments as people read them: `/`-joined, the inbox as `INBOX`.
+pub fn display_target(segments: &[String]) -> String {
+    if segments.is_empty() {
+        "INBOX".into()
+    } else {
+        segments.join("/")
+    }
+}

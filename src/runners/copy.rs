@@ -1,0 +1,793 @@
+//! `copy.*` and `delta.*`: any [`MailSource`] into any [`MailTarget`], through the two mail
+//! contracts (`crate::connectors::mailflow`). One runner serves both: a delta pass is a copy
+//! that starts from what its copy step committed (those checkpoints lie beneath its own), so
+//! it only reads mail that arrived since — and carries over flag changes made since.
+//!
+//! **Exactly once, by counting.** Per target folder, the target must end up holding as many
+//! copies of each [`Identity`] as the source has (see `connectors::mail::identity`). A
+//! message is copied unless the target already holds more copies of its identity than the
+//! messages of that identity its source folder settled before it: those behind the
+//! checkpoints (counted lazily, only when a pending identity is already at the target) plus
+//! those this pass settled. So a resume after a crash finds the messages a dead run stored
+//! but never committed and stores them no second time; two *different* messages that share
+//! a Message-ID are two identities; two true duplicates in a folder are both copied; and
+//! overlaps store one copy: two source folders merged into one target folder, or two steps
+//! of one user (a PST and the POP3 account it came from) — the graph runs such steps one
+//! after the other, each counting what the other stored.
+//!
+//! **Lanes.** Source folders landing in one target folder form a unit; up to
+//! [`LANES_PER_STEP`] units are copied at once, each by a lane with a source and a target
+//! session of its own, on a thread of its own. A unit belongs to one lane, so a folder's
+//! checkpoint only moves forward and a target folder's counts live in one place.
+//!
+//! **Batches.** Bodies are fetched in batches of up to [`BATCH_MESSAGES`] messages or
+//! [`BATCH_BYTES`] bytes and appended as one batch; what the target acknowledged is committed
+//! in one state transaction with the checkpoints of the settled prefix of the listing — never
+//! past a message the target has not acknowledged.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::attempt::{block_on_fresh, on_own_runtime, run_attempt, Failure};
+use super::mail::{mapper_for, source_for, target_for, window_of};
+use super::skipped::{self, SkippedMessage};
+use crate::connectors::mail::identity::{Identity, IdentityCounts};
+use crate::connectors::mail::RawMessage;
+use crate::connectors::mailflow::{
+    display_target, left_behind_key, Checkpoints, FlowError, FolderMapper, FolderStatus,
+    MailSource, MailTarget, MessageMeta, Route, Side, SourceFolder, SourceSession, TargetSession,
+};
+use crate::connectors::net::reserve_connections;
+use crate::engine::{
+    hash_parts, ApplyCtx, BoxFuture, ExcludedFolder, FolderObservation, Observation, ObserveCtx,
+    Outcome, StepError, StepRunner, Unsupported,
+};
+use crate::graph::{Step, StepKind};
+use crate::plan::model::{Migration, Plan, User};
+use crate::state::Counts;
+
+/// Units copied at once by one step, when neither side allows fewer sessions.
+pub const LANES_PER_STEP: usize = 4;
+
+/// Messages (and bytes) fetched before they are appended as one batch and committed in one
+/// state transaction. Bounds memory; large enough to fill an APPEND pipeline.
+pub const BATCH_MESSAGES: usize = 64;
+pub const BATCH_BYTES: u64 = 4 << 20;
+
+/// Messages decided at once: bounds the bookkeeping of one round, not memory.
+const ROUND: usize = 256;
+
+/// Builds the runner of a `copy.*` or `delta.*` step. Anything this build cannot do yields
+/// an [`Unsupported`] runner naming it.
+pub(crate) fn runner(
+    plan: &Plan,
+    user: &User,
+    m: &Migration,
+    base: &Path,
+    step: &Step,
+) -> Arc<dyn StepRunner> {
+    match CopyRunner::new(plan, user, m, base, step) {
+        Ok(r) => Arc::new(r),
+        Err(what) => Arc::new(Unsupported::new(what)),
+    }
+}
+
+/// See the module documentation.
+#[derive(Clone)]
+pub(crate) struct CopyRunner {
+    pub(crate) source: Arc<dyn MailSource>,
+    pub(crate) target: Arc<dyn MailTarget>,
+    pub(crate) mapper: FolderMapper,
+    /// `settings.max_message_size_mb` in bytes; larger mail is left behind and reported.
+    pub(crate) max_bytes: u64,
+    /// The migration has a date window: mail outside it is neither to copy nor at the target.
+    windowed: bool,
+    /// For a delta step: the copy step whose checkpoints it starts from.
+    seed_from: Option<String>,
+    pub(crate) hash: String,
+}
+
+impl CopyRunner {
+    pub(crate) fn new(
+        plan: &Plan,
+        user: &User,
+        m: &Migration,
+        base: &Path,
+        step: &Step,
+    ) -> Result<CopyRunner, String> {
+        let source = source_for(plan, m, base)?;
+        let target = target_for(plan, user, base).map_err(|e| format!("copy into {e}"))?;
+        let mapper = mapper_for(m, target.as_ref())?;
+        let max_bytes = u64::from(plan.settings.max_message_size_mb) * 1024 * 1024;
+        let seed_from = (step.kind == StepKind::Delta)
+            .then(|| step.id.strip_prefix("delta.").map(|s| format!("copy.{s}")))
+            .flatten();
+        let rules = serde_json::to_string(&m.folders).unwrap_or_default();
+        let hash = hash_parts(&[
+            "copy",
+            &source.describe(),
+            &target.describe(),
+            &rules,
+            &max_bytes.to_string(),
+        ]);
+        Ok(CopyRunner {
+            source,
+            target,
+            mapper,
+            max_bytes,
+            windowed: window_of(m)?.is_some(),
+            seed_from,
+            hash,
+        })
+    }
+
+    /// The checkpoints this step starts from beneath its own: a delta step's copy step's
+    /// (without its left-behind records, which are the copy's to report).
+    fn seed(
+        &self,
+        checkpoints_of: impl FnOnce(&str) -> Result<Checkpoints, StepError>,
+    ) -> Result<Checkpoints, StepError> {
+        match &self.seed_from {
+            Some(copy) => {
+                let mut seed = checkpoints_of(copy)?;
+                seed.retain(|k, _| !k.starts_with(skipped::PREFIX));
+                Ok(seed)
+            }
+            None => Ok(Checkpoints::new()),
+        }
+    }
+
+    async fn run(self, ctx: ApplyCtx) -> Result<Outcome, Failure> {
+        let seed = Arc::new(self.seed(|id| ctx.checkpoints_of(id))?);
+        let start = merged(&seed, &ctx);
+        let units = self.units_to_copy(&start).await?;
+        if units.is_empty() {
+            return Ok(Outcome::Complete);
+        }
+        let lanes = self
+            .source
+            .max_sessions()
+            .min(self.target.max_sessions().unwrap_or(usize::MAX))
+            .clamp(1, LANES_PER_STEP)
+            .min(units.len());
+        let queue = Arc::new(Mutex::new(VecDeque::from(units)));
+        let failed = Arc::new(AtomicBool::new(false));
+        let mut handles = Vec::with_capacity(lanes);
+        for _ in 0..lanes {
+            let lane = Lane {
+                runner: self.clone(),
+                ctx: ctx.clone(),
+                seed: Arc::clone(&seed),
+                queue: Arc::clone(&queue),
+                failed: Arc::clone(&failed),
+            };
+            handles.push(tokio::task::spawn_blocking(move || {
+                block_on_fresh(move || lane.run())
+            }));
+        }
+        let mut finished = true;
+        let mut failure = None;
+        for handle in handles {
+            match handle.await {
+                Ok(Ok(done)) => finished &= done,
+                Ok(Err(e)) => {
+                    failure.get_or_insert(e);
+                }
+                Err(e) => {
+                    failure.get_or_insert(
+                        StepError::permanent(format!("copy lane failed: {e}")).into(),
+                    );
+                }
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None if finished => Ok(Outcome::Complete),
+            None => Ok(Outcome::Interrupted),
+        }
+    }
+
+    /// The work, as units of source folders grouped by target folder, largest first (so the
+    /// biggest unit starts first and does not end the copy alone). Folders with nothing to do
+    /// are left out, so an incremental pass with no new mail opens no lane and no target
+    /// session. Planned on a session of its own, closed before the lanes connect: a lane
+    /// takes its target and source slots together, and nothing holds a source connection
+    /// while waiting for a target one.
+    async fn units_to_copy(&self, start: &Checkpoints) -> Result<Vec<Unit>, Failure> {
+        let slots = reserve_connections(&self.source.endpoints().iter().collect::<Vec<_>>()).await;
+        let mut src = self.source.open().await?;
+        let mut by_target: BTreeMap<Vec<String>, Unit> = BTreeMap::new();
+        for folder in src.folders().await? {
+            let Route::Copy(target) = self.mapper.route(&folder) else {
+                continue;
+            };
+            let status = src.status(&folder, start).await?;
+            if status.has_pending || status.flags_may_have_changed {
+                let unit = by_target.entry(target.clone()).or_insert_with(|| Unit {
+                    target,
+                    folders: Vec::new(),
+                });
+                unit.folders.push((folder, status));
+            }
+        }
+        let _ = src.close().await;
+        drop(slots);
+        let mut units: Vec<Unit> = by_target.into_values().collect();
+        units.sort_by_key(|u| {
+            std::cmp::Reverse(u.folders.iter().map(|(_, s)| s.messages).sum::<u64>())
+        });
+        Ok(units)
+    }
+
+    async fn observe_async(self, checkpoints: Checkpoints) -> Result<Observation, Failure> {
+        let mut endpoints = self.target.endpoints();
+        endpoints.extend(self.source.endpoints());
+        let slots = reserve_connections(&endpoints.iter().collect::<Vec<_>>()).await;
+        let mut src = self.source.open().await?;
+        // The target is read for what is already there; unreachable (its mailbox not created
+        // yet), the preview counts from the source alone.
+        let mut tgt = self.target.open(false).await.ok();
+        let mut obs = Observation::default();
+        let mut oversized = 0u64;
+        let mut present_in: BTreeMap<Vec<String>, IdentityCounts> = BTreeMap::new();
+        for folder in src.folders().await? {
+            let target = match self.mapper.route(&folder) {
+                Route::Container => continue,
+                Route::Excluded => {
+                    let messages = src
+                        .status(&folder, &Checkpoints::new())
+                        .await
+                        .ok()
+                        .map(|s| s.messages);
+                    obs.excluded.push(ExcludedFolder {
+                        source: folder.display.clone(),
+                        messages,
+                    });
+                    continue;
+                }
+                Route::Copy(target) => target,
+            };
+            let status = src.status(&folder, &checkpoints).await?;
+            let mut metas = src.list(&folder, &checkpoints, Side::Pending).await?;
+            metas.retain(|m| m.in_window);
+            let mut row = FolderObservation {
+                source: folder.display.clone(),
+                target: display_target(&target),
+                ..FolderObservation::default()
+            };
+            if !self.windowed {
+                row.present = status.messages.saturating_sub(metas.len() as u64);
+            }
+            if let Some(t) = tgt.as_mut() {
+                if !present_in.contains_key(&target) {
+                    let counts = t.identities(&target).await.unwrap_or_default();
+                    present_in.insert(target.clone(), counts);
+                }
+                if metas.iter().any(|m| m.identity.is_none()) {
+                    src.identify(&folder, &mut metas).await?;
+                }
+            }
+            let mut used = IdentityCounts::new();
+            for m in &metas {
+                if m.size > self.max_bytes {
+                    oversized += 1;
+                    continue;
+                }
+                let there = match (m.identity, present_in.get(&target)) {
+                    (Some(id), Some(counts)) => {
+                        used.add(id);
+                        used.get(&id) <= counts.get(&id)
+                    }
+                    _ => false,
+                };
+                if there {
+                    row.present += 1;
+                } else {
+                    row.items += 1;
+                    row.bytes += m.size;
+                }
+            }
+            obs.items += row.items;
+            obs.bytes += row.bytes;
+            obs.present += row.present;
+            obs.folders.push(row);
+        }
+        let _ = src.close().await;
+        if let Some(t) = tgt {
+            let _ = t.close().await;
+        }
+        drop(slots);
+        obs.sort_folders();
+        if oversized > 0 {
+            obs.note = Some(format!(
+                "{oversized} message(s) over max_message_size_mb will be skipped"
+            ));
+        }
+        Ok(obs)
+    }
+}
+
+/// The step's checkpoints as a source reads them: its own over the seed's.
+fn merged(seed: &Checkpoints, ctx: &ApplyCtx) -> Checkpoints {
+    let mut all = seed.clone();
+    all.extend(
+        ctx.checkpoints()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
+    all
+}
+
+/// Source folders landing in one target folder.
+struct Unit {
+    target: Vec<String>,
+    folders: Vec<(SourceFolder, FolderStatus)>,
+}
+
+/// A lane's target and source sessions and the connection slots they hold.
+type LaneSessions = (
+    Box<dyn TargetSession>,
+    Box<dyn SourceSession>,
+    crate::connectors::net::ConnectionSlots,
+);
+
+/// One lane: units from the queue until it is empty, the walk is cancelled or another lane
+/// failed. Connects lazily (a lane that gets no unit opens nothing), target and source slots
+/// reserved in one call.
+struct Lane {
+    runner: CopyRunner,
+    ctx: ApplyCtx,
+    seed: Arc<Checkpoints>,
+    queue: Arc<Mutex<VecDeque<Unit>>>,
+    failed: Arc<AtomicBool>,
+}
+
+impl Lane {
+    /// `Ok(false)` when cancelled.
+    async fn run(mut self) -> Result<bool, Failure> {
+        let mut sessions: Option<LaneSessions> = None;
+        loop {
+            if self.failed.load(Ordering::Relaxed) {
+                break;
+            }
+            let next = self.queue.lock().ok().and_then(|mut q| q.pop_front());
+            let Some(unit) = next else { break };
+            if sessions.is_none() {
+                let mut endpoints = self.runner.target.endpoints();
+                endpoints.extend(self.runner.source.endpoints());
+                let slots = reserve_connections(&endpoints.iter().collect::<Vec<_>>()).await;
+                let tgt = self.runner.target.open(true).await?;
+                let src = self.runner.source.open().await?;
+                sessions = Some((tgt, src, slots));
+            }
+            let Some((tgt, src, _)) = sessions.as_mut() else {
+                break;
+            };
+            match self.copy_unit(src.as_mut(), tgt.as_mut(), &unit).await {
+                Ok(true) => {}
+                // Cancelled mid-response: the sessions are dropped, not closed.
+                Ok(false) => return Ok(false),
+                Err(e) => {
+                    self.failed.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+        }
+        if let Some((tgt, src, slots)) = sessions {
+            let _ = src.close().await;
+            let _ = tgt.close().await;
+            drop(slots);
+        }
+        Ok(true)
+    }
+
+    async fn copy_unit(
+        &mut self,
+        src: &mut dyn SourceSession,
+        tgt: &mut dyn TargetSession,
+        unit: &Unit,
+    ) -> Result<bool, Failure> {
+        tgt.ensure_folder(&unit.target).await?;
+        let limit = tgt
+            .size_limit()
+            .map_or(self.runner.max_bytes, |l| l.min(self.runner.max_bytes));
+        let mut counts = UnitCounts {
+            present: tgt.identities(&unit.target).await?,
+            settled_at_start: HashMap::new(),
+            settled_since: HashMap::new(),
+            unit_start: merged(&self.seed, &self.ctx),
+            limit,
+        };
+        for (folder, status) in &unit.folders {
+            if self.ctx.is_cancelled() {
+                return Ok(false);
+            }
+            if status.flags_may_have_changed {
+                self.carry_flags(src, tgt, folder, &unit.target).await?;
+            }
+            if !self
+                .copy_folder(src, tgt, folder, unit, &mut counts, limit)
+                .await?
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Carries flag changes of mail copied earlier over to the target.
+    async fn carry_flags(
+        &mut self,
+        src: &mut dyn SourceSession,
+        tgt: &mut dyn TargetSession,
+        folder: &SourceFolder,
+        target: &[String],
+    ) -> Result<(), Failure> {
+        let checkpoints = merged(&self.seed, &self.ctx);
+        let found = src.flag_changes(folder, &checkpoints).await?;
+        if !found.changes.is_empty() {
+            tgt.set_flags(target, &found.changes).await?;
+        }
+        if let Some((key, value)) = &found.checkpoint {
+            self.ctx
+                .commit(Counts::default(), &[(key.as_str(), value.as_slice())])?;
+        }
+        Ok(())
+    }
+
+    /// Copies one source folder's pending mail; `Ok(false)` when cancelled.
+    async fn copy_folder(
+        &mut self,
+        src: &mut dyn SourceSession,
+        tgt: &mut dyn TargetSession,
+        folder: &SourceFolder,
+        unit: &Unit,
+        counts: &mut UnitCounts,
+        limit: u64,
+    ) -> Result<bool, Failure> {
+        let checkpoints = merged(&self.seed, &self.ctx);
+        let metas = src.list(folder, &checkpoints, Side::Pending).await?;
+        for round in metas.chunks(ROUND) {
+            let mut round = round.to_vec();
+            // Mail left behind is reported with its subject and date.
+            let unnamed: Vec<usize> = (0..round.len())
+                .filter(|&i| round[i].size > limit && round[i].subject.is_none())
+                .collect();
+            if !unnamed.is_empty() {
+                src.identify(folder, &mut round).await?;
+            }
+            let mut progress = Progress::new(round);
+            for i in 0..progress.entries.len() {
+                let meta = &progress.entries[i].meta;
+                let decision = if !meta.in_window {
+                    Settle::Done(Counts::default(), None)
+                } else if meta.size > limit {
+                    Settle::Done(
+                        skipped(),
+                        Some(left_behind(folder, meta, skipped::OVER_LIMIT)),
+                    )
+                } else {
+                    match meta.identity {
+                        Some(identity) => {
+                            if counts.is_there(identity, src, folder).await? {
+                                Settle::Present
+                            } else {
+                                Settle::Fetch
+                            }
+                        }
+                        None => Settle::Fetch,
+                    }
+                };
+                progress.entries[i].settle = decision;
+            }
+            progress.advance(&mut self.ctx, src, folder).await?;
+            // Fetch and append in batches, in listing order.
+            let wanted: Vec<usize> = (0..progress.entries.len())
+                .filter(|&i| matches!(progress.entries[i].settle, Settle::Fetch))
+                .collect();
+            let mut batches: Vec<Vec<usize>> = Vec::new();
+            let mut bytes = 0u64;
+            for i in wanted {
+                let size = progress.entries[i].meta.size;
+                let full = batches.last().is_none_or(|b| {
+                    b.len() >= BATCH_MESSAGES || (bytes + size > BATCH_BYTES && !b.is_empty())
+                });
+                if full {
+                    batches.push(Vec::new());
+                    bytes = 0;
+                }
+                bytes += size;
+                if let Some(b) = batches.last_mut() {
+                    b.push(i);
+                }
+            }
+            for batch in batches {
+                if self.ctx.is_cancelled() {
+                    return Ok(false);
+                }
+                let metas: Vec<&MessageMeta> =
+                    batch.iter().map(|&i| &progress.entries[i].meta).collect();
+                let fetched = src.fetch(folder, &metas).await?;
+                let mut to_send: Vec<(usize, RawMessage)> = Vec::new();
+                for (&i, message) in batch.iter().zip(fetched) {
+                    let Some(message) = message else {
+                        // Expunged at the source since it was listed: nothing to copy.
+                        progress.entries[i].settle = Settle::Done(Counts::default(), None);
+                        continue;
+                    };
+                    if progress.entries[i].meta.identity.is_none() {
+                        let identity = Identity::of_message(message.bytes());
+                        progress.entries[i].meta.identity = Some(identity);
+                        if counts.is_there(identity, src, folder).await? {
+                            progress.entries[i].settle = Settle::Present;
+                            continue;
+                        }
+                    }
+                    to_send.push((i, message));
+                }
+                let (slots, messages): (Vec<usize>, Vec<RawMessage>) = to_send.into_iter().unzip();
+                let results = if messages.is_empty() {
+                    Vec::new()
+                } else {
+                    tgt.append(&unit.target, &messages, self.ctx.cancel_token())
+                        .await
+                };
+                let unsettled = results.len() < messages.len();
+                let mut failure = None;
+                for ((&i, message), result) in slots.iter().zip(&messages).zip(results) {
+                    match result {
+                        Ok(()) => {
+                            if let Some(identity) = progress.entries[i].meta.identity {
+                                counts.present.add(identity);
+                            }
+                            progress.entries[i].settle = Settle::Done(
+                                Counts {
+                                    items: 1,
+                                    bytes: message.len() as u64,
+                                    skipped: 0,
+                                },
+                                None,
+                            );
+                        }
+                        // The target's own limit, lower than the plan's: left behind and
+                        // reported like any oversized message, not a failed copy.
+                        Err(FlowError::Refused {
+                            text,
+                            too_big: true,
+                        }) => {
+                            let meta = &progress.entries[i].meta;
+                            let reason = format!("refused by the target: {text}");
+                            let record = left_behind(folder, meta, &reason);
+                            progress.entries[i].settle = Settle::Done(skipped(), Some(record));
+                        }
+                        Err(e) => {
+                            failure.get_or_insert(e);
+                        }
+                    }
+                }
+                // Commits what the target acknowledged before reporting any failure.
+                progress.advance(&mut self.ctx, src, folder).await?;
+                if let Some(e) = failure {
+                    return Err(e.into());
+                }
+                // Messages left unanswered (the target stopped waiting out throttling when
+                // cancelled) must stop the copy here: the checkpoint must not pass them.
+                if unsettled {
+                    if self.ctx.is_cancelled() {
+                        return Ok(false);
+                    }
+                    return Err(StepError::transient(
+                        "the target left messages of a batch unanswered",
+                    )
+                    .into());
+                }
+            }
+            progress.advance(&mut self.ctx, src, folder).await?;
+            if progress.cursor < progress.entries.len() {
+                return Err(
+                    StepError::permanent("a copy round ended with unsettled messages").into(),
+                );
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// What the copy knows of one target folder's identities while filling it.
+///
+/// Counted per source folder: the target must hold, of each identity, as many copies as the
+/// source folder holding most of them — two source folders merged into one target folder
+/// (`INBOX.Sent` and `Sent`) that both hold a message give one copy, as two overlapping
+/// sources do, while one folder's true duplicates are all kept.
+struct UnitCounts {
+    /// Copies the target holds (read at the unit's start, plus what this lane stored).
+    present: IdentityCounts,
+    /// Per source folder id: its messages behind the checkpoints as they were when the unit
+    /// started, counted when first needed.
+    settled_at_start: HashMap<String, IdentityCounts>,
+    /// Per source folder id: its messages this lane settled since (copied or found there).
+    settled_since: HashMap<String, IdentityCounts>,
+    unit_start: Checkpoints,
+    /// The size limit: larger mail behind the checkpoints was left behind, not copied.
+    limit: u64,
+}
+
+impl UnitCounts {
+    /// Whether the target already holds the next message of `identity` in `folder`: more
+    /// copies than the folder's messages of that identity settled before it. Counts it as
+    /// settled either way (the caller then copies it, or not).
+    async fn is_there(
+        &mut self,
+        identity: Identity,
+        src: &mut dyn SourceSession,
+        folder: &SourceFolder,
+    ) -> Result<bool, Failure> {
+        let at_target = self.present.get(&identity);
+        let there = if at_target == 0 {
+            false
+        } else {
+            if !self.settled_at_start.contains_key(&folder.id) {
+                let mut settled = IdentityCounts::new();
+                let mut metas = src.list(folder, &self.unit_start, Side::Settled).await?;
+                if metas.iter().any(|m| m.identity.is_none()) {
+                    src.identify(folder, &mut metas).await?;
+                }
+                for m in metas {
+                    if let (Some(i), true) = (m.identity, m.in_window && m.size <= self.limit) {
+                        settled.add(i);
+                    }
+                }
+                self.settled_at_start.insert(folder.id.clone(), settled);
+            }
+            let before = self
+                .settled_at_start
+                .get(&folder.id)
+                .map_or(0, |s| s.get(&identity))
+                + self
+                    .settled_since
+                    .get(&folder.id)
+                    .map_or(0, |s| s.get(&identity));
+            at_target > before
+        };
+        self.settled_since
+            .entry(folder.id.clone())
+            .or_default()
+            .add(identity);
+        Ok(there)
+    }
+}
+
+/// What happens to one listed message.
+#[derive(Debug)]
+enum Settle {
+    /// Not decided yet.
+    Open,
+    /// Its body is needed (to copy it, or to identify it).
+    Fetch,
+    /// The target holds it already.
+    Present,
+    /// Settled: counts to add and maybe a left-behind record.
+    Done(Counts, Option<(String, String)>),
+}
+
+struct Entry {
+    meta: MessageMeta,
+    settle: Settle,
+}
+
+/// One round's listing and how far it is committed: in listing order, every settled message
+/// up to the first unsettled one, with its checkpoint.
+struct Progress {
+    entries: Vec<Entry>,
+    cursor: usize,
+}
+
+impl Progress {
+    fn new(metas: Vec<MessageMeta>) -> Self {
+        Progress {
+            entries: metas
+                .into_iter()
+                .map(|meta| Entry {
+                    meta,
+                    settle: Settle::Open,
+                })
+                .collect(),
+            cursor: 0,
+        }
+    }
+
+    /// Commits the settled prefix in one transaction, then tells the source which of those
+    /// messages the target holds.
+    async fn advance(
+        &mut self,
+        ctx: &mut ApplyCtx,
+        src: &mut dyn SourceSession,
+        folder: &SourceFolder,
+    ) -> Result<(), Failure> {
+        let mut delta = Counts::default();
+        let mut pairs: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let mut at_target = Vec::new();
+        let from = self.cursor;
+        while self.cursor < self.entries.len() {
+            let entry = &mut self.entries[self.cursor];
+            // `kept`: the target holds a copy (copied, or found there) — what a source that
+            // deletes copied mail may delete.
+            let (counts, record, kept) = match &mut entry.settle {
+                Settle::Open | Settle::Fetch => break,
+                Settle::Present => (skipped(), None, true),
+                Settle::Done(c, record) => (*c, record.take(), c.items > 0),
+            };
+            delta.items += counts.items;
+            delta.bytes += counts.bytes;
+            delta.skipped += counts.skipped;
+            let (k, v) = &entry.meta.checkpoint;
+            pairs.insert(k.clone(), v.clone());
+            if let Some((k, v)) = record {
+                pairs.insert(k, v.into_bytes());
+            }
+            if kept {
+                at_target.push(self.cursor);
+            }
+            self.cursor += 1;
+        }
+        if self.cursor == from {
+            return Ok(());
+        }
+        let refs: Vec<(&str, &[u8])> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+            .collect();
+        ctx.commit(delta, &refs)?;
+        if !at_target.is_empty() {
+            let metas: Vec<&MessageMeta> =
+                at_target.iter().map(|&i| &self.entries[i].meta).collect();
+            src.committed(folder, &metas).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The record of a message left behind: key and report entry.
+fn left_behind(folder: &SourceFolder, meta: &MessageMeta, reason: &str) -> (String, String) {
+    let record = SkippedMessage::new(
+        folder.display.as_str(),
+        meta.id.as_str(),
+        meta.size,
+        meta.subject.clone(),
+        meta.received,
+        reason,
+    );
+    (
+        left_behind_key(folder, &meta.id),
+        serde_json::to_string(&record).unwrap_or_default(),
+    )
+}
+
+fn skipped() -> Counts {
+    Counts {
+        skipped: 1,
+        ..Counts::default()
+    }
+}
+
+impl StepRunner for CopyRunner {
+    fn config_hash(&self) -> String {
+        self.hash.clone()
+    }
+
+    fn observe(&self, ctx: &ObserveCtx<'_>) -> Result<Observation, StepError> {
+        let this = self.clone();
+        // As in apply: the step's own checkpoints over the seed's.
+        let mut checkpoints = self.seed(|id| ctx.checkpoints_of(id))?;
+        checkpoints.extend(ctx.checkpoints.clone());
+        on_own_runtime(move || this.observe_async(checkpoints))
+    }
+
+    fn apply<'a>(&'a self, ctx: &'a mut ApplyCtx) -> BoxFuture<'a, Result<Outcome, StepError>> {
+        let this = self.clone();
+        let ctx = ctx.clone();
+        run_attempt(ctx.clone(), move || this.run(ctx))
+    }
+}
