@@ -210,6 +210,11 @@ impl StepGraph {
                 continue;
             };
             let mut mail_done = Vec::new();
+            // One user's copy steps (and delta steps) run one after the other, in plan order:
+            // two of them may write the same target folder (a PST and the POP3 account it was
+            // filled from both reach the inbox), and each must count what the other stored.
+            let mut previous_copy = None;
+            let mut previous_delta = None;
             for (mi, migration) in user.migrate.iter().enumerate() {
                 let suffix = match &migration.name {
                     Some(name) => format!("{slug}.{}.{name}", migration.from),
@@ -229,6 +234,9 @@ impl StepGraph {
                     continue;
                 };
                 g.graph.add_edge(user_step, copy, EdgeOrigin::Runbook);
+                if let Some(prev) = previous_copy.replace(copy) {
+                    g.graph.add_edge(prev, copy, EdgeOrigin::Runbook);
+                }
                 if let Some(cut) = cutover {
                     g.graph.add_edge(copy, cut, EdgeOrigin::Runbook);
                 }
@@ -251,6 +259,9 @@ impl StepGraph {
                         ) {
                             g.graph.add_edge(cut, delta, EdgeOrigin::Runbook);
                             g.graph.add_edge(copy, delta, EdgeOrigin::Runbook);
+                            if let Some(prev) = previous_delta.replace(delta) {
+                                g.graph.add_edge(prev, delta, EdgeOrigin::Runbook);
+                            }
                             mail_done.push(delta);
                         }
                     }
@@ -549,6 +560,27 @@ impl StepGraph {
     /// The steps `--target`/`--exclude` select: every step matching a target (all steps when
     /// there is none) with everything it depends on, less the excluded steps and whatever
     /// depends on them (they could not run).
+    /// The selected steps `selection` asks to run again (`--replace`); an error names a
+    /// pattern that matches no selected step.
+    pub fn replaced(
+        &self,
+        selection: &Selection,
+        selected: &BTreeSet<String>,
+    ) -> Result<BTreeSet<String>, String> {
+        let mut out = BTreeSet::new();
+        for m in &selection.replace {
+            let before = out.len();
+            out.extend(selected.iter().filter(|id| m.is_match(id)).cloned());
+            if out.len() == before && !selected.iter().any(|id| m.is_match(id)) {
+                return Err(format!(
+                    "--replace {}: no selected step matches",
+                    m.glob().glob()
+                ));
+            }
+        }
+        Ok(out)
+    }
+
     pub fn select(&self, selection: &Selection) -> BTreeSet<String> {
         let mut chosen: BTreeSet<NodeIndex> = BTreeSet::new();
         let mut stack: Vec<NodeIndex> = self
@@ -698,6 +730,9 @@ pub fn step_matcher(pattern: &str) -> Result<GlobMatcher, String> {
 pub struct Selection {
     pub targets: Vec<GlobMatcher>,
     pub excludes: Vec<GlobMatcher>,
+    /// `--replace`: done steps to run again (copies and deltas catch up from their
+    /// checkpoints), like Terraform's `-replace`.
+    pub replace: Vec<GlobMatcher>,
 }
 
 impl Selection {
@@ -711,6 +746,16 @@ impl Selection {
         Ok(Selection {
             targets: compile(targets)?,
             excludes: compile(excludes)?,
+            replace: Vec::new(),
         })
+    }
+
+    /// The same selection, with `patterns` as the done steps to run again.
+    pub fn replacing(mut self, patterns: &[String]) -> Result<Selection, String> {
+        self.replace = patterns
+            .iter()
+            .map(|p| step_matcher(p).map_err(|e| format!("invalid step pattern `{p}`: {e}")))
+            .collect::<Result<_, _>>()?;
+        Ok(self)
     }
 }

@@ -133,6 +133,7 @@ fn observe(fx: &Fx, store: &dyn StateStore) -> BTreeMap<String, PlannedChange> {
         &fx.plan,
         &fx.graph,
         &fx.graph.select(&Selection::default()),
+        &Default::default(),
         store,
         &runners,
     )

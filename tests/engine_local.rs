@@ -167,6 +167,7 @@ async fn apply_copies_everything_byte_identical_then_nothing() {
         &fx.plan,
         &fx.graph,
         &all(&fx.graph),
+        &BTreeSet::new(),
         store.as_ref(),
         &runners,
     )
@@ -293,6 +294,7 @@ async fn apply_copies_everything_byte_identical_then_nothing() {
         &fx.plan,
         &fx.graph,
         &all(&fx.graph),
+        &BTreeSet::new(),
         store.as_ref(),
         &runners,
     );

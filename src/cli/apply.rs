@@ -50,7 +50,9 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
     let (ws, selection, view) = if saved {
         match ops::load_saved_plan(&args.file, options, args.state.state.as_deref()) {
             Ok((ws, saved)) => {
-                match crate::graph::Selection::new(&saved.targets, &saved.excludes) {
+                match crate::graph::Selection::new(&saved.targets, &saved.excludes)
+                    .and_then(|s| s.replacing(&saved.replace))
+                {
                     Ok(selection) => (ws, selection, saved.view),
                     Err(e) => {
                         let _ = writeln!(output.err, "error: {e}");

@@ -122,11 +122,16 @@ pub struct SelectArgs {
     /// Leave out steps matching this glob (and what depends on them). Repeatable.
     #[arg(long = "exclude", value_name = "GLOB")]
     pub excludes: Vec<String>,
+    /// Run steps matching this glob again although they are done (Terraform's `-replace`):
+    /// a copy or delta catches up with mail that arrived since, from its checkpoints, and
+    /// carries flag changes over. Repeatable.
+    #[arg(long = "replace", value_name = "GLOB")]
+    pub replace: Vec<String>,
 }
 
 impl SelectArgs {
     pub fn selection(&self) -> Result<crate::graph::Selection, String> {
-        crate::graph::Selection::new(&self.targets, &self.excludes)
+        crate::graph::Selection::new(&self.targets, &self.excludes)?.replacing(&self.replace)
     }
 }
 

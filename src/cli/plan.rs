@@ -55,7 +55,11 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
     if let Some(out) = &args.out {
         if let Err(e) = ops::save_plan(
             &ws,
-            (&args.select.targets, &args.select.excludes),
+            (
+                &args.select.targets,
+                &args.select.excludes,
+                &args.select.replace,
+            ),
             &view,
             out,
         ) {

@@ -195,6 +195,7 @@ impl<'a> ObserveCtx<'a> {
 pub struct ApplyCtx {
     step: Step,
     attempt: u32,
+    resumed: bool,
     checkpoints: BTreeMap<String, Vec<u8>>,
     store: Arc<dyn StateStore>,
     events: UnboundedSender<Event>,
@@ -215,6 +216,7 @@ impl ApplyCtx {
     pub(crate) fn new(
         step: Step,
         attempt: u32,
+        resumed: bool,
         checkpoints: BTreeMap<String, Vec<u8>>,
         store: Arc<dyn StateStore>,
         events: UnboundedSender<Event>,
@@ -223,6 +225,7 @@ impl ApplyCtx {
         ApplyCtx {
             step,
             attempt,
+            resumed,
             checkpoints,
             store,
             events,
@@ -238,6 +241,15 @@ impl ApplyCtx {
     /// 1 for the first attempt in this apply, 2 after the first transient error, …
     pub fn attempt(&self) -> u32 {
         self.attempt
+    }
+
+    /// Whether work on this step ran before and did not end cleanly — an earlier attempt of
+    /// this apply, or an earlier apply that crashed, was interrupted or failed (or the step
+    /// is run again with `--replace`). A runner may then meet traces of that work at its
+    /// target, including a command a killed process had sent that the server is still
+    /// completing.
+    pub fn resumed(&self) -> bool {
+        self.resumed
     }
 
     /// The step's checkpoints as last committed (by this or an earlier apply), key → value.

@@ -44,6 +44,9 @@ pub struct ApplyOptions {
     /// First retry delay; doubled per attempt, capped at `backoff_max`.
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// Done steps to run again with their checkpoints kept (`--replace`): a copy or delta
+    /// catches up with mail that arrived since, other steps simply run again.
+    pub replace: BTreeSet<String>,
 }
 
 impl Default for ApplyOptions {
@@ -54,6 +57,7 @@ impl Default for ApplyOptions {
             fail_fast: false,
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
+            replace: BTreeSet::new(),
         }
     }
 }
@@ -174,10 +178,13 @@ fn approved(record: Option<&StepRecord>) -> bool {
 
 /// Read-only preview of an apply: for every selected step, in dependency order, whether it
 /// would be created, changed, left alone, or is blocked. Never writes state.
+/// `replace` are the done steps asked to run again (`--replace`): they preview as changes
+/// ([`CATCH_UP`] for copies and deltas), counted from their checkpoints.
 pub fn observe(
     plan: &Plan,
     graph: &StepGraph,
     selected: &BTreeSet<String>,
+    replace: &BTreeSet<String>,
     store: &dyn StateStore,
     runners: &Runners,
 ) -> Vec<(String, PlannedChange)> {
@@ -226,11 +233,11 @@ pub fn observe(
         let hash = runner.config_hash();
         let same_hash =
             record.as_ref().and_then(|r| r.config_hash.as_deref()) == Some(hash.as_str());
-        if same_hash
+        let done = same_hash
             && record
                 .as_ref()
-                .is_some_and(|r| r.status == StepStatus::Done)
-        {
+                .is_some_and(|r| r.status == StepStatus::Done);
+        if done && !replace.contains(&step.id) {
             out.push((step.id.clone(), PlannedChange::Unchanged));
             continue;
         }
@@ -243,6 +250,14 @@ pub fn observe(
         let change = match runner.observe(&ctx) {
             Err(e) => PlannedChange::Blocked(redacted(&e.message)),
             Ok(o) => match record {
+                _ if done => PlannedChange::Change {
+                    items: o.items,
+                    bytes: o.bytes,
+                    present: o.present,
+                    folders: o.folders,
+                    excluded: o.excluded,
+                    reason: replace_reason(step.kind).into(),
+                },
                 Some(r) if r.config_hash.is_some() && !same_hash => PlannedChange::Change {
                     items: o.items,
                     bytes: o.bytes,
@@ -271,6 +286,16 @@ pub fn observe(
         out.push((step.id.clone(), change));
     }
     out
+}
+
+/// Why a replaced copy or delta step runs again.
+pub const CATCH_UP: &str = "catch up";
+
+fn replace_reason(kind: StepKind) -> &'static str {
+    match kind {
+        StepKind::Copy | StepKind::Delta => CATCH_UP,
+        _ => "replaced: run again",
+    }
 }
 
 fn redacted(s: &str) -> String {
@@ -384,7 +409,7 @@ pub async fn apply(
                             if step.kind != StepKind::Manual && running >= parallelism {
                                 continue;
                             }
-                            match prepare(plan, step, store.as_ref(), runners) {
+                            match prepare(plan, step, store.as_ref(), runners, &options.replace) {
                                 Prepared::Settled(result) => {
                                     emit_settled(events, store.as_ref(), &step.id, &result);
                                     if fail_fast_trigger(options, &result) {
@@ -573,7 +598,13 @@ enum Prepared {
 }
 
 /// Decides what to do with a ready step and brings its state record in line with the plan.
-fn prepare(plan: &Plan, step: &Step, store: &dyn StateStore, runners: &Runners) -> Prepared {
+fn prepare(
+    plan: &Plan,
+    step: &Step,
+    store: &dyn StateStore,
+    runners: &Runners,
+    replace: &BTreeSet<String>,
+) -> Prepared {
     let fail = |store: &dyn StateStore, message: String| {
         let _ = store.mark_failed(&step.id, &message);
         Prepared::Settled(StepResult::Failed {
@@ -603,11 +634,11 @@ fn prepare(plan: &Plan, step: &Step, store: &dyn StateStore, runners: &Runners) 
     };
     let hash = runner.config_hash();
     let stored = record.as_ref().and_then(|r| r.config_hash.clone());
-    if stored.as_deref() == Some(hash.as_str())
+    let done = stored.as_deref() == Some(hash.as_str())
         && record
             .as_ref()
-            .is_some_and(|r| r.status == StepStatus::Done)
-    {
+            .is_some_and(|r| r.status == StepStatus::Done);
+    if done && !replace.contains(&step.id) {
         return Prepared::Settled(StepResult::Unchanged);
     }
     if record.is_some() && stored.as_deref() != Some(hash.as_str()) {
@@ -618,10 +649,12 @@ fn prepare(plan: &Plan, step: &Step, store: &dyn StateStore, runners: &Runners) 
     if let Err(e) = store.set_config_hash(&step.id, &hash) {
         return fail(store, format!("state: {e}"));
     }
-    let resumed = stored.as_deref() == Some(hash.as_str())
-        && record
-            .as_ref()
-            .is_some_and(|r| matches!(r.status, StepStatus::Running | StepStatus::Failed));
+    // A replaced done step runs again from its checkpoints, like a resumed one.
+    let resumed = done
+        || stored.as_deref() == Some(hash.as_str())
+            && record
+                .as_ref()
+                .is_some_and(|r| matches!(r.status, StepStatus::Running | StepStatus::Failed));
     Prepared::Run(Arc::clone(runner), resumed)
 }
 
@@ -697,6 +730,7 @@ async fn run_job(job: Job) -> (String, TaskEnd) {
         let mut ctx = ApplyCtx::new(
             job.step.clone(),
             attempt,
+            job.resumed || attempt > 1 || !checkpoints.is_empty(),
             checkpoints,
             Arc::clone(&job.store),
             job.events.clone(),

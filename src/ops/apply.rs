@@ -42,6 +42,11 @@ pub fn apply(
         .filter(|(_, liveness)| *liveness == state::Liveness::Dead)
         .map(|(holder, _)| format!("pid {} on {}", holder.pid, holder.host));
     let selected = ws.select(&request.selection);
+    let mut options = request.options.clone();
+    options.replace = ws
+        .graph()
+        .replaced(&request.selection, &selected)
+        .map_err(OpsError::Selection)?;
     let runners = ws.runners();
     let mut log =
         engine::JsonlEventLog::open(ws.event_log_path()).map_err(|source| OpsError::Write {
@@ -62,7 +67,7 @@ pub fn apply(
             &selected,
             dyn_store,
             &runners,
-            &request.options,
+            &options,
             &mut tee,
             cancel,
         )

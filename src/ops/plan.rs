@@ -77,15 +77,26 @@ impl PlanView {
 /// without reading sources or targets (no counts).
 pub fn plan(ws: &Workspace, selection: &Selection, offline: bool) -> Result<PlanView, OpsError> {
     let selected = ws.select(selection);
+    let replace = ws
+        .graph()
+        .replaced(selection, &selected)
+        .map_err(OpsError::Selection)?;
     let runners = ws.runners();
     let store: Arc<dyn StateStore> = match ws.existing_store()? {
         Some(store) => store,
         None => Arc::new(SqliteStore::in_memory()?),
     };
     let rows = if offline {
-        offline_rows(ws, &selected, store.as_ref(), &runners)?
+        offline_rows(ws, &selected, &replace, store.as_ref(), &runners)?
     } else {
-        engine::observe(ws.plan(), ws.graph(), &selected, store.as_ref(), &runners)
+        engine::observe(
+            ws.plan(),
+            ws.graph(),
+            &selected,
+            &replace,
+            store.as_ref(),
+            &runners,
+        )
             .into_iter()
             .map(|(step, change)| row(step, change))
             .collect()
@@ -152,6 +163,7 @@ fn row(step: String, change: PlannedChange) -> PlanRow {
 fn offline_rows(
     ws: &Workspace,
     selected: &BTreeSet<String>,
+    replace: &BTreeSet<String>,
     store: &dyn StateStore,
     runners: &Runners,
 ) -> Result<Vec<PlanRow>, OpsError> {
@@ -182,9 +194,17 @@ fn offline_rows(
                     if r.status == state::StepStatus::Done
                         && (hash.is_none() || r.config_hash == hash) =>
                 {
-                    PlanRow {
-                        action: Action::Unchanged,
-                        ..base
+                    if replace.contains(id) {
+                        PlanRow {
+                            action: Action::Change,
+                            reason: Some("replaced: run again".into()),
+                            ..base
+                        }
+                    } else {
+                        PlanRow {
+                            action: Action::Unchanged,
+                            ..base
+                        }
                     }
                 }
                 Some(r)
@@ -237,6 +257,9 @@ pub struct SavedPlan {
     pub state_fingerprint: String,
     pub targets: Vec<String>,
     pub excludes: Vec<String>,
+    /// `--replace` patterns.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replace: Vec<String>,
     pub view: PlanView,
 }
 
@@ -244,7 +267,7 @@ const SAVED_PLAN_FORMAT: u32 = 1;
 
 pub fn save_plan(
     ws: &Workspace,
-    select: (&[String], &[String]),
+    select: (&[String], &[String], &[String]),
     view: &PlanView,
     out: &Path,
 ) -> Result<(), OpsError> {
@@ -255,6 +278,7 @@ pub fn save_plan(
         state_fingerprint: state_fingerprint(ws)?,
         targets: select.0.to_vec(),
         excludes: select.1.to_vec(),
+        replace: select.2.to_vec(),
         view: view.clone(),
     };
     let text = serde_json::to_string_pretty(&saved).unwrap_or_default();

@@ -399,6 +399,7 @@ impl Lane {
             settled_since: HashMap::new(),
             unit_start: merged(&self.seed, &self.ctx),
             limit,
+            stored: HashMap::new(),
         };
         for (folder, status) in &unit.folders {
             if self.ctx.is_cancelled() {
@@ -413,6 +414,9 @@ impl Lane {
             {
                 return Ok(false);
             }
+        }
+        if self.ctx.resumed() && !counts.stored.is_empty() {
+            take_back_doubles(tgt, &unit.target, &counts).await?;
         }
         Ok(true)
     }
@@ -538,9 +542,12 @@ impl Lane {
                 let mut failure = None;
                 for ((&i, message), result) in slots.iter().zip(&messages).zip(results) {
                     match result {
-                        Ok(()) => {
+                        Ok(stored_as) => {
                             if let Some(identity) = progress.entries[i].meta.identity {
                                 counts.present.add(identity);
+                                if let Some(id) = stored_as {
+                                    counts.stored.entry(identity).or_default().push(id);
+                                }
                             }
                             progress.entries[i].settle = Settle::Done(
                                 Counts {
@@ -612,6 +619,8 @@ struct UnitCounts {
     unit_start: Checkpoints,
     /// The size limit: larger mail behind the checkpoints was left behind, not copied.
     limit: u64,
+    /// The target's ids of the messages this lane stored, by identity.
+    stored: HashMap<Identity, Vec<String>>,
 }
 
 impl UnitCounts {
@@ -657,6 +666,27 @@ impl UnitCounts {
             .add(identity);
         Ok(there)
     }
+}
+
+/// After a resumed copy of a unit: a process killed right after sending an APPEND may leave
+/// the server committing it while the next run reads the folder, which then stores the same
+/// messages again. Read the folder once more and take back this lane's copies of any identity
+/// the target now holds more of than it held plus what this lane stored.
+async fn take_back_doubles(
+    tgt: &mut dyn TargetSession,
+    folder: &[String],
+    counts: &UnitCounts,
+) -> Result<(), Failure> {
+    let now = tgt.identities(folder).await?;
+    let mut doubles = Vec::new();
+    for (identity, ours) in &counts.stored {
+        let surplus = now.get(identity).saturating_sub(counts.present.get(identity)) as usize;
+        doubles.extend(ours.iter().take(surplus).cloned());
+    }
+    if !doubles.is_empty() {
+        tgt.remove(folder, &doubles).await?;
+    }
+    Ok(())
 }
 
 /// What happens to one listed message.

@@ -223,7 +223,7 @@ pub async fn apply(fx: &Fx, store: Arc<dyn StateStore>, cancel: CancellationToke
 
 pub fn observe(fx: &Fx, store: &dyn StateStore) -> BTreeMap<String, PlannedChange> {
     let runners = cutover::runners::runners_for(&fx.plan, &fx.graph, &fx.base);
-    engine::observe(&fx.plan, &fx.graph, &all_steps(fx), store, &runners)
+    engine::observe(&fx.plan, &fx.graph, &all_steps(fx), &Default::default(), store, &runners)
         .into_iter()
         .collect()
 }

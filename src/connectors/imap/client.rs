@@ -402,6 +402,21 @@ impl ImapClient {
         }
     }
 
+    /// Removes exactly the messages `uids` of the selected mailbox: flags them `\Deleted`
+    /// and expunges only those (`UID EXPUNGE`, UIDPLUS). Other messages flagged `\Deleted`
+    /// — a user's, not yet expunged — stay. `Ok(false)` without UIDPLUS, where a plain
+    /// EXPUNGE would take those too: nothing is done.
+    pub async fn uid_remove(&mut self, uids: &str) -> NetResult<bool> {
+        self.check_uid_range(uids)?;
+        if !self.has_capability("UIDPLUS") {
+            return Ok(false);
+        }
+        self.uid_store(uids, true, &["\\Deleted"]).await?;
+        self.simple(&format!("UID EXPUNGE {uids}"), "UID EXPUNGE")
+            .await?;
+        Ok(true)
+    }
+
     /// `UID STORE uids (+|-)FLAGS.SILENT (flags)` on the selected (SELECT, not EXAMINE)
     /// mailbox: `add` sets the flags, otherwise clears them. Flags are system flags
     /// (`\Seen`) or keywords, never anything a plan wrote.
@@ -552,7 +567,18 @@ impl ImapClient {
             && self.has_capability("LITERAL+")
         {
             match self.multiappend(mailbox, messages).await {
-                Ok(()) => return Ok(messages.iter().map(|_| Ok(None)).collect()),
+                Ok(text) => {
+                    // `[APPENDUID v 5:9]`: the new UIDs in the order of the messages.
+                    let uids = append_uids(&text).filter(|(_, u)| u.len() == messages.len());
+                    return Ok((0..messages.len())
+                        .map(|i| {
+                            Ok(uids.as_ref().map(|(v, u)| AppendUid {
+                                uid_validity: *v,
+                                uid: u[i],
+                            }))
+                        })
+                        .collect());
+                }
                 Err(NetError::Throttled {
                     at,
                     retry_after,
@@ -613,7 +639,12 @@ impl ImapClient {
                 break;
             };
             match self.finish_pipelined(&tag, &in_flight, &mut early).await {
-                Ok(done) => results.push(Ok(append_uid(&done.text))),
+                Ok(done) => results.push(Ok(append_uids(&done.text).and_then(|(v, u)| {
+                    (u.len() == 1).then(|| AppendUid {
+                        uid_validity: v,
+                        uid: u[0],
+                    })
+                }))),
                 Err(e) => {
                     let refused = is_refusal(&e);
                     results.push(Err(e));
@@ -662,7 +693,8 @@ impl ImapClient {
 
     /// One MULTIAPPEND (RFC 3502) command for all `messages`: atomic — on a tagged NO none of
     /// them was stored. Needs MULTIAPPEND and LITERAL+.
-    async fn multiappend(&mut self, mailbox: &str, messages: &[&RawMessage]) -> NetResult<()> {
+    /// One MULTIAPPEND command; returns the tagged OK's text.
+    async fn multiappend(&mut self, mailbox: &str, messages: &[&RawMessage]) -> NetResult<String> {
         let name = self.astring(mailbox, "APPEND").await?;
         let tag = self.next_tag();
         let mut heads = Vec::with_capacity(messages.len());
@@ -685,7 +717,7 @@ impl ImapClient {
         }
         parts.push(b"\r\n");
         self.conn.write_parts(&parts, "APPEND").await?;
-        self.finish(&tag, "APPEND").await.map(|_| ())
+        self.finish(&tag, "APPEND").await.map(|(_, done)| done.text)
     }
 
     /// Whether a literal of `len` bytes may be sent without waiting for `+`.
@@ -870,17 +902,31 @@ fn is_refusal(e: &NetError) -> bool {
     matches!(e, NetError::Rejected { .. } | NetError::Throttled { .. })
 }
 
-/// The UID from an `[APPENDUID uidvalidity uid]` completion (UIDPLUS).
-fn append_uid(text: &str) -> Option<AppendUid> {
+/// The UIDs of an `[APPENDUID uidvalidity uid-set]` completion (UIDPLUS), expanded in set
+/// order; at most a million, which no APPEND batch comes near.
+fn append_uids(text: &str) -> Option<(u32, Vec<u32>)> {
     let code = response_code(text)?;
     let mut it = code.split_whitespace();
     if !it.next()?.eq_ignore_ascii_case("APPENDUID") {
         return None;
     }
-    Some(AppendUid {
-        uid_validity: it.next()?.parse().ok()?,
-        uid: it.next()?.parse().ok()?,
-    })
+    let validity = it.next()?.parse().ok()?;
+    let mut uids = Vec::new();
+    for part in it.next()?.split(',') {
+        let (a, b) = match part.split_once(':') {
+            Some((a, b)) => (a.parse::<u32>().ok()?, b.parse::<u32>().ok()?),
+            None => {
+                let n = part.parse::<u32>().ok()?;
+                (n, n)
+            }
+        };
+        let (lo, hi) = (a.min(b), a.max(b));
+        if uids.len() + (hi - lo) as usize >= 1_000_000 {
+            return None;
+        }
+        uids.extend(lo..=hi);
+    }
+    Some((validity, uids))
 }
 
 /// A running `UID FETCH`: call [`Fetch::next`] until it returns `None`. Dropping it early

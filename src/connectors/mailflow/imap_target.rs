@@ -187,10 +187,11 @@ impl TargetSession for ImapTargetSession {
         folder: &'a [String],
         messages: &'a [RawMessage],
         cancel: &'a CancellationToken,
-    ) -> BoxFuture<'a, Vec<FlowResult<()>>> {
+    ) -> BoxFuture<'a, Vec<FlowResult<Option<String>>>> {
         Box::pin(async move {
             let wire = self.wire(folder);
-            let mut out: Vec<Option<FlowResult<()>>> = (0..messages.len()).map(|_| None).collect();
+            let mut out: Vec<Option<FlowResult<Option<String>>>> =
+                (0..messages.len()).map(|_| None).collect();
             let mut pending: Vec<usize> = (0..messages.len()).collect();
             let mut throttled_since: Option<Instant> = None;
             let mut backoff = Duration::from_secs(1);
@@ -213,8 +214,8 @@ impl TargetSession for ImapTargetSession {
                 let answered = answers.len();
                 for (&i, answer) in pending.iter().zip(answers) {
                     match answer {
-                        Ok(_) => {
-                            out[i] = Some(Ok(()));
+                        Ok(uid) => {
+                            out[i] = Some(Ok(uid.map(|u| u.uid.to_string())));
                             progressed = true;
                         }
                         Err(NetError::Throttled { retry_after, .. }) => {
@@ -258,11 +259,32 @@ impl TargetSession for ImapTargetSession {
                 pending = retry;
             }
             // Settled entries up to the first unsettled one; what follows it is unknown.
-            let mut settled: Vec<FlowResult<()>> = out.into_iter().map_while(|r| r).collect();
+            let mut settled: Vec<FlowResult<Option<String>>> =
+                out.into_iter().map_while(|r| r).collect();
             if settled.len() < messages.len() {
                 settled.extend(ended.map(Err));
             }
             settled
+        })
+    }
+
+    fn remove<'a>(
+        &'a mut self,
+        folder: &'a [String],
+        ids: &'a [String],
+    ) -> BoxFuture<'a, FlowResult<bool>> {
+        Box::pin(async move {
+            let uids: Vec<u32> = ids.iter().filter_map(|i| i.parse().ok()).collect();
+            if uids.is_empty() {
+                return Ok(false);
+            }
+            let wire = self.wire(folder);
+            self.client.select(&wire).await?;
+            let mut removed = true;
+            for set in super::imap_source::uid_sets(&uids) {
+                removed &= self.client.uid_remove(&set).await?;
+            }
+            Ok(removed)
         })
     }
 

@@ -104,7 +104,7 @@ impl TargetSession for MaildirSession {
         folder: &'a [String],
         messages: &'a [RawMessage],
         _cancel: &'a CancellationToken,
-    ) -> BoxFuture<'a, Vec<FlowResult<()>>> {
+    ) -> BoxFuture<'a, Vec<FlowResult<Option<String>>>> {
         Box::pin(async move {
             let mut out = Vec::with_capacity(messages.len());
             let folder = match maildir_folder(folder) {
@@ -116,8 +116,10 @@ impl TargetSession for MaildirSession {
                 Err(e) => return vec![Err(e)],
             };
             for m in messages {
+                // A file is stored or not: no writer survives its process to store it later,
+                    // so the runner never needs to take one back (no ids).
                 match writer.store(&folder, m) {
-                    Ok(_) => out.push(Ok(())),
+                    Ok(_) => out.push(Ok(None)),
                     Err(e) => {
                         // A disk error ends the batch: what follows was not written.
                         out.push(Err(e.into()));

@@ -363,8 +363,9 @@ pub trait TargetSession: Send {
 
     /// Stores `messages` in `folder`, in order, with their flags and internal dates, each as
     /// a new message (the runner already decided they are missing). Returns one result per
-    /// message the target settled, in order: `Ok(())` once it acknowledged the message
-    /// durably (fsync, tagged OK), `Err(Refused)` for a refusal of that message alone. The
+    /// message the target settled, in order: `Ok(id)` once it acknowledged the message
+    /// durably (fsync, tagged OK), with the target's id of the new message where it tells
+    /// (an IMAP UID under UIDPLUS); `Err(Refused)` for a refusal of that message alone. The
     /// list ends early at a failure that ends the session (its entry is the last); what
     /// follows is unknown. Throttling is waited out inside (cancellable through `cancel`: the
     /// list then ends early without a failure).
@@ -373,7 +374,21 @@ pub trait TargetSession: Send {
         folder: &'a [String],
         messages: &'a [RawMessage],
         cancel: &'a CancellationToken,
-    ) -> BoxFuture<'a, Vec<FlowResult<()>>>;
+    ) -> BoxFuture<'a, Vec<FlowResult<Option<String>>>>;
+
+    /// Removes the messages `ids` (as [`append`](Self::append) returned them) from `folder`,
+    /// and nothing else. Called only to take back copies this copy stored twice: when a run
+    /// killed mid-append left a command the server was still committing as the next run read
+    /// the folder. `Ok(false)`: the target cannot remove exactly those (the default), and the
+    /// copies stay.
+    fn remove<'a>(
+        &'a mut self,
+        folder: &'a [String],
+        ids: &'a [String],
+    ) -> BoxFuture<'a, FlowResult<bool>> {
+        let _ = (folder, ids);
+        Box::pin(async { Ok(false) })
+    }
 
     /// Makes the flags of `folder`'s messages match `changes` — for each identity, its
     /// copies in order — for the system flags `\Seen`, `\Answered`, `\Flagged`, `\Draft`
