@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::CancelAfter;
-use cutover::connectors::mail::{corpus, DedupeKey, Flags, Maildir, MboxReader, MboxVariant};
+use cutover::connectors::mail::identity::Identity;
+use cutover::connectors::mail::{corpus, Flags, Maildir, MboxReader, MboxVariant};
 use cutover::engine::{
     self, ApplyOptions, CancellationToken, JsonlEventLog, PlannedChange, StepResult, VecSink,
     WalkOutcome,
@@ -108,7 +109,7 @@ async fn run(
 }
 
 /// (folder, key) → every stored copy's (bytes, flags).
-type Contents = BTreeMap<(String, DedupeKey), Vec<(Vec<u8>, Flags)>>;
+type Contents = BTreeMap<(String, Identity), Vec<(Vec<u8>, Flags)>>;
 
 /// (folder, key) → (bytes, flags) of every message in a maildir.
 fn maildir_contents(root: &Path) -> Contents {
@@ -117,7 +118,7 @@ fn maildir_contents(root: &Path) -> Contents {
     for folder in md.folders().expect("folders") {
         for entry in md.entries(&folder).expect("entries") {
             let m = entry.read().expect("read");
-            out.entry((folder.name.to_string(), m.dedupe_key()))
+            out.entry((folder.name.to_string(), m.identity()))
                 .or_default()
                 .push((m.bytes().to_vec(), m.flags.clone()));
         }
@@ -125,12 +126,12 @@ fn maildir_contents(root: &Path) -> Contents {
     out
 }
 
-fn mbox_contents(path: &Path) -> BTreeMap<(String, DedupeKey), (Vec<u8>, Flags)> {
+fn mbox_contents(path: &Path) -> BTreeMap<(String, Identity), (Vec<u8>, Flags)> {
     let mut out = BTreeMap::new();
     for m in MboxReader::open(path, MboxVariant::Mboxrd).expect("mbox") {
         let m = m.expect("message").message;
         out.insert(
-            ("INBOX".to_string(), m.dedupe_key()),
+            ("INBOX".to_string(), m.identity()),
             (m.bytes().to_vec(), m.flags.clone()),
         );
     }
@@ -138,7 +139,7 @@ fn mbox_contents(path: &Path) -> BTreeMap<(String, DedupeKey), (Vec<u8>, Flags)>
 }
 
 fn assert_exactly_once(
-    expected: &BTreeMap<(String, DedupeKey), (Vec<u8>, Flags)>,
+    expected: &BTreeMap<(String, Identity), (Vec<u8>, Flags)>,
     actual: &Contents,
 ) {
     assert_eq!(
@@ -261,7 +262,7 @@ async fn apply_copies_everything_byte_identical_then_nothing() {
         } else {
             folder.clone()
         };
-        expected.insert((to, key.clone()), copies[0].clone());
+        expected.insert((to, *key), copies[0].clone());
     }
     assert!(
         bob_src.keys().any(|(f, _)| f.starts_with("Kunden/")),

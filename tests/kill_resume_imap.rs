@@ -21,6 +21,8 @@ use support::remote::seed;
 
 const MESSAGES: usize = 1_200;
 const KILLS: usize = 8;
+/// Pairs of distinct messages sharing a Message-ID (and, one in four, true duplicates).
+const TWINS: usize = 40;
 
 /// Messages the state says were copied (committed) so far.
 fn copied_so_far(dir: &Path) -> u64 {
@@ -55,6 +57,29 @@ async fn sigkill_mid_imap_copy_then_resume_delivers_exactly_once() {
             m.folder.segments().join("/")
         };
         by_folder.entry(name).or_default().push(m.message);
+    }
+    // Distinct messages sharing a Message-ID (same id, another date and body), and true
+    // duplicates: each must arrive as often as the source holds it, whatever the kills.
+    let inbox = by_folder.entry("INBOX".into()).or_default();
+    for i in 0..TWINS {
+        for (second, body) in [(0, "first"), (1, "second")] {
+            inbox.push(cutover::connectors::mail::RawMessage::new(
+                format!(
+                    "Message-ID: <twin{i}@kill.test>\r\nDate: Mon, 1 Jan 2024 10:{:02}:{second:02} +0000\r\nSubject: twin {i}\r\n\r\n{body} of twin {i}\r\n",
+                    i % 60
+                )
+                .into_bytes(),
+            ));
+        }
+        if i % 4 == 0 {
+            let dup =
+                format!("Message-ID: <dup{i}@kill.test>\r\nSubject: dup {i}\r\n\r\nsame twice\r\n");
+            for _ in 0..2 {
+                inbox.push(cutover::connectors::mail::RawMessage::new(
+                    dup.clone().into_bytes(),
+                ));
+            }
+        }
     }
     seed(&d, &src, &by_folder.into_iter().collect()).await;
     let expected = imap_contents(&d, &src).await;
@@ -104,7 +129,7 @@ async fn sigkill_mid_imap_copy_then_resume_delivers_exactly_once() {
         child.kill().unwrap();
         child.wait().unwrap();
         let copied = copied_so_far(dir.path());
-        if copied > 0 && copied < MESSAGES as u64 {
+        if copied > 0 && copied < (MESSAGES + 2 * TWINS) as u64 {
             mid_copy += 1;
         }
     }

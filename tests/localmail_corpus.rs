@@ -152,7 +152,7 @@ fn kill_test_sized_corpus_has_distinct_keys_per_folder() {
     let mut seen = HashSet::new();
     let mut n = 0;
     for m in corpus::generate(&spec) {
-        assert!(seen.insert((m.folder, m.message.dedupe_key())));
+        assert!(seen.insert((m.folder, m.message.identity())));
         n += 1;
     }
     assert_eq!(n, 2500);

@@ -17,7 +17,9 @@ use cutover::connectors::mail::{Flag, Flags, FolderPath, MaildirTarget, MboxWrit
 use cutover::engine::{CancellationToken, StepResult, WalkOutcome};
 use support::dovecot::{Dovecot, User};
 use support::mailbox::{imap_contents, Contents};
-use support::remote::{apply, at, done, fixture_in, maildir_contents, open_store, seed, server, Seed};
+use support::remote::{
+    apply, at, done, fixture_in, maildir_contents, open_store, seed, server, Seed,
+};
 use support::token_endpoint::{ok_token, token_endpoint_always, TokenEndpoint};
 
 /// A message with the given headers and a body naming `n`.
@@ -39,11 +41,19 @@ fn inbox() -> Vec<RawMessage> {
             .with_flags(Flags::new().with(Flag::Seen))
             .with_internal_date(at(1_704_103_200)),
         // Two different messages, one Message-ID (a message and its edited draft).
-        mail(2, Some("twin@matrix.test"), "Tue, 2 Jan 2024 10:00:00 +0000")
-            .with_internal_date(at(1_704_189_600)),
-        mail(3, Some("twin@matrix.test"), "Wed, 3 Jan 2024 10:00:00 +0000")
-            .with_flags(Flags::new().with(Flag::Flagged))
-            .with_internal_date(at(1_704_276_000)),
+        mail(
+            2,
+            Some("twin@matrix.test"),
+            "Tue, 2 Jan 2024 10:00:00 +0000",
+        )
+        .with_internal_date(at(1_704_189_600)),
+        mail(
+            3,
+            Some("twin@matrix.test"),
+            "Wed, 3 Jan 2024 10:00:00 +0000",
+        )
+        .with_flags(Flags::new().with(Flag::Flagged))
+        .with_internal_date(at(1_704_276_000)),
         // The same message twice: both copies stay.
         dup.clone(),
         dup,
@@ -169,7 +179,10 @@ fn source_yaml(s: &Sources, kind: SourceKind, dir: &std::path::Path) -> (String,
         SourceKind::Imap => {
             std::fs::write(dir.join("src.pw"), &s.imap.password).unwrap();
             (
-                format!("old: {{ kind: imap, {} }}", server_fields(&s.d, s.d.imaps_port)),
+                format!(
+                    "old: {{ kind: imap, {} }}",
+                    server_fields(&s.d, s.d.imaps_port)
+                ),
                 format!(
                     "{{ from: old, login: {}, password: {{ file: src.pw }} }}",
                     s.imap.login
@@ -179,7 +192,10 @@ fn source_yaml(s: &Sources, kind: SourceKind, dir: &std::path::Path) -> (String,
         SourceKind::Pop3 => {
             std::fs::write(dir.join("src.pw"), &s.pop3.password).unwrap();
             (
-                format!("old: {{ kind: pop3, {} }}", server_fields(&s.d, s.d.pop3s_port)),
+                format!(
+                    "old: {{ kind: pop3, {} }}",
+                    server_fields(&s.d, s.d.pop3s_port)
+                ),
                 format!(
                     "{{ from: old, login: {}, password: {{ file: src.pw }} }}",
                     s.pop3.login
@@ -199,7 +215,9 @@ fn source_yaml(s: &Sources, kind: SourceKind, dir: &std::path::Path) -> (String,
 
 fn server_fields(d: &Dovecot, port: u16) -> String {
     let s = server(d, port);
-    s.trim_start_matches("{ ").trim_end_matches(" }").to_string()
+    s.trim_start_matches("{ ")
+        .trim_end_matches(" }")
+        .to_string()
 }
 
 /// A target mailbox and how to read it back.
@@ -357,7 +375,9 @@ async fn one_users_overlapping_sources_store_each_message_once() {
         .map(|i| {
             mail(
                 1000 + i,
-                (i % 10 != 0).then_some(format!("o{i}@overlap.test")).as_deref(),
+                (i % 10 != 0)
+                    .then_some(format!("o{i}@overlap.test"))
+                    .as_deref(),
                 &format!("Mon, 1 Jan 2024 10:{:02}:{:02} +0000", i / 60, i % 60),
             )
         })
@@ -378,7 +398,11 @@ async fn one_users_overlapping_sources_store_each_message_once() {
     let imap = done(&report, "copy.bob.host-imap");
     let pop = done(&report, "copy.bob.host-pop");
     assert_eq!(imap.items, 200);
-    assert_eq!((pop.items, pop.skipped), (0, 200), "POP3 found them all there");
+    assert_eq!(
+        (pop.items, pop.skipped),
+        (0, 200),
+        "POP3 found them all there"
+    );
     let stored: usize = maildir_contents(&base.join("out/bob@example.test"))
         .values()
         .map(Vec::len)

@@ -430,7 +430,7 @@ async fn oversized_message_is_skipped_counted_and_recorded() {
     );
     let have = maildir_contents(&fx.base.join("out/alice@example.test"));
     assert_eq!(have.len(), 2);
-    assert!(!have.keys().any(|(_, k)| *k == big.dedupe_key()));
+    assert!(!have.keys().any(|(_, k)| *k == big.identity()));
     let cps = store.checkpoints("copy.alice.old").unwrap();
     let left = cutover::runners::skipped::from_checkpoints(&cps);
     assert_eq!(left.len(), 1, "{cps:?}");
@@ -701,7 +701,7 @@ async fn folders_merged_into_one_target_folder_store_a_shared_message_once() {
         "the shared one once"
     );
     let have = maildir_contents(&fx.base.join("out/alice@example.test"));
-    let sent_copies = &have[&("Sent".to_string(), shared.dedupe_key())];
+    let sent_copies = &have[&("Sent".to_string(), shared.identity())];
     assert_eq!(sent_copies.len(), 1);
     assert_eq!(have.keys().filter(|(f, _)| f == "Sent").count(), 141);
 }

@@ -9,7 +9,8 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cutover::connectors::mail::{DedupeKey, Flag, Flags, RawMessage};
+use cutover::connectors::mail::identity::Identity;
+use cutover::connectors::mail::{Flag, Flags, RawMessage};
 use cutover::engine::{CancellationToken, WalkOutcome};
 use support::dovecot::{Dovecot, User};
 use support::fault_proxy::{microsoft_throttle, FaultProxy, Faults, THROTTLED};
@@ -307,7 +308,7 @@ async fn pop3_source_cut_mid_retr_gets_everything_once() {
     assert!(proxy.counts().download_cuts >= 3, "{:?}", proxy.counts());
     let mut want = Contents::new();
     for m in &mails {
-        let key: DedupeKey = m.dedupe_key();
+        let key: Identity = m.identity();
         want.entry(("INBOX".into(), key)).or_default().push((
             m.bytes().to_vec(),
             Flags::new(),
@@ -416,7 +417,7 @@ async fn a_message_the_target_refuses_as_too_big_is_left_behind_and_reported() {
         left[0].reason
     );
     let mut expected = seed_contents(&seeded);
-    expected.retain(|(_, key), _| *key != big[0].dedupe_key());
+    expected.retain(|(_, key), _| *key != big[0].identity());
     assert_same(&expected, &imap_contents(&d, &dst).await);
     assert!(proxy.counts().refusals >= 1);
 }

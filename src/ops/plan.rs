@@ -97,9 +97,9 @@ pub fn plan(ws: &Workspace, selection: &Selection, offline: bool) -> Result<Plan
             store.as_ref(),
             &runners,
         )
-            .into_iter()
-            .map(|(step, change)| row(step, change))
-            .collect()
+        .into_iter()
+        .map(|(step, change)| row(step, change))
+        .collect()
     };
     Ok(PlanView {
         plan: ws.plan().name.clone(),

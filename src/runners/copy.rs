@@ -680,7 +680,9 @@ async fn take_back_doubles(
     let now = tgt.identities(folder).await?;
     let mut doubles = Vec::new();
     for (identity, ours) in &counts.stored {
-        let surplus = now.get(identity).saturating_sub(counts.present.get(identity)) as usize;
+        let surplus = now
+            .get(identity)
+            .saturating_sub(counts.present.get(identity)) as usize;
         doubles.extend(ours.iter().take(surplus).cloned());
     }
     if !doubles.is_empty() {

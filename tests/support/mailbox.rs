@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use cutover::connectors::imap::ImapClient;
-use cutover::connectors::mail::{utf7, DedupeKey, Flags};
+use cutover::connectors::mail::identity::Identity;
+use cutover::connectors::mail::{utf7, Flags};
 use cutover::connectors::net::{Credentials, Endpoint};
 use cutover::plan::model::Tls;
 
@@ -13,7 +14,7 @@ use super::dovecot::{Dovecot, User};
 
 /// (folder, key) → (bytes, flags, internal date) of each stored copy. Folder names are
 /// Unicode with `/` between levels.
-pub type Contents = BTreeMap<(String, DedupeKey), Vec<(Vec<u8>, Flags, Option<SystemTime>)>>;
+pub type Contents = BTreeMap<(String, Identity), Vec<(Vec<u8>, Flags, Option<SystemTime>)>>;
 
 pub async fn login(d: &Dovecot, u: &User) -> ImapClient {
     let endpoint =
@@ -44,26 +45,40 @@ pub async fn imap_contents(d: &Dovecot, u: &User) -> Contents {
         let mut f = c.uid_fetch("1:*").await.unwrap();
         while let Some(m) = f.next().await.unwrap() {
             let m = m.message;
-            out.entry((name.clone(), m.dedupe_key()))
-                .or_default()
-                .push((m.bytes().to_vec(), m.flags.clone(), m.internal_date));
+            out.entry((name.clone(), m.identity())).or_default().push((
+                m.bytes().to_vec(),
+                m.flags.clone(),
+                m.internal_date,
+            ));
         }
     }
     c.logout().await.unwrap();
     out
 }
 
-/// `actual` holds exactly the messages of `expected`, each once, byte-identical, with the
-/// same flags and internal date.
+/// `actual` holds exactly the messages of `expected`, each as many times as there (once,
+/// unless the source itself holds a message twice), byte-identical, with the same flags and
+/// internal date.
 pub fn assert_same(expected: &Contents, actual: &Contents) {
     let keys = |c: &Contents| c.keys().cloned().collect::<Vec<_>>();
     assert_eq!(keys(expected), keys(actual), "folders and messages");
     for (k, copies) in actual {
-        assert_eq!(copies.len(), 1, "{k:?} stored {} times", copies.len());
-        let (eb, ef, ed) = &expected[k][0];
-        let (ab, af, ad) = &copies[0];
-        assert!(eb == ab, "{k:?}: bytes differ");
-        assert_eq!(ef, af, "{k:?}: flags");
-        assert_eq!(ed, ad, "{k:?}: internal date");
+        let want = &expected[k];
+        assert_eq!(
+            copies.len(),
+            want.len(),
+            "{k:?} stored {} times, expected {}",
+            copies.len(),
+            want.len()
+        );
+        let mut have = copies.clone();
+        let mut want = want.clone();
+        have.sort_by(|a, b| a.0.cmp(&b.0));
+        want.sort_by(|a, b| a.0.cmp(&b.0));
+        for ((eb, ef, ed), (ab, af, ad)) in want.iter().zip(&have) {
+            assert!(eb == ab, "{k:?}: bytes differ");
+            assert_eq!(ef, af, "{k:?}: flags");
+            assert_eq!(ed, ad, "{k:?}: internal date");
+        }
     }
 }

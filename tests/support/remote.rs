@@ -129,7 +129,7 @@ pub fn seed_contents(seed: &Seed) -> Contents {
     let mut out = Contents::new();
     for (folder, msgs) in seed {
         for m in msgs {
-            out.entry((folder.clone(), m.dedupe_key()))
+            out.entry((folder.clone(), m.identity()))
                 .or_default()
                 .push((m.bytes().to_vec(), m.flags.clone(), m.internal_date));
         }
@@ -143,7 +143,7 @@ pub fn maildir_contents(root: &Path) -> Contents {
     for folder in md.folders().expect("folders") {
         for entry in md.entries(&folder).expect("entries") {
             let m = entry.read().expect("read");
-            out.entry((folder.name.to_string(), m.dedupe_key()))
+            out.entry((folder.name.to_string(), m.identity()))
                 .or_default()
                 .push((m.bytes().to_vec(), m.flags.clone(), m.internal_date));
         }
@@ -223,9 +223,16 @@ pub async fn apply(fx: &Fx, store: Arc<dyn StateStore>, cancel: CancellationToke
 
 pub fn observe(fx: &Fx, store: &dyn StateStore) -> BTreeMap<String, PlannedChange> {
     let runners = cutover::runners::runners_for(&fx.plan, &fx.graph, &fx.base);
-    engine::observe(&fx.plan, &fx.graph, &all_steps(fx), &Default::default(), store, &runners)
-        .into_iter()
-        .collect()
+    engine::observe(
+        &fx.plan,
+        &fx.graph,
+        &all_steps(fx),
+        &Default::default(),
+        store,
+        &runners,
+    )
+    .into_iter()
+    .collect()
 }
 
 pub fn open_store(fx: &Fx, name: &str) -> Arc<dyn StateStore> {

@@ -80,16 +80,6 @@ fn hex_value(b: u8) -> Option<u8> {
     }
 }
 
-pub(crate) fn unhex(text: &str) -> Option<Vec<u8>> {
-    let b = text.as_bytes();
-    if !b.len().is_multiple_of(2) {
-        return None;
-    }
-    b.chunks(2)
-        .map(|p| Some(hex_value(p[0])? << 4 | hex_value(p[1])?))
-        .collect()
-}
-
 /// Windows-1252 0x80..=0x9F; the rest of the range is Latin-1. Undefined slots map to U+FFFD.
 const CP1252_HIGH: [char; 32] = [
     '€', '\u{fffd}', '‚', 'ƒ', '„', '…', '†', '‡', 'ˆ', '‰', 'Š', '‹', 'Œ', '\u{fffd}', 'Ž',
@@ -335,11 +325,8 @@ mod tests {
     }
 
     #[test]
-    fn hex_round_trip() {
+    fn hex_digits() {
         assert_eq!(hex(&[0, 0xab, 0xff]), "00abff");
-        assert_eq!(unhex("00abFF").unwrap(), vec![0, 0xab, 0xff]);
-        assert!(unhex("0").is_none());
-        assert!(unhex("zz").is_none());
     }
 
     #[test]

@@ -6,14 +6,10 @@
 //! never panic: old mailboxes contain every malformation a mailer ever produced.
 
 use std::collections::BTreeSet;
-use std::fmt;
-use std::io::{self, BufRead, Read};
-use std::str::FromStr;
 use std::time::SystemTime;
 
-use sha2::{Digest, Sha256};
-
 use super::encoding;
+use super::identity::Identity;
 
 /// The IMAP system flags that survive a migration. `\Recent` is deliberately absent: it is
 /// session state owned by the receiving server, not a property of the message.
@@ -191,8 +187,9 @@ impl RawMessage {
             .map(|v| encoding::bytes_to_display(&v).trim().to_owned())
     }
 
-    pub fn dedupe_key(&self) -> DedupeKey {
-        DedupeKey::for_bytes(&self.bytes)
+    /// What tells this message from others across a copy: see [`Identity`].
+    pub fn identity(&self) -> Identity {
+        Identity::of_message(&self.bytes)
     }
 }
 
@@ -338,100 +335,6 @@ pub fn normalize_message_id(value: &[u8]) -> Option<String> {
     Some(out)
 }
 
-/// What makes two messages "the same" for dedupe at a target.
-///
-/// The Message-ID when there is one: it survives the byte changes a server may make
-/// (a `Received:` line added, line endings converted), so a message copied by an earlier run
-/// through a different path is still recognized. Messages without a Message-ID (drafts,
-/// old scanners, some bounces) are common in real mailboxes and must still never be copied
-/// twice after a crash, so they are keyed by a SHA-256 of their exact bytes: a resumed copy of
-/// the same source message has the same bytes, hence the same key.
-///
-/// The string form (`mid:…` / `sha256:…`) is what a state store persists; [`FromStr`] reads it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum DedupeKey {
-    MessageId(String),
-    ContentSha256([u8; 32]),
-}
-
-impl DedupeKey {
-    pub fn for_bytes(bytes: &[u8]) -> Self {
-        match message_id_of(bytes) {
-            Some(id) => DedupeKey::MessageId(id),
-            None => DedupeKey::ContentSha256(Sha256::digest(bytes).into()),
-        }
-    }
-
-    /// The same key as [`DedupeKey::for_bytes`] on the reader's whole content, reading only
-    /// the header section into memory: scanning a large existing mailbox for dedupe must not
-    /// load attachments.
-    pub fn from_reader<R: Read>(reader: R) -> io::Result<Self> {
-        let mut reader = io::BufReader::new(reader);
-        let mut head = Vec::new();
-        loop {
-            let start = head.len();
-            let n = reader.read_until(b'\n', &mut head)?;
-            if n == 0 {
-                break;
-            }
-            let line = &head[start..];
-            let line = line.strip_suffix(b"\n").unwrap_or(line);
-            if is_blank_line(line) {
-                break;
-            }
-        }
-        if let Some(id) = message_id_of(&head) {
-            return Ok(DedupeKey::MessageId(id));
-        }
-        let mut hasher = Sha256::new();
-        hasher.update(&head);
-        let mut buf = [0u8; 64 * 1024];
-        loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            hasher.update(&buf[..n]);
-        }
-        Ok(DedupeKey::ContentSha256(hasher.finalize().into()))
-    }
-}
-
-impl fmt::Display for DedupeKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DedupeKey::MessageId(id) => write!(f, "mid:{id}"),
-            DedupeKey::ContentSha256(h) => write!(f, "sha256:{}", encoding::hex(h)),
-        }
-    }
-}
-
-/// A string that is not a [`DedupeKey`]'s `Display` form.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("not a dedupe key: {0:?}")]
-pub struct ParseDedupeKeyError(pub String);
-
-impl FromStr for DedupeKey {
-    type Err = ParseDedupeKeyError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if let Some(id) = s.strip_prefix("mid:") {
-            if !id.is_empty() {
-                return Ok(DedupeKey::MessageId(id.to_owned()));
-            }
-        } else if let Some(h) = s.strip_prefix("sha256:") {
-            if let Some(bytes) = encoding::unhex(h) {
-                if let Ok(arr) = <[u8; 32]>::try_from(bytes) {
-                    return Ok(DedupeKey::ContentSha256(arr));
-                }
-            }
-        }
-        Err(ParseDedupeKeyError(s.to_owned()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,51 +385,6 @@ mod tests {
         );
         assert_eq!(m.subject().as_deref(), Some("Grüße aus Köln"));
         assert_eq!(m.date().as_deref(), Some("Mon, 2 Jan 2023 15:04:05 +0000"));
-    }
-
-    #[test]
-    fn dedupe_key_hash_when_no_message_id() {
-        let a = RawMessage::new(b"Subject: a\n\nbody\n".to_vec());
-        let b = RawMessage::new(b"Subject: a\n\nbody!\n".to_vec());
-        assert!(matches!(a.dedupe_key(), DedupeKey::ContentSha256(_)));
-        assert_ne!(a.dedupe_key(), b.dedupe_key());
-        assert_eq!(
-            a.dedupe_key().to_string(),
-            "sha256:".to_owned() + &encoding::hex(&Sha256::digest(a.bytes()))
-        );
-    }
-
-    #[test]
-    fn dedupe_key_from_reader_matches_bytes() {
-        let cases: &[&[u8]] = &[
-            b"Message-ID: <a@b>\r\n\r\nbody",
-            b"Subject: none\r\n\r\nbody\r\n",
-            b"",
-            b"no header at all",
-            b"Subject: x\n\r\nMessage-ID: <late@x>\n",
-            b"X: y\n\rMessage-ID: <a@b>\n\n",
-        ];
-        for c in cases {
-            assert_eq!(
-                DedupeKey::from_reader(*c).unwrap(),
-                DedupeKey::for_bytes(c),
-                "{:?}",
-                String::from_utf8_lossy(c)
-            );
-        }
-    }
-
-    #[test]
-    fn dedupe_key_string_round_trip() {
-        for k in [
-            DedupeKey::MessageId("a@b".into()),
-            DedupeKey::ContentSha256([7; 32]),
-        ] {
-            assert_eq!(k.to_string().parse::<DedupeKey>().unwrap(), k);
-        }
-        assert!("mid:".parse::<DedupeKey>().is_err());
-        assert!("sha256:abc".parse::<DedupeKey>().is_err());
-        assert!("other".parse::<DedupeKey>().is_err());
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 
 pub use maildir::{FolderPath, Maildir, MaildirEntry, MaildirFolder, MaildirTarget};
 pub use mbox::{MboxMessage, MboxReader, MboxVariant, MboxWriter};
-pub use message::{DedupeKey, Flag, Flags, RawMessage};
+pub use message::{Flag, Flags, RawMessage};
 pub use window::DateWindow;
 
 /// Errors name the file and, where one exists, the byte offset, so a report can point a

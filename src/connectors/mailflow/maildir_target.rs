@@ -117,7 +117,7 @@ impl TargetSession for MaildirSession {
             };
             for m in messages {
                 // A file is stored or not: no writer survives its process to store it later,
-                    // so the runner never needs to take one back (no ids).
+                // so the runner never needs to take one back (no ids).
                 match writer.store(&folder, m) {
                     Ok(_) => out.push(Ok(None)),
                     Err(e) => {
