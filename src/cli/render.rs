@@ -115,6 +115,15 @@ fn describe(graph: &StepGraph, row: &PlanRow) -> String {
         _ => String::new(),
     };
     let reason = row.reason.clone().unwrap_or_default();
+    if row.action == Action::Change && reason == crate::engine::CATCH_UP {
+        let (items, bytes) = (row.items.unwrap_or(0), row.bytes.unwrap_or(0));
+        return format!(
+            "catch up: {} new message{}, {}",
+            thousands(items),
+            plural(items),
+            human_bytes(bytes)
+        );
+    }
     match row.action {
         Action::Unchanged => "already done".to_string(),
         Action::Blocked => format!("blocked: {reason}"),

@@ -21,7 +21,9 @@ pub use step::{
     StepError, StepRunner, Unsupported,
 };
 pub use tokio_util::sync::CancellationToken;
-pub use walk::{apply, observe, ApplyOptions, PlannedChange, StepResult, WalkOutcome, WalkReport};
+pub use walk::{
+    apply, observe, ApplyOptions, PlannedChange, StepResult, WalkOutcome, WalkReport, CATCH_UP,
+};
 
 /// Runners by step id. `Arc` because each running step's task holds its runner.
 pub type Runners = HashMap<String, Arc<dyn StepRunner>>;
