@@ -16,7 +16,7 @@ use cutover::engine::{
     WalkReport, CATCH_UP,
 };
 use cutover::state::StateStore;
-use support::dovecot::{Dovecot, User};
+use support::dovecot::Dovecot;
 use support::fault_proxy::{FaultProxy, Faults};
 use support::mailbox::{imap_contents, login, Contents};
 use support::remote::{
