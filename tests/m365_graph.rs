@@ -724,3 +724,52 @@ fn assert_nowhere(dir: &Path, secrets: &[&str], allowed: &[&Path]) {
     }
     assert!(checked > 0, "some files were checked");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mailbox_the_app_cannot_open_says_how_to_grant_access() {
+    let d = Dovecot::shared();
+    let mailbox = d.add_user("hana");
+    // The tenant's token is not what this mailbox accepts: as when the app has no FullAccess.
+    let stranger = User {
+        login: mailbox.login.clone(),
+        password: "a-token-the-mailbox-refuses".into(),
+    };
+    let fake = tenant(&stranger, vec![sku("O365_BUSINESS_BASIC", 1, 0)], 0);
+    fake.add_user(&mailbox.login, "Hana", &["O365_BUSINESS_BASIC"]);
+    let fx = fixture(
+        &fake,
+        &d,
+        &mailbox.login,
+        "    display_name: Hana\n    licence: O365_BUSINESS_BASIC",
+        "fake-app-secret-value",
+    );
+    let runners = cutover::runners::runners_for(&fx.plan, &fx.graph, &fx.base);
+    let state = store(&fx, "state.db");
+    let report = apply(
+        &fx,
+        &runners,
+        &state,
+        &mut VecSink::default(),
+        CancellationToken::new(),
+    )
+    .await;
+    let StepResult::Failed { error } = &report.steps[&fx.step] else {
+        panic!("{report:#?}");
+    };
+    assert!(
+        error.contains("login rejected")
+            && error.contains("run out/graph-test-exchange-online.ps1")
+            && error.contains("Add-MailboxPermission"),
+        "{error}"
+    );
+    let changes = cutover::connectors::graph::ExchangeChange::from_checkpoints(
+        &state.checkpoints(&fx.step).unwrap(),
+    );
+    assert_eq!(
+        changes,
+        vec![cutover::connectors::graph::ExchangeChange::GrantAppAccess {
+            mailbox: mailbox.login.clone(),
+            app_id: "11111111-2222-3333-4444-555555555555".into(),
+        }]
+    );
+}
