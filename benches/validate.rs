@@ -8,7 +8,7 @@ use cutover::plan::{load_str, Options};
 
 fn generate(users: usize) -> String {
     let mut plan = String::from(
-        "version: 1\nname: bench\ndomain: bench.example\ntarget:\n  kind: m365\n  tenant: bench.onmicrosoft.com\n  auth: { client_id: app, client_secret: { env: SECRET } }\nsources:\n  imap: { kind: imap, host: imap.bench.example }\n  pop: { kind: pop3, host: pop.bench.example, tls: starttls }\nusers:\n",
+        "version: 1\nname: bench\ndomain: bench.example\ntarget:\n  kind: m365\n  tenant: bench.onmicrosoft.com\n  usage_location: GB\n  auth: { client_id: app, client_secret: { env: SECRET } }\nsources:\n  imap: { kind: imap, host: imap.bench.example }\n  pop: { kind: pop3, host: pop.bench.example, tls: starttls }\nusers:\n",
     );
     for i in 0..users {
         let _ = write!(

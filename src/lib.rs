@@ -8,6 +8,7 @@ pub mod engine;
 pub mod graph;
 pub mod ops;
 pub mod plan;
+pub mod private_file;
 pub mod redact;
 pub mod runners;
 pub mod secrets;

@@ -56,6 +56,21 @@ fn autocomplete_step_writes_outputs_once_and_reruns_on_changed_input() {
         ps1.contains("bob@acme.co.uk") && ps1.contains("X500:/o=ACME"),
         "{ps1}"
     );
+    // Recorded for the report too: an m365 target's report puts it into the plan's one
+    // Exchange Online script.
+    {
+        use cutover::connectors::graph::ExchangeChange;
+        use cutover::state::{SqliteStore, StateStore};
+        let state = SqliteStore::open(dir.path().join(".cutover/ac.db")).unwrap();
+        let changes =
+            ExchangeChange::from_checkpoints(&state.checkpoints("autocomplete.alice").unwrap());
+        assert!(
+            changes.iter().any(|c| matches!(c,
+                ExchangeChange::AddAddress { mailbox, address }
+                    if mailbox == "bob@acme.co.uk" && address.starts_with("X500:/o=ACME"))),
+            "{changes:?}"
+        );
+    }
     // Merged: 4 + 3 entries, Alice's own address among them.
     let merged = run(&[
         "autocomplete",

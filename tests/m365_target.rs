@@ -1,8 +1,9 @@
 //! An `m365` target through the engine, against a real Dovecot standing in for Exchange
-//! Online (its `imap:` override) and a local token endpoint standing in for Microsoft's:
-//! XOAUTH2 with the app's client-credentials token, Exchange's special folder names, reruns,
-//! delta and verify, one token for the whole walk, and a wrong client secret reported by
-//! tenant, app and AADSTS code without the secret anywhere.
+//! Online (its `imap:` override) and the local Graph and Entra ID fake standing in for
+//! Microsoft's (the `user.*` step finds the mailbox there): XOAUTH2 with the app's
+//! client-credentials token, Exchange's special folder names, reruns, delta and verify, one
+//! token for the whole walk, and a wrong client secret reported by tenant, app and AADSTS code
+//! without the secret anywhere.
 mod support;
 
 use std::collections::BTreeSet;
@@ -22,7 +23,7 @@ use cutover::plan::model::Tls;
 use cutover::plan::{self, Options, Plan};
 use cutover::state::{SqliteStore, StateStore};
 use support::dovecot::{Dovecot, User};
-use support::token_endpoint::{invalid_client, ok_token, token_endpoint_always};
+use support::graph_fake::{FakeSku, FakeTenant, GraphFake};
 
 fn imaps(d: &Dovecot) -> Endpoint {
     Endpoint::new("127.0.0.1", d.imaps_port, Tls::Implicit).with_ca_file(d.ca_file())
@@ -76,6 +77,21 @@ async fn folder_counts(d: &Dovecot, u: &User) -> Vec<(String, u32)> {
     out
 }
 
+/// The tenant of `dst`'s mailbox, with the app's secret `secret`: its token for the loopback
+/// scope (IMAP and Graph are both at 127.0.0.1) is the mailbox's Dovecot password, which
+/// Dovecot takes as the XOAUTH2 token.
+fn tenant(dst: &User, secret: &str) -> GraphFake {
+    let mut config = FakeTenant::new(&["example.test"]);
+    config.client_secret = secret.into();
+    config.skus = vec![FakeSku::new("EXCHANGESTANDARD", 5, 0)];
+    config
+        .scope_tokens
+        .insert("https://127.0.0.1/.default".into(), dst.password.clone());
+    let fake = GraphFake::start(config);
+    fake.add_user(&dst.login, local_part(dst), &["EXCHANGESTANDARD"]);
+    fake
+}
+
 struct Fx {
     _dir: tempfile::TempDir,
     base: std::path::PathBuf,
@@ -84,9 +100,9 @@ struct Fx {
 }
 
 /// A plan copying `src`'s IMAP mailbox into the m365 mailbox `dst` (its address is `dst`'s
-/// Dovecot login) through the token endpoint at `token_url`; the client secret is read from a
-/// file holding `secret`.
-fn fixture(d: &Dovecot, src: &User, dst: &User, token_url: &str, secret: &str) -> Fx {
+/// Dovecot login) through the tenant `fake`; the client secret is read from a file holding
+/// `secret`.
+fn fixture(d: &Dovecot, src: &User, dst: &User, fake: &GraphFake, secret: &str) -> Fx {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().to_path_buf();
     std::fs::write(base.join("src.pw"), &src.password).unwrap();
@@ -103,6 +119,7 @@ target:
     client_id: 11111111-2222-3333-4444-555555555555
     client_secret: {{ file: app.secret }}
     token_endpoint: {token_url}
+  graph: {{ endpoint: "{graph}" }}
   imap: {{ host: 127.0.0.1, port: {port}, ca_file: {ca} }}
 sources:
   old: {{ kind: imap, host: 127.0.0.1, port: {port}, ca_file: {ca} }}
@@ -118,6 +135,8 @@ dns: {{ provider: manual }}
         ca = d.ca_file().display(),
         email = dst.login,
         login = src.login,
+        token_url = fake.token_url,
+        graph = fake.root,
     );
     let loaded = plan::load_str(yaml, "m365.yaml", &base, Options::default());
     assert_eq!(
@@ -190,8 +209,8 @@ async fn imap_source_into_m365_lands_in_exchange_folders_once() {
     seed(&d, &src, "Projects", &[message(6, true)]).await;
     // Dovecot checks an XOAUTH2 bearer token against its passdb: the "issued" token is the
     // mailbox's password.
-    let tokens = token_endpoint_always(ok_token(&dst.password, 3599));
-    let fx = fixture(&d, &src, &dst, &tokens.url, "app-secret-value-1");
+    let tokens = tenant(&dst, "app-secret-value-1");
+    let fx = fixture(&d, &src, &dst, &tokens, "app-secret-value-1");
     let store: Arc<dyn StateStore> = Arc::new(SqliteStore::open(fx.base.join("state.db")).unwrap());
     let runners = cutover::runners::runners_for(&fx.plan, &fx.graph, &fx.base);
     let who = local_part(&dst);
@@ -241,8 +260,14 @@ async fn imap_source_into_m365_lands_in_exchange_folders_once() {
         .await
         .contains(&("Sent Items".to_string(), 2)));
 
-    // One token served the user, copy, delta and verify steps of all three walks.
-    let requests = tokens.requests.lock().unwrap().clone();
+    // One token served the user (Graph and IMAP), copy, delta and verify steps of all three
+    // walks.
+    let requests: Vec<String> = tokens
+        .requests()
+        .into_iter()
+        .filter(|r| r.target.ends_with("/oauth2/v2.0/token"))
+        .map(|r| r.body)
+        .collect();
     assert_eq!(requests.len(), 1, "{requests:?}");
     let form = &requests[0];
     for field in [
@@ -262,9 +287,9 @@ async fn a_wrong_client_secret_names_tenant_app_and_code_and_leaks_nothing() {
     let d = Dovecot::shared();
     let (src, dst) = (d.add_user("src"), d.add_user("m365"));
     seed(&d, &src, "INBOX", &[message(11, true)]).await;
-    let tokens = token_endpoint_always(invalid_client());
+    let tokens = tenant(&dst, "the-right-secret");
     let secret = "Wrong-App-Secret-5d1e7b";
-    let fx = fixture(&d, &src, &dst, &tokens.url, secret);
+    let fx = fixture(&d, &src, &dst, &tokens, secret);
     let store: Arc<dyn StateStore> = Arc::new(SqliteStore::open(fx.base.join("state.db")).unwrap());
     let runners = cutover::runners::runners_for(&fx.plan, &fx.graph, &fx.base);
     let mut log = JsonlEventLog::open(fx.base.join("events.jsonl")).unwrap();
@@ -289,7 +314,7 @@ async fn a_wrong_client_secret_names_tenant_app_and_code_and_leaks_nothing() {
         "the secret is not in the error: {error}"
     );
     // A wrong secret is not retried: one request per step that needed a token.
-    assert_eq!(tokens.request_count(), 1, "the copy waits for user.*");
+    assert_eq!(tokens.requests().len(), 1, "the copy waits for user.*");
     let record = store.step(&user).unwrap().unwrap();
     assert!(record
         .last_error

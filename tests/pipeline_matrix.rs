@@ -1,7 +1,7 @@
 //! Every mail source into every mail target through the one copy path, against a real
-//! Dovecot (IMAP and POP3 sources, IMAP and m365 targets — the m365 target with a local
-//! token endpoint standing in for Entra ID) and real files (mbox and Maildir sources, the
-//! Maildir target). Each pair copies a mailbox holding the cases identity must get right —
+//! Dovecot (IMAP and POP3 sources, IMAP and m365 targets — the m365 target with the local
+//! Graph and Entra ID fake standing in for Microsoft) and real files (mbox and Maildir
+//! sources, the Maildir target). Each pair copies a mailbox holding the cases identity must get right —
 //! two *different* messages sharing a Message-ID, a true duplicate, a message without
 //! Message-ID — then runs again with its state (nothing to do) and with its state lost
 //! (everything found at the target, nothing stored twice), and verifies.
@@ -16,11 +16,11 @@ use std::sync::Arc;
 use cutover::connectors::mail::{Flag, Flags, FolderPath, MaildirTarget, MboxWriter, RawMessage};
 use cutover::engine::{CancellationToken, StepResult, WalkOutcome};
 use support::dovecot::{Dovecot, User};
+use support::graph_fake::{FakeSku, FakeTenant, GraphFake};
 use support::mailbox::{imap_contents, Contents};
 use support::remote::{
     apply, at, done, fixture_in, maildir_contents, open_store, seed, server, Seed,
 };
-use support::token_endpoint::{ok_token, token_endpoint_always, TokenEndpoint};
 
 /// A message with the given headers and a body naming `n`.
 fn mail(n: usize, message_id: Option<&str>, date: &str) -> RawMessage {
@@ -224,7 +224,7 @@ fn server_fields(d: &Dovecot, port: u16) -> String {
 struct Target {
     kind: TargetKind,
     user: Option<User>,
-    _tokens: Option<TokenEndpoint>,
+    _tenant: Option<GraphFake>,
 }
 
 fn target_yaml(s: &Sources, kind: TargetKind, dir: &std::path::Path) -> (String, String, Target) {
@@ -235,7 +235,7 @@ fn target_yaml(s: &Sources, kind: TargetKind, dir: &std::path::Path) -> (String,
             Target {
                 kind,
                 user: None,
-                _tokens: None,
+                _tenant: None,
             },
         ),
         TargetKind::Imap => {
@@ -250,20 +250,31 @@ fn target_yaml(s: &Sources, kind: TargetKind, dir: &std::path::Path) -> (String,
                 Target {
                     kind,
                     user: Some(u),
-                    _tokens: None,
+                    _tenant: None,
                 },
             )
         }
         TargetKind::M365 => {
             let u = s.d.add_user("matrix-m365");
+            // The tenant already has the user and mailbox (user.* finds them through Graph).
             // Dovecot checks the XOAUTH2 bearer token against its passdb: the "issued" token
-            // is the mailbox's password.
-            let tokens = token_endpoint_always(ok_token(&u.password, 3599));
+            // (Graph and IMAP are both at 127.0.0.1, one scope) is the mailbox's password.
+            let mut config = FakeTenant::new(&["example.test"]);
+            config.client_id = "app".into();
+            config.client_secret = "matrix-app-secret".into();
+            config.skus = vec![FakeSku::new("EXCHANGESTANDARD", 1, 0)];
+            config
+                .scope_tokens
+                .insert("https://127.0.0.1/.default".into(), u.password.clone());
+            let tenant = GraphFake::start(config);
+            let local = u.login.split('@').next().unwrap_or_default();
+            tenant.add_user(&u.login, local, &["EXCHANGESTANDARD"]);
             std::fs::write(dir.join("app.secret"), "matrix-app-secret").unwrap();
             (
                 format!(
-                    "{{ kind: m365, tenant: contoso.onmicrosoft.com, auth: {{ client_id: app, client_secret: {{ file: app.secret }}, token_endpoint: {} }}, imap: {{ host: 127.0.0.1, port: {}, ca_file: {} }} }}",
-                    tokens.url,
+                    "{{ kind: m365, tenant: contoso.onmicrosoft.com, auth: {{ client_id: app, client_secret: {{ file: app.secret }}, token_endpoint: {} }}, graph: {{ endpoint: \"{}\" }}, imap: {{ host: 127.0.0.1, port: {}, ca_file: {} }} }}",
+                    tenant.token_url,
+                    tenant.root,
                     s.d.imaps_port,
                     s.d.ca_file().display()
                 ),
@@ -271,7 +282,7 @@ fn target_yaml(s: &Sources, kind: TargetKind, dir: &std::path::Path) -> (String,
                 Target {
                     kind,
                     user: Some(u),
-                    _tokens: Some(tokens),
+                    _tenant: Some(tenant),
                 },
             )
         }

@@ -49,6 +49,16 @@ const BROKEN: &[(&str, &[&str], (usize, usize))] = &[
     ("missing-file", &["missing-file", "missing-file"], (11, 38)),
     ("dependency-cycle", &["dependency-cycle"], (17, 13)),
     ("unsupported-version", &["unsupported-version"], (1, 10)),
+    (
+        "usage-location",
+        &["invalid-url", "missing-setting", "invalid-country"],
+        (8, 22),
+    ),
+    (
+        "graph-endpoint",
+        &["plaintext-without-opt-in", "invalid-url"],
+        (11, 21),
+    ),
 ];
 
 fn path(name: &str) -> String {

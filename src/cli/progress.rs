@@ -154,6 +154,11 @@ impl EventSink for Progress<'_> {
                     let _ = multi.println(line);
                 }
             }
+            EventKind::StepStatus { message } => {
+                if let Some(bar) = running.get(&step) {
+                    bar.set_message(message.clone());
+                }
+            }
             EventKind::WalkFinished { .. } => overall.finish_and_clear(),
             EventKind::StepStarted { .. } => {}
         }
@@ -173,6 +178,7 @@ pub fn plain_line(step: &str, kind: &EventKind) -> Option<String> {
             }
         }
         EventKind::StepProgress { .. } => return None,
+        EventKind::StepStatus { message } => format!("{step}: {message}"),
         EventKind::StepRetry {
             attempt,
             delay_ms,

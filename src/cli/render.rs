@@ -124,8 +124,16 @@ fn describe(graph: &StepGraph, row: &PlanRow) -> String {
             human_bytes(bytes)
         );
     }
+    // A runner's own one-line summary stands in for counts it does not have.
+    let counts = match (&row.summary, counts.is_empty()) {
+        (Some(summary), true) => summary.clone(),
+        _ => counts,
+    };
     match row.action {
-        Action::Unchanged => "already done".to_string(),
+        Action::Unchanged => row
+            .summary
+            .clone()
+            .unwrap_or_else(|| "already done".to_string()),
         Action::Blocked => format!("blocked: {reason}"),
         Action::Change if !counts.is_empty() => format!("{counts} ({reason})"),
         Action::Change => reason,
@@ -196,8 +204,11 @@ pub fn report_markdown(report: &Report) -> String {
         for s in steps {
             let detail = s
                 .detail
-                .as_deref()
-                .unwrap_or("")
+                .iter()
+                .chain(&s.notes)
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join("; ")
                 .replace('\n', " ")
                 .replace('|', "\\|");
             let _ = writeln!(
@@ -239,6 +250,19 @@ pub fn report_markdown(report: &Report) -> String {
     if !report.other_steps.is_empty() {
         md.push_str("\n## DNS and gates\n");
         table(&mut md, &report.other_steps);
+    }
+    if let Some(script) = &report.exchange_script {
+        let _ = write!(
+            md,
+            "\n## Exchange Online PowerShell\n\nMicrosoft Graph cannot add a mailbox's addresses \
+             (aliases, X500) or give the app access to a mailbox. Run `{}` (beside this report) \
+             in Exchange Online PowerShell: {} command{} for {} change{}.\n",
+            script.file,
+            script.commands,
+            plural(script.commands as u64),
+            script.changes,
+            plural(script.changes as u64),
+        );
     }
     md
 }

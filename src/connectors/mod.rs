@@ -1,6 +1,8 @@
 //! Connectors know protocols and file formats, not the DAG.
 pub mod autocomplete;
 pub mod folder_filter;
+pub mod graph;
+pub mod http;
 pub mod imap;
 pub mod mail;
 pub mod mailflow;

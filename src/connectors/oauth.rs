@@ -26,10 +26,8 @@ pub const M365_MAIL_SCOPE: &str = "https://outlook.office365.com/.default";
 
 #[derive(Debug, thiserror::Error)]
 pub enum OauthError {
-    #[error(
-        "token request to {endpoint} is refused: plain http is only allowed to a loopback address"
-    )]
-    PlaintextEndpoint { endpoint: String },
+    #[error("token endpoint {0}")]
+    Refused(#[from] crate::connectors::http::UrlRefused),
     #[error("token request to {endpoint} failed: {reason}")]
     Transport { endpoint: String, reason: String },
     #[error("token endpoint {endpoint} answered HTTP {status}: {error}{}", description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
@@ -90,23 +88,14 @@ impl TokenSource {
         scope: impl Into<String>,
     ) -> Result<TokenSource, OauthError> {
         let endpoint = endpoint.into();
-        let loopback = ["http://127.", "http://localhost", "http://[::1]"]
-            .iter()
-            .any(|p| endpoint.starts_with(p));
-        if !endpoint.starts_with("https://") && !loopback {
-            return Err(OauthError::PlaintextEndpoint { endpoint });
-        }
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build();
+        crate::connectors::http::checked_url(&endpoint)?;
         Ok(TokenSource {
             endpoint,
             client_id: client_id.into(),
             client_secret,
             scope: scope.into(),
             cached: Mutex::new(None),
-            agent: config.into(),
+            agent: crate::connectors::http::agent(),
         })
     }
 

@@ -27,6 +27,8 @@ pub enum EventKind {
         skipped: u64,
         committed: bool,
     },
+    /// What a step is doing while it has nothing to count (waiting for a mailbox to appear).
+    StepStatus { message: String },
     /// A transient error; the step is tried again after `delay_ms`.
     StepRetry {
         attempt: u32,
@@ -83,6 +85,9 @@ impl Event {
                 attempt,
                 delay_ms,
                 error: r(error),
+            },
+            EventKind::StepStatus { message } => EventKind::StepStatus {
+                message: r(message),
             },
             EventKind::StepFailed { error } => EventKind::StepFailed { error: r(error) },
             EventKind::StepSkipped { reason } => EventKind::StepSkipped { reason: r(reason) },

@@ -85,6 +85,14 @@ pub struct Observation {
     /// Free-form detail for `plan` output (e.g. "maildir root will be created"). Redacted
     /// by the engine before it is shown.
     pub note: Option<String>,
+    /// Optional: what apply would do, in one line, for a step whose work is not counted in
+    /// messages (`create carol@acme.co.uk, licence O365_BUSINESS_BASIC (3 of 10 free)`).
+    /// `plan` shows it in place of the step kind's generic description. Redacted like `note`.
+    pub summary: Option<String>,
+    /// The target already is as the plan says: apply would change nothing there, only
+    /// confirm it (and mark the step done). `plan` shows such a step as unchanged (`=`), with
+    /// `summary`.
+    pub in_sync: bool,
     /// Optional: the same work broken down by source folder, for runners that route mail
     /// folder by folder (copy and delta steps). Every folder the plan copies is listed, also
     /// those with nothing left to copy, in a stable order (INBOX first, then by source name)
@@ -305,6 +313,16 @@ impl ApplyCtx {
             committed,
         };
         // The walker may be gone (the walk ended abnormally); progress is then moot.
+        let _ = self.events.send(Event::now(Some(&self.step.id), kind));
+    }
+
+    /// Says what the step is doing while it has no progress to count (waiting for a mailbox
+    /// to appear, for a throttled service): shown on the step's progress line and in the
+    /// event log. Only for display; redacted like every event.
+    pub fn status(&self, message: impl Into<String>) {
+        let kind = EventKind::StepStatus {
+            message: message.into(),
+        };
         let _ = self.events.send(Event::now(Some(&self.step.id), kind));
     }
 

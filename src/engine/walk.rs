@@ -136,6 +136,8 @@ pub enum PlannedChange {
         /// Per source folder, when the runner breaks its work down ([`Observation::folders`](super::Observation::folders)).
         folders: Vec<FolderObservation>,
         excluded: Vec<ExcludedFolder>,
+        /// What apply would do in one line ([`Observation::summary`](super::Observation::summary)).
+        summary: Option<String>,
     },
     /// Run before but not (validly) done: resumes, or reruns because its config changed.
     Change {
@@ -145,9 +147,13 @@ pub enum PlannedChange {
         folders: Vec<FolderObservation>,
         excluded: Vec<ExcludedFolder>,
         reason: String,
+        summary: Option<String>,
     },
     /// Done with the same config: apply will skip it.
     Unchanged,
+    /// Not done yet, but the target already is as the plan says
+    /// ([`Observation::in_sync`](super::Observation::in_sync)): apply only confirms it.
+    InSync { summary: Option<String> },
     /// Cannot run now: a manual gate not yet approved, or the step cannot be previewed.
     Blocked(String),
 }
@@ -249,6 +255,9 @@ pub fn observe(
         let ctx = ObserveCtx::new(step.clone(), checkpoints, store);
         let change = match runner.observe(&ctx) {
             Err(e) => PlannedChange::Blocked(redacted(&e.message)),
+            Ok(o) if o.in_sync => PlannedChange::InSync {
+                summary: o.summary.as_deref().map(redacted),
+            },
             Ok(o) => match record {
                 _ if done => PlannedChange::Change {
                     items: o.items,
@@ -257,6 +266,7 @@ pub fn observe(
                     folders: o.folders,
                     excluded: o.excluded,
                     reason: replace_reason(step.kind).into(),
+                    summary: o.summary.as_deref().map(redacted),
                 },
                 Some(r) if r.config_hash.is_some() && !same_hash => PlannedChange::Change {
                     items: o.items,
@@ -265,6 +275,7 @@ pub fn observe(
                     folders: o.folders,
                     excluded: o.excluded,
                     reason: "config changed: rerun from scratch".into(),
+                    summary: o.summary.as_deref().map(redacted),
                 },
                 Some(r) if same_hash && r.status != StepStatus::Pending => PlannedChange::Change {
                     items: o.items,
@@ -273,6 +284,7 @@ pub fn observe(
                     folders: o.folders,
                     excluded: o.excluded,
                     reason: format!("resume ({} last time)", r.status),
+                    summary: o.summary.as_deref().map(redacted),
                 },
                 _ => PlannedChange::Create {
                     items: o.items,
@@ -280,6 +292,7 @@ pub fn observe(
                     present: o.present,
                     folders: o.folders,
                     excluded: o.excluded,
+                    summary: o.summary.as_deref().map(redacted),
                 },
             },
         };

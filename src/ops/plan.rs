@@ -25,6 +25,9 @@ pub struct PlanRow {
     pub present: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What apply would do, in one line, for steps that say so (`user.*` of an m365 target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
     /// Where each source folder's mail goes and how much of it (copy and delta steps whose
     /// runner breaks its work down by folder); `items`/`bytes`/`present` are their totals.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -115,6 +118,7 @@ fn row(step: String, change: PlannedChange) -> PlanRow {
         bytes: None,
         present: None,
         reason: None,
+        summary: None,
         folders: Vec::new(),
         excluded: Vec::new(),
     };
@@ -125,11 +129,13 @@ fn row(step: String, change: PlannedChange) -> PlanRow {
             present,
             folders,
             excluded,
+            summary,
         } => PlanRow {
             action: Action::Create,
             items: Some(items),
             bytes: Some(bytes),
             present: Some(present),
+            summary,
             folders,
             excluded,
             ..base
@@ -141,17 +147,20 @@ fn row(step: String, change: PlannedChange) -> PlanRow {
             folders,
             excluded,
             reason,
+            summary,
         } => PlanRow {
             action: Action::Change,
             items: Some(items),
             bytes: Some(bytes),
             present: Some(present),
             reason: Some(reason),
+            summary,
             folders,
             excluded,
             ..base
         },
         PlannedChange::Unchanged => base,
+        PlannedChange::InSync { summary } => PlanRow { summary, ..base },
         PlannedChange::Blocked(reason) => PlanRow {
             action: Action::Blocked,
             reason: Some(reason),
@@ -186,6 +195,7 @@ fn offline_rows(
                 bytes: None,
                 present: None,
                 reason: None,
+                summary: None,
                 folders: Vec::new(),
                 excluded: Vec::new(),
             };

@@ -7,7 +7,12 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::{write_atomically, OpsError, Workspace};
+use crate::connectors::graph::{
+    exchange_script as exchange_script_bytes, script_file_name, ExchangeChange,
+};
 use crate::engine::{StepResult, WalkOutcome, WalkReport};
+use crate::plan::model::Target;
+use crate::runners::notes;
 use crate::runners::skipped::{self, SkippedMessage};
 use crate::state::{self, StateStore, StepRecord};
 
@@ -18,6 +23,22 @@ pub struct Report {
     pub outcome: String,
     pub users: Vec<UserReport>,
     pub other_steps: Vec<StepReport>,
+    /// Exchange Online PowerShell the consultant must run (what Graph cannot do), when any
+    /// step needs some: written beside the report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exchange_script: Option<ExchangeScript>,
+}
+
+/// The Exchange Online script of a report.
+#[derive(Debug, Serialize)]
+pub struct ExchangeScript {
+    /// File name in the output folder.
+    pub file: String,
+    /// `Set-Mailbox` and `Add-MailboxPermission` lines.
+    pub commands: usize,
+    pub changes: usize,
+    #[serde(skip)]
+    bytes: Vec<u8>,
 }
 
 #[derive(Debug, Serialize)]
@@ -38,6 +59,9 @@ pub struct StepReport {
     /// Messages the step left behind on purpose (too large), each with folder and date.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub left_behind: Vec<SkippedMessage>,
+    /// What the step left for the reader: files it wrote, what it changed at the target.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 pub fn build_report(
@@ -71,10 +95,7 @@ pub fn build_report(
             ),
             StepResult::Interrupted => ("interrupted (resumes on the next apply)", None),
         };
-        let left_behind = store
-            .checkpoints(id)
-            .map(|cps| skipped::from_checkpoints(&cps))
-            .unwrap_or_default();
+        let checkpoints = store.checkpoints(id).unwrap_or_default();
         StepReport {
             step: id.to_string(),
             result: label.to_string(),
@@ -82,7 +103,8 @@ pub fn build_report(
             bytes: counts.bytes,
             skipped: counts.skipped,
             detail,
-            left_behind,
+            left_behind: skipped::from_checkpoints(&checkpoints),
+            notes: notes::from_checkpoints(&checkpoints),
         }
     };
     let mut users: Vec<UserReport> = ws
@@ -111,7 +133,42 @@ pub fn build_report(
         outcome: outcome_text(walk.outcome).to_string(),
         users,
         other_steps,
+        exchange_script: exchange_script(ws, store)?,
     })
+}
+
+/// The Exchange Online changes every step of the plan recorded (not only this walk's), as
+/// one script, for an m365 target.
+fn exchange_script(
+    ws: &Workspace,
+    store: &dyn StateStore,
+) -> Result<Option<ExchangeScript>, OpsError> {
+    if !matches!(ws.plan().target, Target::M365 { .. }) {
+        return Ok(None);
+    }
+    let mut changes = Vec::new();
+    for step in ws.graph().steps() {
+        changes.extend(ExchangeChange::from_checkpoints(
+            &store.checkpoints(&step.id)?,
+        ));
+    }
+    if changes.is_empty() {
+        return Ok(None);
+    }
+    changes.sort();
+    changes.dedup();
+    let plan = &ws.plan().name;
+    let bytes = exchange_script_bytes(plan, &changes);
+    let commands = String::from_utf8_lossy(&bytes)
+        .lines()
+        .filter(|l| l.starts_with("Set-Mailbox") || l.starts_with("Add-MailboxPermission"))
+        .count();
+    Ok(Some(ExchangeScript {
+        file: script_file_name(plan),
+        commands,
+        changes: changes.len(),
+        bytes,
+    }))
 }
 
 pub fn outcome_text(outcome: WalkOutcome) -> &'static str {
@@ -123,7 +180,7 @@ pub fn outcome_text(outcome: WalkOutcome) -> &'static str {
 }
 
 /// Writes `report` as Markdown (`markdown`, rendered by the CLI) and JSON into the plan's
-/// output folder; returns the two paths.
+/// output folder, and its Exchange Online script (0600) when it has one; returns the paths.
 pub fn write(ws: &Workspace, report: &Report, markdown: &str) -> Result<Vec<PathBuf>, OpsError> {
     let dir = ws.output_dir();
     let md_path = dir.join(format!("{}-report.md", report.plan));
@@ -135,5 +192,14 @@ pub fn write(ws: &Workspace, report: &Report, markdown: &str) -> Result<Vec<Path
             .unwrap_or_default()
             .as_bytes(),
     )?;
-    Ok(vec![md_path, json_path])
+    let mut files = vec![md_path, json_path];
+    if let Some(script) = &report.exchange_script {
+        let path = dir.join(&script.file);
+        crate::private_file::write(&path, &script.bytes).map_err(|source| OpsError::Write {
+            path: path.clone(),
+            source,
+        })?;
+        files.push(path);
+    }
+    Ok(files)
 }

@@ -1,6 +1,7 @@
 //! The plan: model (serde + schemars), loading YAML with spans, and validation that reports
 //! every problem as a miette diagnostic on the exact span.
 
+pub mod countries;
 pub mod diagnostic;
 pub mod model;
 pub mod schema_check;

@@ -50,12 +50,15 @@ pub struct Plan {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Target {
-    /// Microsoft 365 (Exchange Online). Mail is appended over IMAP with SASL XOAUTH2, as the
-    /// app registration (client-credentials token): the app needs the `IMAP.AccessAsApp`
-    /// application permission of Office 365 Exchange Online with admin consent, and an
-    /// Exchange service principal with FullAccess to each mailbox (`New-ServicePrincipal`,
-    /// `Add-MailboxPermission`). The mailboxes must already exist: creating them and
-    /// assigning licences needs Microsoft Graph, which this build does not do.
+    /// Microsoft 365 (Exchange Online). `user.*` steps create the users, assign their
+    /// licences and wait for their mailboxes through Microsoft Graph; mail is appended over
+    /// IMAP with SASL XOAUTH2. Both as the app registration (client-credentials tokens), which
+    /// needs these application permissions with admin consent: Microsoft Graph
+    /// `User.ReadWrite.All` (users, licences), `Organization.Read.All` (the tenant's
+    /// subscriptions; or `Directory.ReadWrite.All` for both) and `MailboxSettings.Read`
+    /// (whether a mailbox answers yet); Office 365 Exchange Online `IMAP.AccessAsApp`, with an
+    /// Exchange service principal holding FullAccess to each mailbox (`New-ServicePrincipal`,
+    /// `Add-MailboxPermission`: cutover writes the lines for the mailboxes it creates).
     M365 {
         /// The tenant: its id (a GUID) or a domain such as `acme.onmicrosoft.com`.
         tenant: String,
@@ -72,6 +75,15 @@ pub enum Target {
         /// Where mail is appended over IMAP; default `outlook.office365.com:993`, implicit TLS.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         imap: Option<M365Imap>,
+        /// Where Microsoft Graph is; default `https://graph.microsoft.com`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        graph: Option<M365Graph>,
+        /// The country where users use their services (ISO 3166-1 alpha-2 code, e.g. `GB`,
+        /// `US`, `DE`): set on the users cutover creates, and on existing users without one.
+        /// Microsoft requires it before a licence can be assigned, so it is needed when any
+        /// user has a `licence` (a user's own `usage_location` overrides it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage_location: Option<String>,
     },
     /// Any IMAP server (Dovecot, a hosted mailbox, Google Workspace over IMAP).
     Imap(ServerEndpoint),
@@ -106,6 +118,19 @@ pub struct M365Imap {
     /// The most connections cutover opens to this server at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
+}
+
+/// Microsoft Graph's service root, for tenants outside Microsoft's global cloud (US Government
+/// L4 `https://graph.microsoft.us`, L5 `https://dod-graph.microsoft.us`, 21Vianet
+/// `https://microsoftgraph.chinacloudapi.cn`) or a local stand-in in tests. The token's scope
+/// follows the host (`https://<host>/.default`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct M365Graph {
+    /// The service root URL without the version (cutover uses `v1.0` under it), e.g.
+    /// `https://graph.microsoft.us`. `https` only; plain `http` is accepted only to a
+    /// loopback address (`127.0.0.1`, `[::1]`, `localhost`).
+    pub endpoint: String,
 }
 
 /// Transport security of the m365 IMAP connection.
@@ -254,9 +279,20 @@ pub struct User {
     /// Licence SKU to assign at the target, e.g. `O365_BUSINESS_PREMIUM`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub licence: Option<String>,
-    /// Further addresses that deliver to this mailbox.
+    /// Further addresses that deliver to this mailbox. For an `m365` target Microsoft Graph
+    /// cannot add them (a mailbox's proxy addresses are read-only there): cutover writes the
+    /// Exchange Online PowerShell lines adding them, listed in the report.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
+    /// This user's usage location (ISO 3166-1 alpha-2 code) when it differs from the
+    /// target's `usage_location`; `m365` targets only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_location: Option<String>,
+    /// The password an `m365` user cutover creates starts with (the user must change it at
+    /// first sign-in), as a secret reference. Without it cutover generates one and writes it
+    /// only to a private file (0600) in the output folder, named in the report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_password: Option<SecretRef>,
     /// Credentials at the target, for targets that sign in per user (IMAP with passwords).
     /// With an `m365` target only `login` is used, as the mailbox address the app's token
     /// signs in to; the password reference is never resolved.

@@ -32,6 +32,8 @@ pub const MISSING_FILE: &str = "cutover::plan::missing-file";
 pub const MISSING_SETTING: &str = "cutover::plan::missing-setting";
 pub const DEPENDENCY_CYCLE: &str = "cutover::plan::dependency-cycle";
 pub const CONNECTION_LIMIT: &str = "cutover::plan::connection-limit";
+pub const INVALID_URL: &str = "cutover::plan::invalid-url";
+pub const INVALID_COUNTRY: &str = "cutover::plan::invalid-country";
 
 /// Options that change what validation accepts.
 #[derive(Debug, Clone, Copy, Default)]
@@ -149,18 +151,22 @@ impl TreeChecker<'_> {
                     }
                     if let Some(endpoint) = target.get("auth").and_then(|a| a.get("token_endpoint"))
                     {
-                        if let Some(url) = endpoint.as_str() {
-                            if !url.starts_with("https://")
-                                && !url.starts_with("http://127.")
-                                && !url.starts_with("http://localhost")
-                            {
-                                self.out.push(
-                                    PlanDiagnostic::error(PLAINTEXT, "the token endpoint must use https")
-                                        .label(endpoint.span.clone(), "not https")
-                                        .help("tokens and the client secret travel to this URL; only loopback may use plain http"),
-                                );
-                            }
-                        }
+                        self.check_url(
+                            endpoint,
+                            "the token endpoint",
+                            "the client secret and tokens travel to this URL",
+                        );
+                    }
+                    if let Some(endpoint) = target.get("graph").and_then(|g| g.get("endpoint")) {
+                        self.check_url(
+                            endpoint,
+                            "the Microsoft Graph endpoint",
+                            "the app's tokens travel to this URL",
+                        );
+                        self.check_service_root(endpoint);
+                    }
+                    if let Some(location) = target.get("usage_location") {
+                        self.check_country(location);
                     }
                 }
                 _ => {}
@@ -178,8 +184,25 @@ impl TreeChecker<'_> {
                 .unwrap_or("password")
                 == "password";
 
+        let m365_location = root
+            .get("target")
+            .filter(|_| target_kind == Some("m365"))
+            .map(|t| t.get("usage_location").is_some());
         let mut seen_addresses: HashMap<String, ByteSpan> = HashMap::new();
         for user in seq(root.get("users")) {
+            if let Some(location) = user.get("usage_location") {
+                self.check_country(location);
+            }
+            if let (Some(false), Some(licence)) = (m365_location, user.get("licence")) {
+                // A licence of the wrong type is reported as such, not twice.
+                if licence.as_str().is_some() && user.get("usage_location").is_none() {
+                    self.out.push(
+                        PlanDiagnostic::error(MISSING_SETTING, "a licence needs a usage location")
+                            .label(licence.span.clone(), "no `usage_location` for this user")
+                            .help("Microsoft 365 assigns licences only to users with a usage location: set `usage_location: GB` (the ISO 3166-1 country code) on the target, or on this user"),
+                    );
+                }
+            }
             if let Some(email) = user.get("email") {
                 self.check_address(email, &domains, &mut seen_addresses, "user");
             }
@@ -212,6 +235,71 @@ impl TreeChecker<'_> {
         if let Some(dns) = root.get("dns") {
             self.check_dns(dns);
         }
+    }
+
+    /// A URL credentials are sent to: https, or plain http to loopback only
+    /// ([`crate::connectors::http::checked_url`], the rule the clients apply).
+    fn check_url(&mut self, node: &Node, what: &str, why: &str) {
+        use crate::connectors::http::{checked_url, UrlRefused};
+        let Some(url) = node.as_str() else { return };
+        let diagnostic = match checked_url(url) {
+            Ok(_) => return,
+            Err(UrlRefused::NotTls { .. }) => {
+                PlanDiagnostic::error(PLAINTEXT, format!("{what} must use https"))
+                    .label(
+                        node.span.clone(),
+                        "plain http to a host that is not loopback",
+                    )
+                    .help(format!(
+                "{why}; only a loopback address (127.0.0.1, [::1], localhost) may use plain http"
+            ))
+            }
+            Err(e) => PlanDiagnostic::error(INVALID_URL, format!("{what} is not usable: {e}"))
+                .label(node.span.clone(), "not a usable https URL")
+                .help(format!("write the full URL, e.g. `https://…`; {why}")),
+        };
+        self.out.push(diagnostic);
+    }
+
+    /// Graph's endpoint is the service root: cutover adds `/v1.0/…` itself.
+    fn check_service_root(&mut self, node: &Node) {
+        let Some(uri) = node
+            .as_str()
+            .and_then(|u| crate::connectors::http::checked_url(u).ok())
+        else {
+            return;
+        };
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            self.out.push(
+                PlanDiagnostic::error(
+                    INVALID_URL,
+                    "the Microsoft Graph endpoint must be the service root",
+                )
+                .label(node.span.clone(), format!("has a path: `{}`", uri.path()))
+                .help(
+                    "give the root only, e.g. `https://graph.microsoft.us`; cutover adds `/v1.0/…`",
+                ),
+            );
+        }
+    }
+
+    fn check_country(&mut self, node: &Node) {
+        let Some(code) = node.as_str() else { return };
+        if super::countries::is_assigned(code) {
+            return;
+        }
+        let help = match super::countries::suggestion(code) {
+            Some(meant) => format!("did you mean `{meant}`? Microsoft 365 takes ISO 3166-1 alpha-2 codes in upper case"),
+            None => "use an ISO 3166-1 alpha-2 country code in upper case, e.g. `GB`, `US`, `DE`".into(),
+        };
+        self.out.push(
+            PlanDiagnostic::error(
+                INVALID_COUNTRY,
+                format!("`{code}` is not an ISO 3166-1 country code"),
+            )
+            .label(node.span.clone(), "not an assigned two-letter country code")
+            .help(help),
+        );
     }
 
     fn check_identifier(&mut self, node: &Node, text: &str, what: &str, help: &str) {

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::blocking;
 use crate::connectors::autocomplete::{self, KnownMailbox};
+use crate::connectors::graph::ExchangeChange;
 use crate::engine::{
     hash_parts, ApplyCtx, BoxFuture, Observation, ObserveCtx, Outcome, StepError, StepRunner,
 };
@@ -127,6 +128,21 @@ impl StepRunner for AutocompleteRunner {
                 "x500_proxies": report.x500_proxies.len(),
             });
             let summary = serde_json::to_vec(&summary).unwrap_or_default();
+            // The X500 proxies also go into the plan's one Exchange Online script (an m365
+            // target's report gathers every step's changes).
+            let proxies: Vec<(String, Vec<u8>)> = report
+                .x500_proxies
+                .iter()
+                .map(|p| {
+                    ExchangeChange::AddAddress {
+                        mailbox: p.mailbox.clone(),
+                        address: p.proxy_address.clone(),
+                    }
+                    .checkpoint()
+                })
+                .collect();
+            let mut checkpoints: Vec<(&str, &[u8])> = vec![("outputs", &summary)];
+            checkpoints.extend(proxies.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
             // Unresolved EX entries are the "skipped" items: listed, never silently dropped.
             ctx.commit(
                 Counts {
@@ -134,7 +150,7 @@ impl StepRunner for AutocompleteRunner {
                     bytes: written,
                     skipped: report.unresolved.len() as u64,
                 },
-                &[("outputs", &summary)],
+                &checkpoints,
             )?;
             Ok(Outcome::Complete)
         })

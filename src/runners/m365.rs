@@ -8,8 +8,7 @@
 //! [`AppTokens`] while any of them is alive: a walk fetches one token and reuses it across
 //! `user.*`, `copy.*`, `delta.*` and `verify.*` steps until it nears expiry.
 //!
-//! Creating mailboxes and assigning licences needs Microsoft Graph, which this build does not
-//! do: `user.*` only checks that the app can open the mailbox.
+//! Users, licences and mailboxes are Microsoft Graph's business: see [`super::m365_user`].
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -93,12 +92,42 @@ impl std::fmt::Debug for AppTokens {
     }
 }
 
-/// Live token holders by [`AppTokens::describe`]. Weak, so the resolved secret and the token
-/// leave memory with the last runner that uses them.
-static LIVE: Mutex<Vec<(String, Weak<AppTokens>)>> = Mutex::new(Vec::new());
+/// Values shared by every runner of a plan while any of them holds one, by key. Weak, so
+/// what they hold (a resolved secret, a token, a tenant snapshot) leaves memory with the last
+/// runner that uses it.
+pub(crate) struct LiveRegistry<T> {
+    live: Mutex<Vec<(String, Weak<T>)>>,
+}
 
-/// The token holder of an m365 target's app for IMAP at `host`: the same one for every caller
-/// while any is alive.
+impl<T> LiveRegistry<T> {
+    pub(crate) const fn new() -> Self {
+        LiveRegistry {
+            live: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The live value under `key`, else `make()` registered under it.
+    pub(crate) fn get_or_insert(&self, key: String, make: impl FnOnce() -> T) -> Arc<T> {
+        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        live.retain(|(_, w)| w.strong_count() > 0);
+        if let Some(found) = live
+            .iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, w)| w.upgrade())
+        {
+            return found;
+        }
+        let value = Arc::new(make());
+        live.push((key, Arc::downgrade(&value)));
+        value
+    }
+}
+
+/// Live token holders by [`AppTokens::describe`].
+static LIVE: LiveRegistry<AppTokens> = LiveRegistry::new();
+
+/// The token holder of an m365 target's app for the service at `host` (Exchange Online's
+/// IMAP, Microsoft Graph): the same one for every caller while any is alive.
 pub(crate) fn app_tokens(tenant: &str, auth: &AppAuth, host: &str, base: &Path) -> Arc<AppTokens> {
     let wanted = AppTokens {
         tenant: tenant.to_owned(),
@@ -112,19 +141,7 @@ pub(crate) fn app_tokens(tenant: &str, auth: &AppAuth, host: &str, base: &Path) 
         base_dir: base.to_path_buf(),
         source: Mutex::new(None),
     };
-    let key = wanted.describe();
-    let mut live = LIVE.lock().unwrap_or_else(PoisonError::into_inner);
-    live.retain(|(_, w)| w.strong_count() > 0);
-    if let Some(found) = live
-        .iter()
-        .find(|(k, _)| *k == key)
-        .and_then(|(_, w)| w.upgrade())
-    {
-        return found;
-    }
-    let tokens = Arc::new(wanted);
-    live.push((key, Arc::downgrade(&tokens)));
-    tokens
+    LIVE.get_or_insert(wanted.describe(), || wanted)
 }
 
 impl AppTokens {
@@ -180,6 +197,17 @@ impl AppTokens {
     }
 }
 
+/// Graph's requests carry the app's token for Graph's scope.
+impl crate::connectors::graph::BearerSource for AppTokens {
+    fn bearer(&self) -> Result<Secret, crate::connectors::graph::BearerError> {
+        self.token()
+            .map_err(|e| crate::connectors::graph::BearerError {
+                message: e.message,
+                transient: e.transient,
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,6 +220,8 @@ mod tests {
             display_name: None,
             licence: None,
             aliases: vec![],
+            usage_location: None,
+            initial_password: None,
             target_login: None,
             migrate: vec![],
             autocomplete: None,

@@ -215,6 +215,7 @@ pub(crate) fn m365_target(plan: &Plan, user: &User, base: &Path) -> Result<M365T
         initial_domain,
         auth,
         imap,
+        ..
     } = &plan.target
     else {
         return Err("not an m365 target".into());

@@ -1,6 +1,7 @@
 //! `user.*`: the user's mailbox exists at the target. For a maildir target that is its
-//! directory (created); for an IMAP or m365 target, that the mailbox takes the login (the
-//! `target_login` password, or the app's token) — nothing is written.
+//! directory (created); for an IMAP target, that the mailbox takes the login (the
+//! `target_login` password) — nothing is written; for an m365 target, the user, licence and
+//! mailbox through Microsoft Graph ([`super::m365_user`]), then the app's login.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,10 +34,12 @@ pub(crate) fn runner(plan: &Plan, user: &User, base: &Path) -> Arc<dyn StepRunne
         Target::M365 { initial_domain, .. } => match m365_target(plan, user, base) {
             Ok(t) => {
                 let login = super::m365::login_for(user, initial_domain.as_deref());
-                login_check(t.describe(), login, move || {
+                let login = login_check(t.describe(), login, move || {
                     let t = t.clone();
                     async move { t.check_login().await }
-                })
+                });
+                // The login ends the Graph work: user, licence, mailbox.
+                super::m365_user::user_runner(plan, user, base, Arc::clone(&login)).unwrap_or(login)
             }
             Err(what) => Arc::new(Unsupported::new(format!("user steps into {what}"))),
         },

@@ -101,6 +101,13 @@ impl Dovecot {
 
     /// Starts a fresh instance; panics (failing the test) with the reason when it cannot.
     pub fn start() -> Dovecot {
+        Dovecot::start_with(&[])
+    }
+
+    /// Like [`Dovecot::start`], with `logins` (login, password) in the passwd-file besides the
+    /// pool: for tests whose mailboxes need given addresses (several XOAUTH2 mailboxes
+    /// sharing one app token, say).
+    pub fn start_with(logins: &[(String, String)]) -> Dovecot {
         let binary = find_dovecot();
         let dir = tempfile::Builder::new()
             .prefix("cutover-dovecot-")
@@ -119,6 +126,9 @@ impl Dovecot {
                 pool_login(n),
                 pool_password(n)
             ));
+        }
+        for (login, password) in logins {
+            passwd.push_str(&format!("{login}:{{PLAIN}}{password}::::::\n"));
         }
         fs::write(root.join("passwd"), passwd).unwrap();
         fs::set_permissions(root.join("passwd"), fs::Permissions::from_mode(0o644)).unwrap();

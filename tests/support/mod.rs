@@ -4,6 +4,7 @@
 
 pub mod dovecot;
 pub mod fault_proxy;
+pub mod graph_fake;
 pub mod mailbox;
 pub mod remote;
 pub mod token_endpoint;

@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 use super::entry::Entry;
 use super::resolve::{UnresolvedEntry, X500Proxy};
 
-const BOM: &str = "\u{FEFF}";
-const CRLF: &str = "\r\n";
+/// UTF-8 byte order mark, for files Windows tools read.
+pub(crate) const BOM: &str = "\u{FEFF}";
+pub(crate) const CRLF: &str = "\r\n";
 
 /// Outlook's "Comma Separated Values" contact import, with the English column names its
 /// import wizard maps without manual mapping. Entries without an SMTP address are left out.
@@ -155,7 +156,7 @@ fn push_csv_line(out: &mut String, fields: &[&str]) {
 
 /// A PowerShell single-quoted literal. PowerShell also treats the typographic single quotes
 /// as quote characters, so those are doubled too.
-fn powershell_literal(text: &str) -> String {
+pub(crate) fn powershell_literal(text: &str) -> String {
     let mut out = String::from("'");
     for ch in text.chars() {
         if matches!(ch, '\'' | '\u{2018}' | '\u{2019}' | '\u{201A}' | '\u{201B}') {

@@ -1,0 +1,44 @@
+//! One-line notes a step leaves for the client-facing report: where a generated file went,
+//! what the step changed at the target, what a person still has to do. Kept as checkpoints
+//! of the step (`note:<topic>`), so they are durable with the work they describe and survive
+//! into the report of every later apply. Never secret: a note names a file holding a secret,
+//! never the secret.
+
+use std::collections::BTreeMap;
+
+/// Checkpoint keys of notes start with this.
+pub const PREFIX: &str = "note:";
+
+/// The checkpoint of a note on `topic` (one note per topic: a newer one replaces it).
+pub fn checkpoint(topic: &str, text: &str) -> (String, Vec<u8>) {
+    (format!("{PREFIX}{topic}"), text.as_bytes().to_vec())
+}
+
+/// A step's notes, in topic order.
+pub fn from_checkpoints(checkpoints: &BTreeMap<String, Vec<u8>>) -> Vec<String> {
+    checkpoints
+        .range(PREFIX.to_owned()..)
+        .take_while(|(k, _)| k.starts_with(PREFIX))
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn notes_round_trip_in_topic_order() {
+        let checkpoints: BTreeMap<String, Vec<u8>> = [
+            super::checkpoint("licence", "licence assigned"),
+            ("imap:INBOX".to_string(), b"{}".to_vec()),
+            super::checkpoint("account", "created"),
+            ("pop3:1".to_string(), b"x".to_vec()),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(
+            super::from_checkpoints(&checkpoints),
+            vec!["created", "licence assigned"]
+        );
+    }
+    use std::collections::BTreeMap;
+}
