@@ -40,7 +40,7 @@ pub struct Args {
     pub wait: bool,
 }
 
-fn parse_timeout(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_timeout(text: &str) -> Result<Duration, String> {
     crate::plan::validate::parse_duration(text)
         .map(Duration::from_secs)
         .ok_or_else(|| format!("`{text}` is not a duration such as 30s or 5m"))

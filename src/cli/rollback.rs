@@ -29,14 +29,8 @@ pub struct Args {
     #[arg(long, short = 'y')]
     pub yes: bool,
     /// How long to wait for a running apply's lock, e.g. `30s` (default: do not wait).
-    #[arg(long, value_parser = parse_timeout, default_value = "0s")]
+    #[arg(long, value_parser = super::apply::parse_timeout, default_value = "0s")]
     pub lock_timeout: Duration,
-}
-
-fn parse_timeout(text: &str) -> Result<Duration, String> {
-    crate::plan::validate::parse_duration(text)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("`{text}` is not a duration such as 30s or 5m"))
 }
 
 pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {

@@ -255,6 +255,21 @@ fn commit_planned(
     ctx.commit(Counts::default(), &refs)
 }
 
+/// A poll that ran out of time, with each server's last answer.
+fn timed_out(setup: &Setup, zone: &str, what: &str, report: &PollReport) -> StepError {
+    StepError::permanent(format!(
+        "not every authoritative server of {} publishes {what} after {}:\n{}",
+        rrset::shown_name(zone),
+        crate::time::human_duration(setup.propagation_timeout),
+        report
+            .servers
+            .iter()
+            .map(|s| format!("  {}", s.line()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    ))
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -359,17 +374,12 @@ async fn drive(
             PollOutcome::Complete(report) => reports.push((view.zone.clone(), report)),
             PollOutcome::Cancelled => return Ok(Outcome::Interrupted),
             PollOutcome::TimedOut(report) => {
-                return Err(StepError::permanent(format!(
-                    "not every authoritative server of {} publishes the change after {}; apply again to keep waiting:\n{}",
-                    rrset::shown_name(&view.zone),
-                    crate::time::human_duration(setup.propagation_timeout),
-                    report
-                        .servers
-                        .iter()
-                        .map(|s| format!("  {}", s.line()))
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                )))
+                return Err(timed_out(
+                    setup,
+                    &view.zone,
+                    "the change; apply again to keep waiting",
+                    &report,
+                ))
             }
         }
     }
@@ -795,17 +805,7 @@ pub fn rollback(
                 PollOutcome::Complete(report) => reports.push((zone, report)),
                 PollOutcome::Cancelled => return Ok(None),
                 PollOutcome::TimedOut(report) => {
-                    return Err(StepError::permanent(format!(
-                        "not every authoritative server of {} publishes the restored records after {}:\n{}",
-                        rrset::shown_name(&zone),
-                        crate::time::human_duration(setup.propagation_timeout),
-                        report
-                            .servers
-                            .iter()
-                            .map(|s| format!("  {}", s.line()))
-                            .collect::<Vec<_>>()
-                            .join("\n")
-                    )))
+                    return Err(timed_out(&setup, &zone, "the restored records", &report))
                 }
             }
         }
