@@ -39,6 +39,21 @@ pub fn rfc3339_utc(unix_seconds: i64) -> String {
     )
 }
 
+/// `1h 02m`, `3d 4h`, `45s`: a span for people, two units at most.
+pub fn human_duration(span: std::time::Duration) -> String {
+    let secs = span.as_secs() + u64::from(span.subsec_nanos() > 0);
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m:02}m")
+    } else if m > 0 {
+        format!("{m}m {s:02}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,9 +34,13 @@ pub struct Args {
     /// Progress display.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
+    /// Sleep until a step's time has come (`dns.cutover` waits out the TTL lowered ahead
+    /// of it) instead of stopping there; Ctrl-C stops the sleep, apply again resumes.
+    #[arg(long)]
+    pub wait: bool,
 }
 
-fn parse_timeout(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_timeout(text: &str) -> Result<Duration, String> {
     crate::plan::validate::parse_duration(text)
         .map(Duration::from_secs)
         .ok_or_else(|| format!("`{text}` is not a duration such as 30s or 5m"))
@@ -139,6 +143,7 @@ fn execute(
         options: ApplyOptions {
             parallelism: args.parallelism,
             fail_fast: args.fail_fast,
+            wait: args.wait,
             ..ApplyOptions::default()
         },
         lock_timeout: args.lock_timeout,
@@ -190,7 +195,7 @@ fn execute(
 
 /// First Ctrl-C: stop scheduling, let in-flight steps checkpoint. Second: abort at once
 /// (state stays consistent: every commit is a transaction).
-fn install_interrupt_handler(cancel: CancellationToken) {
+pub(crate) fn install_interrupt_handler(cancel: CancellationToken) {
     let _ = ctrlc::set_handler(move || {
         if cancel.is_cancelled() {
             say_now("\naborting\n");

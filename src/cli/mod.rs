@@ -11,6 +11,7 @@ pub mod graph;
 pub mod plan;
 pub mod progress;
 pub mod render;
+pub mod rollback;
 pub mod schema;
 pub mod state;
 pub mod status;
@@ -65,8 +66,11 @@ pub enum Command {
     Apply(apply::Args),
     /// Every step's state, progress and last error.
     Status(status::Args),
-    /// Approve a manual gate so the next apply continues past it.
+    /// Approve a manual gate (or a step waiting for a person) so the next apply continues.
     Approve(approve::Args),
+    /// Undo what the plan changed outside the mailboxes: `rollback dns` restores the DNS
+    /// records the cutover replaced.
+    Rollback(rollback::Args),
     /// Inspect the state file, or release a dead apply's lock.
     State(state::Args),
     /// Outlook autocomplete caches: show, convert.
@@ -198,6 +202,7 @@ pub fn run(cli: Cli, output: &mut Output<'_>) -> ExitCode {
         Command::Apply(args) => apply::run(args, output),
         Command::Status(args) => status::run(args, output),
         Command::Approve(args) => approve::run(args, output),
+        Command::Rollback(args) => rollback::run(args, output),
         Command::State(args) => state::run(args, output),
         Command::Autocomplete(args) => autocomplete::run(args, output),
         Command::Demo(args) => demo::run(args, output),

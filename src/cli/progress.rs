@@ -149,7 +149,7 @@ impl EventSink for Progress<'_> {
                     let _ = multi.println(line);
                 }
             }
-            EventKind::StepRetry { .. } => {
+            EventKind::StepRetry { .. } | EventKind::StepSleeping { .. } => {
                 if let Some(line) = plain_line(&step, &event.kind) {
                     let _ = multi.println(line);
                 }
@@ -209,10 +209,20 @@ pub fn plain_line(step: &str, kind: &EventKind) -> Option<String> {
         }
         EventKind::StepFailed { error } => format!("{step}: FAILED: {error}"),
         EventKind::StepSkipped { reason } => format!("{step}: not run: {reason}"),
-        EventKind::StepWaiting { instructions } => format!(
+        EventKind::StepWaiting {
+            instructions,
+            approve: true,
+        } => format!(
             "{step}: waiting for approval:\n    {}\n    then run `cutover approve PLAN {step}`",
             instructions.trim().replace('\n', "\n    ")
         ),
+        EventKind::StepWaiting {
+            instructions,
+            approve: false,
+        } => format!("{step}: waiting: {}", instructions.trim()),
+        EventKind::StepSleeping { until } => {
+            format!("{step}: sleeping until {until} (Ctrl-C stops; apply again resumes)")
+        }
         EventKind::StepInterrupted => {
             format!("{step}: interrupted, checkpointed; the next apply resumes it")
         }

@@ -18,6 +18,9 @@ pub fn plan(view: &PlanView, graph: &StepGraph) -> String {
     if !view.rows.is_empty() {
         out.push('\n');
     }
+    if let Some(dns) = &view.dns {
+        render_dns(&mut out, dns);
+    }
     let _ = writeln!(
         out,
         "Plan: {} to create, {} to change, {} unchanged{}.",
@@ -30,6 +33,62 @@ pub fn plan(view: &PlanView, graph: &StepGraph) -> String {
         }
     );
     out
+}
+
+/// The DNS section of `plan`: per zone the servers read, the TTL lowering and the cutover
+/// as RRset diffs, then the wait and what a rollback would change.
+fn render_dns(out: &mut String, dns: &crate::runners::dns::DnsPreview) {
+    if dns.zones.is_empty()
+        && dns.rollback.is_empty()
+        && dns.warnings.is_empty()
+        && dns.not_before.is_none()
+    {
+        return;
+    }
+    let _ = writeln!(out, "DNS ({}):", dns.provider);
+    for zone in &dns.zones {
+        let _ = writeln!(
+            out,
+            "  zone {} (read at {}; verified at {})",
+            zone.zone,
+            zone.read_from,
+            zone.servers.join(", ")
+        );
+        for (title, lines) in [
+            ("dns.lower-ttl", &zone.lower_ttl),
+            ("dns.cutover", &zone.cutover),
+        ] {
+            if lines.is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "    {title}:");
+            for line in lines {
+                let _ = writeln!(out, "      {line}");
+            }
+        }
+        if zone.lower_ttl.is_empty() && zone.cutover.is_empty() {
+            let _ = writeln!(
+                out,
+                "    no change: the zone already publishes the desired records"
+            );
+        }
+    }
+    if let (Some(at), Some(left)) = (&dns.not_before, &dns.time_left) {
+        let _ = writeln!(
+            out,
+            "  dns.cutover not before {at} ({left} left; `apply --wait` sleeps until then)"
+        );
+    }
+    for warning in &dns.warnings {
+        let _ = writeln!(out, "  warning: {warning}");
+    }
+    if !dns.rollback.is_empty() {
+        let _ = writeln!(out, "  `cutover rollback dns` would change:");
+        for line in &dns.rollback {
+            let _ = writeln!(out, "      {line}");
+        }
+    }
+    out.push('\n');
 }
 
 /// The folder mapping under a step's line, one folder per line, aligned:
@@ -111,6 +170,9 @@ fn describe(graph: &StepGraph, row: &PlanRow) -> String {
         }
         (Some(items), _) if kind == Some(StepKind::Verify) => {
             format!("compare {} message{}", thousands(items), plural(items))
+        }
+        (Some(items), _) if matches!(kind, Some(StepKind::LowerTtl | StepKind::Cutover)) => {
+            format!("change {} record set{}", thousands(items), plural(items))
         }
         _ => String::new(),
     };
@@ -263,6 +325,16 @@ pub fn report_markdown(report: &Report) -> String {
             script.changes,
             plural(script.changes as u64),
         );
+    }
+    for (zone, poll) in &report.dns {
+        let _ = write!(
+            md,
+            "\nDNS of {} as each authoritative server answered it:\n\n",
+            crate::connectors::dns::rrset::shown_name(zone)
+        );
+        for server in &poll.servers {
+            let _ = writeln!(md, "- {}", server.line().replace('|', "\\|"));
+        }
     }
     md
 }

@@ -36,7 +36,7 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
     }
     let _ = writeln!(
         output.out,
-        "{:<34} {:<8} {:>8} {:>10} {:>10} {:>8}  LAST ERROR",
+        "{:<34} {:<8} {:>8} {:>10} {:>10} {:>8}  LAST ERROR / NOTE",
         "STEP", "STATUS", "ATTEMPTS", "MESSAGES", "SIZE", "SKIPPED"
     );
     for row in &rows {
@@ -44,6 +44,7 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
             .last_error
             .as_deref()
             .map(|e| e.lines().next().unwrap_or(""))
+            .or(row.note.as_deref())
             .unwrap_or("");
         let _ = writeln!(
             output.out,

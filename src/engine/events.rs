@@ -46,8 +46,15 @@ pub enum EventKind {
     StepFailed { error: String },
     /// The step did not run; `reason` says why (upstream failed, cancelled, fail-fast…).
     StepSkipped { reason: String },
-    /// A manual gate waits for `cutover approve`.
-    StepWaiting { instructions: String },
+    /// A step waits: a manual gate or a step needing a person waits for `cutover approve`;
+    /// a step whose time has not come says until when.
+    StepWaiting {
+        instructions: String,
+        /// Whether `cutover approve` is what lets it go on (else: time).
+        approve: bool,
+    },
+    /// `apply --wait`: the step sleeps until `until` (RFC 3339 UTC) before it runs.
+    StepSleeping { until: String },
     /// The step was cancelled after checkpointing; the next apply resumes it.
     StepInterrupted,
     /// The walk ended.
@@ -91,8 +98,12 @@ impl Event {
             },
             EventKind::StepFailed { error } => EventKind::StepFailed { error: r(error) },
             EventKind::StepSkipped { reason } => EventKind::StepSkipped { reason: r(reason) },
-            EventKind::StepWaiting { instructions } => EventKind::StepWaiting {
+            EventKind::StepWaiting {
+                instructions,
+                approve,
+            } => EventKind::StepWaiting {
                 instructions: r(instructions),
+                approve,
             },
             other => other,
         };

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 pub use events::{Event, EventKind, EventSink, JsonlEventLog, NullSink, Tee, VecSink};
 pub use step::{
     ApplyCtx, BoxFuture, ExcludedFolder, FolderObservation, Observation, ObserveCtx, Outcome,
-    StepError, StepRunner, Unsupported,
+    StepApproval, StepError, StepRunner, Unsupported, APPROVAL_CHECKPOINT,
 };
 pub use tokio_util::sync::CancellationToken;
 pub use walk::{

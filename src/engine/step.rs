@@ -19,6 +19,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
@@ -148,13 +149,51 @@ pub struct ExcludedFolder {
 }
 
 /// How an apply attempt ended without error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// The step's work is complete; the walker marks it `done`.
     Complete,
     /// The cancellation token fired; the runner committed what the target acknowledged and
     /// stopped. The step stays `running` in state, which the next apply resumes.
     Interrupted,
+    /// A person must act before the step can go on (e.g. change DNS at a registrar): the
+    /// walker marks the step `waiting`, shows these instructions, and runs no dependent.
+    /// `cutover approve` then records an approval ([`ApplyCtx::approval`]) and the next
+    /// apply calls `apply` again, which continues once it sees the approval. Commit what
+    /// the instructions were based on before returning this, so the next call sees it.
+    Waiting(String),
+}
+
+/// The checkpoint key under which `cutover approve` records the approval of a step that
+/// returned [`Outcome::Waiting`] (manual gates keep theirs in the step record).
+pub const APPROVAL_CHECKPOINT: &str = "approval";
+
+/// Who approved a waiting step, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepApproval {
+    pub by: String,
+    pub at: std::time::SystemTime,
+}
+
+impl StepApproval {
+    /// The checkpoint value: `<unix milliseconds> <who>`.
+    pub fn encode(&self) -> Vec<u8> {
+        let ms = self
+            .at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        format!("{ms} {}", self.by).into_bytes()
+    }
+
+    pub fn decode(value: &[u8]) -> Option<StepApproval> {
+        let text = std::str::from_utf8(value).ok()?;
+        let (ms, by) = text.split_once(' ')?;
+        Some(StepApproval {
+            by: by.to_string(),
+            at: std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.parse().ok()?),
+        })
+    }
 }
 
 /// Read-only context of [`StepRunner::observe`].
@@ -278,6 +317,13 @@ impl ApplyCtx {
         self.checkpoints.get(key).map(Vec::as_slice)
     }
 
+    /// The approval `cutover approve` recorded after this step returned
+    /// [`Outcome::Waiting`], if any. Cleared with the step's state when its config changes.
+    pub fn approval(&self) -> Option<StepApproval> {
+        self.checkpoint(APPROVAL_CHECKPOINT)
+            .and_then(StepApproval::decode)
+    }
+
     /// Durably records `delta` and `checkpoints` in **one** state transaction
     /// ([`StateStore::commit_progress`]) and reports the progress.
     ///
@@ -369,6 +415,18 @@ pub trait StepRunner: Send + Sync {
         Ok(Observation::default())
     }
 
+    /// The earliest time [`apply`](Self::apply) may do its work (a DNS cutover waits out the
+    /// TTL lowered ahead of it), judged from state alone: no network.
+    ///
+    /// Called by the walker when the step is ready to run, and by `status`. `Ok(None)` (the
+    /// default): no time condition. A time in the future: the walker does not call `apply`
+    /// yet; it reports the step waiting until then, or sleeps until then with
+    /// `apply --wait` (Ctrl-C stops the sleep). An `Err` fails the step.
+    fn not_before(&self, ctx: &ObserveCtx<'_>) -> Result<Option<SystemTime>, StepError> {
+        let _ = ctx;
+        Ok(None)
+    }
+
     /// Does (or resumes) the step's work.
     ///
     /// Called when all dependencies are done, after the walker marked the step `running`.
@@ -381,6 +439,8 @@ pub trait StepRunner: Send + Sync {
     ///   may run;
     /// * `Ok(Outcome::Interrupted)` — cancelled after committing; the step stays `running`
     ///   and the walk ends `Interrupted`;
+    /// * `Ok(Outcome::Waiting(instructions))` — a person must act and approve; the step
+    ///   becomes `waiting`, its dependents do not run;
     /// * `Err(e)` with `e.transient` — the walker waits (exponential backoff with jitter)
     ///   and calls `apply` again with a fresh context, up to `settings.retries` attempts;
     /// * `Err(e)` permanent, or transient with attempts exhausted — the step becomes

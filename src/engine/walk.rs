@@ -47,6 +47,9 @@ pub struct ApplyOptions {
     /// Done steps to run again with their checkpoints kept (`--replace`): a copy or delta
     /// catches up with mail that arrived since, other steps simply run again.
     pub replace: BTreeSet<String>,
+    /// `apply --wait`: sleep until a step's [`StepRunner::not_before`] time instead of
+    /// reporting it waiting (Ctrl-C stops the sleep).
+    pub wait: bool,
 }
 
 impl Default for ApplyOptions {
@@ -58,6 +61,7 @@ impl Default for ApplyOptions {
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
             replace: BTreeSet::new(),
+            wait: false,
         }
     }
 }
@@ -75,7 +79,8 @@ pub enum StepResult {
     Failed { error: String },
     /// Did not run: an upstream step failed or waits, the walk was cancelled, or fail-fast.
     Skipped { reason: String },
-    /// A manual gate waiting for `cutover approve`.
+    /// Waiting: a manual gate or a step that asked for a person ([`Outcome::Waiting`]) for
+    /// `cutover approve`, or a step whose time has not come ([`StepRunner::not_before`]).
     Waiting { instructions: String },
     /// Cancelled while running, after checkpointing; the next apply resumes it.
     Interrupted,
@@ -328,6 +333,8 @@ enum TaskEnd {
     Complete(Counts),
     Interrupted,
     Failed(String),
+    /// Waiting for a person ([`Outcome::Waiting`]) or for a time: the instructions.
+    Waiting(String),
 }
 
 /// Runs the selected steps. See the module docs for the semantics.
@@ -443,6 +450,7 @@ pub async fn apply(
                                         resumed,
                                         backoff_base: options.backoff_base,
                                         backoff_max: options.backoff_max,
+                                        wait: options.wait,
                                     };
                                     let handle = tasks.spawn(run_job(job));
                                     task_steps.insert(handle.id(), step.id.clone());
@@ -475,6 +483,7 @@ pub async fn apply(
                             TaskEnd::Complete(counts) => (id, StepResult::Done { counts }),
                             TaskEnd::Interrupted => (id, StepResult::Interrupted),
                             TaskEnd::Failed(error) => (id, StepResult::Failed { error }),
+                            TaskEnd::Waiting(instructions) => (id, StepResult::Waiting { instructions }),
                         }
                     }
                     Err(join_error) => {
@@ -686,6 +695,7 @@ fn emit_settled(events: &mut dyn EventSink, store: &dyn StateStore, id: &str, re
             Some(id),
             EventKind::StepWaiting {
                 instructions: instructions.clone(),
+                approve: true,
             },
         ),
         StepResult::Failed { error } => Event::now(
@@ -717,6 +727,35 @@ struct Job {
     resumed: bool,
     backoff_base: Duration,
     backoff_max: Duration,
+    wait: bool,
+}
+
+/// Holds a ready step back until its [`StepRunner::not_before`] time: sleeps until then
+/// with `apply --wait`, else ends the task waiting. `None`: go ahead.
+async fn wait_for_time(job: &Job) -> Option<TaskEnd> {
+    let checkpoints = job.store.checkpoints(&job.step.id).unwrap_or_default();
+    let ctx = ObserveCtx::new(job.step.clone(), checkpoints, job.store.as_ref());
+    let until = match job.runner.not_before(&ctx) {
+        Ok(Some(until)) => until,
+        Ok(None) => return None,
+        Err(e) => return Some(TaskEnd::Failed(e.message)),
+    };
+    let left = until.duration_since(SystemTime::now()).ok()?;
+    let at = crate::state::format_utc(until);
+    if !job.wait {
+        return Some(TaskEnd::Waiting(format!(
+            "not before {at} ({} left); apply again then, or `cutover apply --wait` sleeps until then",
+            crate::time::human_duration(left)
+        )));
+    }
+    let _ = job.events.send(Event::now(
+        Some(&job.step.id),
+        EventKind::StepSleeping { until: at },
+    ));
+    tokio::select! {
+        _ = tokio::time::sleep(left) => None,
+        _ = job.cancel.cancelled() => Some(TaskEnd::Interrupted),
+    }
 }
 
 /// One step, all its attempts. Emits its own events through the channel so they reach the
@@ -726,6 +765,23 @@ async fn run_job(job: Job) -> (String, TaskEnd) {
     let send = |kind: EventKind| {
         let _ = job.events.send(Event::now(Some(&id), kind));
     };
+    if let Some(end) = wait_for_time(&job).await {
+        match &end {
+            TaskEnd::Waiting(text) => send(EventKind::StepWaiting {
+                instructions: text.clone(),
+                approve: false,
+            }),
+            TaskEnd::Interrupted => send(EventKind::StepInterrupted),
+            TaskEnd::Failed(error) => {
+                let _ = job.store.mark_failed(&id, error);
+                send(EventKind::StepFailed {
+                    error: error.clone(),
+                });
+            }
+            TaskEnd::Complete(_) => {}
+        }
+        return (id, end);
+    }
     let mut attempt = 0u32;
     let end = loop {
         attempt += 1;
@@ -764,6 +820,10 @@ async fn run_job(job: Job) -> (String, TaskEnd) {
                 Err(e) => break TaskEnd::Failed(redacted(&format!("state: {e}"))),
             },
             Ok(Outcome::Interrupted) => break TaskEnd::Interrupted,
+            Ok(Outcome::Waiting(instructions)) => match job.store.mark_waiting(&id) {
+                Ok(()) => break TaskEnd::Waiting(redacted(&instructions)),
+                Err(e) => break TaskEnd::Failed(redacted(&format!("state: {e}"))),
+            },
             Err(e) if e.transient && attempt < job.attempts && !job.cancel.is_cancelled() => {
                 let delay = backoff(job.backoff_base, job.backoff_max, attempt, &id);
                 send(EventKind::StepRetry {
@@ -797,6 +857,10 @@ async fn run_job(job: Job) -> (String, TaskEnd) {
                 error: error.clone(),
             });
         }
+        TaskEnd::Waiting(instructions) => send(EventKind::StepWaiting {
+            instructions: instructions.clone(),
+            approve: true,
+        }),
     }
     (id, end)
 }

@@ -7,6 +7,7 @@ mod apply;
 mod approve;
 mod plan;
 pub mod report;
+pub mod rollback;
 mod status;
 
 use std::collections::BTreeSet;
@@ -48,6 +49,9 @@ pub enum OpsError {
     },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    /// A step-level failure outside a walk (`cutover rollback dns`); already redacted.
+    #[error("{0}")]
+    Step(String),
 }
 
 /// A valid plan, its step graph and where its state lives.

@@ -62,6 +62,9 @@ impl Action {
 pub struct PlanView {
     pub plan: String,
     pub rows: Vec<PlanRow>,
+    /// The DNS changes per zone, when a `dns.*` step is selected (`runners::dns::preview`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<crate::runners::dns::DnsPreview>,
 }
 
 impl PlanView {
@@ -104,9 +107,16 @@ pub fn plan(ws: &Workspace, selection: &Selection, offline: bool) -> Result<Plan
         .map(|(step, change)| row(step, change))
         .collect()
     };
+    let dns = if offline || !selected.iter().any(|id| id.starts_with("dns.")) {
+        None
+    } else {
+        // A failure shows on the dns.* rows as "blocked" already.
+        crate::runners::dns::preview(ws.plan(), ws.base_dir(), store.as_ref()).ok()
+    };
     Ok(PlanView {
         plan: ws.plan().name.clone(),
         rows,
+        dns,
     })
 }
 

@@ -27,6 +27,9 @@ pub struct Report {
     /// step needs some: written beside the report.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exchange_script: Option<ExchangeScript>,
+    /// Each authoritative server's answer when `dns.cutover` verified the change, per zone.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<(String, crate::connectors::dns::PollReport)>,
 }
 
 /// The Exchange Online script of a report.
@@ -89,10 +92,9 @@ pub fn build_report(
             ),
             StepResult::Failed { error } => ("failed", Some(error.clone())),
             StepResult::Skipped { reason } => ("not run", Some(reason.clone())),
-            StepResult::Waiting { instructions } => (
-                "waiting for approval",
-                Some(instructions.trim().to_string()),
-            ),
+            StepResult::Waiting { instructions } => {
+                ("waiting", Some(instructions.trim().to_string()))
+            }
             StepResult::Interrupted => ("interrupted (resumes on the next apply)", None),
         };
         let checkpoints = store.checkpoints(id).unwrap_or_default();
@@ -128,12 +130,18 @@ pub fn build_report(
         }
     }
     users.retain(|u| !u.steps.is_empty());
+    let dns = if ws.plan().dns.is_some() {
+        crate::runners::dns::verification(store).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     Ok(Report {
         plan: ws.plan().name.clone(),
         outcome: outcome_text(walk.outcome).to_string(),
         users,
         other_steps,
         exchange_script: exchange_script(ws, store)?,
+        dns,
     })
 }
 

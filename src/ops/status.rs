@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::{OpsError, Workspace};
+use crate::engine::Runners;
 use crate::state::{StateStore, StepRecord};
 
 /// One line of `cutover status`.
@@ -20,16 +21,49 @@ pub struct StatusRow {
     pub last_error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approved_by: Option<String>,
+    /// When a step may not run before a time ([`crate::engine::StepRunner::not_before`]):
+    /// `not before 2026-03-01T14:05:09Z (1h 02m left)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// `not before … (… left)` for a step whose runner names a future time.
+fn time_note(
+    ws: &Workspace,
+    runners: &Runners,
+    store: Option<&dyn StateStore>,
+    id: &str,
+) -> Option<String> {
+    let store = store?;
+    let runner = runners.get(id)?;
+    let step = ws.graph().step(id)?.clone();
+    let checkpoints = store.checkpoints(id).unwrap_or_default();
+    let at = runner
+        .not_before(&crate::engine::ObserveCtx::new(step, checkpoints, store))
+        .ok()??;
+    let left = at.duration_since(std::time::SystemTime::now()).ok()?;
+    Some(format!(
+        "not before {} ({} left)",
+        crate::state::format_utc(at),
+        crate::time::human_duration(left)
+    ))
 }
 
 pub fn status(ws: &Workspace) -> Result<Vec<StatusRow>, OpsError> {
-    let records: BTreeMap<String, StepRecord> = match ws.existing_store()? {
+    let store = ws.existing_store()?;
+    let records: BTreeMap<String, StepRecord> = match &store {
         Some(store) => store
             .steps()?
             .into_iter()
             .map(|r| (r.id.clone(), r))
             .collect(),
         None => BTreeMap::new(),
+    };
+    let runners = ws.runners();
+    let store: Option<&dyn StateStore> = store.as_ref().map(|s| s.as_ref() as &dyn StateStore);
+    let note = |id: &str| match records.get(id) {
+        Some(r) if r.status == crate::state::StepStatus::Done => None,
+        _ => time_note(ws, &runners, store, id),
     };
     Ok(ws
         .graph()
@@ -46,6 +80,7 @@ pub fn status(ws: &Workspace) -> Result<Vec<StatusRow>, OpsError> {
                 skipped: r.counts.skipped,
                 last_error: r.last_error.clone(),
                 approved_by: r.approval.as_ref().map(|a| a.by.clone()),
+                note: note(id),
             },
             None => StatusRow {
                 step: id.to_string(),
@@ -56,6 +91,7 @@ pub fn status(ws: &Workspace) -> Result<Vec<StatusRow>, OpsError> {
                 skipped: 0,
                 last_error: None,
                 approved_by: None,
+                note: note(id),
             },
         })
         .collect())

@@ -388,22 +388,80 @@ pub struct Autocomplete {
     pub address_map: Option<PathBuf>,
 }
 
-/// The DNS cutover.
+/// The DNS cutover. For an `m365` target cutover computes each domain's records itself (MX,
+/// SPF merged into the existing TXT, autodiscover, DKIM selectors, the `MS=ms…` verification
+/// TXT); `records` adds to or overrides them. For other targets `records` is the whole set.
+/// Every domain of the plan (`domain` and `extra_domains`) gets its set. See
+/// `docs/dns-cutover.md` for the runbook.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Dns {
     /// `manual`: cutover prints the changes and waits for approval. `rfc2136`: cutover sends
     /// dynamic updates (signed with TSIG) to the zone's primary server.
     pub provider: DnsProvider,
-    /// The dynamic-update server, for `provider: rfc2136`.
+    /// The dynamic-update server, for `provider: rfc2136`. It is also where the current
+    /// records are read, since the update's prerequisites are checked there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rfc2136: Option<Rfc2136>,
-    /// Records to set at cutover, e.g. the MX pointing at the target.
+    /// Records to set at cutover, on top of (or instead of) the computed ones. A record
+    /// replaces the computed set of its name and type, except TXT: a TXT value is added to the
+    /// name's TXT set, and one starting with `v=<tag>` (`v=spf1`, `v=DMARC1`) replaces the
+    /// value with that tag.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub records: Vec<DnsRecord>,
     /// Lower the TTL of the managed records ahead of the cutover so the change takes effect fast.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lower_ttl: Option<LowerTtl>,
+    /// How the existing SPF record is merged with Microsoft 365's
+    /// `include:spf.protection.outlook.com` (m365 targets).
+    #[serde(default, skip_serializing_if = "SpfMerge::is_empty")]
+    pub spf: SpfMerge,
+    /// Per-domain values only the tenant knows, by domain (`acme.co.uk`): the MX host the
+    /// Microsoft 365 admin centre shows, the `MS=ms…` verification record.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub domains: BTreeMap<String, DomainDns>,
+    /// The zones' authoritative servers to read and verify at, as `host`, `host:port`,
+    /// `address` or `[v6 address]:port`, instead of those the zone's NS records name. For a
+    /// hidden primary, a split-horizon setup, or a test server. Default: the NS records,
+    /// looked up through the system resolver; each server is then queried directly.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nameservers: Vec<String>,
+    /// How long cutover polls the authoritative servers for a change to show (every server
+    /// must answer the new records), e.g. `30m`, `2h` (default `1h`). On timeout the step fails
+    /// with each server's answer; apply again to keep waiting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propagation_timeout: Option<String>,
+}
+
+/// SPF merge rules.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SpfMerge {
+    /// Mechanisms to remove from the existing SPF record, e.g. the old host's
+    /// `include:_spf-eu.ionos.com` once it no longer sends the client's mail. Compared without
+    /// case and qualifier. Everything else in the record is kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drop: Vec<String>,
+}
+
+impl SpfMerge {
+    pub fn is_empty(&self) -> bool {
+        self.drop.is_empty()
+    }
+}
+
+/// Tenant-specific DNS values of one domain.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DomainDns {
+    /// The MX host Microsoft 365 shows for this domain, e.g.
+    /// `acme-co-uk.mail.protection.outlook.com` (the default) or
+    /// `acme-co-uk.r-v1.mx.microsoft`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mx_host: Option<String>,
+    /// The domain-verification TXT value, `MS=ms12345678`, published at the apex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<String>,
 }
 
 /// Who changes DNS.
@@ -425,7 +483,8 @@ pub struct Rfc2136 {
     /// DNS port (default 53).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
-    /// The zone to update, e.g. `acme.co.uk.` (default: the plan's `domain`).
+    /// The zone holding the plan's `domain`, e.g. `acme.co.uk.` (default: the domain
+    /// itself). Every `extra_domains` entry is its own zone on the same server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
     /// The TSIG key that signs updates.
@@ -458,7 +517,8 @@ pub enum TsigAlgorithm {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DnsRecord {
-    /// Owner name relative to the zone: `@` for the apex, `autodiscover`, …
+    /// Owner name relative to the record's `domain`: `@` for the apex, `autodiscover`, …;
+    /// a name ending in `.` is absolute.
     pub name: String,
     /// Record type.
     #[serde(rename = "type")]
@@ -471,10 +531,16 @@ pub struct DnsRecord {
     /// TTL in seconds after cutover (default 3600).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<u32>,
+    /// The domain (zone) the name is relative to: the plan's `domain` (the default) or one of
+    /// its `extra_domains`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
 }
 
 /// DNS record types cutover manages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum RecordType {
     Mx,

@@ -34,6 +34,9 @@ pub const DEPENDENCY_CYCLE: &str = "cutover::plan::dependency-cycle";
 pub const CONNECTION_LIMIT: &str = "cutover::plan::connection-limit";
 pub const INVALID_URL: &str = "cutover::plan::invalid-url";
 pub const INVALID_COUNTRY: &str = "cutover::plan::invalid-country";
+pub const SPF_LOOKUP_LIMIT: &str = "cutover::plan::spf-lookup-limit";
+pub const UNKNOWN_DOMAIN: &str = "cutover::plan::unknown-domain";
+pub const DNS_RECORD: &str = "cutover::plan::dns-record";
 
 /// Options that change what validation accepts.
 #[derive(Debug, Clone, Copy, Default)]
@@ -234,6 +237,7 @@ impl TreeChecker<'_> {
         }
         if let Some(dns) = root.get("dns") {
             self.check_dns(dns);
+            self.check_dns_domains(root, dns);
         }
     }
 
@@ -656,6 +660,146 @@ impl TreeChecker<'_> {
                         .help(
                             "a number followed by s, m, h or d; at least the records' current TTL",
                         ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl TreeChecker<'_> {
+    /// The DNS settings that name domains, servers and record values: each must be one the
+    /// cutover can act on, before anything reaches a zone.
+    fn check_dns_domains(&mut self, root: &Node, dns: &Node) {
+        let mut domains: Vec<String> = root
+            .get("domain")
+            .and_then(Node::as_str)
+            .map(|d| d.to_ascii_lowercase())
+            .into_iter()
+            .collect();
+        domains.extend(
+            seq(root.get("extra_domains"))
+                .filter_map(Node::as_str)
+                .map(str::to_ascii_lowercase),
+        );
+        let unknown = |out: &mut Vec<PlanDiagnostic>, node: &Node, text: &str| {
+            if !domains.iter().any(|d| d.eq_ignore_ascii_case(text)) {
+                out.push(
+                    PlanDiagnostic::error(
+                        UNKNOWN_DOMAIN,
+                        format!("`{text}` is not one of the plan's domains"),
+                    )
+                    .label(node.span.clone(), "unknown domain")
+                    .help(format!(
+                        "the plan's domains are {}; add it to `extra_domains` if the client owns it",
+                        list_names(domains.iter().map(String::as_str))
+                    )),
+                );
+            }
+        };
+        for entry in dns
+            .get("domains")
+            .and_then(Node::as_map)
+            .unwrap_or_default()
+        {
+            if let Some(name) = entry.key.as_str() {
+                unknown(self.out, &entry.key, name);
+            }
+            if let Some(verification) = entry.value.get("verification") {
+                if let Some(text) = verification.as_str() {
+                    if !text.starts_with("MS=") {
+                        self.out.push(
+                            PlanDiagnostic::warning(
+                                DNS_RECORD,
+                                format!("`{text}` does not look like a Microsoft 365 verification value"),
+                            )
+                            .label(verification.span.clone(), "expected `MS=ms…`")
+                            .help("copy the TXT value the Microsoft 365 admin centre shows for the domain"),
+                        );
+                    }
+                }
+            }
+        }
+        for record in seq(dns.get("records")) {
+            if let Some(domain) = record.get("domain") {
+                if let Some(text) = domain.as_str() {
+                    unknown(self.out, domain, text);
+                }
+            }
+            let (Some(kind), Some(value)) = (
+                record.get("type").and_then(Node::as_str),
+                record.get("value"),
+            ) else {
+                continue;
+            };
+            let Some(text) = value.as_str() else { continue };
+            if kind == "TXT" && crate::connectors::dns::spf::is_spf(text) {
+                let lookups = crate::connectors::dns::spf::lookup_terms(text);
+                if lookups > crate::connectors::dns::spf::LOOKUP_LIMIT {
+                    self.out.push(
+                        PlanDiagnostic::warning(
+                            SPF_LOOKUP_LIMIT,
+                            format!(
+                                "this SPF record needs {lookups} DNS lookups, past RFC 7208's limit of 10"
+                            ),
+                        )
+                        .label(value.span.clone(), "receivers fail the SPF check")
+                        .help("drop senders the client no longer uses, or flatten includes into ip4:/ip6: ranges"),
+                    );
+                }
+            }
+            if matches!(kind, "A" | "AAAA") {
+                let ok = match text.trim().parse::<std::net::IpAddr>() {
+                    Ok(std::net::IpAddr::V4(_)) => kind == "A",
+                    Ok(std::net::IpAddr::V6(_)) => kind == "AAAA",
+                    Err(_) => false,
+                };
+                if !ok {
+                    self.out.push(
+                        PlanDiagnostic::error(
+                            DNS_RECORD,
+                            format!(
+                                "`{text}` is not an {} address",
+                                if kind == "A" { "IPv4" } else { "IPv6" }
+                            ),
+                        )
+                        .label(value.span.clone(), "not an address of this record type"),
+                    );
+                }
+            }
+        }
+        for server in seq(dns.get("nameservers")) {
+            let Some(text) = server.as_str() else {
+                continue;
+            };
+            let host = match text.parse::<std::net::SocketAddr>() {
+                Ok(_) => continue,
+                Err(_) => match text.rsplit_once(':') {
+                    Some((host, port)) if port.parse::<u16>().is_ok() => host,
+                    _ => text,
+                },
+            };
+            if !is_hostname(host) && host.parse::<std::net::IpAddr>().is_err() {
+                self.out.push(
+                    PlanDiagnostic::error(INVALID_HOST, format!("`{text}` is not a name server"))
+                        .label(
+                            server.span.clone(),
+                            "expected `host`, `host:port` or an address",
+                        )
+                        .help("e.g. `ns1.ionos.co.uk`, `192.0.2.53:5353` or `[2001:db8::53]:53`"),
+                );
+            }
+        }
+        if let Some(timeout) = dns.get("propagation_timeout") {
+            if let Some(text) = timeout.as_str() {
+                if parse_duration(text).is_none() {
+                    self.out.push(
+                        PlanDiagnostic::error(
+                            INVALID_DURATION,
+                            format!("`{text}` is not a duration"),
+                        )
+                        .label(timeout.span.clone(), "expected e.g. `30m`, `2h`")
+                        .help("a number followed by s, m, h or d"),
                     );
                 }
             }

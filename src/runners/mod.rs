@@ -9,6 +9,7 @@
 mod attempt;
 pub mod autocomplete;
 mod copy;
+pub mod dns;
 mod m365;
 mod m365_user;
 mod mail;
@@ -57,6 +58,8 @@ pub fn runners_for(plan: &Plan, graph: &StepGraph, base_dir: &Path) -> Runners {
                     )),
                 }
             }
+            (StepKind::LowerTtl, _) => dns::lower_ttl_runner(plan, base_dir),
+            (StepKind::Cutover, _) => dns::cutover_runner(plan, base_dir),
             (kind, _) => Arc::new(Unsupported::new(format!("{} steps", kind_label(kind)))),
         };
         runners.insert(step.id.clone(), runner);

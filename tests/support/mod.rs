@@ -5,6 +5,7 @@
 pub mod dovecot;
 pub mod fault_proxy;
 pub mod graph_fake;
+pub mod knot;
 pub mod mailbox;
 pub mod remote;
 pub mod token_endpoint;
