@@ -389,7 +389,10 @@ impl Messaging {
                 | FolderRole::Drafts
                 | FolderRole::Outbox
                 | FolderRole::Junk => {
-                    return class.is_empty() || class.starts_with("ipf.note") || *role == FolderRole::DeletedItems
+                    return class.is_empty()
+                        || class.starts_with("ipf.note")
+                        || class.starts_with("ipf.imap")
+                        || *role == FolderRole::DeletedItems
                 }
                 FolderRole::IpmSubtree | FolderRole::SearchRoot => return true,
             };

@@ -326,24 +326,3 @@ mod tests {
     }
 }
 
-#[doc(hidden)]
-pub fn debug_nodes(path: &Path) -> Vec<(u32, u32, u64, u64)> {
-    let ndb = Ndb::open(path).unwrap();
-    let mut v = Vec::new();
-    ndb.for_each_node(|e| v.push((e.nid, e.parent, e.data_bid, e.sub_bid))).unwrap();
-    v
-}
-impl PstFile {
-    #[doc(hidden)]
-    pub fn debug_folder_props(&self, nid: u32) -> std::collections::BTreeMap<u16, PropValue> {
-        let node = self.inner.ndb.node(nid).unwrap().unwrap();
-        PropertyBag::read(&self.inner.ndb, node.into()).unwrap().values
-    }
-}
-impl PstFile {
-    #[doc(hidden)]
-    pub fn debug_table(&self, nid: u32) -> Vec<std::collections::BTreeMap<u16, PropValue>> {
-        let node = self.inner.ndb.node(nid).unwrap().unwrap();
-        ltp::Table::read(&self.inner.ndb, node.into()).unwrap().rows.into_iter().map(|r| r.values).collect()
-    }
-}
