@@ -676,7 +676,7 @@ pub fn write(spec: &PstSpec) -> Vec<u8> {
 
 fn unicode_or_8(ansi: bool, id: u16, text: &str) -> Prop {
     if ansi {
-        string8(id, text.as_bytes())
+        string8(id, &encoding_rs::WINDOWS_1252.encode(text).0)
     } else {
         unicode(id, text)
     }

@@ -192,6 +192,17 @@ impl PstFile {
         })
     }
 
+    /// The file offset of a message's first data block: where a report can point a reader
+    /// with a hex editor.
+    pub fn message_block_offset(&self, nid: u32) -> Result<u64> {
+        let node = self.inner.message_node(nid)?;
+        let tree = self.inner.ndb.data_tree(node.data_bid)?;
+        match tree.leaves.first() {
+            Some(bid) => Ok(self.inner.ndb.block(*bid)?.offset),
+            None => Ok(0),
+        }
+    }
+
     /// A message with its recipients and attachments (embedded messages included).
     pub fn item(&self, nid: u32) -> Result<Item> {
         self.inner.item(nid)
