@@ -534,6 +534,17 @@ fn crc(data: &[u8]) -> u32 {
 
 /// Writes the spec as PST bytes.
 pub fn write(spec: &PstSpec) -> Vec<u8> {
+    write_with(spec, None)
+}
+
+/// Writes the spec with block contents corrupted *before* their CRCs and signatures are
+/// computed: every check passes, the structures inside are hostile. `round` seeds which
+/// blocks and bytes change.
+pub fn write_mutated(spec: &PstSpec, round: u32) -> Vec<u8> {
+    write_with(spec, Some(round))
+}
+
+fn write_with(spec: &PstSpec, mutate: Option<u32>) -> Vec<u8> {
     let mut b = Builder {
         ansi: spec.ansi,
         crypt: spec.crypt,
@@ -668,6 +679,29 @@ pub fn write(spec: &PstSpec) -> Vec<u8> {
                 next_message += 1;
                 let (data, sub) = b.message(m);
                 b.node(nid, data, sub, p.nid);
+            }
+        }
+    }
+    if let Some(round) = mutate {
+        let mut x = round.wrapping_mul(2_654_435_761) | 1;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        for (_, data) in b.blocks.iter_mut() {
+            if next() % 4 != 0 || data.is_empty() {
+                continue;
+            }
+            for _ in 0..=next() % 3 {
+                let at = next() as usize % data.len();
+                data[at] = match next() % 4 {
+                    0 => 0,
+                    1 => 0xFF,
+                    2 => data[at].wrapping_add(1),
+                    _ => next() as u8,
+                };
             }
         }
     }

@@ -106,6 +106,37 @@ impl PstFile {
         })
     }
 
+    /// A PST held in memory (fuzzing, tests); `name` stands in for the path in errors.
+    pub fn from_bytes(name: impl AsRef<Path>, bytes: Vec<u8>) -> Result<PstFile> {
+        let ndb = Ndb::from_bytes(name.as_ref(), bytes.into())?;
+        Ok(PstFile {
+            inner: Messaging::open(ndb)?,
+        })
+    }
+
+    /// Reads everything a migration would read — every folder's listing, every message
+    /// converted, contacts, calendar, autocomplete — and returns how many messages converted
+    /// and the problems met. For fuzzing and never-panics tests; errors never escape.
+    pub fn read_everything(&self) -> (usize, usize) {
+        let mut converted = 0;
+        let mut problems = self.problems().len();
+        for folder in self.folders() {
+            let listing = self.messages(folder.nid);
+            problems += listing.problems.len();
+            for summary in listing.messages {
+                match self.message(summary.nid) {
+                    Ok(_) => converted += 1,
+                    Err(_) => problems += 1,
+                }
+            }
+        }
+        problems += self.contacts().2.len() + self.events().1.len();
+        if self.autocomplete_stream().is_err() {
+            problems += 1;
+        }
+        (converted, problems)
+    }
+
     pub fn path(&self) -> &Path {
         self.inner.ndb.path()
     }

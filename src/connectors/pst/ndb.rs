@@ -138,7 +138,7 @@ struct BlockInfo {
 /// Reads a PST's node database by position. `Send + Sync`: reads go through `pread`, the page
 /// cache through a mutex.
 pub struct Ndb {
-    file: File,
+    file: Source,
     path: PathBuf,
     len: u64,
     pub header: Header,
@@ -165,6 +165,16 @@ impl Ndb {
                 source,
             })?
             .len();
+        Ndb::with_source(Source::File(file), path, len)
+    }
+
+    /// Reads a PST held in memory; `name` stands in for the path in errors.
+    pub fn from_bytes(name: &Path, bytes: Arc<[u8]>) -> Result<Ndb> {
+        let len = bytes.len() as u64;
+        Ndb::with_source(Source::Memory(bytes), name, len)
+    }
+
+    fn with_source(file: Source, path: &Path, len: u64) -> Result<Ndb> {
         let mut ndb = Ndb {
             file,
             path: path.to_path_buf(),
@@ -213,7 +223,7 @@ impl Ndb {
             ));
         }
         let mut buffer = vec![0u8; len];
-        read_exact_at(&self.file, &mut buffer, offset).map_err(|source| PstError::Io {
+        self.file.read_exact_at(&mut buffer, offset).map_err(|source| PstError::Io {
             path: self.path.clone(),
             offset,
             structure: structure.to_owned(),
@@ -637,7 +647,9 @@ impl Ndb {
     /// stream's size.
     pub fn read_stream(&self, bid: u64) -> Result<Vec<u8>> {
         let tree = self.data_tree(bid)?;
-        let mut out = Vec::with_capacity(tree.total.min(1 << 30) as usize);
+        // lcbTotal is only a hint: a corrupt one must not reserve gigabytes.
+        let bound = (tree.leaves.len() * self.format().max_block_data()) as u64;
+        let mut out = Vec::with_capacity(tree.total.min(bound) as usize);
         for leaf in &tree.leaves {
             out.extend_from_slice(&self.block(*leaf)?.data);
         }
@@ -786,6 +798,29 @@ impl Ndb {
             }
         }
         Ok(())
+    }
+}
+
+/// Where the bytes come from: an open file read by position, or (fuzzing, tests) memory.
+enum Source {
+    File(File),
+    Memory(Arc<[u8]>),
+}
+
+impl Source {
+    fn read_exact_at(&self, buffer: &mut [u8], offset: u64) -> io::Result<()> {
+        match self {
+            Source::File(file) => read_exact_at(file, buffer, offset),
+            Source::Memory(bytes) => {
+                let start = usize::try_from(offset).map_err(|_| io::ErrorKind::UnexpectedEof)?;
+                let end = start
+                    .checked_add(buffer.len())
+                    .filter(|end| *end <= bytes.len())
+                    .ok_or(io::ErrorKind::UnexpectedEof)?;
+                buffer.copy_from_slice(&bytes[start..end]);
+                Ok(())
+            }
+        }
     }
 }
 

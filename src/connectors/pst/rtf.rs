@@ -62,7 +62,8 @@ fn lzfu(data: &[u8], raw_size: usize) -> Result<Vec<u8>, RtfError> {
     let mut dictionary = [0u8; 4096];
     dictionary[..PREFIX.len()].copy_from_slice(PREFIX);
     let mut write = PREFIX.len();
-    let mut out = Vec::with_capacity(raw_size);
+    // A reference expands 2 bytes to at most 17: RAWSIZE beyond that is a lie.
+    let mut out = Vec::with_capacity(raw_size.min(data.len().saturating_mul(9)));
     let mut pos = 0;
     while pos < data.len() {
         let control = data[pos];
