@@ -118,7 +118,11 @@ fn run_child(me: &Path, file: &Path, repeat: usize, scratch: &Path) -> ChildResu
         .arg(scratch)
         .output()
         .expect("run child");
-    assert!(output.status.success(), "child failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "child failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let text = String::from_utf8_lossy(&output.stdout);
     let field = |name: &str| -> f64 {
         text.split_whitespace()
@@ -142,7 +146,8 @@ fn child(args: &[String]) {
     let start = Instant::now();
     for _ in 0..repeat {
         let out = tempfile::tempdir_in(&scratch).unwrap();
-        let summary = export(&file, ExportFormat::Maildir, out.path(), &mut NoProgress).expect("export");
+        let summary =
+            export(&file, ExportFormat::Maildir, out.path(), &mut NoProgress).expect("export");
         messages += summary.messages_written as u64;
     }
     let secs = start.elapsed().as_secs_f64();
@@ -157,7 +162,10 @@ fn peak_rss_kb() -> u64 {
 }
 
 fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// A PST with `messages` mails of ~20 kB each (HTML body, a 16 kB attachment): the "large
@@ -183,7 +191,14 @@ fn bulk_spec(messages: usize) -> pst_fixtures::pst_writer::PstSpec {
                 int32(0x0E07, 1),
                 unicode(0x1035, &format!("<bulk-{i}@example.com>")),
                 unicode(0x1000, &"Lorem ipsum dolor sit amet. ".repeat(40)),
-                binary(0x1013, format!("<html><body>{}</body></html>", "<p>Lorem ipsum</p>".repeat(60)).as_bytes()),
+                binary(
+                    0x1013,
+                    format!(
+                        "<html><body>{}</body></html>",
+                        "<p>Lorem ipsum</p>".repeat(60)
+                    )
+                    .as_bytes(),
+                ),
             ],
             recipients: vec![vec![
                 int32(0x0C15, 1),

@@ -85,7 +85,18 @@ fn export_maildir_is_idempotent_and_writes_contacts_and_calendar() {
     let dir = tempfile::tempdir().unwrap();
     let pst = pst_fixtures::write_to(dir.path(), "sample.pst", &pst_fixtures::sample(false, 2));
     let out = dir.path().join("out");
-    let ran = cutover(dir.path(), &["pst", "export", s(&pst), "--to", "maildir", s(&out), "--quiet"]);
+    let ran = cutover(
+        dir.path(),
+        &[
+            "pst",
+            "export",
+            s(&pst),
+            "--to",
+            "maildir",
+            s(&out),
+            "--quiet",
+        ],
+    );
     assert_eq!(ran.code, ExitCode::Ok, "{}", ran.err);
     assert!(ran.out.starts_with("wrote 8 messages"), "{}", ran.out);
     let maildir = Maildir::open(&out).unwrap();
@@ -109,16 +120,41 @@ fn export_maildir_is_idempotent_and_writes_contacts_and_calendar() {
     for file in ["contacts.vcf", "contacts.csv", "calendar.ics"] {
         let meta = std::fs::metadata(out.join(file)).unwrap();
         #[cfg(unix)]
-        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o600);
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+            0o600
+        );
     }
     // A rerun writes nothing new.
-    let again = cutover(dir.path(), &["pst", "export", s(&pst), "--to", "maildir", s(&out), "--quiet"]);
-    assert!(again.out.starts_with("wrote 0 messages") && again.out.contains("(8 already there)"), "{}", again.out);
+    let again = cutover(
+        dir.path(),
+        &[
+            "pst",
+            "export",
+            s(&pst),
+            "--to",
+            "maildir",
+            s(&out),
+            "--quiet",
+        ],
+    );
+    assert!(
+        again.out.starts_with("wrote 0 messages") && again.out.contains("(8 already there)"),
+        "{}",
+        again.out
+    );
     // Flags reach the maildir: the draft is \Draft + \Seen.
-    let drafts = maildir.folders().unwrap().into_iter().find(|f| f.name.to_string() == "Drafts").unwrap();
+    let drafts = maildir
+        .folders()
+        .unwrap()
+        .into_iter()
+        .find(|f| f.name.to_string() == "Drafts")
+        .unwrap();
     let entries = maildir.entries(&drafts).unwrap();
     let message: RawMessage = entries[0].read().unwrap();
-    assert!(message.flags.contains(cutover::connectors::mail::Flag::Draft));
+    assert!(message
+        .flags
+        .contains(cutover::connectors::mail::Flag::Draft));
 }
 
 #[test]
@@ -127,12 +163,18 @@ fn export_mbox_and_eml() {
     let pst = pst_fixtures::write_to(dir.path(), "sample.pst", &pst_fixtures::sample(true, 0));
     for form in ["mbox", "eml"] {
         let out = dir.path().join(form);
-        let ran = cutover(dir.path(), &["pst", "export", s(&pst), "--to", form, s(&out), "--quiet"]);
+        let ran = cutover(
+            dir.path(),
+            &["pst", "export", s(&pst), "--to", form, s(&out), "--quiet"],
+        );
         assert_eq!(ran.code, ExitCode::Ok, "{}", ran.err);
         assert!(ran.out.starts_with("wrote 8 messages"), "{}", ran.out);
     }
     let mbox = std::fs::read_to_string(dir.path().join("mbox/INBOX.mbox")).unwrap();
-    assert_eq!(mbox.matches("\nFrom ").count() + usize::from(mbox.starts_with("From ")), 4);
+    assert_eq!(
+        mbox.matches("\nFrom ").count() + usize::from(mbox.starts_with("From ")),
+        4
+    );
     let eml_count = walkdir(&dir.path().join("eml"));
     assert_eq!(eml_count, 8);
 }

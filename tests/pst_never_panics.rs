@@ -14,7 +14,10 @@ fn exercise(bytes: Vec<u8>) {
         }
         Err(err) => {
             let text = err.to_string();
-            assert!(text.starts_with("mutated.pst"), "error names the file: {text}");
+            assert!(
+                text.starts_with("mutated.pst"),
+                "error names the file: {text}"
+            );
         }
     }
 }
@@ -75,7 +78,10 @@ proptest! {
 /// structures behind valid CRCs.
 #[test]
 fn hostile_structures_behind_valid_checks() {
-    let specs = [pst_fixtures::sample(false, 0), pst_fixtures::sample(true, 2)];
+    let specs = [
+        pst_fixtures::sample(false, 0),
+        pst_fixtures::sample(true, 2),
+    ];
     for round in 0..64u32 {
         let bytes = pst_fixtures::pst_writer::write_mutated(&specs[round as usize % 2], round);
         exercise(bytes);

@@ -9,7 +9,7 @@ use std::path::Path;
 use cutover::connectors::autocomplete;
 use cutover::connectors::mail::{Flag, RawMessage};
 use cutover::connectors::pst::{
-    calendar_ics, contacts_csv, contacts_vcard, ConvertOptions, CryptMethod, Format, FolderRole,
+    calendar_ics, contacts_csv, contacts_vcard, ConvertOptions, CryptMethod, FolderRole, Format,
     PstError, PstFile,
 };
 use pst_fixtures::pst_writer;
@@ -41,7 +41,10 @@ fn every_format_and_encoding_reads_the_same_store() {
     ) {
         let file = PstFile::open(path).unwrap();
         let store = file.store();
-        assert_eq!(store.format, if ansi { Format::Ansi } else { Format::Unicode });
+        assert_eq!(
+            store.format,
+            if ansi { Format::Ansi } else { Format::Unicode }
+        );
         assert_eq!(store.version, if ansi { 14 } else { 23 });
         assert_eq!(
             store.crypt,
@@ -52,8 +55,14 @@ fn every_format_and_encoding_reads_the_same_store() {
         // Default folders by entry id, whatever their Portuguese names.
         let role = |r: FolderRole| file.folder_with_role(r).map(|f| f.path.join("/"));
         assert_eq!(role(FolderRole::Inbox).as_deref(), Some("Caixa de Entrada"));
-        assert_eq!(role(FolderRole::SentItems).as_deref(), Some("Itens enviados"));
-        assert_eq!(role(FolderRole::DeletedItems).as_deref(), Some("Itens eliminados"));
+        assert_eq!(
+            role(FolderRole::SentItems).as_deref(),
+            Some("Itens enviados")
+        );
+        assert_eq!(
+            role(FolderRole::DeletedItems).as_deref(),
+            Some("Itens eliminados")
+        );
         assert_eq!(role(FolderRole::Drafts).as_deref(), Some("Rascunhos"));
         assert_eq!(role(FolderRole::Junk).as_deref(), Some("E-mail de Lixo"));
         assert_eq!(role(FolderRole::Calendar).as_deref(), Some("Calendário"));
@@ -86,28 +95,39 @@ fn received_mail_keeps_its_headers_and_gets_a_rebuilt_body() {
     let nid = message_by_subject(&file, "Caixa de Entrada", "Teste 23:34");
     let message = file.message(nid).unwrap();
     let text = String::from_utf8_lossy(&message.bytes).into_owned();
-    assert!(text.starts_with("Return-Path: <abcd@as.pt>\r\nReceived: from mx.as.pt\r\n\tby machbox"));
+    assert!(
+        text.starts_with("Return-Path: <abcd@as.pt>\r\nReceived: from mx.as.pt\r\n\tby machbox")
+    );
     assert!(text.contains("Message-ID: <teste-2334@as.pt>\r\n"));
     assert!(!text.contains("iso-8859-1"), "the old Content-Type is gone");
     assert_eq!(text.matches("MIME-Version: 1.0").count(), 1);
     assert!(text.contains("Content-Type: multipart/mixed"));
     assert!(text.contains("Content-Type: multipart/related"));
-    assert!(text.contains("Content-ID: <logo@x>"), "inline image keeps its Content-ID");
+    assert!(
+        text.contains("Content-ID: <logo@x>"),
+        "inline image keeps its Content-ID"
+    );
     assert!(text.contains("filename=\"relatorio.pdf\""));
     assert!(message.flags.contains(Flag::Seen));
     assert!(!message.flags.contains(Flag::Flagged));
     let internal = message.internal_date.unwrap();
     assert_eq!(
-        internal.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64,
+        internal
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64,
         pst_fixtures::T0 + 60,
         "INTERNALDATE is the delivery time"
     );
     // The 20 kB attachment spans a data tree (XBLOCK): its bytes come back whole.
     let item = file.item(nid).unwrap();
-    let pdf = item.attachments.iter().find_map(|a| match a.props.get(0x3701) {
-        Some(cutover::connectors::pst::PropValue::Binary(b)) if b.len() == 20_000 => Some(b),
-        _ => None,
-    });
+    let pdf = item
+        .attachments
+        .iter()
+        .find_map(|a| match a.props.get(0x3701) {
+            Some(cutover::connectors::pst::PropValue::Binary(b)) if b.len() == 20_000 => Some(b),
+            _ => None,
+        });
     assert_eq!(pdf.unwrap(), &pst_fixtures::pseudo_image(20_000, 1));
 }
 
@@ -123,19 +143,35 @@ fn mail_without_transport_headers_is_built_from_properties() {
     )]);
     let message = file.message_with(nid, &options).unwrap();
     let raw = RawMessage::new(message.bytes.clone());
-    assert_eq!(raw.subject().as_deref(), Some("RE: Relatório"), "no \\x01 prefix");
+    assert_eq!(
+        raw.subject().as_deref(),
+        Some("RE: Relatório"),
+        "no \\x01 prefix"
+    );
     let from = String::from_utf8_lossy(&raw.header("From").unwrap()).into_owned();
     assert!(from.contains("ana@as.pt"), "{from}");
     let cc = String::from_utf8_lossy(&raw.header("Cc").unwrap()).into_owned();
-    assert!(cc.contains("rui@as.pt"), "EX recipient resolved through the map: {cc}");
-    assert!(String::from_utf8_lossy(&raw.header("In-Reply-To").unwrap()).contains("teste-2334@as.pt"));
-    assert!(message.flags.contains(Flag::Flagged), "follow-up flag → \\Flagged");
+    assert!(
+        cc.contains("rui@as.pt"),
+        "EX recipient resolved through the map: {cc}"
+    );
+    assert!(
+        String::from_utf8_lossy(&raw.header("In-Reply-To").unwrap()).contains("teste-2334@as.pt")
+    );
+    assert!(
+        message.flags.contains(Flag::Flagged),
+        "follow-up flag → \\Flagged"
+    );
     assert!(!message.flags.contains(Flag::Seen));
     let text = String::from_utf8_lossy(&message.bytes);
-    assert!(text.contains("Content-Type: text/rtf"), "plain RTF is kept as text/rtf");
+    assert!(
+        text.contains("Content-Type: text/rtf"),
+        "plain RTF is kept as text/rtf"
+    );
     // Without the map the EX address is not invented: the name stays, as an empty group.
     let bare = file.message(nid).unwrap();
-    let cc = String::from_utf8_lossy(&RawMessage::new(bare.bytes).header("Cc").unwrap()).into_owned();
+    let cc =
+        String::from_utf8_lossy(&RawMessage::new(bare.bytes).header("Cc").unwrap()).into_owned();
     assert!(cc.contains("Rui") && !cc.contains('@'), "{cc}");
 }
 
@@ -144,20 +180,29 @@ fn drafts_nesting_and_messages_without_subnodes() {
     let dir = tempfile::tempdir().unwrap();
     let path = pst_fixtures::write_to(dir.path(), "s.pst", &pst_fixtures::sample(true, 1));
     let file = PstFile::open(&path).unwrap();
-    let draft = file.message(message_by_subject(&file, "Rascunhos", "rascunho")).unwrap();
+    let draft = file
+        .message(message_by_subject(&file, "Rascunhos", "rascunho"))
+        .unwrap();
     assert!(draft.flags.contains(Flag::Draft) && draft.flags.contains(Flag::Seen));
     let text = String::from_utf8_lossy(&draft.bytes).into_owned();
     assert!(text.contains("Message-ID: <") && text.contains("@pst.cutover.invalid>"));
     // Four levels of message/rfc822.
-    let nested = file.message(message_by_subject(&file, "Caixa de Entrada", "level 1")).unwrap();
+    let nested = file
+        .message(message_by_subject(&file, "Caixa de Entrada", "level 1"))
+        .unwrap();
     let text = String::from_utf8_lossy(&nested.bytes).into_owned();
     assert_eq!(text.matches("Content-Type: message/rfc822").count(), 3);
     for level in 1..=4 {
-        assert!(text.contains(&format!("Subject: level {level}")), "level {level}");
+        assert!(
+            text.contains(&format!("Subject: level {level}")),
+            "level {level}"
+        );
     }
     assert!(text.contains("filename=\"deep.txt\""));
     // No sub-node tree: no recipients, no attachments, no error.
-    let bare = file.item(message_by_subject(&file, "Caixa de Entrada", "sem anexos")).unwrap();
+    let bare = file
+        .item(message_by_subject(&file, "Caixa de Entrada", "sem anexos"))
+        .unwrap();
     assert!(bare.recipients.is_empty() && bare.attachments.is_empty() && bare.problems.is_empty());
 }
 
@@ -192,9 +237,18 @@ fn contacts_lists_and_calendar_export() {
     assert_eq!(lists[0].members.len(), 3);
     let (events, problems) = file.events();
     assert!(problems.is_empty(), "{problems:?}");
-    insta::assert_snapshot!("synthetic_vcard", String::from_utf8(contacts_vcard(&contacts, &lists)).unwrap());
-    insta::assert_snapshot!("synthetic_csv", String::from_utf8(contacts_csv(&contacts)).unwrap());
-    insta::assert_snapshot!("synthetic_ics", String::from_utf8(calendar_ics(&events)).unwrap());
+    insta::assert_snapshot!(
+        "synthetic_vcard",
+        String::from_utf8(contacts_vcard(&contacts, &lists)).unwrap()
+    );
+    insta::assert_snapshot!(
+        "synthetic_csv",
+        String::from_utf8(contacts_csv(&contacts)).unwrap()
+    );
+    insta::assert_snapshot!(
+        "synthetic_ics",
+        String::from_utf8(calendar_ics(&events)).unwrap()
+    );
 }
 
 #[test]
@@ -207,21 +261,42 @@ fn real_fixtures_contacts_calendar_and_autocomplete() {
     let (contacts, lists, _) = file.contacts();
     let (events, _) = file.events();
     assert_eq!((contacts.len(), lists.len(), events.len()), (1, 1, 1));
-    let members: Vec<&str> = lists[0].members.iter().map(|m| m.address.as_str()).collect();
+    let members: Vec<&str> = lists[0]
+        .members
+        .iter()
+        .map(|m| m.address.as_str())
+        .collect();
     assert_eq!(members.len(), 3);
     for expected in ["contact1@", "dist1@", "dist2@rjohnson.id.au"] {
-        assert!(members.iter().any(|m| m.starts_with(expected) || m == &expected), "{members:?}");
+        assert!(
+            members
+                .iter()
+                .any(|m| m.starts_with(expected) || m == &expected),
+            "{members:?}"
+        );
     }
-    insta::assert_snapshot!("real_dist_list_vcard", String::from_utf8(contacts_vcard(&contacts, &lists)).unwrap());
-    insta::assert_snapshot!("real_dist_list_csv", String::from_utf8(contacts_csv(&contacts)).unwrap());
-    insta::assert_snapshot!("real_dist_list_ics", String::from_utf8(calendar_ics(&events)).unwrap());
+    insta::assert_snapshot!(
+        "real_dist_list_vcard",
+        String::from_utf8(contacts_vcard(&contacts, &lists)).unwrap()
+    );
+    insta::assert_snapshot!(
+        "real_dist_list_csv",
+        String::from_utf8(contacts_csv(&contacts)).unwrap()
+    );
+    insta::assert_snapshot!(
+        "real_dist_list_ics",
+        String::from_utf8(calendar_ics(&events)).unwrap()
+    );
 
     let unsent = PstFile::open(folder.join("process-pst_unsent_email.pst")).unwrap();
     assert_eq!(unsent.contacts().0.len(), 2);
-    let stream = unsent.autocomplete_stream().unwrap().expect("the Inbox FAI holds a stream");
-    let extracted = std::fs::read(
-        folder.join("process-pst_unsent_email_IPM.Configuration.Autocomplete_PR_ROAMING_BINARYSTREAM.bin"),
-    )
+    let stream = unsent
+        .autocomplete_stream()
+        .unwrap()
+        .expect("the Inbox FAI holds a stream");
+    let extracted = std::fs::read(folder.join(
+        "process-pst_unsent_email_IPM.Configuration.Autocomplete_PR_ROAMING_BINARYSTREAM.bin",
+    ))
     .unwrap();
     assert_eq!(stream, extracted, "byte-identical to the extracted stream");
     let parsed = autocomplete::format::parse(&stream).expect("the autocomplete parser reads it");
@@ -235,9 +310,15 @@ fn real_fixtures_contacts_calendar_and_autocomplete() {
         let t = String::from_utf8_lossy(&m.bytes).into_owned();
         t.contains("abcd@as.pt") && t.contains("Teste 23:34")
     });
-    assert!(body_found, "the message from abcd@as.pt with body 'Teste 23:34'");
+    assert!(
+        body_found,
+        "the message from abcd@as.pt with body 'Teste 23:34'"
+    );
     let libyal = PstFile::open(folder.join("libyal-testdata_outlook.pst")).unwrap();
-    assert!(libyal.folders().iter().any(|f| f.path == ["收件箱"]), "CJK folder name");
+    assert!(
+        libyal.folders().iter().any(|f| f.path == ["收件箱"]),
+        "CJK folder name"
+    );
 }
 
 // ---- corrupt files ------------------------------------------------------------------------
@@ -266,25 +347,37 @@ fn corrupt_files_name_file_offset_and_structure() {
         .err()
         .expect("truncated");
     let text = err.to_string();
-    assert!(text.contains("truncated.pst") && text.contains("truncated?"), "{text}");
+    assert!(
+        text.contains("truncated.pst") && text.contains("truncated?"),
+        "{text}"
+    );
     assert!(err.offset().is_some());
 
     let mut bad_magic = good.clone();
     bad_magic[0] = b'X';
-    let err = open_bytes(dir.path(), "magic.pst", &bad_magic).err().expect("bad magic");
+    let err = open_bytes(dir.path(), "magic.pst", &bad_magic)
+        .err()
+        .expect("bad magic");
     assert_eq!(err.structure(), Some("header"));
     assert_eq!(err.offset(), Some(0));
-    assert!(err.to_string().contains("magic.pst: header at byte 0x0"), "{err}");
+    assert!(
+        err.to_string().contains("magic.pst: header at byte 0x0"),
+        "{err}"
+    );
 
     let mut header_crc = good.clone();
     header_crc[200] ^= 0xFF;
-    let err = open_bytes(dir.path(), "hcrc.pst", &header_crc).err().expect("header CRC");
+    let err = open_bytes(dir.path(), "hcrc.pst", &header_crc)
+        .err()
+        .expect("header CRC");
     assert!(err.to_string().contains("dwCRCPartial"), "{err}");
 
     let root = nbt_root(&good);
     let mut broken_page = good.clone();
     broken_page[root + 3] ^= 0x55;
-    let err = open_bytes(dir.path(), "page.pst", &broken_page).err().expect("broken NBT page");
+    let err = open_bytes(dir.path(), "page.pst", &broken_page)
+        .err()
+        .expect("broken NBT page");
     let text = err.to_string();
     assert!(text.contains(&format!("NBT page at {root:#x}")), "{text}");
     assert!(text.contains("CRC"), "{text}");
@@ -294,9 +387,14 @@ fn corrupt_files_name_file_offset_and_structure() {
     // is the store's property context, right after the 0x4400 header area.
     let mut bad_block = good.clone();
     bad_block[0x4400 + 20] ^= 0x01;
-    let err = open_bytes(dir.path(), "block.pst", &bad_block).err().expect("bad block CRC");
+    let err = open_bytes(dir.path(), "block.pst", &bad_block)
+        .err()
+        .expect("bad block CRC");
     let text = err.to_string();
-    assert!(text.contains("block.pst: block 0x") && text.contains("at byte 0x4400"), "{text}");
+    assert!(
+        text.contains("block.pst: block 0x") && text.contains("at byte 0x4400"),
+        "{text}"
+    );
     assert!(text.contains("CRC"), "{text}");
 }
 

@@ -33,7 +33,9 @@ fn readpst_view(pst: &Path, out: &Path) -> BTreeMap<String, FolderView> {
         .status()
         .expect("readpst must be installed (apt-get install pst-utils); .ci/run installs it");
     assert!(status.success(), "readpst failed on {}", pst.display());
-    let mut stores = std::fs::read_dir(out).expect("readpst output").map(|e| e.unwrap().path());
+    let mut stores = std::fs::read_dir(out)
+        .expect("readpst output")
+        .map(|e| e.unwrap().path());
     let store = stores.next().expect("readpst wrote a store directory");
     assert!(stores.next().is_none(), "one store directory");
     let mut views = BTreeMap::new();
@@ -42,9 +44,16 @@ fn readpst_view(pst: &Path, out: &Path) -> BTreeMap<String, FolderView> {
 }
 
 fn walk(root: &Path, dir: &Path, views: &mut BTreeMap<String, FolderView>) {
-    let folder = dir.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+    let folder = dir
+        .strip_prefix(root)
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     let mut view = FolderView::default();
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     entries.sort();
     for path in entries {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
@@ -60,7 +69,11 @@ fn walk(root: &Path, dir: &Path, views: &mut BTreeMap<String, FolderView>) {
             view.subjects.push(message.subject().unwrap_or_default());
             // readpst writes `From: <MAILER-DAEMON>` for a message without a sender.
             let sender = address_of(&message.header("From").unwrap_or_default());
-            view.senders.push(if sender == "mailer-daemon" { String::new() } else { sender });
+            view.senders.push(if sender == "mailer-daemon" {
+                String::new()
+            } else {
+                sender
+            });
         } else if let Some((_, attachment)) = name.split_once('-') {
             // readpst writes an RTF body as `N-rtf-body.rtf`: a body, not an attachment.
             if attachment != "rtf-body.rtf" {
@@ -99,7 +112,11 @@ fn our_view(pst: &Path) -> BTreeMap<String, FolderView> {
         let mut nids = Vec::new();
         for nid in file.message_nids(folder.nid) {
             let summary = file.summary(nid).expect("summary");
-            if !summary.message_class.to_ascii_lowercase().starts_with("ipm.distlist") {
+            if !summary
+                .message_class
+                .to_ascii_lowercase()
+                .starts_with("ipm.distlist")
+            {
                 nids.push((nid, summary.message_class));
             }
         }
@@ -118,7 +135,8 @@ fn our_view(pst: &Path) -> BTreeMap<String, FolderView> {
             }
             let message = file.message(nid).expect("convert").into_raw();
             view.subjects.push(message.subject().unwrap_or_default());
-            view.senders.push(address_of(&message.header("From").unwrap_or_default()));
+            view.senders
+                .push(address_of(&message.header("From").unwrap_or_default()));
             let item = file.item(nid).expect("item");
             for attachment in &item.attachments {
                 if attachment.embedded.is_some() {
@@ -161,11 +179,27 @@ fn check(pst: &Path) {
     );
     for (folder, view) in &ours {
         let other = &theirs[folder];
-        assert_eq!(view.count, other.count, "{}: count of {folder:?}", pst.display());
-        assert_eq!(view.subjects, other.subjects, "{}: subjects in {folder:?}", pst.display());
-        assert_eq!(view.senders, other.senders, "{}: senders in {folder:?}", pst.display());
         assert_eq!(
-            view.attachments, other.attachments,
+            view.count,
+            other.count,
+            "{}: count of {folder:?}",
+            pst.display()
+        );
+        assert_eq!(
+            view.subjects,
+            other.subjects,
+            "{}: subjects in {folder:?}",
+            pst.display()
+        );
+        assert_eq!(
+            view.senders,
+            other.senders,
+            "{}: senders in {folder:?}",
+            pst.display()
+        );
+        assert_eq!(
+            view.attachments,
+            other.attachments,
             "{}: attachments in {folder:?}",
             pst.display()
         );

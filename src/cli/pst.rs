@@ -1,6 +1,5 @@
 //! `cutover pst`: look inside an Outlook PST and export its data without a plan.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Subcommand;
@@ -151,8 +150,11 @@ pub fn render_report(report: &PstReport) -> String {
     for folder in &report.folders {
         let role = folder
             .role
-            .map(|r| serde_json::to_value(r).ok().and_then(|v| v.as_str().map(str::to_owned)))
-            .flatten()
+            .and_then(|r| {
+                serde_json::to_value(r)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+            })
             .unwrap_or_default();
         let target = if folder.in_ipm_subtree {
             folder.target.clone()
@@ -171,7 +173,10 @@ pub fn render_report(report: &PstReport) -> String {
     if !report.problems.is_empty() {
         out.push_str(&format!("\n{} problems:\n", report.problems.len()));
         for p in &report.problems {
-            out.push_str(&format!("  {} (node {:#x}): {}\n", p.folder, p.nid, p.reason));
+            out.push_str(&format!(
+                "  {} (node {:#x}): {}\n",
+                p.folder, p.nid, p.reason
+            ));
         }
     }
     out

@@ -297,7 +297,10 @@ pub fn export(
     summary.distribution_lists = lists.len();
     summary.events = events.len();
     if !contacts.is_empty() || !lists.is_empty() {
-        write_private(&dir.join("contacts.vcf"), &contacts_vcard(&contacts, &lists))?;
+        write_private(
+            &dir.join("contacts.vcf"),
+            &contacts_vcard(&contacts, &lists),
+        )?;
         write_private(&dir.join("contacts.csv"), &contacts_csv(&contacts))?;
         summary.files.push("contacts.vcf".into());
         summary.files.push("contacts.csv".into());
@@ -316,7 +319,13 @@ fn safe_segments(target_path: &[String]) -> Vec<String> {
         .map(|s| {
             let cleaned: String = s
                 .chars()
-                .map(|c| if c == '.' || c == '/' || c == '\\' || c.is_control() { '_' } else { c })
+                .map(|c| {
+                    if c == '.' || c == '/' || c == '\\' || c.is_control() {
+                        '_'
+                    } else {
+                        c
+                    }
+                })
                 .collect();
             if cleaned.is_empty() || cleaned == ".." {
                 "_".into()

@@ -39,7 +39,13 @@ pub fn real_psts() -> Vec<PathBuf> {
 
 pub const T0: i64 = 1_589_224_672; // 2020-05-11 19:17:52 UTC
 
-fn mail(subject: &str, from: (&str, &str), to: &[(&str, &str)], body: &str, at: i64) -> MessageSpec {
+fn mail(
+    subject: &str,
+    from: (&str, &str),
+    to: &[(&str, &str)],
+    body: &str,
+    at: i64,
+) -> MessageSpec {
     let mut props = vec![
         unicode(0x001A, "IPM.Note"),
         unicode(0x0037, subject),
@@ -55,7 +61,10 @@ fn mail(subject: &str, from: (&str, &str), to: &[(&str, &str)], body: &str, at: 
         int32(0x0E08, 1000),
         unicode(0x1000, body),
     ];
-    let local: String = subject.chars().filter(char::is_ascii_alphanumeric).collect();
+    let local: String = subject
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
     props.push(unicode(0x1035, &format!("<m{local}-{at}@test.example>")));
     MessageSpec {
         props,
@@ -141,8 +150,15 @@ pub fn sample(ansi: bool, crypt: u8) -> PstSpec {
         0x007D,
         "Return-Path: <abcd@as.pt>\r\nReceived: from mx.as.pt\r\n\tby machbox (Postfix)\r\nFrom: abcd <abcd@as.pt>\r\nTo: cmachado@as.pt\r\nSubject: Teste 23:34\r\nDate: Mon, 11 May 2020 19:17:52 +0000\r\nMessage-ID: <teste-2334@as.pt>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=\"iso-8859-1\"\r\n\r\n",
     ));
-    received.props.push(binary(0x1013, b"<html><body><p>Teste 23:34</p><img src=\"cid:logo@x\"></body></html>"));
-    received.attachments.push(file("relatorio.pdf", &pseudo_image(20_000, 1), "application/pdf"));
+    received.props.push(binary(
+        0x1013,
+        b"<html><body><p>Teste 23:34</p><img src=\"cid:logo@x\"></body></html>",
+    ));
+    received.attachments.push(file(
+        "relatorio.pdf",
+        &pseudo_image(20_000, 1),
+        "application/pdf",
+    ));
     let mut logo = file("logo.jpg", &pseudo_image(700, 2), "image/jpeg");
     logo.props.push(unicode(0x3712, "logo@x"));
     received.attachments.push(logo);
@@ -160,7 +176,10 @@ pub fn sample(ansi: bool, crypt: u8) -> PstSpec {
     flagged.props.push(int32(0x1090, 2));
     flagged.props.push(binary(
         0x1009,
-        &cutover::connectors::pst::rtf::compress_for_tests(b"{\\rtf1\\ansi Ol\\'e1 {\\b mundo}}", true),
+        &cutover::connectors::pst::rtf::compress_for_tests(
+            b"{\\rtf1\\ansi Ol\\'e1 {\\b mundo}}",
+            true,
+        ),
     ));
     flagged.props.push(unicode(0x1042, "<teste-2334@as.pt>"));
     flagged.recipients.push(vec![
@@ -171,8 +190,16 @@ pub fn sample(ansi: bool, crypt: u8) -> PstSpec {
     ]);
 
     // Four levels of embedded messages.
-    let mut inner = mail("level 4", ("d", "d@as.pt"), &[("e", "e@as.pt")], "deepest", T0 - 400);
-    inner.attachments.push(file("deep.txt", b"deep text\r\n", "text/plain"));
+    let mut inner = mail(
+        "level 4",
+        ("d", "d@as.pt"),
+        &[("e", "e@as.pt")],
+        "deepest",
+        T0 - 400,
+    );
+    inner
+        .attachments
+        .push(file("deep.txt", b"deep text\r\n", "text/plain"));
     for level in (1..=3).rev() {
         let mut outer = mail(
             &format!("level {level}"),
@@ -181,7 +208,9 @@ pub fn sample(ansi: bool, crypt: u8) -> PstSpec {
             &format!("level {level} body"),
             T0 - 100 * level,
         );
-        outer.attachments.push(embedded(inner, &format!("level {}", level + 1)));
+        outer
+            .attachments
+            .push(embedded(inner, &format!("level {}", level + 1)));
         inner = outer;
     }
 
@@ -189,8 +218,16 @@ pub fn sample(ansi: bool, crypt: u8) -> PstSpec {
     let mut bare = mail("sem anexos", ("abcd", "abcd@as.pt"), &[], "bare", T0 + 7200);
     bare.no_subnodes = true;
 
-    let mut draft = mail("rascunho", ("Carlos Machado", "cmachado@as.pt"), &[("abcd", "abcd@as.pt")], "nunca enviado", T0 + 100);
-    draft.props.retain(|p| p.id != 0x0E07 && p.id != 0x0E06 && p.id != 0x0039 && p.id != 0x1035);
+    let mut draft = mail(
+        "rascunho",
+        ("Carlos Machado", "cmachado@as.pt"),
+        &[("abcd", "abcd@as.pt")],
+        "nunca enviado",
+        T0 + 100,
+    );
+    draft
+        .props
+        .retain(|p| p.id != 0x0E07 && p.id != 0x0E06 && p.id != 0x0039 && p.id != 0x1035);
     draft.props.push(int32(0x0E07, 0x09));
     draft.props.push(time(0x3007, T0 + 100));
 
@@ -221,7 +258,10 @@ pub fn sample(ansi: bool, crypt: u8) -> PstSpec {
     };
     let one_off = |name: &str, address: &str| -> Vec<u8> {
         let mut e = vec![0u8; 4];
-        e.extend_from_slice(&[0x81, 0x2B, 0x1F, 0xA4, 0xBE, 0xA3, 0x10, 0x19, 0x9D, 0x6E, 0x00, 0xDD, 0x01, 0x0F, 0x54, 0x02]);
+        e.extend_from_slice(&[
+            0x81, 0x2B, 0x1F, 0xA4, 0xBE, 0xA3, 0x10, 0x19, 0x9D, 0x6E, 0x00, 0xDD, 0x01, 0x0F,
+            0x54, 0x02,
+        ]);
         e.extend_from_slice(&[0, 0, 0x00, 0x80]);
         for field in [name, "SMTP", address] {
             e.extend(field.encode_utf16().flat_map(u16::to_le_bytes));
@@ -252,7 +292,20 @@ pub fn sample(ansi: bool, crypt: u8) -> PstSpec {
         blob.extend_from_slice(&v.to_le_bytes());
     }
     let monday = ((T0 / 86_400 + 134_774) as u32) * 1440;
-    for v in [monday, 1, 0, 0b0000_1010, 0x2022, 10, 0, 1, monday + 7 * 1440, 0, monday, monday + 30 * 1440] {
+    for v in [
+        monday,
+        1,
+        0,
+        0b0000_1010,
+        0x2022,
+        10,
+        0,
+        1,
+        monday + 7 * 1440,
+        0,
+        monday,
+        monday + 30 * 1440,
+    ] {
         blob.extend_from_slice(&v.to_le_bytes());
     }
     let mut meeting = MessageSpec {
@@ -283,8 +336,17 @@ pub fn sample(ansi: bool, crypt: u8) -> PstSpec {
         unicode(0x3003, "sala2@as.pt"),
     ]);
 
-    let mut sent_mail = mail("enviado", ("Carlos Machado", "cmachado@as.pt"), &[("abcd", "abcd@as.pt")], "ok", T0 + 50);
-    sent_mail.attachments.push(embedded(mail("reencaminhado", ("x", "x@as.pt"), &[], "fwd", T0 - 10), "reencaminhado"));
+    let mut sent_mail = mail(
+        "enviado",
+        ("Carlos Machado", "cmachado@as.pt"),
+        &[("abcd", "abcd@as.pt")],
+        "ok",
+        T0 + 50,
+    );
+    sent_mail.attachments.push(embedded(
+        mail("reencaminhado", ("x", "x@as.pt"), &[], "fwd", T0 - 10),
+        "reencaminhado",
+    ));
 
     spec.folders = vec![
         FolderSpec {
@@ -374,7 +436,11 @@ fn to_ansi(spec: &mut PstSpec) {
     fn fix(props: &mut [Prop]) {
         for p in props.iter_mut() {
             if p.kind == 0x001F {
-                let units: Vec<u16> = p.value.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+                let units: Vec<u16> = p
+                    .value
+                    .chunks_exact(2)
+                    .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                    .collect();
                 let text = String::from_utf16_lossy(&units);
                 let (bytes, _, _) = encoding_rs::WINDOWS_1252.encode(&text);
                 p.kind = 0x001E;
@@ -412,7 +478,10 @@ pub fn twins(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for ansi in [false, true] {
         for crypt in [0u8, 1, 2] {
-            let name = format!("sample-{}-{crypt}.pst", if ansi { "ansi" } else { "unicode" });
+            let name = format!(
+                "sample-{}-{crypt}.pst",
+                if ansi { "ansi" } else { "unicode" }
+            );
             out.push(write_to(dir, &name, &sample(ansi, crypt)));
         }
     }

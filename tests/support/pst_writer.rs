@@ -151,7 +151,9 @@ impl PstSpec {
 
 pub const fn mapi_guid(data1: u32) -> [u8; 16] {
     let a = data1.to_le_bytes();
-    [a[0], a[1], a[2], a[3], 0, 0, 0, 0, 0xC0, 0, 0, 0, 0, 0, 0, 0x46]
+    [
+        a[0], a[1], a[2], a[3], 0, 0, 0, 0, 0xC0, 0, 0, 0, 0, 0, 0, 0x46,
+    ]
 }
 pub const PSETID_APPOINTMENT: [u8; 16] = mapi_guid(0x0006_2002);
 pub const PSETID_ADDRESS: [u8; 16] = mapi_guid(0x0006_2004);
@@ -189,7 +191,7 @@ impl Heap {
             out.extend_from_slice(item);
             offsets.push(out.len() as u16);
         }
-        if out.len() % 2 == 1 {
+        if !out.len().is_multiple_of(2) {
             out.push(0);
         }
         let map = out.len() as u16;
@@ -251,7 +253,11 @@ impl Builder {
     }
 
     fn block(&mut self, data: Vec<u8>, internal: bool) -> u64 {
-        assert!(data.len() <= self.max_block(), "test PST writer: {} bytes do not fit a block", data.len());
+        assert!(
+            data.len() <= self.max_block(),
+            "test PST writer: {} bytes do not fit a block",
+            data.len()
+        );
         self.next_bid += 4;
         let bid = self.next_bid | if internal { 2 } else { 0 };
         self.blocks.push((bid, data));
@@ -345,7 +351,11 @@ impl Builder {
             records.extend_from_slice(&p.kind.to_le_bytes());
             records.extend_from_slice(&value.to_le_bytes());
         }
-        let records_hid = if records.is_empty() { 0 } else { heap.add(records) };
+        let records_hid = if records.is_empty() {
+            0
+        } else {
+            heap.add(records)
+        };
         let mut bth = vec![0xB5, 2, 6, 0];
         bth.extend_from_slice(&records_hid.to_le_bytes());
         heap.user_root = heap.add(bth);
@@ -377,7 +387,12 @@ impl Builder {
         let mut offset = 0;
         let order: Vec<(u16, u16)> = {
             let mut v: Vec<(u16, u16)> = vec![(0x67F2, 0x0003), (0x67F3, 0x0003)];
-            v.extend(columns.iter().filter(|(id, _)| **id != 0x67F2 && **id != 0x67F3).map(|(a, b)| (*a, *b)));
+            v.extend(
+                columns
+                    .iter()
+                    .filter(|(id, _)| **id != 0x67F2 && **id != 0x67F3)
+                    .map(|(a, b)| (*a, *b)),
+            );
             v
         };
         for group in [[8usize, 4], [2, 2], [1, 1]] {
@@ -390,9 +405,24 @@ impl Builder {
                 }
             }
         }
-        let end_4b = layout.iter().filter(|c| c.3 >= 4).map(|c| c.2 + c.3).max().unwrap_or(0);
-        let end_2b = layout.iter().filter(|c| c.3 == 2).map(|c| c.2 + c.3).max().unwrap_or(end_4b);
-        let end_1b = layout.iter().filter(|c| c.3 == 1).map(|c| c.2 + c.3).max().unwrap_or(end_2b);
+        let end_4b = layout
+            .iter()
+            .filter(|c| c.3 >= 4)
+            .map(|c| c.2 + c.3)
+            .max()
+            .unwrap_or(0);
+        let end_2b = layout
+            .iter()
+            .filter(|c| c.3 == 2)
+            .map(|c| c.2 + c.3)
+            .max()
+            .unwrap_or(end_4b);
+        let end_1b = layout
+            .iter()
+            .filter(|c| c.3 == 1)
+            .map(|c| c.2 + c.3)
+            .max()
+            .unwrap_or(end_2b);
         let ceb_start = offset;
         let row_size = ceb_start + layout.len().div_ceil(8);
         let mut matrix = Vec::new();
@@ -411,7 +441,19 @@ impl Builder {
                     Some(vec![0; 4])
                 } else {
                     row.iter().find(|p| p.id == *id).map(|p| {
-                        let fixed = matches!(kind, 0x0002 | 0x0003 | 0x0004 | 0x000A | 0x000B | 0x0014 | 0x0040 | 0x0005 | 0x0006 | 0x0007);
+                        let fixed = matches!(
+                            kind,
+                            0x0002
+                                | 0x0003
+                                | 0x0004
+                                | 0x000A
+                                | 0x000B
+                                | 0x0014
+                                | 0x0040
+                                | 0x0005
+                                | 0x0006
+                                | 0x0007
+                        );
                         if fixed {
                             let mut v = p.value.clone();
                             v.resize(*size, 0);
@@ -434,11 +476,19 @@ impl Builder {
                 index_records.extend_from_slice(&(r as u32).to_le_bytes());
             }
         }
-        let index_hid = if index_records.is_empty() { 0 } else { heap.add(index_records) };
+        let index_hid = if index_records.is_empty() {
+            0
+        } else {
+            heap.add(index_records)
+        };
         let mut bth = vec![0xB5, 4, if self.ansi { 2 } else { 4 }, 0];
         bth.extend_from_slice(&index_hid.to_le_bytes());
         let bth_hid = heap.add(bth);
-        let rows_hid = if matrix.is_empty() { 0 } else { heap.add(matrix) };
+        let rows_hid = if matrix.is_empty() {
+            0
+        } else {
+            heap.add(matrix)
+        };
         let mut info = vec![0x7C, layout.len() as u8];
         for end in [end_4b, end_2b, end_1b, row_size] {
             info.extend_from_slice(&(end as u16).to_le_bytes());
@@ -470,7 +520,11 @@ impl Builder {
             let recipients: Vec<Vec<Prop>> = spec.recipients.clone();
             let table = self.table_context(&recipients);
             let data = self.block(table, false);
-            subs.push(Sub { nid: 0x692, data, sub: 0 });
+            subs.push(Sub {
+                nid: 0x692,
+                data,
+                sub: 0,
+            });
             let mut attachment_rows = Vec::new();
             for (i, attachment) in spec.attachments.iter().enumerate() {
                 let nid = self.sub_nid(0x05);
@@ -479,10 +533,18 @@ impl Builder {
                 if let Some(embedded) = &attachment.embedded {
                     let (data, sub) = self.message(embedded);
                     let object_nid = self.sub_nid(0x01);
-                    attach_subs.push(Sub { nid: object_nid, data, sub });
+                    attach_subs.push(Sub {
+                        nid: object_nid,
+                        data,
+                        sub,
+                    });
                     let mut value = object_nid.to_le_bytes().to_vec();
                     value.extend_from_slice(&0u32.to_le_bytes());
-                    props.push(Prop { id: 0x3701, kind: 0x000D, value });
+                    props.push(Prop {
+                        id: 0x3701,
+                        kind: 0x000D,
+                        value,
+                    });
                     props.push(int32(0x3705, 5));
                 } else if !props.iter().any(|p| p.id == 0x3705) {
                     props.push(int32(0x3705, 1));
@@ -495,7 +557,11 @@ impl Builder {
             }
             let table = self.table_context(&attachment_rows);
             let data = self.block(table, false);
-            subs.push(Sub { nid: 0x671, data, sub: 0 });
+            subs.push(Sub {
+                nid: 0x671,
+                data,
+                sub: 0,
+            });
         }
         let data = self.block(pc, false);
         let sub = self.subnode_block(subs);
@@ -525,11 +591,17 @@ fn crc(data: &[u8]) -> u32 {
     for (i, slot) in table.iter_mut().enumerate() {
         let mut c = i as u32;
         for _ in 0..8 {
-            c = if c & 1 != 0 { (c >> 1) ^ 0xEDB8_8320 } else { c >> 1 };
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0xEDB8_8320
+            } else {
+                c >> 1
+            };
         }
         *slot = c;
     }
-    data.iter().fold(0u32, |c, &b| table[((c ^ u32::from(b)) & 0xFF) as usize] ^ (c >> 8))
+    data.iter().fold(0u32, |c, &b| {
+        table[((c ^ u32::from(b)) & 0xFF) as usize] ^ (c >> 8)
+    })
 }
 
 /// Writes the spec as PST bytes.
@@ -566,16 +638,30 @@ fn write_with(spec: &PstSpec, mutate: Option<u32>) -> Vec<u8> {
         spec: &'a FolderSpec,
     }
     let mut placed = Vec::new();
-    fn place<'a>(folders: &'a [FolderSpec], parent: u32, next: &mut u32, out: &mut Vec<Placed<'a>>) {
+    fn place<'a>(
+        folders: &'a [FolderSpec],
+        parent: u32,
+        next: &mut u32,
+        out: &mut Vec<Placed<'a>>,
+    ) {
         for f in folders {
             let nid = *next;
             *next += 0x20;
-            out.push(Placed { nid, parent, spec: f });
+            out.push(Placed {
+                nid,
+                parent,
+                spec: f,
+            });
             place(&f.children, nid, next, out);
         }
     }
     place(&spec.folders, SUBTREE, &mut next_folder, &mut placed);
-    let role_nid = |role: &str| placed.iter().find(|p| p.spec.role == Some(role)).map(|p| p.nid);
+    let role_nid = |role: &str| {
+        placed
+            .iter()
+            .find(|p| p.spec.role == Some(role))
+            .map(|p| p.nid)
+    };
 
     // Store.
     let mut store = vec![
@@ -748,7 +834,7 @@ fn layout(b: &mut Builder) -> Vec<u8> {
     let mut nodes = std::mem::take(&mut b.nodes);
     nodes.sort_by_key(|n| n.0);
     // Pages are 512-aligned.
-    while file.len() % 512 != 0 {
+    while !file.len().is_multiple_of(512) {
         file.push(0);
     }
     let mut next_page = 0x1_0000u64;
@@ -801,7 +887,9 @@ fn btree(
     let mut level = 0u8;
     let mut current = leaves;
     loop {
-        let entry_size = current.first().map_or(if ansi { 12 } else { 24 }, |e| e.1.len());
+        let entry_size = current
+            .first()
+            .map_or(if ansi { 12 } else { 24 }, |e| e.1.len());
         let per_page = entries_size / entry_size;
         let mut parents = Vec::new();
         let chunks: Vec<&[(u64, Vec<u8>)]> = if current.is_empty() {
@@ -871,7 +959,11 @@ fn header(b: &Builder, file: &mut [u8], nbt: (u64, u64), bbt: (u64, u64), next_p
             h[at..at + 8].copy_from_slice(&v.to_le_bytes());
         }
     };
-    let (root, id) = if ansi { (164usize, 4usize) } else { (180usize, 8usize) };
+    let (root, id) = if ansi {
+        (164usize, 4usize)
+    } else {
+        (180usize, 8usize)
+    };
     if ansi {
         put(h, 24, b.next_bid + 4); // bidNextB
         put(h, 28, next_page + 4); // bidNextP
@@ -891,7 +983,11 @@ fn header(b: &Builder, file: &mut [u8], nbt: (u64, u64), bbt: (u64, u64), next_p
     put(h, nbt_at + 2 * id, bbt.0);
     put(h, nbt_at + 3 * id, bbt.1);
     h[nbt_at + 4 * id] = 0x02; // fAMapValid: VALID_AMAP2
-    let (sentinel, crypt) = if ansi { (460usize, 461usize) } else { (512usize, 513usize) };
+    let (sentinel, crypt) = if ansi {
+        (460usize, 461usize)
+    } else {
+        (512usize, 513usize)
+    };
     h[sentinel] = 0x80;
     h[crypt] = b.crypt;
     if !ansi {

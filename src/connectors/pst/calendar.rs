@@ -118,7 +118,12 @@ fn event(pst: &PstFile, ctx: &Context<'_>, item: &Item, folder: &str) -> Event {
         }
         let Some(mailbox) = address_of(
             row,
-            [id::DISPLAY_NAME, id::EMAIL_ADDRESS, id::ADDRTYPE, id::SMTP_ADDRESS],
+            [
+                id::DISPLAY_NAME,
+                id::EMAIL_ADDRESS,
+                id::ADDRTYPE,
+                id::SMTP_ADDRESS,
+            ],
             cp,
             ctx,
         ) else {
@@ -163,9 +168,14 @@ fn event(pst: &PstFile, ctx: &Context<'_>, item: &Item, folder: &str) -> Event {
 /// MS-OXOCAL RecurrencePattern → RRULE. None for patterns this reader does not map (Hijri
 /// calendars, unknown frequencies) and for blobs too short to hold a pattern.
 pub fn parse_recurrence(blob: &[u8]) -> Option<Recurrence> {
-    let u16_at = |at: usize| blob.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u32_at =
-        |at: usize| blob.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let u16_at = |at: usize| {
+        blob.get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u32_at = |at: usize| {
+        blob.get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
     let frequency = u16_at(4)?;
     let pattern = u16_at(6)?;
     let period = u32_at(14)?;
@@ -210,10 +220,18 @@ pub fn parse_recurrence(blob: &[u8]) -> Option<Recurrence> {
     let mut rule = match (frequency, pattern) {
         (0x200A, 0x0) => format!("FREQ=DAILY;INTERVAL={}", (period / 1440).max(1)),
         (0x200A, 0x1) | (0x200B, 0x1) => {
-            let interval = if frequency == 0x200A { 1 } else { period.max(1) };
+            let interval = if frequency == 0x200A {
+                1
+            } else {
+                period.max(1)
+            };
             format!("FREQ=WEEKLY;INTERVAL={interval};BYDAY={}", days(days_mask?))
         }
-        (0x200C, 0x2) => format!("FREQ=MONTHLY;INTERVAL={};BYMONTHDAY={}", period.max(1), day_of_month?),
+        (0x200C, 0x2) => format!(
+            "FREQ=MONTHLY;INTERVAL={};BYMONTHDAY={}",
+            period.max(1),
+            day_of_month?
+        ),
         (0x200C, 0x3) => format!("FREQ=MONTHLY;INTERVAL={};BYMONTHDAY=-1", period.max(1)),
         (0x200C, 0x4) => format!(
             "FREQ=MONTHLY;INTERVAL={};BYDAY={};BYSETPOS={}",
@@ -226,7 +244,10 @@ pub fn parse_recurrence(blob: &[u8]) -> Option<Recurrence> {
             (period / 12).max(1),
             day_of_month?
         ),
-        (0x200D, 0x3) => format!("FREQ=YEARLY;INTERVAL={};BYMONTHDAY=-1", (period / 12).max(1)),
+        (0x200D, 0x3) => format!(
+            "FREQ=YEARLY;INTERVAL={};BYMONTHDAY=-1",
+            (period / 12).max(1)
+        ),
         (0x200D, 0x4) => format!(
             "FREQ=YEARLY;INTERVAL={};BYDAY={};BYSETPOS={}",
             (period / 12).max(1),
@@ -264,7 +285,12 @@ fn minutes_to_date(minutes: u32) -> String {
 fn utc_stamp(seconds: i64) -> String {
     let (y, mo, d) = civil_from_days(seconds.div_euclid(86_400));
     let s = seconds.rem_euclid(86_400);
-    format!("{y:04}{mo:02}{d:02}T{:02}{:02}{:02}Z", s / 3600, s / 60 % 60, s % 60)
+    format!(
+        "{y:04}{mo:02}{d:02}T{:02}{:02}{:02}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
 }
 
 fn date_only(seconds: i64) -> String {
@@ -305,9 +331,15 @@ pub fn calendar_ics(events: &[Event]) -> Vec<u8> {
         push_folded(&mut out, &format!("DTSTAMP:{}", utc_stamp(stamp)));
         if let Some(start) = e.start {
             if e.all_day {
-                push_folded(&mut out, &format!("DTSTART;VALUE=DATE:{}", date_only(start + 43_200)));
+                push_folded(
+                    &mut out,
+                    &format!("DTSTART;VALUE=DATE:{}", date_only(start + 43_200)),
+                );
                 if let Some(end) = e.end {
-                    push_folded(&mut out, &format!("DTEND;VALUE=DATE:{}", date_only(end + 43_200)));
+                    push_folded(
+                        &mut out,
+                        &format!("DTEND;VALUE=DATE:{}", date_only(end + 43_200)),
+                    );
                 }
             } else {
                 push_folded(&mut out, &format!("DTSTART:{}", utc_stamp(start)));
@@ -321,10 +353,16 @@ pub fn calendar_ics(events: &[Event]) -> Vec<u8> {
             push_folded(&mut out, &format!("LOCATION:{}", ics_text(&e.location)));
         }
         if !e.description.trim().is_empty() {
-            push_folded(&mut out, &format!("DESCRIPTION:{}", ics_text(e.description.trim())));
+            push_folded(
+                &mut out,
+                &format!("DESCRIPTION:{}", ics_text(e.description.trim())),
+            );
         }
         if let Some(o) = &e.organizer {
-            push_folded(&mut out, &format!("ORGANIZER;CN={}:mailto:{}", param(&o.name), o.email));
+            push_folded(
+                &mut out,
+                &format!("ORGANIZER;CN={}:mailto:{}", param(&o.name), o.email),
+            );
         }
         for a in &e.attendees {
             if a.person.email.is_empty() {
@@ -364,7 +402,14 @@ pub fn calendar_ics(events: &[Event]) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    fn blob(frequency: u16, pattern: u16, period: u32, specific: &[u32], end_type: u32, count: u32) -> Vec<u8> {
+    fn blob(
+        frequency: u16,
+        pattern: u16,
+        period: u32,
+        specific: &[u32],
+        end_type: u32,
+        count: u32,
+    ) -> Vec<u8> {
         let mut b = Vec::new();
         b.extend_from_slice(&0x3004u16.to_le_bytes());
         b.extend_from_slice(&0x3004u16.to_le_bytes());
@@ -381,7 +426,7 @@ mod tests {
         b.extend_from_slice(&count.to_le_bytes());
         b.extend_from_slice(&0u32.to_le_bytes()); // FirstDOW
         b.extend_from_slice(&1u32.to_le_bytes()); // one deleted instance
-        // 2024-01-08 in minutes since 1601.
+                                                  // 2024-01-08 in minutes since 1601.
         let day = (crate::time::days_from_civil(2024, 1, 8) + 134_774) as u32 * 1440;
         b.extend_from_slice(&day.to_le_bytes());
         b.extend_from_slice(&0u32.to_le_bytes()); // modified
@@ -393,12 +438,18 @@ mod tests {
     #[test]
     fn common_patterns_become_rrules() {
         let weekly = parse_recurrence(&blob(0x200B, 1, 1, &[0b0010_1010], 0x2022, 10)).unwrap();
-        assert_eq!(weekly.rrule, "FREQ=WEEKLY;INTERVAL=1;BYDAY=MO,WE,FR;COUNT=10");
+        assert_eq!(
+            weekly.rrule,
+            "FREQ=WEEKLY;INTERVAL=1;BYDAY=MO,WE,FR;COUNT=10"
+        );
         assert_eq!(weekly.deleted, vec!["20240108"]);
         let daily = parse_recurrence(&blob(0x200A, 0, 2880, &[], 0x2023, 0)).unwrap();
         assert_eq!(daily.rrule, "FREQ=DAILY;INTERVAL=2");
         let monthly = parse_recurrence(&blob(0x200C, 4, 1, &[0b10, 5], 0x2021, 0)).unwrap();
-        assert_eq!(monthly.rrule, "FREQ=MONTHLY;INTERVAL=1;BYDAY=MO;BYSETPOS=-1;UNTIL=20240207");
+        assert_eq!(
+            monthly.rrule,
+            "FREQ=MONTHLY;INTERVAL=1;BYDAY=MO;BYSETPOS=-1;UNTIL=20240207"
+        );
         let yearly = parse_recurrence(&blob(0x200D, 2, 12, &[15], 0x2023, 0)).unwrap();
         assert_eq!(yearly.rrule, "FREQ=YEARLY;INTERVAL=1;BYMONTHDAY=15");
         assert!(parse_recurrence(&[1, 2, 3]).is_none());

@@ -4,9 +4,9 @@
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::messaging::{binary, nid_of_entry_id, text, time, Item, PSETID_ADDRESS};
+use super::messaging::{nid_of_entry_id, text, time, Item, PSETID_ADDRESS};
 use super::props::{id, utf16le, PropValue};
-use super::{PstFile, Problem};
+use super::{Problem, PstFile};
 use crate::connectors::autocomplete::export::{push_csv_line, push_folded, vcard_text};
 
 /// One contact, the fields a vCard and Outlook's CSV carry.
@@ -51,9 +51,15 @@ pub struct Address {
 
 impl Address {
     fn is_empty(&self) -> bool {
-        [&self.street, &self.city, &self.state, &self.postal_code, &self.country]
-            .iter()
-            .all(|f| f.is_empty())
+        [
+            &self.street,
+            &self.city,
+            &self.state,
+            &self.postal_code,
+            &self.country,
+        ]
+        .iter()
+        .all(|f| f.is_empty())
     }
 }
 
@@ -116,7 +122,11 @@ fn contact(pst: &PstFile, item: &Item, folder: &str) -> Contact {
     let cp = pst.code_page();
     let t = |pid: u16| text(&item.props, pid, cp).unwrap_or_default();
     let mut emails = Vec::new();
-    for (address, display, kind) in [(0x8083, 0x8080, 0x8082), (0x8093, 0x8090, 0x8092), (0x80A3, 0x80A0, 0x80A2)] {
+    for (address, display, kind) in [
+        (0x8083, 0x8080, 0x8082),
+        (0x8093, 0x8090, 0x8092),
+        (0x80A3, 0x80A0, 0x80A2),
+    ] {
         let address = named(pst, item, address);
         if address.is_empty() {
             continue;
@@ -208,7 +218,11 @@ fn distribution_list(pst: &PstFile, item: &Item, folder: &str) -> DistributionLi
         .or_else(|| text(&item.props, id::DISPLAY_NAME, cp))
         .unwrap_or_default();
     let list_of = |lid: u32| -> Vec<Vec<u8>> {
-        match pst.names().id(PSETID_ADDRESS, lid).and_then(|pid| item.props.get(pid)) {
+        match pst
+            .names()
+            .id(PSETID_ADDRESS, lid)
+            .and_then(|pid| item.props.get(pid))
+        {
             Some(PropValue::MvBinary(v)) => v.clone(),
             _ => Vec::new(),
         }
@@ -326,16 +340,22 @@ pub fn contacts_vcard(contacts: &[Contact], lists: &[DistributionList]) -> Vec<u
         if !c.company.is_empty() || !c.department.is_empty() {
             push_folded(
                 &mut out,
-                &format!("ORG:{};{}", vcard_text(&c.company), vcard_text(&c.department))
-                    .trim_end_matches(';')
-                    .to_owned(),
+                format!(
+                    "ORG:{};{}",
+                    vcard_text(&c.company),
+                    vcard_text(&c.department)
+                )
+                .trim_end_matches(';'),
             );
         }
         if !c.title.is_empty() {
             push_folded(&mut out, &format!("TITLE:{}", vcard_text(&c.title)));
         }
         for (index, (address, _)) in c.emails.iter().enumerate() {
-            push_folded(&mut out, &format!("EMAIL;PREF={}:{}", index + 1, vcard_text(address)));
+            push_folded(
+                &mut out,
+                &format!("EMAIL;PREF={}:{}", index + 1, vcard_text(address)),
+            );
         }
         for (kind, number) in [
             ("work,voice", &c.business_phone),
@@ -344,7 +364,10 @@ pub fn contacts_vcard(contacts: &[Contact], lists: &[DistributionList]) -> Vec<u
             ("work,fax", &c.business_fax),
         ] {
             if !number.is_empty() {
-                push_folded(&mut out, &format!("TEL;TYPE=\"{kind}\":{}", vcard_text(number)));
+                push_folded(
+                    &mut out,
+                    &format!("TEL;TYPE=\"{kind}\":{}", vcard_text(number)),
+                );
             }
         }
         for (kind, a) in [("work", &c.business_address), ("home", &c.home_address)] {
@@ -395,14 +418,41 @@ pub fn contacts_vcard(contacts: &[Contact], lists: &[DistributionList]) -> Vec<u
 pub fn contacts_csv(contacts: &[Contact]) -> Vec<u8> {
     let mut out = String::from("\u{FEFF}");
     let header = [
-        "Title", "First Name", "Middle Name", "Last Name", "Suffix", "Nickname", "Company",
-        "Department", "Job Title", "Business Street", "Business City", "Business State",
-        "Business Postal Code", "Business Country/Region", "Home Street", "Home City",
-        "Home State", "Home Postal Code", "Home Country/Region", "Business Fax",
-        "Business Phone", "Home Phone", "Mobile Phone", "Birthday", "E-mail Address",
-        "E-mail Type", "E-mail Display Name", "E-mail 2 Address", "E-mail 2 Type",
-        "E-mail 2 Display Name", "E-mail 3 Address", "E-mail 3 Type", "E-mail 3 Display Name",
-        "Notes", "Web Page",
+        "Title",
+        "First Name",
+        "Middle Name",
+        "Last Name",
+        "Suffix",
+        "Nickname",
+        "Company",
+        "Department",
+        "Job Title",
+        "Business Street",
+        "Business City",
+        "Business State",
+        "Business Postal Code",
+        "Business Country/Region",
+        "Home Street",
+        "Home City",
+        "Home State",
+        "Home Postal Code",
+        "Home Country/Region",
+        "Business Fax",
+        "Business Phone",
+        "Home Phone",
+        "Mobile Phone",
+        "Birthday",
+        "E-mail Address",
+        "E-mail Type",
+        "E-mail Display Name",
+        "E-mail 2 Address",
+        "E-mail 2 Type",
+        "E-mail 2 Display Name",
+        "E-mail 3 Address",
+        "E-mail 3 Type",
+        "E-mail 3 Display Name",
+        "Notes",
+        "Web Page",
     ];
     push_csv_line(&mut out, &header);
     for c in contacts {
@@ -422,19 +472,54 @@ pub fn contacts_csv(contacts: &[Contact]) -> Vec<u8> {
                 let mut parts = b.split('-');
                 Some((parts.next()?, parts.next()?, parts.next()?))
             })
-            .map(|(y, m, d)| format!("{}/{}/{y}", m.trim_start_matches('0'), d.trim_start_matches('0')))
+            .map(|(y, m, d)| {
+                format!(
+                    "{}/{}/{y}",
+                    m.trim_start_matches('0'),
+                    d.trim_start_matches('0')
+                )
+            })
             .unwrap_or_default();
         let b = &c.business_address;
         let h = &c.home_address;
         push_csv_line(
             &mut out,
             &[
-                &c.prefix, &c.given_name, &c.middle_name, &c.surname, &c.suffix, &c.nickname,
-                &c.company, &c.department, &c.title, &b.street, &b.city, &b.state,
-                &b.postal_code, &b.country, &h.street, &h.city, &h.state, &h.postal_code,
-                &h.country, &c.business_fax, &c.business_phone, &c.home_phone,
-                &c.mobile_phone, &birthday, &e1, &t1, &d1, &e2, &t2, &d2, &e3, &t3, &d3,
-                c.notes.trim(), &c.web_page,
+                &c.prefix,
+                &c.given_name,
+                &c.middle_name,
+                &c.surname,
+                &c.suffix,
+                &c.nickname,
+                &c.company,
+                &c.department,
+                &c.title,
+                &b.street,
+                &b.city,
+                &b.state,
+                &b.postal_code,
+                &b.country,
+                &h.street,
+                &h.city,
+                &h.state,
+                &h.postal_code,
+                &h.country,
+                &c.business_fax,
+                &c.business_phone,
+                &c.home_phone,
+                &c.mobile_phone,
+                &birthday,
+                &e1,
+                &t1,
+                &d1,
+                &e2,
+                &t2,
+                &d2,
+                &e3,
+                &t3,
+                &d3,
+                c.notes.trim(),
+                &c.web_page,
             ],
         );
     }
@@ -460,6 +545,5 @@ mod tests {
         assert_eq!(member.name, "Ann");
         assert_eq!(member.address, "ann@example.com");
         assert!(parse_one_off(&entry[..10]).is_none());
-        let _ = binary;
     }
 }

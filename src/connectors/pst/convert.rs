@@ -52,12 +52,17 @@ pub(crate) struct Context<'a> {
 /// Converts an item to RFC 5322 bytes. `seed` names the item uniquely within the store (its
 /// node id path), for derived boundaries and Message-IDs. Notes about what could not be
 /// carried over go to `notes`.
-pub(crate) fn to_rfc5322(item: &Item, ctx: &Context<'_>, seed: &str, notes: &mut Vec<String>) -> Vec<u8> {
+pub(crate) fn to_rfc5322(
+    item: &Item,
+    ctx: &Context<'_>,
+    seed: &str,
+    notes: &mut Vec<String>,
+) -> Vec<u8> {
     let code_page = item_code_page(item, ctx);
     let mut boundaries = Boundaries::new(ctx.store_record_key, seed);
     let body = body_part(item, ctx, code_page, seed, &mut boundaries, notes);
-    let headers = text(&item.props, id::TRANSPORT_MESSAGE_HEADERS, code_page)
-        .and_then(|h| kept_headers(&h));
+    let headers =
+        text(&item.props, id::TRANSPORT_MESSAGE_HEADERS, code_page).and_then(|h| kept_headers(&h));
     match headers {
         Some(kept) => {
             let mut out = kept.into_bytes();
@@ -197,7 +202,12 @@ pub fn date_of(item: &Item) -> i64 {
 
 /// The message's Message-ID with angle brackets: its own, or one derived from the store's
 /// record key, the message's search/record key and its node path (stable across runs).
-pub(crate) fn message_id(item: &Item, ctx: &Context<'_>, seed: &str, code_page: Option<u32>) -> String {
+pub(crate) fn message_id(
+    item: &Item,
+    ctx: &Context<'_>,
+    seed: &str,
+    code_page: Option<u32>,
+) -> String {
     if let Some(own) = text(&item.props, id::INTERNET_MESSAGE_ID, code_page) {
         let own = own.trim();
         if !own.is_empty() && !own.contains(['\r', '\n']) {
@@ -219,12 +229,15 @@ pub(crate) fn message_id(item: &Item, ctx: &Context<'_>, seed: &str, code_page: 
 }
 
 fn strip_angles(id: &str) -> String {
-    id.trim().trim_start_matches('<').trim_end_matches('>').to_owned()
+    id.trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .to_owned()
 }
 
 fn message_ids(text: &str) -> Vec<String> {
     let ids: Vec<String> = text
-        .split(|c: char| c == '<')
+        .split('<')
         .filter_map(|part| part.split('>').next())
         .map(str::trim)
         .filter(|id| !id.is_empty() && id.contains('@') && !id.contains(char::is_whitespace))
@@ -238,7 +251,11 @@ fn message_ids(text: &str) -> Vec<String> {
 fn kept_headers(raw: &str) -> Option<String> {
     let normalized = raw.replace("\r\n", "\n");
     let block = normalized.split("\n\n").next().unwrap_or("");
-    if !block.lines().next().is_some_and(|l| l.contains(':') && !l.starts_with([' ', '\t'])) {
+    if !block
+        .lines()
+        .next()
+        .is_some_and(|l| l.contains(':') && !l.starts_with([' ', '\t']))
+    {
         return None;
     }
     let mut out = String::new();
@@ -251,7 +268,12 @@ fn kept_headers(raw: &str) -> Option<String> {
             }
             continue;
         }
-        let name = line.split(':').next().unwrap_or("").trim().to_ascii_lowercase();
+        let name = line
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         skipping = matches!(
             name.as_str(),
             "content-type" | "content-transfer-encoding" | "mime-version" | "content-disposition"
@@ -267,7 +289,8 @@ fn kept_headers(raw: &str) -> Option<String> {
 fn has_header(headers: &[u8], lowercase_name: &str) -> bool {
     headers.split(|b| *b == b'\n').any(|line| {
         let line = String::from_utf8_lossy(line).to_ascii_lowercase();
-        line.starts_with(lowercase_name) && line[lowercase_name.len()..].trim_start().starts_with(':')
+        line.starts_with(lowercase_name)
+            && line[lowercase_name.len()..].trim_start().starts_with(':')
     })
 }
 
@@ -341,7 +364,11 @@ impl Boundaries {
         Boundaries { stem, next: 0 }
     }
 
-    fn multipart(&mut self, subtype: &'static str, parts: Vec<MimePart<'static>>) -> MimePart<'static> {
+    fn multipart(
+        &mut self,
+        subtype: &'static str,
+        parts: Vec<MimePart<'static>>,
+    ) -> MimePart<'static> {
         self.next += 1;
         let boundary = format!("=_cutover_{}_{}", self.stem, self.next);
         MimePart::new(
@@ -390,7 +417,15 @@ fn body_part(
     let mut attached = Vec::new();
     for (index, attachment) in item.attachments.iter().enumerate() {
         let child_seed = format!("{seed}/{index}");
-        match attachment_part(attachment, ctx, code_page, &child_seed, index, html.as_deref(), notes) {
+        match attachment_part(
+            attachment,
+            ctx,
+            code_page,
+            &child_seed,
+            index,
+            html.as_deref(),
+            notes,
+        ) {
             Some((part, true)) => inline.push(part),
             Some((part, false)) => attached.push(part),
             None => {}
@@ -398,7 +433,10 @@ fn body_part(
     }
 
     let html_part = html.map(|h| {
-        let part = MimePart::new(ContentType::new("text/html").attribute("charset", "utf-8"), h);
+        let part = MimePart::new(
+            ContentType::new("text/html").attribute("charset", "utf-8"),
+            h,
+        );
         if inline.is_empty() {
             part
         } else {
@@ -410,15 +448,26 @@ fn body_part(
     // Inline parts without an HTML body to refer to them become ordinary attachments.
     attached.splice(0..0, inline);
     let plain_part = plain.map(|p| {
-        MimePart::new(ContentType::new("text/plain").attribute("charset", "utf-8"), p)
+        MimePart::new(
+            ContentType::new("text/plain").attribute("charset", "utf-8"),
+            p,
+        )
     });
     let rtf_part = rtf_part.map(|r| {
-        MimePart::new(ContentType::new("text/rtf"), BodyPart::Binary(Cow::Owned(r)))
+        MimePart::new(
+            ContentType::new("text/rtf"),
+            BodyPart::Binary(Cow::Owned(r)),
+        )
     });
-    let mut alternatives: Vec<MimePart<'static>> =
-        [plain_part, rtf_part, html_part].into_iter().flatten().collect();
+    let mut alternatives: Vec<MimePart<'static>> = [plain_part, rtf_part, html_part]
+        .into_iter()
+        .flatten()
+        .collect();
     let main = match alternatives.len() {
-        0 => MimePart::new(ContentType::new("text/plain").attribute("charset", "utf-8"), ""),
+        0 => MimePart::new(
+            ContentType::new("text/plain").attribute("charset", "utf-8"),
+            "",
+        ),
         1 => alternatives.remove(0),
         _ => boundaries.multipart("alternative", alternatives),
     };
@@ -456,10 +505,17 @@ fn attachment_part(
         let mut inner_notes = Vec::new();
         let bytes = to_rfc5322(embedded, ctx, seed, &mut inner_notes);
         notes.extend(inner_notes.into_iter().map(|n| format!("{name}: {n}")));
-        let encoding = if bytes.iter().any(|b| *b >= 0x80) { "8bit" } else { "7bit" };
-        let part = MimePart::new(ContentType::new("message/rfc822"), BodyPart::Binary(Cow::Owned(bytes)))
-            .attachment(name)
-            .transfer_encoding(encoding);
+        let encoding = if bytes.iter().any(|b| *b >= 0x80) {
+            "8bit"
+        } else {
+            "7bit"
+        };
+        let part = MimePart::new(
+            ContentType::new("message/rfc822"),
+            BodyPart::Binary(Cow::Owned(bytes)),
+        )
+        .attachment(name)
+        .transfer_encoding(encoding);
         return Some((part, false));
     }
     let data = match props.get(id::ATTACH_DATA) {
@@ -488,7 +544,10 @@ fn attachment_part(
     let referenced = cid
         .as_deref()
         .is_some_and(|c| html.is_some_and(|h| h.contains(&format!("cid:{c}"))));
-    let part = MimePart::new(ContentType::new(content_type), BodyPart::Binary(Cow::Owned(data)));
+    let part = MimePart::new(
+        ContentType::new(content_type),
+        BodyPart::Binary(Cow::Owned(data)),
+    );
     match cid {
         Some(cid) if referenced => Some((
             part.inline()
@@ -503,24 +562,34 @@ fn attachment_part(
 
 fn header_safe(text: &str) -> String {
     text.chars()
-        .map(|c| if c.is_control() || !c.is_ascii() { '_' } else { c })
+        .map(|c| {
+            if c.is_control() || !c.is_ascii() {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect()
 }
 
 /// The attachment's file name: long name, short name, display name, else a numbered one.
 pub fn attachment_name(attachment: &Attachment, code_page: Option<u32>, index: usize) -> String {
     let props = &attachment.props;
-    [id::ATTACH_LONG_FILENAME, id::ATTACH_FILENAME, id::DISPLAY_NAME]
-        .into_iter()
-        .find_map(|pid| text(props, pid, code_page).filter(|n| !n.trim().is_empty()))
-        .or_else(|| {
-            attachment.embedded.as_ref().and_then(|e| {
-                subject(e, code_page)
-                    .filter(|s| !s.is_empty())
-                    .map(|s| format!("{s}.eml"))
-            })
+    [
+        id::ATTACH_LONG_FILENAME,
+        id::ATTACH_FILENAME,
+        id::DISPLAY_NAME,
+    ]
+    .into_iter()
+    .find_map(|pid| text(props, pid, code_page).filter(|n| !n.trim().is_empty()))
+    .or_else(|| {
+        attachment.embedded.as_ref().and_then(|e| {
+            subject(e, code_page)
+                .filter(|s| !s.is_empty())
+                .map(|s| format!("{s}.eml"))
         })
-        .unwrap_or_else(|| format!("attachment-{}", index + 1))
+    })
+    .unwrap_or_else(|| format!("attachment-{}", index + 1))
 }
 
 fn guess_type(name: &str) -> &'static str {

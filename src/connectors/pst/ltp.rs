@@ -15,6 +15,9 @@ pub const CLIENT_BTH: u8 = 0xB5;
 pub const CLIENT_PC: u8 = 0xBC;
 pub const CLIENT_TC: u8 = 0x7C;
 
+/// A BTH read whole: (cbKey, cbEnt, records as (key, data) in key order).
+pub type BthRecords = (usize, usize, Vec<(Vec<u8>, Vec<u8>)>);
+
 /// A heap-on-node: the node's data blocks with their file offsets.
 pub struct Heap<'a> {
     ndb: &'a Ndb,
@@ -33,9 +36,10 @@ impl<'a> Heap<'a> {
             blocks.push((block.data, block.offset));
         }
         let Some((first, offset)) = blocks.first() else {
-            return Err(ndb
-                .site(0)
-                .corrupt(format!("HN of node {:#x}", node.nid), "the node has no data"));
+            return Err(ndb.site(0).corrupt(
+                format!("HN of node {:#x}", node.nid),
+                "the node has no data",
+            ));
         };
         let site = ndb.site(*offset);
         if first.len() < 12 || first[2] != SIG_HN {
@@ -66,10 +70,10 @@ impl<'a> Heap<'a> {
     pub fn get(&self, hid: u32) -> Result<&[u8]> {
         let structure = || format!("HN page map of node {:#x}", self.node.nid);
         if hid & 0x1F != 0 {
-            return Err(self.ndb.site(self.blocks[0].1).corrupt(
-                structure(),
-                format!("HID {hid:#x} has type bits set"),
-            ));
+            return Err(self
+                .ndb
+                .site(self.blocks[0].1)
+                .corrupt(structure(), format!("HID {hid:#x} has type bits set")));
         }
         let index = ((hid >> 5) & 0x7FF) as usize;
         let block_index = (hid >> 16) as usize;
@@ -84,9 +88,9 @@ impl<'a> Heap<'a> {
         };
         let site = self.ndb.site(*offset);
         let map = le_u16(data, 0).unwrap_or(0) as usize;
-        let count = le_u16(data, map).ok_or_else(|| {
-            site.corrupt(structure(), format!("ibHnpm {map} is past the block"))
-        })? as usize;
+        let count = le_u16(data, map)
+            .ok_or_else(|| site.corrupt(structure(), format!("ibHnpm {map} is past the block")))?
+            as usize;
         if index == 0 || index > count {
             return Err(site.corrupt(
                 structure(),
@@ -101,7 +105,10 @@ impl<'a> Heap<'a> {
             }
             _ => Err(site.corrupt(
                 structure(),
-                format!("allocation {index} spans {start:?}..{end:?} in a {}-byte block", data.len()),
+                format!(
+                    "allocation {index} spans {start:?}..{end:?} in a {}-byte block",
+                    data.len()
+                ),
             )),
         }
     }
@@ -113,13 +120,16 @@ impl<'a> Heap<'a> {
     }
 
     /// All records of the BTH whose header is heap item `hid`, in key order.
-    pub fn bth_records(&self, hid: u32) -> Result<(usize, usize, Vec<(Vec<u8>, Vec<u8>)>)> {
+    pub fn bth_records(&self, hid: u32) -> Result<BthRecords> {
         let header = self.get(hid)?;
         let structure = || format!("BTH header of node {:#x}", self.node.nid);
         if header.len() < 8 || header[0] != CLIENT_BTH {
             return Err(self.site_of(hid).corrupt(
                 structure(),
-                format!("bType {:#04x}, expected 0xB5", header.first().copied().unwrap_or(0)),
+                format!(
+                    "bType {:#04x}, expected 0xB5",
+                    header.first().copied().unwrap_or(0)
+                ),
             ));
         }
         let key_size = header[1] as usize;
@@ -253,9 +263,10 @@ impl Table {
         }
         let info = heap.get(heap.user_root)?;
         if info.len() < 22 || info[0] != CLIENT_TC {
-            return Err(heap
-                .site_of(heap.user_root)
-                .corrupt(structure(), "TCINFO shorter than 22 bytes or bType not 0x7C"));
+            return Err(heap.site_of(heap.user_root).corrupt(
+                structure(),
+                "TCINFO shorter than 22 bytes or bType not 0x7C",
+            ));
         }
         let column_count = info[1] as usize;
         let row_size = le_u16(info, 8).unwrap_or(0) as usize; // rgib[TCI_bm]
@@ -263,9 +274,10 @@ impl Table {
         let row_index = le_u32(info, 10).unwrap_or(0);
         let rows_hnid = le_u32(info, 14).unwrap_or(0);
         if info.len() < 22 + 8 * column_count {
-            return Err(heap
-                .site_of(heap.user_root)
-                .corrupt(structure(), format!("{column_count} columns do not fit in TCINFO")));
+            return Err(heap.site_of(heap.user_root).corrupt(
+                structure(),
+                format!("{column_count} columns do not fit in TCINFO"),
+            ));
         }
         let mut columns = Vec::with_capacity(column_count);
         for i in 0..column_count {
@@ -409,7 +421,12 @@ impl RowMatrix {
                     ));
                 };
                 let block = ndb.block(*bid)?;
-                (block.data, block.offset, *row_size, (index % per_block) * row_size)
+                (
+                    block.data,
+                    block.offset,
+                    *row_size,
+                    (index % per_block) * row_size,
+                )
             }
         };
         data.get(at..at + size).map(<[u8]>::to_vec).ok_or_else(|| {

@@ -121,9 +121,7 @@ pub struct NameMap {
 pub const PS_MAPI: [u8; 16] = guid(0x0002_0328, 0, 0);
 pub const PS_PUBLIC_STRINGS: [u8; 16] = guid(0x0002_0329, 0, 0);
 pub const PSETID_APPOINTMENT: [u8; 16] = guid(0x0006_2002, 0, 0);
-pub const PSETID_TASK: [u8; 16] = guid(0x0006_2003, 0, 0);
 pub const PSETID_ADDRESS: [u8; 16] = guid(0x0006_2004, 0, 0);
-pub const PSETID_COMMON: [u8; 16] = guid(0x0006_2008, 0, 0);
 
 /// A `{XXXXXXXX-0000-0000-C000-000000000046}` MAPI GUID in its on-disk byte order.
 const fn guid(data1: u32, data2: u16, data3: u16) -> [u8; 16] {
@@ -298,10 +296,26 @@ impl Messaging {
             }
         };
         assign(subtree, FolderRole::IpmSubtree, &mut roles);
-        assign(entry_nid(id::IPM_WASTEBASKET_ENTRYID), FolderRole::DeletedItems, &mut roles);
-        assign(entry_nid(id::IPM_SENTMAIL_ENTRYID), FolderRole::SentItems, &mut roles);
-        assign(entry_nid(id::IPM_OUTBOX_ENTRYID), FolderRole::Outbox, &mut roles);
-        assign(entry_nid(id::FINDER_ENTRYID), FolderRole::SearchRoot, &mut roles);
+        assign(
+            entry_nid(id::IPM_WASTEBASKET_ENTRYID),
+            FolderRole::DeletedItems,
+            &mut roles,
+        );
+        assign(
+            entry_nid(id::IPM_SENTMAIL_ENTRYID),
+            FolderRole::SentItems,
+            &mut roles,
+        );
+        assign(
+            entry_nid(id::IPM_OUTBOX_ENTRYID),
+            FolderRole::Outbox,
+            &mut roles,
+        );
+        assign(
+            entry_nid(id::FINDER_ENTRYID),
+            FolderRole::SearchRoot,
+            &mut roles,
+        );
 
         // Read every folder's properties once (folders are few).
         let mut props: BTreeMap<u32, PropertyBag> = BTreeMap::new();
@@ -402,7 +416,12 @@ impl Messaging {
         let mut folders = Vec::new();
         for folder in folder_nids {
             let bag = props.get(&folder);
-            let parent = self.index.folders.get(&folder).copied().filter(|p| *p != folder);
+            let parent = self
+                .index
+                .folders
+                .get(&folder)
+                .copied()
+                .filter(|p| *p != folder);
             let name = bag
                 .and_then(|b| text(b, id::DISPLAY_NAME, code_page))
                 .unwrap_or_else(|| format!("folder-{folder:x}"));
@@ -577,8 +596,9 @@ impl Messaging {
                     for attachment in nodes {
                         match self.read_attachment(attachment, depth) {
                             Ok(a) => attachments.push(a),
-                            Err(err) => problems
-                                .push(format!("attachment {:#x}: {err}", attachment.nid)),
+                            Err(err) => {
+                                problems.push(format!("attachment {:#x}: {err}", attachment.nid))
+                            }
                         }
                     }
                 }

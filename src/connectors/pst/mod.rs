@@ -295,8 +295,8 @@ impl PstFile {
         for folder in folders {
             for nid in self.inner.associated_nids(folder) {
                 let props = self.inner.message_props(nid)?;
-                let class = text(&props, id::MESSAGE_CLASS, self.inner.store.code_page)
-                    .unwrap_or_default();
+                let class =
+                    text(&props, id::MESSAGE_CLASS, self.inner.store.code_page).unwrap_or_default();
                 if class.eq_ignore_ascii_case("IPM.Configuration.Autocomplete") {
                     if let Some(PropValue::Binary(stream)) = props.get(id::ROAMING_BINARY_STREAM) {
                         return Ok(Some(stream.clone()));
@@ -317,7 +317,10 @@ impl PstFile {
                 let class = text(&props, id::MESSAGE_CLASS, self.inner.store.code_page)
                     .unwrap_or_default()
                     .to_ascii_lowercase();
-                if prefixes.iter().any(|p| class.starts_with(&p.to_ascii_lowercase())) {
+                if prefixes
+                    .iter()
+                    .any(|p| class.starts_with(&p.to_ascii_lowercase()))
+                {
                     self.inner.item(nid).map(Some)
                 } else {
                     Ok(None)
@@ -367,4 +370,3 @@ mod tests {
         assert_send_sync::<PstError>();
     }
 }
-

@@ -223,12 +223,14 @@ impl Ndb {
             ));
         }
         let mut buffer = vec![0u8; len];
-        self.file.read_exact_at(&mut buffer, offset).map_err(|source| PstError::Io {
-            path: self.path.clone(),
-            offset,
-            structure: structure.to_owned(),
-            source,
-        })?;
+        self.file
+            .read_exact_at(&mut buffer, offset)
+            .map_err(|source| PstError::Io {
+                path: self.path.clone(),
+                offset,
+                structure: structure.to_owned(),
+                source,
+            })?;
         Ok(buffer)
     }
 
@@ -404,10 +406,7 @@ impl Ndb {
         );
         let id = format.id_size();
         let (leaf_size, branch_size) = match ptype {
-            PTYPE_NBT => (
-                if format == Format::Unicode { 32 } else { 16 },
-                3 * id,
-            ),
+            PTYPE_NBT => (if format == Format::Unicode { 32 } else { 16 }, 3 * id),
             _ => (if format == Format::Unicode { 24 } else { 12 }, 3 * id),
         };
         let expected = if level == 0 { leaf_size } else { branch_size };
@@ -558,10 +557,7 @@ impl Ndb {
             ));
         }
         if trailer_bid & !1 != bid & !1 {
-            return Err(site.corrupt(
-                &structure,
-                format!("trailer names block {trailer_bid:#x}"),
-            ));
+            return Err(site.corrupt(&structure, format!("trailer names block {trailer_bid:#x}")));
         }
         let expected_sig = compute_sig(info.ib, trailer_bid);
         if sig != expected_sig {
@@ -629,7 +625,10 @@ impl Ndb {
         if level == 0 || level > max_level || 8 + count * id > data.len() {
             return Err(site.corrupt(
                 &structure,
-                format!("cLevel {level}, cEnt {count} in a {}-byte block", data.len()),
+                format!(
+                    "cLevel {level}, cEnt {count} in a {}-byte block",
+                    data.len()
+                ),
             ));
         }
         for i in 0..count {
@@ -687,7 +686,11 @@ impl Ndb {
             let mut next = None;
             for i in 0..count {
                 if key_at(i) as u32 <= nid {
-                    next = Some(self.format().read_id(data, entries + i * size + id).unwrap_or(0));
+                    next = Some(
+                        self.format()
+                            .read_id(data, entries + i * size + id)
+                            .unwrap_or(0),
+                    );
                 }
             }
             match next {
@@ -754,7 +757,11 @@ impl Ndb {
         }
         let level = data[1];
         let id = self.format().id_size();
-        let entries = if self.format() == Format::Unicode { 8 } else { 4 };
+        let entries = if self.format() == Format::Unicode {
+            8
+        } else {
+            4
+        };
         let size = if level == 0 { 3 * id } else { 2 * id };
         if level > 1 || data.len() < entries {
             return Err(self
@@ -869,9 +876,6 @@ pub mod nid {
     pub const TYPE_ATTACHMENT: u8 = 0x05;
     pub const TYPE_ASSOC_MESSAGE: u8 = 0x08;
     pub const TYPE_RECEIVE_FOLDER_TABLE: u8 = 0x0B;
-    pub const TYPE_HIERARCHY_TABLE: u8 = 0x0D;
-    pub const TYPE_CONTENTS_TABLE: u8 = 0x0E;
-    pub const TYPE_ASSOC_CONTENTS_TABLE: u8 = 0x0F;
 
     pub const MESSAGE_STORE: u32 = 0x21;
     pub const NAME_TO_ID_MAP: u32 = 0x61;
@@ -881,10 +885,5 @@ pub mod nid {
 
     pub fn kind(nid: u32) -> u8 {
         (nid & 0x1F) as u8
-    }
-
-    /// The same node index with another type: a folder's hierarchy table, for instance.
-    pub fn with_type(nid: u32, kind: u8) -> u32 {
-        (nid & !0x1F) | u32::from(kind)
     }
 }

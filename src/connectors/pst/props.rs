@@ -60,12 +60,18 @@ pub enum PropValue {
     String8(Vec<u8>),
     Binary(Vec<u8>),
     /// An embedded object (an attached message): the sub-node holding it.
-    Object { nid: u32, size: u32 },
+    Object {
+        nid: u32,
+        size: u32,
+    },
     MvI32(Vec<i32>),
     MvUnicode(Vec<String>),
     MvString8(Vec<Vec<u8>>),
     MvBinary(Vec<Vec<u8>>),
-    Other { kind: u16, bytes: Vec<u8> },
+    Other {
+        kind: u16,
+        bytes: Vec<u8>,
+    },
     /// The value's storage could not be read; the text says why.
     Unreadable(String),
 }
@@ -91,7 +97,9 @@ impl PropValue {
         match kind {
             PropType::I16 => PropValue::I16(le_u16(bytes, 0).unwrap_or(0) as i16),
             PropType::I32 | PropType::ERROR => PropValue::I32(le_u32(bytes, 0).unwrap_or(0) as i32),
-            PropType::F32 => PropValue::F64(f64::from(f32::from_bits(le_u32(bytes, 0).unwrap_or(0)))),
+            PropType::F32 => {
+                PropValue::F64(f64::from(f32::from_bits(le_u32(bytes, 0).unwrap_or(0))))
+            }
             PropType::BOOLEAN => PropValue::Bool(bytes.first().is_some_and(|b| *b != 0)),
             PropType::F64 | PropType::APPTIME => {
                 PropValue::F64(f64::from_bits(u64_at(0).unwrap_or(0)))
@@ -154,7 +162,11 @@ fn mv_items(bytes: &[u8]) -> Vec<Vec<u8>> {
     (0..count)
         .map(|i| {
             let start = offsets[i].min(bytes.len());
-            let end = offsets.get(i + 1).copied().unwrap_or(bytes.len()).clamp(start, bytes.len());
+            let end = offsets
+                .get(i + 1)
+                .copied()
+                .unwrap_or(bytes.len())
+                .clamp(start, bytes.len());
             bytes[start..end].to_vec()
         })
         .collect()
@@ -172,31 +184,21 @@ pub fn utf16le(bytes: &[u8]) -> String {
 
 /// Property ids (the high word of a tag). Names follow MS-OXPROPS without the `PidTag` prefix.
 pub mod id {
-    pub const IMPORTANCE: u16 = 0x0017;
     pub const MESSAGE_CLASS: u16 = 0x001A;
-    pub const SENSITIVITY: u16 = 0x0036;
     pub const SUBJECT: u16 = 0x0037;
     pub const CLIENT_SUBMIT_TIME: u16 = 0x0039;
-    pub const SENT_REPRESENTING_SEARCH_KEY: u16 = 0x003B;
     pub const SENT_REPRESENTING_NAME: u16 = 0x0042;
     pub const SENT_REPRESENTING_ADDRTYPE: u16 = 0x0064;
     pub const SENT_REPRESENTING_EMAIL: u16 = 0x0065;
-    pub const CONVERSATION_TOPIC: u16 = 0x0070;
     pub const TRANSPORT_MESSAGE_HEADERS: u16 = 0x007D;
     pub const RECIPIENT_TYPE: u16 = 0x0C15;
     pub const SENDER_NAME: u16 = 0x0C1A;
     pub const SENDER_ADDRTYPE: u16 = 0x0C1E;
     pub const SENDER_EMAIL: u16 = 0x0C1F;
-    pub const DISPLAY_BCC: u16 = 0x0E02;
-    pub const DISPLAY_CC: u16 = 0x0E03;
-    pub const DISPLAY_TO: u16 = 0x0E04;
     pub const MESSAGE_DELIVERY_TIME: u16 = 0x0E06;
     pub const MESSAGE_FLAGS: u16 = 0x0E07;
     pub const MESSAGE_SIZE: u16 = 0x0E08;
-    pub const ATTACH_SIZE: u16 = 0x0E20;
-    pub const RTF_IN_SYNC: u16 = 0x0E1F;
     pub const RECORD_KEY: u16 = 0x0FF9;
-    pub const ENTRY_ID: u16 = 0x0FFF;
     pub const BODY: u16 = 0x1000;
     pub const RTF_COMPRESSED: u16 = 0x1009;
     pub const HTML: u16 = 0x1013;
@@ -207,7 +209,6 @@ pub mod id {
     pub const DISPLAY_NAME: u16 = 0x3001;
     pub const ADDRTYPE: u16 = 0x3002;
     pub const EMAIL_ADDRESS: u16 = 0x3003;
-    pub const COMMENT: u16 = 0x3004;
     pub const CREATION_TIME: u16 = 0x3007;
     pub const LAST_MODIFICATION_TIME: u16 = 0x3008;
     pub const SEARCH_KEY: u16 = 0x300B;
@@ -218,9 +219,7 @@ pub mod id {
     pub const FINDER_ENTRYID: u16 = 0x35E7;
     pub const CONTENT_COUNT: u16 = 0x3602;
     pub const CONTENT_UNREAD: u16 = 0x3603;
-    pub const SUBFOLDERS: u16 = 0x360A;
     pub const CONTAINER_CLASS: u16 = 0x3613;
-    pub const ASSOC_CONTENT_COUNT: u16 = 0x3617;
     pub const IPM_APPOINTMENT_ENTRYID: u16 = 0x36D0;
     pub const IPM_CONTACT_ENTRYID: u16 = 0x36D1;
     pub const IPM_JOURNAL_ENTRYID: u16 = 0x36D2;
@@ -229,14 +228,11 @@ pub mod id {
     pub const IPM_DRAFTS_ENTRYID: u16 = 0x36D7;
     pub const ADDITIONAL_REN_ENTRYIDS: u16 = 0x36D8;
     pub const ATTACH_DATA: u16 = 0x3701;
-    pub const ATTACH_EXTENSION: u16 = 0x3703;
     pub const ATTACH_FILENAME: u16 = 0x3704;
     pub const ATTACH_METHOD: u16 = 0x3705;
     pub const ATTACH_LONG_FILENAME: u16 = 0x3707;
     pub const ATTACH_MIME_TAG: u16 = 0x370E;
     pub const ATTACH_CONTENT_ID: u16 = 0x3712;
-    pub const ATTACH_CONTENT_LOCATION: u16 = 0x3713;
-    pub const ATTACH_FLAGS: u16 = 0x3714;
     pub const SMTP_ADDRESS: u16 = 0x39FE;
     pub const GENERATION: u16 = 0x3A05;
     pub const GIVEN_NAME: u16 = 0x3A06;
@@ -257,7 +253,6 @@ pub mod id {
     pub const MIDDLE_NAME: u16 = 0x3A44;
     pub const DISPLAY_NAME_PREFIX: u16 = 0x3A45;
     pub const NICKNAME: u16 = 0x3A4F;
-    pub const PERSONAL_HOME_PAGE: u16 = 0x3A50;
     pub const BUSINESS_HOME_PAGE: u16 = 0x3A51;
     pub const HOME_ADDRESS_CITY: u16 = 0x3A59;
     pub const HOME_ADDRESS_COUNTRY: u16 = 0x3A5A;
@@ -268,10 +263,8 @@ pub mod id {
     pub const MESSAGE_CODEPAGE: u16 = 0x3FFD;
     pub const SENDER_SMTP_ADDRESS: u16 = 0x5D01;
     pub const SENT_REPRESENTING_SMTP_ADDRESS: u16 = 0x5D02;
-    pub const RECIPIENT_DISPLAY_NAME: u16 = 0x5FF6;
     pub const PST_PASSWORD: u16 = 0x67FF;
     pub const LTP_ROW_ID: u16 = 0x67F2;
-    pub const ATTACHMENT_HIDDEN: u16 = 0x7FFE;
     pub const ROAMING_BINARY_STREAM: u16 = 0x7C09;
 }
 
@@ -280,7 +273,6 @@ pub mod msgflag {
     pub const READ: i32 = 0x01;
     pub const UNSENT: i32 = 0x08;
     pub const HASATTACH: i32 = 0x10;
-    pub const ASSOCIATED: i32 = 0x40;
 }
 
 /// Seconds between 1601-01-01 and 1970-01-01.

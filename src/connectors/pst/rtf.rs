@@ -26,13 +26,16 @@ pub fn decompress(input: &[u8]) -> Result<Vec<u8>, RtfError> {
     if input.len() < 16 {
         return Err(RtfError::Header(format!("{} bytes, need 16", input.len())));
     }
-    let word = |at: usize| u32::from_le_bytes([input[at], input[at + 1], input[at + 2], input[at + 3]]);
+    let word =
+        |at: usize| u32::from_le_bytes([input[at], input[at + 1], input[at + 2], input[at + 3]]);
     let comp_size = word(0) as usize;
     let raw_size = word(4) as usize;
     let kind = word(8);
     let stored_crc = word(12);
     if raw_size > MAX_RAW {
-        return Err(RtfError::Header(format!("RAWSIZE {raw_size} is implausible")));
+        return Err(RtfError::Header(format!(
+            "RAWSIZE {raw_size} is implausible"
+        )));
     }
     // COMPSIZE counts the bytes after itself; some writers pad, so take what is there.
     let end = (comp_size + 4).clamp(16, input.len());
@@ -245,8 +248,8 @@ pub fn html_from_rtf(rtf: &[u8]) -> String {
                     }
                     b"par" | b"line" if emitting => pending.extend_from_slice(b"\r\n"),
                     b"tab" if emitting => pending.push(b'\t'),
-                    b"fonttbl" | b"colortbl" | b"stylesheet" | b"info" | b"pict"
-                    | b"object" | b"header" | b"footer"
+                    b"fonttbl" | b"colortbl" | b"stylesheet" | b"info" | b"pict" | b"object"
+                    | b"header" | b"footer"
                         if group_start =>
                     {
                         current.skip = true
@@ -309,7 +312,7 @@ pub fn compress_for_tests(rtf: &[u8], lzfu: bool) -> Vec<u8> {
         }
         // End marker: a reference to the current write position.
         let write = (PREFIX.len() + rtf.len()) % 4096;
-        if rtf.len() % 8 == 0 {
+        if rtf.len().is_multiple_of(8) {
             body.push(0x01);
         } else {
             let last = body.len() - 1 - (rtf.len() % 8);

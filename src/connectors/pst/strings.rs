@@ -49,7 +49,7 @@ mod tests {
     #[test]
     fn code_pages_decode() {
         assert_eq!(decode_ansi(b"caf\xe9", None), "café");
-        assert_eq!(decode_ansi(b"\xc7\xe0", Some(1251)), "Ча");
+        assert_eq!(decode_ansi(b"\xd7\xe0", Some(1251)), "Ча");
         assert_eq!(decode_ansi(b"\x82\xa0", Some(932)), "あ");
         assert_eq!(decode_ansi("ção".as_bytes(), Some(65001)), "ção");
         assert_eq!(decode_ansi(b"\xe6", Some(28592)), "ć");
