@@ -7,6 +7,7 @@ mod pst_fixtures;
 use std::path::Path;
 
 use cutover::connectors::autocomplete;
+use cutover::connectors::mail::identity::Identity;
 use cutover::connectors::mail::{Flag, RawMessage};
 use cutover::connectors::pst::{
     calendar_ics, contacts_csv, contacts_vcard, ConvertOptions, CryptMethod, FolderRole, Format,
@@ -223,6 +224,33 @@ fn the_same_pst_gives_the_same_bytes_every_time() {
     let first = convert_all();
     assert_eq!(first.len(), 11);
     assert_eq!(first, convert_all());
+}
+
+/// The cheap header section carries the same identity (Message-ID, Date, Subject) as the
+/// full conversion, so a source adapter can list identities without converting bodies.
+#[test]
+fn header_section_has_the_identity_of_the_full_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = pst_fixtures::twins(dir.path());
+    files.extend(pst_fixtures::real_psts());
+    let mut checked = 0;
+    for path in files {
+        let file = PstFile::open(&path).unwrap();
+        for folder in file.folders() {
+            for nid in file.message_nids(folder.nid) {
+                let full = file.message(nid).unwrap().bytes;
+                let head = file.header_section(nid).unwrap();
+                assert_eq!(
+                    Identity::of_message(&head),
+                    Identity::of_message(&full),
+                    "{} node {nid:#x}",
+                    path.display()
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 66, "{checked}");
 }
 
 #[test]

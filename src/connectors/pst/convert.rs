@@ -58,9 +58,32 @@ pub(crate) fn to_rfc5322(
     seed: &str,
     notes: &mut Vec<String>,
 ) -> Vec<u8> {
+    compose(item, ctx, seed, notes, true)
+}
+
+/// The header section [`to_rfc5322`] writes, with an empty body: the same Message-ID, Date
+/// and Subject fields (the message's identity) without decoding bodies or attachments.
+pub(crate) fn header_section(item: &Item, ctx: &Context<'_>, seed: &str) -> Vec<u8> {
+    compose(item, ctx, seed, &mut Vec::new(), false)
+}
+
+fn compose(
+    item: &Item,
+    ctx: &Context<'_>,
+    seed: &str,
+    notes: &mut Vec<String>,
+    with_body: bool,
+) -> Vec<u8> {
     let code_page = item_code_page(item, ctx);
     let mut boundaries = Boundaries::new(ctx.store_record_key, seed);
-    let body = body_part(item, ctx, code_page, seed, &mut boundaries, notes);
+    let body = if with_body {
+        body_part(item, ctx, code_page, seed, &mut boundaries, notes)
+    } else {
+        MimePart::new(
+            ContentType::new("text/plain").attribute("charset", "utf-8"),
+            "",
+        )
+    };
     let headers =
         text(&item.props, id::TRANSPORT_MESSAGE_HEADERS, code_page).and_then(|h| kept_headers(&h));
     match headers {

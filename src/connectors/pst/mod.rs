@@ -250,6 +250,26 @@ impl PstFile {
         Ok(self.convert(&item, options))
     }
 
+    /// The header section [`PstFile::message`] would write, with an empty body: its
+    /// Message-ID, Date and Subject — the message's identity for a target's duplicate check —
+    /// read from the message's own properties only (no recipients, bodies or attachments).
+    pub fn header_section(&self, nid: u32) -> Result<Vec<u8>> {
+        let item = Item {
+            nid,
+            props: self.inner.message_props(nid)?,
+            recipients: Vec::new(),
+            attachments: Vec::new(),
+            problems: Vec::new(),
+        };
+        let options = ConvertOptions::default();
+        let ctx = convert::Context {
+            store_code_page: self.inner.store.code_page,
+            store_record_key: &self.inner.store.record_key,
+            options: &options,
+        };
+        Ok(convert::header_section(&item, &ctx, &format!("{nid:x}")))
+    }
+
     /// Converts an item read with [`PstFile::item`].
     pub fn convert(&self, item: &Item, options: &ConvertOptions) -> PstMessage {
         let ctx = convert::Context {
