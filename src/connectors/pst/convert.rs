@@ -503,9 +503,13 @@ fn body_part(
     }
 }
 
+/// PidTagHtml is bytes in the message's code page (PidTagInternetCodepage); without one,
+/// UTF-8 when the bytes are valid UTF-8, else Windows-1252.
 fn decode_html(bytes: &[u8], code_page: Option<u32>) -> String {
-    if let Ok(text) = std::str::from_utf8(bytes) {
-        return text.trim_end_matches('\0').to_owned();
+    if code_page.and_then(encoding_for_code_page).is_none() {
+        if let Ok(text) = std::str::from_utf8(bytes) {
+            return text.trim_end_matches('\0').to_owned();
+        }
     }
     super::strings::decode_ansi(bytes, code_page)
         .trim_end_matches('\0')
