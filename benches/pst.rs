@@ -6,7 +6,7 @@
 //!     BENCH_PST_REPEAT=20 BENCH_PST_MESSAGES=3000 cargo bench --bench pst
 //!
 //! Each measurement runs in a child process (this binary with `--child`) so every peak RSS
-//! is that process's own `ru_maxrss`. Output goes to /dev/shm when it exists, for both
+//! is that process's own high-water mark (`VmHWM`). Output goes to /dev/shm when it exists, for both
 //! tools, so the disk is not what is measured.
 
 #[path = "../tests/pst_fixtures/mod.rs"]
@@ -154,11 +154,19 @@ fn child(args: &[String]) {
     println!("secs={secs} messages={messages} rss_kb={}", peak_rss_kb());
 }
 
+/// This process image's peak RSS (`VmHWM`). Not `getrusage`'s `ru_maxrss`: Linux carries
+/// that across `execve`, so a child forked from this (large) parent would report the parent's
+/// pages.
 fn peak_rss_kb() -> u64 {
-    // SAFETY: getrusage fills the struct it is given; RUSAGE_SELF is always valid.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    usage.ru_maxrss as u64
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status.lines().find_map(|line| {
+                line.strip_prefix("VmHWM:")
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+        })
+        .unwrap_or(0)
 }
 
 fn env_or(name: &str, default: usize) -> usize {
