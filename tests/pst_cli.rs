@@ -1,11 +1,11 @@
 //! `cutover pst show` and `cutover pst export`, in-process through the CLI entry point.
 
+mod common;
 mod pst_fixtures;
 
 use std::path::Path;
 
-use clap::Parser;
-use cutover::cli::{self, Cli, ExitCode, Output};
+use cutover::cli::ExitCode;
 use cutover::connectors::mail::{Maildir, RawMessage};
 
 struct Ran {
@@ -14,27 +14,14 @@ struct Ran {
     err: String,
 }
 
+/// `cutover <args>` in-process, with `dir` shown as `[DIR]` (snapshots stay stable).
 fn cutover(dir: &Path, args: &[&str]) -> Ran {
-    let cli = Cli::try_parse_from(std::iter::once("cutover").chain(args.iter().copied()))
-        .expect("valid arguments");
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = cli::run(
-        cli,
-        &mut Output {
-            out: &mut out,
-            err: &mut err,
-            color: false,
-        },
-    );
-    let tidy = |bytes: Vec<u8>| {
-        String::from_utf8(bytes)
-            .expect("utf8")
-            .replace(&dir.display().to_string(), "[DIR]")
-    };
+    let ran = common::run(args);
+    let tidy = |text: String| text.replace(&dir.display().to_string(), "[DIR]");
     Ran {
-        code,
-        out: tidy(out),
-        err: tidy(err),
+        code: ran.code,
+        out: tidy(ran.stdout),
+        err: tidy(ran.stderr),
     }
 }
 
