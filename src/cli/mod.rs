@@ -10,6 +10,7 @@ pub mod demo;
 pub mod graph;
 pub mod plan;
 pub mod progress;
+pub mod pst;
 pub mod render;
 pub mod rollback;
 pub mod schema;
@@ -75,6 +76,8 @@ pub enum Command {
     State(state::Args),
     /// Outlook autocomplete caches: show, convert.
     Autocomplete(autocomplete::Args),
+    /// Outlook data files (.pst): show, export.
+    Pst(pst::Args),
     /// Sample data for the demo plan.
     Demo(demo::Args),
 }
@@ -205,6 +208,7 @@ pub fn run(cli: Cli, output: &mut Output<'_>) -> ExitCode {
         Command::Rollback(args) => rollback::run(args, output),
         Command::State(args) => state::run(args, output),
         Command::Autocomplete(args) => autocomplete::run(args, output),
+        Command::Pst(args) => pst::run(args, output),
         Command::Demo(args) => demo::run(args, output),
     }
 }

@@ -10,3 +10,4 @@ pub mod mailflow;
 pub mod net;
 pub mod oauth;
 pub mod pop3;
+pub mod pst;

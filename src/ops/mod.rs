@@ -6,6 +6,7 @@
 mod apply;
 mod approve;
 mod plan;
+pub mod pst;
 pub mod report;
 pub mod rollback;
 mod status;

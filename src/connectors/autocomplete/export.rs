@@ -145,7 +145,7 @@ pub fn unresolved_csv(unresolved: &[UnresolvedEntry]) -> Vec<u8> {
 }
 
 /// Every field quoted, as Outlook's own export does, so no content can shift columns.
-fn push_csv_line(out: &mut String, fields: &[&str]) {
+pub(crate) fn push_csv_line(out: &mut String, fields: &[&str]) {
     let quoted: Vec<String> = fields
         .iter()
         .map(|field| format!("\"{}\"", field.replace('"', "\"\"")))
@@ -169,7 +169,7 @@ pub(crate) fn powershell_literal(text: &str) -> String {
 }
 
 /// RFC 6350 TEXT escaping.
-fn vcard_text(text: &str) -> String {
+pub(crate) fn vcard_text(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for ch in text.chars() {
         match ch {
@@ -185,7 +185,7 @@ fn vcard_text(text: &str) -> String {
 }
 
 /// Appends a content line folded at 75 octets (RFC 6350 3.2), never inside a character.
-fn push_folded(out: &mut String, line: &str) {
+pub(crate) fn push_folded(out: &mut String, line: &str) {
     let mut width = 0;
     for ch in line.chars() {
         if width + ch.len_utf8() > 75 {

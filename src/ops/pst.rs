@@ -1,0 +1,413 @@
+//! `cutover pst show` and `cutover pst export`, as library calls: what a consultant who only
+//! wants the data out of a PST gets, without a plan.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::connectors::mail::identity::{Identity, IdentityCounts};
+use crate::connectors::mail::{FolderPath, MailError, MaildirTarget, MboxWriter};
+use crate::connectors::pst::{
+    self, calendar_ics, contacts_csv, contacts_vcard, Folder, FolderRole, Problem, PstError,
+    PstFile, StoreInfo,
+};
+
+/// Why a PST command failed as a whole (per-message problems are in its report instead).
+#[derive(Debug, thiserror::Error)]
+pub enum PstOpsError {
+    #[error(transparent)]
+    Pst(#[from] PstError),
+    #[error(transparent)]
+    Mail(#[from] MailError),
+    #[error("{}: {source}", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// What `pst show` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct PstReport {
+    pub path: String,
+    pub store: StoreInfo,
+    pub folders: Vec<FolderRow>,
+    pub messages: usize,
+    pub contacts: usize,
+    pub distribution_lists: usize,
+    pub events: usize,
+    pub has_autocomplete: bool,
+    pub problems: Vec<Problem>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FolderRow {
+    pub nid: u32,
+    pub path: String,
+    pub target: String,
+    pub role: Option<FolderRole>,
+    pub messages: usize,
+    pub associated: usize,
+    pub container_class: Option<String>,
+    pub in_ipm_subtree: bool,
+}
+
+/// Reads a PST's store, folders, counts and problems.
+pub fn show(path: &Path) -> Result<PstReport, PstOpsError> {
+    let file = PstFile::open(path)?;
+    let folders: Vec<FolderRow> = file
+        .folders()
+        .iter()
+        .filter(|f| f.role != Some(FolderRole::IpmSubtree) || f.message_count > 0)
+        .map(|f| FolderRow {
+            nid: f.nid,
+            path: display_path(f),
+            target: target_name(f),
+            role: f.role,
+            messages: f.message_count,
+            associated: f.associated_count,
+            container_class: f.container_class.clone(),
+            in_ipm_subtree: f.in_ipm_subtree,
+        })
+        .collect();
+    let (contacts, lists, mut problems) = file.contacts();
+    let (events, mut event_problems) = file.events();
+    problems.append(&mut event_problems);
+    let mut all_problems = file.problems().to_vec();
+    all_problems.append(&mut problems);
+    for folder in file.folders() {
+        // Reading every message's metadata finds unreadable messages without converting.
+        all_problems.extend(file.messages(folder.nid).problems);
+    }
+    let has_autocomplete = file.autocomplete_stream().ok().flatten().is_some();
+    Ok(PstReport {
+        path: path.display().to_string(),
+        store: file.store().clone(),
+        messages: file.folders().iter().map(|f| f.message_count).sum(),
+        folders,
+        contacts: contacts.len(),
+        distribution_lists: lists.len(),
+        events: events.len(),
+        has_autocomplete,
+        problems: all_problems,
+    })
+}
+
+fn display_path(folder: &Folder) -> String {
+    if folder.path.is_empty() {
+        "/".into()
+    } else {
+        folder.path.join("/")
+    }
+}
+
+fn target_name(folder: &Folder) -> String {
+    if folder.target_path.is_empty() {
+        return String::new();
+    }
+    folder.target_path.join("/")
+}
+
+/// The forms `pst export` writes mail in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportFormat {
+    /// A Maildir++ tree (Dovecot's layout), default folders under the target's names.
+    Maildir,
+    /// One mbox file per folder.
+    Mbox,
+    /// One .eml file per message, a directory per folder.
+    Eml,
+}
+
+/// Hears about export progress. Called from the exporting thread.
+pub trait ExportProgress {
+    /// Called once before any message, with the number of messages to write.
+    fn start(&mut self, _total: u64) {}
+    /// Called after each message (written, or recorded as a problem).
+    fn message(&mut self, _folder: &str) {}
+    /// Whether to stop: checked before each message. Default: never.
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// Does nothing: for callers without a terminal.
+pub struct NoProgress;
+impl ExportProgress for NoProgress {}
+
+/// What `pst export` did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ExportSummary {
+    pub messages_written: usize,
+    /// Messages already in a maildir from an earlier run (same bytes, same key).
+    pub messages_present: usize,
+    /// Items that are not mail (contacts, appointments, tasks, notes) left to the vCard and
+    /// iCalendar files or not exported.
+    pub not_mail: usize,
+    pub contacts: usize,
+    pub distribution_lists: usize,
+    pub events: usize,
+    pub files: Vec<String>,
+    pub problems: Vec<Problem>,
+    pub notes: Vec<String>,
+    pub bytes: u64,
+}
+
+/// Message classes exported as mail. Contacts, lists, appointments, tasks and notes are not:
+/// they go to contacts.vcf/csv and calendar.ics.
+pub fn is_mail_class(class: &str) -> bool {
+    let class = class.to_ascii_lowercase();
+    ![
+        "ipm.contact",
+        "ipm.distlist",
+        "ipm.appointment",
+        "ipm.task",
+        "ipm.stickynote",
+        "ipm.activity",
+    ]
+    .iter()
+    .any(|prefix| class.starts_with(prefix))
+}
+
+/// Writes a PST's mail to `dir` in `format`, plus contacts.vcf, contacts.csv and
+/// calendar.ics. A maildir export is idempotent: a rerun counts each folder's message
+/// identities (Message-ID, Date, Subject) and stores only what is missing; mbox and eml
+/// exports replace their files.
+pub fn export(
+    path: &Path,
+    format: ExportFormat,
+    dir: &Path,
+    progress: &mut dyn ExportProgress,
+) -> Result<ExportSummary, PstOpsError> {
+    let file = PstFile::open(path)?;
+    create_private_dir(dir)?;
+    let mut summary = ExportSummary::default();
+    summary.problems.extend(file.problems().iter().cloned());
+    let folders: Vec<&Folder> = file
+        .folders()
+        .iter()
+        .filter(|f| f.in_ipm_subtree && !f.search_folder)
+        .collect();
+    progress.start(folders.iter().map(|f| f.message_count as u64).sum());
+    let mut maildir = match format {
+        ExportFormat::Maildir => Some(MaildirTarget::open(dir)?),
+        _ => None,
+    };
+    for folder in folders {
+        let label = display_path(folder);
+        let segments = safe_segments(&folder.target_path);
+        let mut mbox: Option<MboxWriter<std::io::BufWriter<fs::File>>> = None;
+        let mut present: Option<IdentityCounts> = None;
+        let mut seen_here: HashMap<Identity, u32> = HashMap::new();
+        for nid in file.message_nids(folder.nid) {
+            if progress.cancelled() {
+                return Err(PstOpsError::Interrupted);
+            }
+            let result = file.summary(nid).and_then(|summary| {
+                if is_mail_class(&summary.message_class) {
+                    file.message(nid).map(Some)
+                } else {
+                    Ok(None)
+                }
+            });
+            match result {
+                Ok(None) => summary.not_mail += 1,
+                Ok(Some(message)) => {
+                    summary.bytes += message.bytes.len() as u64;
+                    summary.notes.extend(
+                        message
+                            .notes
+                            .iter()
+                            .map(|n| format!("{label} (node {:#x}): {n}", message.nid)),
+                    );
+                    let nid = message.nid;
+                    let raw = message.into_raw();
+                    match format {
+                        ExportFormat::Maildir => {
+                            let target = maildir.as_mut().ok_or(PstOpsError::Interrupted)?;
+                            let folder_path = FolderPath::new(segments.clone())?;
+                            if present.is_none() {
+                                present = Some(target.identities(&folder_path)?);
+                            }
+                            // The folder holds as many copies of an identity as earlier runs
+                            // stored; this run stores only those beyond that count.
+                            let identity = Identity::of_message(raw.bytes());
+                            let seen = seen_here.entry(identity).or_insert(0u32);
+                            *seen += 1;
+                            let already = present.as_ref().map_or(0, |p| p.get(&identity));
+                            if *seen <= already {
+                                summary.messages_present += 1;
+                            } else {
+                                target.store(&folder_path, &raw)?;
+                                summary.messages_written += 1;
+                            }
+                        }
+                        ExportFormat::Mbox => {
+                            if mbox.is_none() {
+                                let file_path = nested_path(dir, &segments, "mbox");
+                                create_parent(&file_path)?;
+                                mbox = Some(MboxWriter::create(&file_path)?);
+                                summary.files.push(relative(dir, &file_path));
+                            }
+                            if let Some(writer) = mbox.as_mut() {
+                                writer.write(&raw).map_err(|source| PstOpsError::Write {
+                                    path: nested_path(dir, &segments, "mbox"),
+                                    source,
+                                })?;
+                            }
+                            summary.messages_written += 1;
+                        }
+                        ExportFormat::Eml => {
+                            let mut folder_dir = dir.to_path_buf();
+                            for s in &segments {
+                                folder_dir.push(s);
+                            }
+                            let eml = folder_dir.join(format!("{nid:08x}.eml"));
+                            write_private(&eml, raw.bytes())?;
+                            summary.messages_written += 1;
+                        }
+                    }
+                }
+                Err(err) => summary.problems.push(Problem {
+                    folder: label.clone(),
+                    nid,
+                    reason: err.to_string(),
+                }),
+            }
+            progress.message(&label);
+        }
+        if let Some(writer) = mbox {
+            writer.finish().map_err(|source| PstOpsError::Write {
+                path: nested_path(dir, &segments, "mbox"),
+                source,
+            })?;
+        }
+    }
+    let (contacts, lists, mut problems) = file.contacts();
+    summary.problems.append(&mut problems);
+    let (events, mut problems) = file.events();
+    summary.problems.append(&mut problems);
+    summary.contacts = contacts.len();
+    summary.distribution_lists = lists.len();
+    summary.events = events.len();
+    if !contacts.is_empty() || !lists.is_empty() {
+        write_private(
+            &dir.join("contacts.vcf"),
+            &contacts_vcard(&contacts, &lists),
+        )?;
+        write_private(&dir.join("contacts.csv"), &contacts_csv(&contacts))?;
+        summary.files.push("contacts.vcf".into());
+        summary.files.push("contacts.csv".into());
+    }
+    if !events.is_empty() {
+        write_private(&dir.join("calendar.ics"), &calendar_ics(&events))?;
+        summary.files.push("calendar.ics".into());
+    }
+    Ok(summary)
+}
+
+/// Folder names made safe for every export form: Maildir++ forbids `.` and `/` in a segment.
+fn safe_segments(target_path: &[String]) -> Vec<String> {
+    target_path
+        .iter()
+        .map(|s| {
+            let cleaned: String = s
+                .chars()
+                .map(|c| {
+                    if c == '.' || c == '/' || c == '\\' || c.is_control() {
+                        '_'
+                    } else {
+                        c
+                    }
+                })
+                .collect();
+            if cleaned.is_empty() || cleaned == ".." {
+                "_".into()
+            } else {
+                cleaned
+            }
+        })
+        .collect()
+}
+
+fn nested_path(dir: &Path, segments: &[String], extension: &str) -> PathBuf {
+    let mut path = dir.to_path_buf();
+    match segments.split_last() {
+        Some((last, parents)) => {
+            for p in parents {
+                path.push(p);
+            }
+            path.push(format!("{last}.{extension}"));
+        }
+        None => path.push(format!("INBOX.{extension}")),
+    }
+    path
+}
+
+fn relative(dir: &Path, path: &Path) -> String {
+    path.strip_prefix(dir).unwrap_or(path).display().to_string()
+}
+
+fn create_parent(path: &Path) -> Result<(), PstOpsError> {
+    match path.parent() {
+        Some(parent) => create_private_dir(parent),
+        None => Ok(()),
+    }
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), PstOpsError> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|source| PstOpsError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), PstOpsError> {
+    create_parent(path)?;
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let result = options
+        .open(path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, bytes));
+    result.map_err(|source| PstOpsError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The PST's autocomplete stream, for `autocomplete` steps and `pst show`.
+pub fn autocomplete_stream(path: &Path) -> Result<Option<Vec<u8>>, PstOpsError> {
+    Ok(PstFile::open(path)?.autocomplete_stream()?)
+}
+
+#[doc(hidden)]
+pub use pst::MessageSummary;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsafe_folder_names_are_cleaned() {
+        assert_eq!(
+            safe_segments(&["a.b".into(), "c/d".into(), "".into()]),
+            vec!["a_b", "c_d", "_"]
+        );
+        assert!(is_mail_class("IPM.Note"));
+        assert!(is_mail_class("REPORT.IPM.Note.NDR"));
+        assert!(!is_mail_class("IPM.Contact"));
+        assert!(!is_mail_class("ipm.appointment"));
+    }
+}
