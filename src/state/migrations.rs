@@ -79,12 +79,23 @@ pub(crate) struct Header {
     pub objects: i64,
 }
 
+/// One statement, so one read transaction: read as three, another process's migration
+/// committing in between would show objects without the marker — a cutover file taken for a
+/// foreign one.
 pub(crate) fn read_header(conn: &Connection) -> rusqlite::Result<Header> {
-    Ok(Header {
-        application_id: conn.query_row("PRAGMA application_id", [], |r| r.get(0))?,
-        user_version: conn.query_row("PRAGMA user_version", [], |r| r.get(0))?,
-        objects: conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))?,
-    })
+    conn.query_row(
+        "SELECT (SELECT application_id FROM pragma_application_id), \
+                (SELECT user_version FROM pragma_user_version), \
+                (SELECT count(*) FROM sqlite_schema)",
+        [],
+        |r| {
+            Ok(Header {
+                application_id: r.get(0)?,
+                user_version: r.get(1)?,
+                objects: r.get(2)?,
+            })
+        },
+    )
 }
 
 /// Refuses files that are not cutover's, or are from a newer cutover, before anything is
