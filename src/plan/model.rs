@@ -380,12 +380,27 @@ impl FolderRules {
 #[serde(deny_unknown_fields)]
 pub struct Autocomplete {
     /// `.nk2` (Outlook 2003/2007) or `Stream_Autocomplete_*.dat` (Outlook 2010+) files,
-    /// relative to the plan file; several are merged.
+    /// relative to the plan file; several are merged. May be left out when the caches come
+    /// from the user's PST files (`from_pst`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<PathBuf>,
     /// CSV mapping old Exchange addresses (legacyExchangeDN or display name) to SMTP addresses,
     /// for EX entries the plan's users do not resolve.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address_map: Option<PathBuf>,
+    /// Also merge the cache Outlook keeps inside each PST file the user migrates (the hidden
+    /// `IPM.Configuration.Autocomplete` message of its Inbox). On by default; `false` uses
+    /// `files` only.
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub from_pst: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// The DNS cutover. For an `m365` target cutover computes each domain's records itself (MX,

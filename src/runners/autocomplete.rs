@@ -10,15 +10,18 @@ use sha2::{Digest, Sha256};
 use super::blocking;
 use crate::connectors::autocomplete::{self, KnownMailbox};
 use crate::connectors::graph::ExchangeChange;
+use crate::connectors::pst::PstFile;
 use crate::engine::{
     hash_parts, ApplyCtx, BoxFuture, Observation, ObserveCtx, Outcome, StepError, StepRunner,
 };
 use crate::graph::user_slug;
-use crate::plan::model::{Plan, User};
+use crate::plan::model::{Plan, Source, User};
 use crate::state::Counts;
 
 pub struct AutocompleteRunner {
     inputs: Vec<PathBuf>,
+    /// Caches found inside the user's PST files: (the PST, its stream's bytes).
+    pst_streams: Vec<(PathBuf, Vec<u8>)>,
     address_map: Option<PathBuf>,
     known: Vec<KnownMailbox>,
     out_dir: PathBuf,
@@ -27,9 +30,19 @@ pub struct AutocompleteRunner {
 }
 
 impl AutocompleteRunner {
+    /// `None` when the user has no `autocomplete:` or nothing to read (no files, no PST
+    /// holding a cache).
     pub fn new(plan: &Plan, user: &User, base_dir: &Path) -> Option<AutocompleteRunner> {
         let config = user.autocomplete.as_ref()?;
         let inputs: Vec<PathBuf> = config.files.iter().map(|f| base_dir.join(f)).collect();
+        let pst_streams = if config.from_pst {
+            pst_caches(plan, user, base_dir)
+        } else {
+            Vec::new()
+        };
+        if inputs.is_empty() && pst_streams.is_empty() {
+            return None;
+        }
         let address_map = config.address_map.as_ref().map(|m| base_dir.join(m));
         let known: Vec<KnownMailbox> = plan
             .users
@@ -54,6 +67,10 @@ impl AutocompleteRunner {
             parts.push(file.display().to_string());
             parts.push(content_hash(file));
         }
+        for (pst, stream) in &pst_streams {
+            parts.push(pst.display().to_string());
+            parts.push(hex(&Sha256::digest(stream)));
+        }
         for k in &known {
             parts.push(format!(
                 "{}|{:?}|{}",
@@ -66,6 +83,7 @@ impl AutocompleteRunner {
         Some(AutocompleteRunner {
             hash: hash_parts(&refs),
             inputs,
+            pst_streams,
             address_map,
             known,
             out_dir,
@@ -77,11 +95,57 @@ impl AutocompleteRunner {
 /// The file's SHA-256, or a marker when it cannot be read (apply will then say why).
 fn content_hash(path: &Path) -> String {
     match std::fs::read(path) {
-        Ok(bytes) => Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
+        Ok(bytes) => hex(&Sha256::digest(&bytes)),
         Err(e) => format!("unreadable:{}", e.kind()),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The autocomplete streams inside the PST files `user` migrates. A PST that cannot be read
+/// or holds none adds nothing here; its copy step reports why it cannot be read.
+fn pst_caches(plan: &Plan, user: &User, base_dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    user.migrate
+        .iter()
+        .filter(|m| matches!(plan.sources.get(&m.from), Some(Source::Pst { .. })))
+        .filter_map(|m| m.file.as_ref().map(|f| base_dir.join(f)))
+        .filter_map(|path| {
+            let stream = PstFile::open(&path).ok()?.autocomplete_stream().ok()??;
+            Some((path, stream))
+        })
+        .collect()
+}
+
+impl AutocompleteRunner {
+    /// The PST caches as files beside the outputs (private), so they merge like any input;
+    /// returns every input.
+    fn all_inputs(&self) -> Result<Vec<PathBuf>, StepError> {
+        let mut inputs = self.inputs.clone();
+        for (pst, stream) in &self.pst_streams {
+            let stem = pst
+                .file_stem()
+                .map_or_else(|| "pst".into(), |s| s.to_string_lossy().into_owned());
+            let stem: String = stem
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            let path = self
+                .out_dir
+                .join(format!("{}.from-{stem}.Stream_Autocomplete.dat", self.slug));
+            crate::private_file::write(&path, stream).map_err(|e| {
+                StepError::permanent(format!("cannot write {}: {e}", path.display()))
+            })?;
+            inputs.push(path);
+        }
+        Ok(inputs)
     }
 }
 
@@ -97,6 +161,12 @@ impl StepRunner for AutocompleteRunner {
                 autocomplete::read_file(input).map_err(|e| StepError::permanent(e.to_string()))?;
             entries += file.rows.len() as u64;
         }
+        for (pst, stream) in &self.pst_streams {
+            let file = autocomplete::parse(stream).map_err(|e| {
+                StepError::permanent(format!("the autocomplete cache in {}: {e}", pst.display()))
+            })?;
+            entries += file.rows.len() as u64;
+        }
         Ok(Observation {
             items: entries,
             bytes: 0,
@@ -107,8 +177,12 @@ impl StepRunner for AutocompleteRunner {
     }
 
     fn apply<'a>(&'a self, ctx: &'a mut ApplyCtx) -> BoxFuture<'a, Result<Outcome, StepError>> {
+        let inputs = match self.all_inputs() {
+            Ok(i) => i,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
         let (inputs, known, map, out_dir, slug) = (
-            self.inputs.clone(),
+            inputs,
             self.known.clone(),
             self.address_map.clone(),
             self.out_dir.clone(),

@@ -36,7 +36,7 @@ use super::skipped::{self, SkippedMessage};
 use crate::connectors::mail::identity::{Identity, IdentityCounts};
 use crate::connectors::mail::RawMessage;
 use crate::connectors::mailflow::{
-    display_target, left_behind_key, Checkpoints, FlowError, FolderMapper, FolderStatus,
+    display_target, left_behind_key, Checkpoints, Fetched, FlowError, FolderMapper, FolderStatus,
     MailSource, MailTarget, MessageMeta, Route, Side, SourceFolder, SourceSession, TargetSession,
 };
 use crate::connectors::net::reserve_connections;
@@ -467,6 +467,9 @@ impl Lane {
                 let meta = &progress.entries[i].meta;
                 let decision = if !meta.in_window {
                     Settle::Done(Counts::default(), None)
+                } else if let Some(problem) = &meta.problem {
+                    let reason = format!("the source cannot read it: {problem}");
+                    Settle::Done(skipped(), Some(left_behind(folder, meta, &reason)))
                 } else if meta.size > limit {
                     Settle::Done(
                         skipped(),
@@ -515,11 +518,21 @@ impl Lane {
                     batch.iter().map(|&i| &progress.entries[i].meta).collect();
                 let fetched = src.fetch(folder, &metas).await?;
                 let mut to_send: Vec<(usize, RawMessage)> = Vec::new();
-                for (&i, message) in batch.iter().zip(fetched) {
-                    let Some(message) = message else {
+                for (&i, fetched) in batch.iter().zip(fetched) {
+                    let message = match fetched {
+                        Fetched::Message(m) => m,
                         // Expunged at the source since it was listed: nothing to copy.
-                        progress.entries[i].settle = Settle::Done(Counts::default(), None);
-                        continue;
+                        Fetched::Gone => {
+                            progress.entries[i].settle = Settle::Done(Counts::default(), None);
+                            continue;
+                        }
+                        Fetched::Unreadable(why) => {
+                            let meta = &progress.entries[i].meta;
+                            let reason = format!("the source cannot read it: {why}");
+                            let record = left_behind(folder, meta, &reason);
+                            progress.entries[i].settle = Settle::Done(skipped(), Some(record));
+                            continue;
+                        }
                     };
                     if progress.entries[i].meta.identity.is_none() {
                         let identity = Identity::of_message(message.bytes());

@@ -16,12 +16,14 @@ use crate::connectors::mailflow::maildir_source::MaildirSource;
 use crate::connectors::mailflow::maildir_target::MaildirTarget;
 use crate::connectors::mailflow::mbox_source::MboxSource;
 use crate::connectors::mailflow::pop3_source::Pop3Source;
+use crate::connectors::mailflow::pst_source::PstSource;
 use crate::connectors::mailflow::{
     BoxFuture, FlowError, FlowResult, FolderMapper, Login, MailSource, MailTarget, TargetNames,
 };
 use crate::connectors::net::{Credentials, Endpoint};
 use crate::connectors::pop3::PORTS as POP3_PORTS;
-use crate::plan::model::{AuthMethod, Migration, Plan, SecretRef, Source, Target, User};
+use crate::connectors::pst::ConvertOptions;
+use crate::plan::model::{AuthMethod, Migration, Plan, PstVia, SecretRef, Source, Target, User};
 
 /// A secret reference as hashed: the reference, never an inline value (a hash of a short
 /// password is guessable, and the hash is stored in state).
@@ -157,7 +159,17 @@ pub(crate) fn source_for(
         ))),
         Some(Source::Mbox) => Ok(Arc::new(MboxSource::new(file()?, window, into_of(m)))),
         Some(Source::Maildir) => Ok(Arc::new(MaildirSource::new(file()?, window))),
-        Some(Source::Pst { .. }) => Err("copy from a pst source".into()),
+        Some(Source::Pst {
+            via: PstVia::Direct,
+        }) => Ok(Arc::new(PstSource::new(
+            file()?,
+            window,
+            into_of(m),
+            ConvertOptions::default(),
+        ))),
+        Some(Source::Pst {
+            via: PstVia::ImportService,
+        }) => Err("copy from a pst source via the import service".into()),
         None => Err(format!("copy from unknown source `{}`", m.from)),
     }
 }

@@ -54,7 +54,7 @@ pub fn runners_for(plan: &Plan, graph: &StepGraph, base_dir: &Path) -> Runners {
                 match autocomplete::AutocompleteRunner::new(plan, user, base_dir) {
                     Some(runner) => Arc::new(runner),
                     None => Arc::new(Unsupported::new(
-                        "autocomplete step without `autocomplete:` files",
+                        "autocomplete: no `files`, and no PST of the user holds a cache",
                     )),
                 }
             }

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    BoxFuture, Checkpoints, FlagChange, FlagChanges, FlowError, FlowResult, FolderStatus, Login,
-    MailSource, MessageMeta, Side, SourceFolder, SourceSession,
+    BoxFuture, Checkpoints, Fetched, FlagChange, FlagChanges, FlowError, FlowResult, FolderStatus,
+    Login, MailSource, MessageMeta, Side, SourceFolder, SourceSession,
 };
 use crate::connectors::imap::folders::{decode_lossy, source_path};
 use crate::connectors::imap::{FetchedMessage, ImapClient, MailboxStatus};
@@ -292,6 +292,7 @@ impl SourceSession for ImapSourceSession {
                         subject: m.message.subject(),
                         received: m.message.internal_date,
                         in_window: true,
+                        problem: None,
                         checkpoint: (key.clone(), checkpoint),
                     }
                 })
@@ -303,7 +304,7 @@ impl SourceSession for ImapSourceSession {
         &'a mut self,
         folder: &'a SourceFolder,
         messages: &'a [&'a MessageMeta],
-    ) -> BoxFuture<'a, FlowResult<Vec<Option<RawMessage>>>> {
+    ) -> BoxFuture<'a, FlowResult<Vec<Fetched>>> {
         Box::pin(async move {
             self.examine(folder, false).await?;
             let uids: Vec<u32> = messages
@@ -320,7 +321,10 @@ impl SourceSession for ImapSourceSession {
                     found.insert(m.uid, m.message);
                 }
             }
-            Ok(uids.iter().map(|uid| found.remove(uid)).collect())
+            Ok(uids
+                .iter()
+                .map(|uid| found.remove(uid).map_or(Fetched::Gone, Fetched::Message))
+                .collect())
         })
     }
 

@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use super::{
-    BoxFuture, Checkpoints, FlowError, FlowResult, FolderStatus, MailSource, MessageMeta, Side,
-    SourceFolder, SourceSession,
+    BoxFuture, Checkpoints, Fetched, FlowError, FlowResult, FolderStatus, MailSource, MessageMeta,
+    Side, SourceFolder, SourceSession,
 };
 use crate::connectors::mail::identity::Identity;
 use crate::connectors::mail::maildir::read_header;
@@ -192,6 +192,7 @@ impl SourceSession for MaildirSession {
                     size: e.size,
                     received: e.internal_date,
                     in_window: true,
+                    problem: None,
                     checkpoint: (key.clone(), e.id.clone().into_bytes()),
                     id: e.id,
                 });
@@ -204,7 +205,7 @@ impl SourceSession for MaildirSession {
         &'a mut self,
         folder: &'a SourceFolder,
         messages: &'a [&'a MessageMeta],
-    ) -> BoxFuture<'a, FlowResult<Vec<Option<RawMessage>>>> {
+    ) -> BoxFuture<'a, FlowResult<Vec<Fetched>>> {
         Box::pin(async move {
             let mut out = Vec::with_capacity(messages.len());
             for meta in messages {
@@ -214,15 +215,15 @@ impl SourceSession for MaildirSession {
                     entry = self.file(folder, &meta.id, true)?;
                 }
                 out.push(match entry.map(|e| e.read()) {
-                    Some(Ok(m)) => Some(m),
+                    Some(Ok(m)) => Fetched::Message(m),
                     // Expunged since the listing.
                     Some(Err(crate::connectors::mail::MailError::Io { source, .. }))
                         if source.kind() == std::io::ErrorKind::NotFound =>
                     {
-                        None
+                        Fetched::Gone
                     }
                     Some(Err(e)) => return Err(e.into()),
-                    None => None,
+                    None => Fetched::Gone,
                 });
             }
             Ok(out)

@@ -12,11 +12,11 @@
 use std::path::PathBuf;
 
 use super::{
-    BoxFuture, Checkpoints, FlowError, FlowResult, FolderStatus, MailSource, MessageMeta, Side,
-    SourceFolder, SourceSession,
+    BoxFuture, Checkpoints, Fetched, FlowError, FlowResult, FolderStatus, MailSource, MessageMeta,
+    Side, SourceFolder, SourceSession,
 };
 use crate::connectors::mail::identity::Identity;
-use crate::connectors::mail::{DateWindow, MboxMessage, MboxReader, MboxVariant, RawMessage};
+use crate::connectors::mail::{DateWindow, MboxMessage, MboxReader, MboxVariant};
 
 const OFFSET_KEY: &str = "mbox.offset";
 
@@ -154,6 +154,7 @@ impl SourceSession for MboxSource {
                     subject: m.message.subject(),
                     received: m.message.internal_date,
                     in_window: true,
+                    problem: None,
                     checkpoint: (OFFSET_KEY.into(), m.offset.to_string().into_bytes()),
                 });
                 true
@@ -166,7 +167,7 @@ impl SourceSession for MboxSource {
         &'a mut self,
         _folder: &'a SourceFolder,
         messages: &'a [&'a MessageMeta],
-    ) -> BoxFuture<'a, FlowResult<Vec<Option<RawMessage>>>> {
+    ) -> BoxFuture<'a, FlowResult<Vec<Fetched>>> {
         Box::pin(async move {
             let mut out = Vec::with_capacity(messages.len());
             // The batch is consecutive in the file: one reader from the first offset serves it.
@@ -207,7 +208,7 @@ impl SourceSession for MboxSource {
                     }
                 }
                 match found {
-                    Some(m) => out.push(Some(m)),
+                    Some(m) => out.push(Fetched::Message(m)),
                     None => {
                         return Err(FlowError::Permanent(format!(
                             "{}: no message at offset {offset}; the mbox changed during the copy",

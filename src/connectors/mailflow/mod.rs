@@ -41,6 +41,7 @@ pub mod maildir_source;
 pub mod maildir_target;
 pub mod mbox_source;
 pub mod pop3_source;
+pub mod pst_source;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -182,10 +183,25 @@ pub struct MessageMeta {
     /// committed so the next pass does not look at it again (POP3; other sources simply do
     /// not list such mail).
     pub in_window: bool,
+    /// Set when the source could not read this message (a damaged PST node): the runner
+    /// leaves it behind and reports it with this reason, and the rest of the folder goes on.
+    pub problem: Option<String>,
     /// The checkpoint committed once this message is settled, together with every message
     /// listed before it. A key written again later (a folder's "last UID") keeps the last
     /// value; a key per message (a POP3 UIDL) accumulates.
     pub checkpoint: (String, Vec<u8>),
+}
+
+/// One message as [`SourceSession::fetch`] read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    /// The message, with its flags and internal date.
+    Message(RawMessage),
+    /// Gone since it was listed (expunged): settled without copying.
+    Gone,
+    /// There, but the source cannot read it (a damaged file): left behind and reported with
+    /// this reason; the copy goes on.
+    Unreadable(String),
 }
 
 /// A flag change a later pass carries over: the message's identity and its flags now.
@@ -277,14 +293,13 @@ pub trait SourceSession: Send {
     }
 
     /// The messages of `messages` (listed from `folder` by this or another session of the
-    /// same source), read whole, with flags and internal date, in the same order. An entry is
-    /// `None` when the message is gone (expunged since it was listed): the runner settles it
-    /// without copying. The caller bounds a call to one batch (a few MiB).
+    /// same source), read whole, with flags and internal date, in the same order (see
+    /// [`Fetched`]). The caller bounds a call to one batch (a few MiB).
     fn fetch<'a>(
         &'a mut self,
         folder: &'a SourceFolder,
         messages: &'a [&'a MessageMeta],
-    ) -> BoxFuture<'a, FlowResult<Vec<Option<RawMessage>>>>;
+    ) -> BoxFuture<'a, FlowResult<Vec<Fetched>>>;
 
     /// Called after the runner committed the checkpoints of `messages` (their copies are
     /// durable at the target). The default does nothing; a POP3 source configured to delete

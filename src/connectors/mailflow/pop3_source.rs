@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::{
-    BoxFuture, Checkpoints, FlowError, FlowResult, FolderStatus, Login, MailSource, MessageMeta,
-    Side, SourceFolder, SourceSession,
+    BoxFuture, Checkpoints, Fetched, FlowError, FlowResult, FolderStatus, Login, MailSource,
+    MessageMeta, Side, SourceFolder, SourceSession,
 };
 use crate::connectors::mail::date::parse_rfc5322;
 use crate::connectors::mail::identity::Identity;
@@ -203,6 +203,7 @@ impl SourceSession for Pop3Session {
                     subject: None,
                     received: None,
                     in_window: true,
+                    problem: None,
                     checkpoint: (k, SETTLED.to_vec()),
                 };
                 if let Some(window) = self.window {
@@ -243,7 +244,7 @@ impl SourceSession for Pop3Session {
         &'a mut self,
         _folder: &'a SourceFolder,
         messages: &'a [&'a MessageMeta],
-    ) -> BoxFuture<'a, FlowResult<Vec<Option<RawMessage>>>> {
+    ) -> BoxFuture<'a, FlowResult<Vec<Fetched>>> {
         Box::pin(async move {
             self.listing().await?;
             let mut out = Vec::with_capacity(messages.len());
@@ -251,7 +252,7 @@ impl SourceSession for Pop3Session {
                 let number = self.number_of(&meta.id)?;
                 let message = RawMessage::new(self.client.retr(number).await?);
                 let received = received_of(&message);
-                out.push(Some(message.with_internal_date(received)));
+                out.push(Fetched::Message(message.with_internal_date(received)));
             }
             Ok(out)
         })
