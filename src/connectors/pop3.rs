@@ -9,6 +9,19 @@
 //! Message identity across sessions is the UIDL. Servers without UIDL get a stable stand-in:
 //! a SHA-256 of the message's headers (`TOP n 0`), with `#k` appended for the k-th repeat of
 //! identical headers, so a resumed migration can still tell what it has copied.
+//!
+//! **Reading leaves mail unread.** `RETR` marks a message read at Dovecot, Courier and most
+//! servers — a migration would change the mailbox people still work in. `TOP n <lines>`
+//! with more lines than the message can have returns the same bytes and leaves the read
+//! state alone, so [`Pop3Client::download`] uses it wherever the server has TOP; only a
+//! server without TOP gets `RETR`, and [`Pop3Client::quit_leaving_read_state`] then undoes
+//! the read marks with `RSET` (which Dovecot applies to read marks as to deletions) before
+//! it deletes anything.
+//!
+//! **Pipelining.** Where the server advertises `PIPELINING` (RFC 2449 §6.6), downloads and
+//! deletions keep up to [`PIPELINE_WINDOW`] commands in flight and read the answers in
+//! order, so a batch of small messages costs one round trip instead of one each; without
+//! it, one command at a time.
 
 use std::collections::HashMap;
 
@@ -19,6 +32,24 @@ use crate::plan::model::Tls;
 
 /// Default ports: POP3S (implicit TLS) and POP3 (plain or STLS).
 pub const PORTS: (u16, u16) = (995, 110);
+
+/// Commands kept in flight when the server advertises PIPELINING: enough to hide the round
+/// trip behind the answers of the ones before, small enough that the commands themselves
+/// (a few dozen bytes each) never fill a socket buffer while answers are not yet read.
+pub const PIPELINE_WINDOW: usize = 32;
+
+/// The line count of a whole-message `TOP`: more lines than any message has, and within a
+/// signed 32-bit integer, which is what servers parse it into.
+const ALL_LINES: u32 = i32::MAX as u32;
+
+/// What [`Pop3Client::download`] reads of each message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The exact bytes of the whole message.
+    Whole,
+    /// The header block (with its blank line), for identity, subject and dates.
+    Headers,
+}
 
 /// One message in the maildrop, with a stable id for checkpoints.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +66,13 @@ pub struct Pop3Message {
 pub struct Pop3Client {
     conn: Conn,
     capabilities: Vec<String>,
+    /// Whether `TOP` works: from CAPA, or, on a server without CAPA, learnt from the first
+    /// try (`None` until then).
+    top: Option<bool>,
+    /// A `RETR` was sent: the server may have marked mail read, which QUIT would keep.
+    marked_read: bool,
+    /// Messages this session marked deleted (DELE), to mark again after an `RSET`.
+    deleted: Vec<u32>,
 }
 
 impl std::fmt::Debug for Pop3Client {
@@ -61,6 +99,9 @@ impl Pop3Client {
         let mut client = Pop3Client {
             conn,
             capabilities: Vec::new(),
+            top: None,
+            marked_read: false,
+            deleted: Vec::new(),
         };
         client.status_line("greeting").await?;
         client.capabilities = client.capa().await?;
@@ -77,7 +118,27 @@ impl Pop3Client {
             client.capabilities = client.capa().await?;
         }
         client.login(credentials).await?;
+        // Servers may announce more after login (RFC 2449 §5); PIPELINING among them.
+        let after = client.capa().await?;
+        if !after.is_empty() {
+            client.capabilities = after;
+        }
+        if !client.capabilities.is_empty() {
+            client.top = Some(client.has_capability("TOP"));
+        }
         Ok(client)
+    }
+
+    /// Whether commands may be sent without waiting for the answer before (RFC 2449
+    /// `PIPELINING`).
+    pub fn pipelining(&self) -> bool {
+        self.has_capability("PIPELINING")
+    }
+
+    /// Whether this session has only `RETR` to read whole messages (no `TOP`), which may
+    /// mark them read until [`quit_leaving_read_state`](Self::quit_leaving_read_state) undoes it.
+    pub fn reads_with_retr(&self) -> bool {
+        self.top == Some(false)
     }
 
     /// Capabilities from CAPA (empty when the server does not know CAPA).
@@ -195,10 +256,13 @@ impl Pop3Client {
             None => {
                 let mut seen: HashMap<String, u32> = HashMap::new();
                 let mut m = HashMap::new();
-                for (n, _) in &sizes {
-                    let headers = self.top(*n, 0).await?;
-                    let id = header_hash_id(&headers, &mut seen);
-                    m.insert(*n, id);
+                let numbers: Vec<u32> = sizes.iter().map(|(n, _)| *n).collect();
+                for chunk in numbers.chunks(256) {
+                    let heads = self.download(chunk, Part::Headers).await?;
+                    for (n, head) in chunk.iter().zip(heads) {
+                        let id = header_hash_id(&head?, &mut seen);
+                        m.insert(*n, id);
+                    }
                 }
                 m
             }
@@ -219,10 +283,62 @@ impl Pop3Client {
             .collect()
     }
 
-    /// The exact bytes of message `number` (RETR, dot-unstuffed).
+    /// The exact bytes of message `number` (RETR, dot-unstuffed). Marks it read at most
+    /// servers: a migration reads with [`download`](Self::download).
     pub async fn retr(&mut self, number: u32) -> NetResult<Vec<u8>> {
+        self.marked_read = true;
         self.command(&format!("RETR {number}"), "RETR").await?;
         self.multiline("RETR").await
+    }
+
+    /// `part` of each message of `numbers`, in order, without changing its read state where
+    /// the server has `TOP` (see the module documentation). Pipelined under PIPELINING.
+    ///
+    /// Returns one entry per message, in order: its bytes, or `Err` for a `-ERR` answer
+    /// about that message alone (the others go on). A transport failure ends the list: it
+    /// is the last entry and what follows is unknown. `Err` from the call itself: nothing
+    /// was read.
+    pub async fn download(
+        &mut self,
+        numbers: &[u32],
+        part: Part,
+    ) -> NetResult<Vec<NetResult<Vec<u8>>>> {
+        if numbers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut numbers = numbers;
+        let mut out = Vec::with_capacity(numbers.len());
+        if self.top.is_none() {
+            // No CAPA: whether TOP exists shows on the first message.
+            let first = self.top(numbers[0], top_lines(part)).await;
+            match first {
+                Err(NetError::Rejected { .. }) => self.top = Some(false),
+                other => {
+                    self.top = Some(true);
+                    let failed = other.as_ref().is_err_and(|e| !is_refusal(e));
+                    out.push(other);
+                    if failed {
+                        return Ok(out);
+                    }
+                    numbers = &numbers[1..];
+                }
+            }
+        }
+        let (commands, name): (Vec<String>, &'static str) = if self.top == Some(true) {
+            let lines = top_lines(part);
+            (
+                numbers.iter().map(|n| format!("TOP {n} {lines}")).collect(),
+                "TOP",
+            )
+        } else {
+            self.marked_read = true;
+            (
+                numbers.iter().map(|n| format!("RETR {n}")).collect(),
+                "RETR",
+            )
+        };
+        out.extend(self.pipelined(&commands, name, true).await?);
+        Ok(out)
     }
 
     /// The headers and the first `lines` body lines of message `number` (TOP).
@@ -234,9 +350,21 @@ impl Pop3Client {
 
     /// Marks message `number` deleted; the server removes it at QUIT.
     pub async fn dele(&mut self, number: u32) -> NetResult<()> {
-        self.command(&format!("DELE {number}"), "DELE")
-            .await
-            .map(|_| ())
+        self.dele_all(&[number]).await
+    }
+
+    /// Marks `numbers` deleted (pipelined under PIPELINING); the server removes them at QUIT.
+    /// The first refusal or failure is the error; the messages before it are marked.
+    pub async fn dele_all(&mut self, numbers: &[u32]) -> NetResult<()> {
+        let commands: Vec<String> = numbers.iter().map(|n| format!("DELE {n}")).collect();
+        for (n, answer) in numbers
+            .iter()
+            .zip(self.pipelined(&commands, "DELE", false).await?)
+        {
+            answer?;
+            self.deleted.push(*n);
+        }
+        Ok(())
     }
 
     /// Ends the session; deletions take effect only on a successful QUIT.
@@ -244,6 +372,65 @@ impl Pop3Client {
         self.command("QUIT", "QUIT").await?;
         self.conn.shutdown().await;
         Ok(())
+    }
+
+    /// Ends the session like [`quit`](Self::quit), but first undoes the read marks of any
+    /// `RETR` this session sent: `RSET` (servers that mark read on RETR, like Dovecot, apply
+    /// the marks at QUIT and drop them on RSET, as they drop deletions), then the deletions
+    /// again. Nothing to undo after `TOP` downloads.
+    pub async fn quit_leaving_read_state(mut self) -> NetResult<()> {
+        if self.marked_read {
+            self.command("RSET", "RSET").await?;
+            let deleted = std::mem::take(&mut self.deleted);
+            self.dele_all(&deleted).await?;
+        }
+        self.quit().await
+    }
+
+    /// Sends `commands` (each answered by one status line, and a multi-line body after
+    /// `+OK` when `multiline`), keeping up to [`PIPELINE_WINDOW`] in flight under PIPELINING,
+    /// else one at a time. Answers in order: a body (empty without `multiline`), or `Err`
+    /// for a `-ERR`; a transport failure ends the list as its last entry.
+    async fn pipelined(
+        &mut self,
+        commands: &[String],
+        name: &'static str,
+        multiline: bool,
+    ) -> NetResult<Vec<NetResult<Vec<u8>>>> {
+        let window = if self.pipelining() {
+            PIPELINE_WINDOW
+        } else {
+            1
+        };
+        let mut out = Vec::with_capacity(commands.len());
+        let mut sent = 0;
+        while out.len() < commands.len() {
+            // Top the window up: all the commands it has room for in one write.
+            let room = (out.len() + window).min(commands.len());
+            if sent < room {
+                let mut bytes = Vec::new();
+                for c in &commands[sent..room] {
+                    bytes.extend_from_slice(c.as_bytes());
+                    bytes.extend_from_slice(b"\r\n");
+                }
+                if let Err(e) = self.conn.write_all(&bytes, name).await {
+                    out.push(Err(e));
+                    break;
+                }
+                sent = room;
+            }
+            let answer = match self.status_line(name).await {
+                Ok(_) if multiline => self.multiline(name).await,
+                Ok(_) => Ok(Vec::new()),
+                Err(e) => Err(e),
+            };
+            let ended = answer.as_ref().is_err_and(|e| !is_refusal(e));
+            out.push(answer);
+            if ended {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// Sends a command and reads its status line; `-ERR` becomes [`NetError::Rejected`] (or
@@ -300,6 +487,20 @@ impl Pop3Client {
             out.extend_from_slice(line);
         }
     }
+}
+
+/// The `TOP` line count for `part`.
+fn top_lines(part: Part) -> u32 {
+    match part {
+        Part::Whole => ALL_LINES,
+        Part::Headers => 0,
+    }
+}
+
+/// A `-ERR` answer (or a throttling one): the server refused one command and the session
+/// goes on, unlike a transport failure.
+fn is_refusal(e: &NetError) -> bool {
+    matches!(e, NetError::Rejected { .. } | NetError::Throttled { .. })
 }
 
 /// Parses `n value` lines of LIST/UIDL.
