@@ -87,7 +87,7 @@ impl StepRunner for Script {
                 Counts {
                     items: 1,
                     bytes: 10,
-                    skipped: 0,
+                    ..Counts::default()
                 },
                 &[("k", b"v")],
             )?;

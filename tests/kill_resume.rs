@@ -18,6 +18,7 @@ use common::apply_process::{apply, resume_until_done};
 use cutover::connectors::mail::corpus::{self, CorpusSpec};
 use cutover::connectors::mail::maildir::Maildir;
 use cutover::connectors::mail::mbox::{MboxReader, MboxVariant};
+use cutover::connectors::mail::Flag;
 use cutover::state::{SqliteStore, StateStore, StepStatus};
 
 const USERS: [(&str, u64); 2] = [("kim", 11), ("lee", 12)];
@@ -149,16 +150,26 @@ fn copied_so_far(dir: &Path) -> u64 {
 }
 
 fn verify(dir: &Path) {
+    let store = SqliteStore::open(dir.join(".cutover").join("kill.db")).unwrap();
     for (user, _) in USERS {
-        // Source: every message with its flags, as bytes.
+        // Source: every message with its flags, as bytes — but those flagged \Deleted, which
+        // stay behind (the plan's default) and are counted as such.
         let mut expected: BTreeMap<Vec<u8>, Vec<String>> = BTreeMap::new();
+        let mut deleted = 0;
         for m in MboxReader::open(dir.join(format!("{user}.mbox")), MboxVariant::Mboxrd).unwrap() {
             let m = m.unwrap().message;
+            if m.flags.contains(Flag::Deleted) {
+                deleted += 1;
+                continue;
+            }
             let flags = format!("{:?}", m.flags);
             expected.entry(m.bytes().to_vec()).or_default().push(flags);
         }
         let total: usize = expected.values().map(Vec::len).sum();
-        assert_eq!(total, MESSAGES_PER_USER);
+        assert_eq!(total + deleted, MESSAGES_PER_USER);
+        assert!(deleted > 0, "the corpus has mail flagged \\Deleted");
+        let copy = store.step(&format!("copy.{user}.export")).unwrap().unwrap();
+        assert_eq!(copy.counts.left_behind as usize, deleted, "{user}");
         // Target: every message in every folder of the user's Maildir.
         let maildir = Maildir::open(dir.join("out").join(format!("{user}@kill.example"))).unwrap();
         let mut found: BTreeMap<Vec<u8>, Vec<String>> = BTreeMap::new();
@@ -174,7 +185,7 @@ fn verify(dir: &Path) {
         }
         let found_total: usize = found.values().map(Vec::len).sum();
         assert_eq!(
-            found_total, MESSAGES_PER_USER,
+            found_total, total,
             "{user}: target holds {found_total} messages"
         );
         for (bytes, flags) in &expected {
@@ -193,7 +204,6 @@ fn verify(dir: &Path) {
             assert_eq!(a, b, "{user}: flags differ");
         }
     }
-    let store = SqliteStore::open(dir.join(".cutover").join("kill.db")).unwrap();
     let steps = store.steps().unwrap();
     assert_eq!(steps.len(), 2 * 3, "user, copy and verify per user");
     for step in steps {

@@ -1,9 +1,10 @@
 //! The idempotence contract for server copies under SIGKILL: `cutover apply` copies a
 //! generated mailbox from one Dovecot account to another (IMAP → IMAP, batches of
-//! MULTIAPPEND over parallel folder lanes) and is killed at random instants, then run again
-//! until it finishes. Every source message must be at the target exactly once,
-//! byte-identical, with its flags and internal date — a batch the server stored just before
-//! the kill, but whose checkpoint never reached the state, must be recognised on resume.
+//! MULTIAPPEND over parallel folder lanes; POP3 → IMAP, pipelined download windows) and is
+//! killed at random instants, then run again until it finishes. Every source message must be
+//! at the target exactly once, byte-identical, with its flags and internal date — a batch the
+//! server stored just before the kill, but whose checkpoint never reached the state, must be
+//! recognised on resume.
 
 mod common;
 mod support;
@@ -24,7 +25,7 @@ const KILLS: usize = 8;
 /// Pairs of distinct messages sharing a Message-ID (and, one in four, true duplicates).
 const TWINS: usize = 40;
 
-/// Messages the state says were copied (committed) so far.
+/// Messages the state says were settled (committed) so far.
 fn copied_so_far(dir: &Path) -> u64 {
     let path = dir.join(".cutover").join("kill-imap.db");
     if !path.exists() {
@@ -36,7 +37,7 @@ fn copied_so_far(dir: &Path) -> u64 {
         .unwrap()
         .iter()
         .filter(|s| s.id.starts_with("copy."))
-        .map(|s| s.counts.items + s.counts.skipped)
+        .map(|s| s.counts.items + s.counts.present + s.counts.left_behind)
         .sum()
 }
 
@@ -101,8 +102,26 @@ async fn sigkill_mid_imap_copy_then_resume_delivers_exactly_once() {
     )
     .unwrap();
 
-    // Kills land at random instants after a run committed new work: mid-fetch, mid-batch,
-    // between the target's OK and the state commit.
+    let started = Instant::now();
+    let (mid_copy, resumes) = kill_and_resume(dir.path(), (MESSAGES + 2 * TWINS) as u64);
+    // Mail flagged \Deleted at the source stays behind (the plan's default).
+    let mut expected = expected;
+    for copies in expected.values_mut() {
+        copies.retain(|(_, flags, _)| !flags.contains(cutover::connectors::mail::Flag::Deleted));
+    }
+    expected.retain(|_, copies| !copies.is_empty());
+    assert_same(&expected, &imap_contents(&d, &dst).await);
+    println!(
+        "imap kill test: {mid_copy} SIGKILLs mid-copy, {resumes} final run(s), {:.1}s: every message exactly once",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Kills `apply` in `dir` [`KILLS`] times at random instants after a run committed new work
+/// (mid-download, mid-batch, between the target's OK and the state commit), then runs it
+/// until it finishes; checks every step is done. Returns the kills that landed mid-copy and
+/// the final runs it took.
+fn kill_and_resume(dir: &Path, total: u64) -> (usize, usize) {
     let mut rng = 0x5EED_u64;
     let mut next = move || {
         rng = rng
@@ -110,13 +129,12 @@ async fn sigkill_mid_imap_copy_then_resume_delivers_exactly_once() {
             .wrapping_add(1442695040888963407);
         rng >> 33
     };
-    let started = Instant::now();
     let mut mid_copy = 0;
     for _ in 0..KILLS {
-        let before = copied_so_far(dir.path());
-        let mut child = apply(dir.path()).spawn().expect("cutover runs");
+        let before = copied_so_far(dir);
+        let mut child = apply(dir).spawn().expect("cutover runs");
         let waiting = Instant::now();
-        while copied_so_far(dir.path()) == before
+        while copied_so_far(dir) == before
             && child.try_wait().unwrap().is_none()
             && waiting.elapsed() < Duration::from_secs(30)
         {
@@ -128,8 +146,8 @@ async fn sigkill_mid_imap_copy_then_resume_delivers_exactly_once() {
         }
         child.kill().unwrap();
         child.wait().unwrap();
-        let copied = copied_so_far(dir.path());
-        if copied > 0 && copied < (MESSAGES + 2 * TWINS) as u64 {
+        let copied = copied_so_far(dir);
+        if copied > 0 && copied < total {
             mid_copy += 1;
         }
     }
@@ -137,14 +155,97 @@ async fn sigkill_mid_imap_copy_then_resume_delivers_exactly_once() {
         mid_copy >= KILLS / 2,
         "only {mid_copy} kills landed mid-copy"
     );
-    let resumes = resume_until_done(dir.path(), 4);
-    assert_same(&expected, &imap_contents(&d, &dst).await);
-    let store = SqliteStore::open(dir.path().join(".cutover").join("kill-imap.db")).unwrap();
+    let resumes = resume_until_done(dir, 4);
+    let store = SqliteStore::open(dir.join(".cutover").join("kill-imap.db")).unwrap();
     for step in store.steps().unwrap() {
         assert_eq!(step.status, StepStatus::Done, "{}", step.id);
     }
+    (mid_copy, resumes)
+}
+
+/// POP3 → IMAP: downloads come in pipelined windows of `TOP`s, so a kill lands with answers
+/// of a window read but not yet stored, or stored and not yet committed. Per-UIDL checkpoints
+/// and the target's identity counts keep it exactly once; the source's unread mail stays
+/// unread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_pop3_window_then_resume_delivers_exactly_once() {
+    let d = Dovecot::shared();
+    let (src, dst) = (d.add_user("pop-src"), d.add_user("pop-dst"));
+    // CRLF line ends, as POP3 carries mail (a message stored with bare LFs comes out of any
+    // POP3 server with CRLFs).
+    let mut sent: Vec<Vec<u8>> = Vec::new();
+    for i in 0..MESSAGES {
+        let m = support::remote::message(5000 + i, i % 10 != 0, 300 + (i * 37) % 6000);
+        d.deliver(&src, &format!("17000{i:05}.M{i}P1.kill"), m.bytes());
+        sent.push(m.bytes().to_vec());
+    }
+    // Twins sharing a Message-ID and a true duplicate, as in the IMAP test.
+    for i in 0..TWINS {
+        let twin = format!(
+            "Message-ID: <ptwin{i}@kill.test>\r\nDate: Mon, 1 Jan 2024 11:{:02}:{:02} +0000\r\nSubject: twin {i}\r\n\r\ntwin {i}\r\n",
+            i % 60,
+            i / 60
+        );
+        for copy in 0..2 {
+            d.deliver(
+                &src,
+                &format!("17100{i:05}.M{copy}P2.kill"),
+                twin.as_bytes(),
+            );
+            sent.push(twin.clone().into_bytes());
+        }
+    }
+    let unread_before = unread(&d, &src).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("src.pw"), &src.password).unwrap();
+    std::fs::write(dir.path().join("dst.pw"), &dst.password).unwrap();
+    let server = |port: u16| {
+        format!(
+            "host: 127.0.0.1, port: {port}, tls: implicit, ca_file: {}",
+            d.ca_file().display()
+        )
+    };
+    std::fs::write(
+        dir.path().join("plan.yaml"),
+        format!(
+            "version: 1\nname: kill-imap\ndomain: example.test\ntarget: {{ kind: imap, {} }}\nsources:\n  old: {{ kind: pop3, {} }}\nsettings: {{ output_dir: reports }}\nusers:\n  - email: kim@example.test\n    target_login: {{ login: {}, password: {{ file: dst.pw }} }}\n    migrate:\n      - {{ from: old, login: {}, password: {{ file: src.pw }} }}\n",
+            server(d.imaps_port),
+            server(d.pop3s_port),
+            dst.login,
+            src.login
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let (mid_copy, resumes) = kill_and_resume(dir.path(), sent.len() as u64);
+    let mut have: Vec<Vec<u8>> = imap_contents(&d, &dst)
+        .await
+        .into_values()
+        .flatten()
+        .map(|(bytes, _, _)| bytes)
+        .collect();
+    have.sort();
+    sent.sort();
+    assert_eq!(have.len(), sent.len(), "every message once, twins both");
+    assert!(have == sent, "byte-identical");
+    assert_eq!(
+        unread(&d, &src).await,
+        unread_before,
+        "the source's read state unchanged"
+    );
     println!(
-        "imap kill test: {mid_copy} SIGKILLs mid-copy, {resumes} final run(s), {:.1}s: every message exactly once",
+        "pop3 kill test: {mid_copy} SIGKILLs mid-copy, {resumes} final run(s), {:.1}s: every message exactly once",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// How many messages of `u` are unread.
+async fn unread(d: &Dovecot, u: &support::dovecot::User) -> usize {
+    imap_contents(d, u)
+        .await
+        .into_values()
+        .flatten()
+        .filter(|(_, flags, _)| !flags.contains(cutover::connectors::mail::Flag::Seen))
+        .count()
 }

@@ -337,7 +337,7 @@ async fn pair(s: &Sources, source: SourceKind, target: TargetKind) {
     let lost = apply(&fx, open_store(&fx, "lost.db"), CancellationToken::new()).await;
     let counts = done(&lost, &copy);
     assert_eq!(
-        (counts.items, counts.skipped as usize),
+        (counts.items, counts.present as usize),
         (0, want.len()),
         "{what}: nothing stored twice"
     );
@@ -410,7 +410,7 @@ async fn one_users_overlapping_sources_store_each_message_once() {
     let pop = done(&report, "copy.bob.host-pop");
     assert_eq!(imap.items, 200);
     assert_eq!(
-        (pop.items, pop.skipped),
+        (pop.items, pop.present),
         (0, 200),
         "POP3 found them all there"
     );

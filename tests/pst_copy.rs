@@ -110,7 +110,7 @@ async fn a_pst_lands_in_the_targets_own_folders_exactly_once() {
     // The same PST gives the same bytes: a lost state finds everything there.
     let again = apply(&fx, open_store(&fx, "lost.db"), CancellationToken::new()).await;
     let counts = done(&again, "copy.carol.outlook");
-    assert_eq!((counts.items, counts.skipped), (0, 12));
+    assert_eq!((counts.items, counts.present), (0, 12));
     assert_eq!(
         maildir_contents(&base.join("out/carol@example.test")),
         have,
@@ -187,7 +187,7 @@ async fn a_damaged_message_is_left_behind_and_the_rest_copied() {
     let store = open_store(&fx, "state.db");
     let report = apply(&fx, Arc::clone(&store), CancellationToken::new()).await;
     let counts = done(&report, "copy.carol.outlook");
-    assert_eq!((counts.items, counts.skipped), (7, 1), "{report:#?}");
+    assert_eq!((counts.items, counts.left_behind), (7, 1), "{report:#?}");
     let left = cutover::runners::skipped::from_checkpoints(
         &store.checkpoints("copy.carol.outlook").unwrap(),
     );
@@ -285,7 +285,7 @@ fn copied_so_far(dir: &Path) -> u64 {
         .unwrap()
         .iter()
         .filter(|s| s.id.starts_with("copy."))
-        .map(|s| s.counts.items + s.counts.skipped)
+        .map(|s| s.counts.items + s.counts.present + s.counts.left_behind)
         .sum()
 }
 

@@ -71,7 +71,7 @@ async fn imap_to_maildir_is_exact_and_rerun_copies_nothing() {
     let report = apply(&fx, Arc::clone(&store), CancellationToken::new()).await;
     assert_eq!(report.outcome, WalkOutcome::Succeeded, "{report:#?}");
     let counts = done(&report, "copy.alice.old");
-    assert_eq!((counts.items, counts.skipped), (6, 0));
+    assert_eq!((counts.items, counts.present), (6, 0));
     let target = fx.base.join("out/alice@example.test");
     assert_same(&seed_contents(&seeded), &maildir_contents(&target));
     let checkpoints = store.checkpoints("copy.alice.old").unwrap();
@@ -85,7 +85,7 @@ async fn imap_to_maildir_is_exact_and_rerun_copies_nothing() {
     // target's dedupe copies nothing.
     let fresh = apply(&fx, open_store(&fx, "fresh.db"), CancellationToken::new()).await;
     let counts = done(&fresh, "copy.alice.old");
-    assert_eq!((counts.items, counts.skipped), (0, 6));
+    assert_eq!((counts.items, counts.present), (0, 6));
     assert_same(&seed_contents(&seeded), &maildir_contents(&target));
 
     // Verify notices a message gone from the target.
@@ -143,7 +143,7 @@ users:
     // the two messages without one) copies nothing again.
     let fresh = apply(&fx, open_store(&fx, "fresh.db"), CancellationToken::new()).await;
     let counts = done(&fresh, "copy.bob.old");
-    assert_eq!((counts.items, counts.skipped), (0, 6));
+    assert_eq!((counts.items, counts.present), (0, 6));
     assert_same(&seed_contents(&seeded), &imap_contents(&d, &dst).await);
 }
 
@@ -334,7 +334,7 @@ async fn cancelled_mid_copy_then_resumed_copies_exactly_once() {
         ));
         let report = apply(&fx, store.clone(), cancel).await;
         let rec = store.step("copy.alice.old").unwrap().unwrap();
-        let now = rec.counts.items + rec.counts.skipped;
+        let now = rec.counts.items + rec.counts.present + rec.counts.left_behind;
         assert!(
             now > committed,
             "every run makes progress: {committed} -> {now}"
@@ -391,7 +391,7 @@ async fn a_copy_killed_between_delivery_and_checkpoint_stores_each_message_once(
     let store = open_store(&fx, "state.db");
     let report = apply(&fx, Arc::clone(&store), CancellationToken::new()).await;
     let counts = done(&report, "copy.alice.old");
-    assert_eq!((counts.items, counts.skipped), (5, 3));
+    assert_eq!((counts.items, counts.present), (5, 3));
     let have = maildir_contents(&target);
     assert_eq!(have.len(), 8);
     assert!(have.values().all(|c| c.len() == 1));
@@ -422,7 +422,7 @@ async fn oversized_message_is_skipped_counted_and_recorded() {
     }
     let report = apply(&fx, Arc::clone(&store), CancellationToken::new()).await;
     let counts = done(&report, "copy.alice.old");
-    assert_eq!((counts.items, counts.skipped), (2, 1));
+    assert_eq!((counts.items, counts.left_behind), (2, 1));
     assert_eq!(
         done(&report, "verify.alice").items,
         2,
@@ -606,7 +606,7 @@ async fn delta_copies_only_mail_newer_than_the_copy() {
     .await;
     let counts = done(&report, "delta.alice.old");
     // Only the three new messages were looked at: the copy's checkpoints seeded the delta.
-    assert_eq!((counts.items, counts.skipped), (3, 0), "{report:#?}");
+    assert_eq!((counts.items, counts.present), (3, 0), "{report:#?}");
     let have = maildir_contents(&fx.base.join("out/alice@example.test"));
     assert_eq!(have.len(), 9);
     assert!(have.values().all(|c| c.len() == 1));
@@ -646,7 +646,7 @@ settings: {{ max_message_size_mb: 1 }}
     let store = open_store(&fx, "state.db");
     let report = apply(&fx, Arc::clone(&store), CancellationToken::new()).await;
     let counts = done(&report, "copy.erin.old");
-    assert_eq!((counts.items, counts.skipped), (2, 1), "{report:#?}");
+    assert_eq!((counts.items, counts.left_behind), (2, 1), "{report:#?}");
     assert_eq!(
         maildir_contents(&fx.base.join("out/erin@example.test")).len(),
         2
@@ -696,7 +696,7 @@ async fn folders_merged_into_one_target_folder_store_a_shared_message_once() {
     assert_eq!(report.outcome, WalkOutcome::Succeeded, "{report:#?}");
     let counts = done(&report, "copy.alice.old");
     assert_eq!(
-        (counts.items, counts.skipped),
+        (counts.items, counts.present),
         (171, 1),
         "the shared one once"
     );

@@ -43,7 +43,8 @@ fn child_process_entry() {
         let delta = Counts {
             items: 1,
             bytes: BYTES_PER_ITEM,
-            skipped: u64::from(uid.is_multiple_of(3)),
+            present: u64::from(uid.is_multiple_of(3)),
+            left_behind: u64::from(uid.is_multiple_of(5)),
         };
         store
             .commit_progress(STEP, delta, &[("INBOX", &value), ("Sent Items", &value)])
@@ -85,7 +86,8 @@ fn counts_and_checkpoints_agree_after_sigkill_mid_commit() {
             "round {round}"
         );
         assert_eq!(step.counts.bytes, step.counts.items * BYTES_PER_ITEM);
-        assert_eq!(step.counts.skipped, step.counts.items / 3);
+        assert_eq!(step.counts.present, step.counts.items / 3);
+        assert_eq!(step.counts.left_behind, step.counts.items / 5);
         assert!(
             step.counts.items >= acknowledged,
             "round {round}: commit {acknowledged} was acknowledged but state has {}",

@@ -208,7 +208,8 @@ fn step_lifecycle_through_the_trait_object() {
     let delta = Counts {
         items: 10,
         bytes: 5000,
-        skipped: 2,
+        present: 2,
+        left_behind: 1,
     };
     store
         .commit_progress(id, delta, &[("INBOX", br#"{"uidvalidity":7,"uid":10}"#)])
@@ -229,7 +230,8 @@ fn step_lifecycle_through_the_trait_object() {
         Counts {
             items: 20,
             bytes: 10_000,
-            skipped: 4
+            present: 4,
+            left_behind: 2,
         }
     );
     let cps = store.checkpoints(id).unwrap();
@@ -337,7 +339,7 @@ fn rejected_writes_change_nothing() {
     let huge = Counts {
         items: 1,
         bytes: u64::MAX,
-        skipped: 0,
+        ..Counts::default()
     };
     let err = store
         .commit_progress("copy.bob", huge, &[("INBOX", b"1")])
@@ -400,7 +402,7 @@ fn concurrent_steps_share_one_store_and_lose_no_progress() {
                     let delta = Counts {
                         items: 1,
                         bytes: 10,
-                        skipped: 0,
+                        ..Counts::default()
                     };
                     store
                         .commit_progress(&id, delta, &[("INBOX", &n.to_le_bytes())])

@@ -193,16 +193,19 @@ pub fn plain_line(step: &str, kind: &EventKind) -> Option<String> {
         EventKind::StepFinished {
             items,
             bytes,
-            skipped,
+            present,
+            left_behind,
             ..
         } => {
-            let skipped = if *skipped > 0 {
-                format!(", {} skipped", thousands(*skipped))
-            } else {
-                String::new()
-            };
+            let mut more = String::new();
+            if *present > 0 {
+                more.push_str(&format!(", {} already there", thousands(*present)));
+            }
+            if *left_behind > 0 {
+                more.push_str(&format!(", {} left behind", thousands(*left_behind)));
+            }
             format!(
-                "{step}: done ({} messages, {}{skipped})",
+                "{step}: done ({} copied, {}{more})",
                 thousands(*items),
                 human_bytes(*bytes)
             )

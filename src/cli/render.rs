@@ -262,7 +262,7 @@ pub fn report_markdown(report: &Report) -> String {
         report.plan, report.outcome
     );
     let table = |md: &mut String, steps: &[StepReport]| {
-        md.push_str("\n| step | result | messages | size | skipped | detail |\n|---|---|---:|---:|---:|---|\n");
+        md.push_str("\n| step | result | copied | size | already there | left behind | detail |\n|---|---|---:|---:|---:|---:|---|\n");
         for s in steps {
             let detail = s
                 .detail
@@ -275,12 +275,13 @@ pub fn report_markdown(report: &Report) -> String {
                 .replace('|', "\\|");
             let _ = writeln!(
                 md,
-                "| `{}` | {} | {} | {} | {} | {} |",
+                "| `{}` | {} | {} | {} | {} | {} | {} |",
                 s.step,
                 s.result,
                 thousands(s.messages),
                 human_bytes(s.bytes),
-                thousands(s.skipped),
+                thousands(s.present),
+                thousands(s.left_behind_count),
                 detail
             );
         }

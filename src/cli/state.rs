@@ -89,8 +89,8 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
                     );
                     let _ = writeln!(
                         output.out,
-                        "items:       {}\nbytes:       {}\nskipped:     {}",
-                        r.counts.items, r.counts.bytes, r.counts.skipped
+                        "copied:      {}\nbytes:       {}\nalready there: {}\nleft behind: {}",
+                        r.counts.items, r.counts.bytes, r.counts.present, r.counts.left_behind
                     );
                     if let Some(a) = &r.approval {
                         let _ = writeln!(

@@ -36,8 +36,8 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
     }
     let _ = writeln!(
         output.out,
-        "{:<34} {:<8} {:>8} {:>10} {:>10} {:>8}  LAST ERROR / NOTE",
-        "STEP", "STATUS", "ATTEMPTS", "MESSAGES", "SIZE", "SKIPPED"
+        "{:<34} {:<8} {:>8} {:>10} {:>10} {:>13} {:>11}  LAST ERROR / NOTE",
+        "STEP", "STATUS", "ATTEMPTS", "COPIED", "SIZE", "ALREADY THERE", "LEFT BEHIND"
     );
     for row in &rows {
         let error = row
@@ -48,13 +48,14 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
             .unwrap_or("");
         let _ = writeln!(
             output.out,
-            "{:<34} {:<8} {:>8} {:>10} {:>10} {:>8}  {error}",
+            "{:<34} {:<8} {:>8} {:>10} {:>10} {:>13} {:>11}  {error}",
             row.step,
             row.status,
             row.attempts,
             thousands(row.messages),
             human_bytes(row.bytes),
-            thousands(row.skipped)
+            thousands(row.present),
+            thousands(row.left_behind)
         );
     }
     let done = rows.iter().filter(|r| r.status == "done").count();

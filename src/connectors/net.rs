@@ -44,7 +44,18 @@ pub struct Endpoint {
     /// The most connections this process holds open to `host:port` at once (the plan's
     /// `max_connections`), enforced by [`reserve_connections`] before connecting.
     pub max_connections: Option<u32>,
+    /// Who signs in (no secret), when known: connections of one login to one host count
+    /// against [`max_connections_per_login`](Self::max_connections_per_login).
+    pub login: Option<String>,
+    /// The most connections this process holds open at once with [`login`](Self::login) on
+    /// `host` (the plan's `max_connections_per_login`, default
+    /// [`DEFAULT_CONNECTIONS_PER_LOGIN`]), enforced by [`reserve_connections`].
+    pub max_connections_per_login: u32,
 }
+
+/// Connections per login and host when the plan does not say: web hosts commonly allow a
+/// few per user.
+pub const DEFAULT_CONNECTIONS_PER_LOGIN: u32 = 3;
 
 impl Endpoint {
     /// An endpoint with the default timeout.
@@ -57,6 +68,8 @@ impl Endpoint {
             ca_file: None,
             timeout: Duration::from_secs(60),
             max_connections: None,
+            login: None,
+            max_connections_per_login: DEFAULT_CONNECTIONS_PER_LOGIN,
         }
     }
 
@@ -71,6 +84,10 @@ impl Endpoint {
             allow_plaintext: server.allow_plaintext,
             ca_file: server.ca_file.as_ref().map(|p| base_dir.join(p)),
             max_connections: server.max_connections,
+            max_connections_per_login: server
+                .max_connections_per_login
+                .unwrap_or(DEFAULT_CONNECTIONS_PER_LOGIN)
+                .max(1),
             ..Endpoint::new(
                 server.host.clone(),
                 server.port.unwrap_or(default_port),
@@ -87,6 +104,25 @@ impl Endpoint {
     pub fn allowing_plaintext(mut self) -> Self {
         self.allow_plaintext = true;
         self
+    }
+
+    /// The same server, for connections signing in as `login` (see
+    /// [`max_connections_per_login`](Self::max_connections_per_login)).
+    pub fn for_login(mut self, login: impl Into<String>) -> Self {
+        self.login = Some(login.into());
+        self
+    }
+
+    /// The most connections one task may hold at once to this endpoint: the lower of the
+    /// server's and the login's limits.
+    pub fn connection_limit(&self) -> usize {
+        let per_login = if self.login.is_some() {
+            self.max_connections_per_login.max(1)
+        } else {
+            u32::MAX
+        };
+        self.max_connections
+            .map_or(per_login, |m| m.max(1).min(per_login)) as usize
     }
 
     /// `host:port`, as errors show it.
@@ -358,8 +394,9 @@ pub(crate) struct Conn {
 }
 
 /// Connection slots reserved for a set of connections held at once: one per endpoint
-/// listed, from its server's `max_connections`. Hold it while the connections are open; the
-/// slots return when it drops.
+/// listed, from its server's `max_connections` and from its login's
+/// `max_connections_per_login`. Hold it while the connections are open; the slots return
+/// when it drops.
 ///
 /// Reserve everything a task will hold at once in **one** call: [`reserve_connections`]
 /// takes each server's slots in one step and servers in one global order, so two tasks can
@@ -370,38 +407,61 @@ pub struct ConnectionSlots {
     _permits: Vec<OwnedSemaphorePermit>,
 }
 
-/// A server and its connection limit: host (lowercase), port, `max_connections`.
-type ServerKey = (String, u16, u32);
+/// What a connection slot counts against, with its limit. Ordered: every reservation takes
+/// its slots in this one global order (servers, then logins), which is what keeps two
+/// reservations from each holding a slot the other waits for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum SlotKey {
+    /// Host (lowercase), port, `max_connections`.
+    Server(String, u16, u32),
+    /// Host (lowercase), login, `max_connections_per_login`: a login's connections to one
+    /// host count together whatever the port or protocol, as servers count them.
+    Login(String, String, u32),
+}
+
+impl SlotKey {
+    fn limit(&self) -> u32 {
+        match self {
+            SlotKey::Server(_, _, l) | SlotKey::Login(_, _, l) => *l,
+        }
+    }
+}
 
 /// Waits until every endpoint in `endpoints` has a free connection slot and reserves them
-/// (see [`ConnectionSlots`]). Endpoints without `max_connections` need none. An endpoint
-/// listed twice (a copy within one server) takes two slots of it, or all its slots when the
-/// limit is lower — one connection per side is the least a copy can do with.
+/// (see [`ConnectionSlots`]): one of its server's `max_connections`, if set, and one of its
+/// login's `max_connections_per_login`, if the login is known. An endpoint listed twice (a
+/// copy within one server) takes two slots of it, or all its slots when the limit is lower
+/// — one connection per side is the least a copy can do with.
 pub async fn reserve_connections(endpoints: &[&Endpoint]) -> ConnectionSlots {
-    static SLOTS: LazyLock<Mutex<HashMap<ServerKey, Arc<Semaphore>>>> =
-        LazyLock::new(Mutex::default);
-    let mut wanted: std::collections::BTreeMap<ServerKey, u32> = Default::default();
+    static SLOTS: LazyLock<Mutex<HashMap<SlotKey, Arc<Semaphore>>>> = LazyLock::new(Mutex::default);
+    let mut wanted: std::collections::BTreeMap<SlotKey, u32> = Default::default();
     for e in endpoints {
+        let host = e.host.to_ascii_lowercase();
         if let Some(limit) = e.max_connections {
-            let key = (e.host.to_ascii_lowercase(), e.port, limit.max(1));
+            *wanted
+                .entry(SlotKey::Server(host.clone(), e.port, limit.max(1)))
+                .or_default() += 1;
+        }
+        if let Some(login) = &e.login {
+            let key = SlotKey::Login(host, login.clone(), e.max_connections_per_login.max(1));
             *wanted.entry(key).or_default() += 1;
         }
     }
     let mut permits = Vec::with_capacity(wanted.len());
     for (key, count) in wanted {
+        let limit = key.limit();
         let semaphore = {
             let mut slots = SLOTS
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let limit = key.2 as usize;
             Arc::clone(
                 slots
-                    .entry(key.clone())
-                    .or_insert_with(|| Arc::new(Semaphore::new(limit))),
+                    .entry(key)
+                    .or_insert_with(|| Arc::new(Semaphore::new(limit as usize))),
             )
         };
         // Never closed, so acquiring only fails if it were; then the slot is not enforced.
-        if let Ok(p) = semaphore.acquire_many_owned(count.min(key.2)).await {
+        if let Ok(p) = semaphore.acquire_many_owned(count.min(limit)).await {
             permits.push(p);
         }
     }
@@ -620,10 +680,24 @@ pub fn detect_throttle(text: &str) -> Option<Option<Duration>> {
         "[SYS/TEMP]",
         "[IN-USE]",
     ];
-    if codes.iter().any(|c| upper.contains(c)) || upper.contains("REQUEST IS THROTTLED") {
+    if codes.iter().any(|c| upper.contains(c))
+        || upper.contains("REQUEST IS THROTTLED")
+        || is_connection_limit(text)
+    {
         return Some(None);
     }
     None
+}
+
+/// Whether a refusal says there are too many connections (of this user, from this address):
+/// `[LIMIT]` (RFC 5530) or the wording of servers without response codes. A copy then opens
+/// fewer connections rather than failing.
+pub fn is_connection_limit(text: &str) -> bool {
+    let upper = text.to_ascii_uppercase();
+    upper.contains("[LIMIT]")
+        || upper.contains("TOO MANY CONNECTIONS")
+        || upper.contains("MAXIMUM NUMBER OF CONNECTIONS")
+        || upper.contains("TOO MANY SIMULTANEOUS")
 }
 
 fn suggested_backoff(upper: &str) -> Option<Duration> {
@@ -691,6 +765,45 @@ mod tests {
         }
     }
 
+    /// `max_connections_per_login` bounds one login's connections to a host, whatever the
+    /// port, while other logins go on; with a server limit too, both are taken in one call.
+    #[tokio::test]
+    async fn connections_per_login_bound_each_login() {
+        let imap = Endpoint {
+            max_connections_per_login: 2,
+            ..Endpoint::new("perlogin.example", 993, Tls::Implicit)
+        };
+        let pop = Endpoint {
+            port: 995,
+            ..imap.clone()
+        };
+        let alice = imap.clone().for_login("alice");
+        let _a1 = reserve_connections(&[&alice]).await;
+        let _a2 = reserve_connections(&[&pop.clone().for_login("alice")]).await;
+        let third = tokio::spawn({
+            let alice = alice.clone();
+            async move { reserve_connections(&[&alice]).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!third.is_finished(), "a third connection of alice");
+        // Bob is another login: not held up by alice's.
+        let bob = imap.clone().for_login("bob");
+        tokio::time::timeout(Duration::from_secs(5), reserve_connections(&[&bob, &bob]))
+            .await
+            .expect("bob's two connections");
+        drop(_a1);
+        tokio::time::timeout(Duration::from_secs(5), third)
+            .await
+            .expect("alice's third proceeds once one closes")
+            .unwrap();
+        assert_eq!(alice.connection_limit(), 2);
+        let capped = Endpoint {
+            max_connections: Some(1),
+            ..alice
+        };
+        assert_eq!(capped.connection_limit(), 1);
+    }
+
     #[test]
     fn throttle_codes_and_backoff() {
         assert_eq!(detect_throttle("[THROTTLED] slow down"), Some(None));
@@ -709,6 +822,19 @@ mod tests {
             detect_throttle("Request is throttled. Suggested Backoff Time: soon"),
             Some(None)
         );
+        assert_eq!(
+            detect_throttle(
+                "[LIMIT] Maximum number of connections from user+IP exceeded \
+                 (mail_max_userip_connections=3)"
+            ),
+            Some(None)
+        );
+        assert_eq!(
+            detect_throttle("Too many connections, try later"),
+            Some(None)
+        );
+        assert!(is_connection_limit("Too many simultaneous connections"));
+        assert!(!is_connection_limit("[THROTTLED] slow down"));
         assert_eq!(detect_throttle("[AUTHENTICATIONFAILED] nope"), None);
         assert_eq!(detect_throttle("Mailbox doesn't exist: Foo"), None);
         assert_eq!(

@@ -24,7 +24,8 @@ pub enum EventKind {
     StepProgress {
         items: u64,
         bytes: u64,
-        skipped: u64,
+        present: u64,
+        left_behind: u64,
         committed: bool,
     },
     /// What a step is doing while it has nothing to count (waiting for a mailbox to appear).
@@ -39,7 +40,8 @@ pub enum EventKind {
     StepFinished {
         items: u64,
         bytes: u64,
-        skipped: u64,
+        present: u64,
+        left_behind: u64,
         unchanged: bool,
     },
     /// The step failed for good.
@@ -121,7 +123,8 @@ impl Event {
             EventKind::StepFinished {
                 items: counts.items,
                 bytes: counts.bytes,
-                skipped: counts.skipped,
+                present: counts.present,
+                left_behind: counts.left_behind,
                 unchanged,
             },
         )

@@ -355,7 +355,8 @@ impl ApplyCtx {
         let kind = EventKind::StepProgress {
             items: delta.items,
             bytes: delta.bytes,
-            skipped: delta.skipped,
+            present: delta.present,
+            left_behind: delta.left_behind,
             committed,
         };
         // The walker may be gone (the walk ended abnormally); progress is then moot.

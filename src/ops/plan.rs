@@ -359,13 +359,14 @@ fn state_fingerprint(ws: &Workspace) -> Result<String, OpsError> {
     let mut parts = Vec::new();
     for r in store.steps()? {
         parts.push(format!(
-            "{}|{}|{:?}|{}|{}|{}|{}",
+            "{}|{}|{:?}|{}|{}|{}|{}|{}",
             r.id,
             r.status,
             r.config_hash,
             r.counts.items,
             r.counts.bytes,
-            r.counts.skipped,
+            r.counts.present,
+            r.counts.left_behind,
             r.approval.is_some()
         ));
     }

@@ -56,7 +56,10 @@ pub struct StepReport {
     pub result: String,
     pub messages: u64,
     pub bytes: u64,
-    pub skipped: u64,
+    /// Messages the target already had (an earlier run or another step copied them).
+    pub present: u64,
+    /// Messages left at the source on purpose; each is in `left_behind` where recorded.
+    pub left_behind_count: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
     /// Messages the step left behind on purpose (too large), each with folder and date.
@@ -103,7 +106,8 @@ pub fn build_report(
             result: label.to_string(),
             messages: counts.items,
             bytes: counts.bytes,
-            skipped: counts.skipped,
+            present: counts.present,
+            left_behind_count: counts.left_behind,
             detail,
             left_behind: skipped::from_checkpoints(&checkpoints),
             notes: notes::from_checkpoints(&checkpoints),

@@ -16,7 +16,10 @@ pub struct StatusRow {
     pub attempts: u32,
     pub messages: u64,
     pub bytes: u64,
-    pub skipped: u64,
+    /// Messages the target already had.
+    pub present: u64,
+    /// Messages left at the source on purpose (the report lists each with its reason).
+    pub left_behind: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -77,7 +80,8 @@ pub fn status(ws: &Workspace) -> Result<Vec<StatusRow>, OpsError> {
                 attempts: r.attempts,
                 messages: r.counts.items,
                 bytes: r.counts.bytes,
-                skipped: r.counts.skipped,
+                present: r.counts.present,
+                left_behind: r.counts.left_behind,
                 last_error: r.last_error.clone(),
                 approved_by: r.approval.as_ref().map(|a| a.by.clone()),
                 note: note(id),
@@ -88,7 +92,8 @@ pub fn status(ws: &Workspace) -> Result<Vec<StatusRow>, OpsError> {
                 attempts: 0,
                 messages: 0,
                 bytes: 0,
-                skipped: 0,
+                present: 0,
+                left_behind: 0,
                 last_error: None,
                 approved_by: None,
                 note: note(id),

@@ -115,9 +115,13 @@ pub struct M365Imap {
     /// PEM file of extra CA certificates to trust; relative to the plan file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
-    /// The most connections cutover opens to this server at once.
+    /// The most connections cutover opens to this server at once, all logins together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
+    /// The most connections cutover opens at once to any one mailbox. Default 3 (Exchange
+    /// Online allows more); a refusal as too many slows the step down instead of failing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_login: Option<u32>,
 }
 
 /// Microsoft Graph's service root, for tenants outside Microsoft's global cloud (US Government
@@ -199,9 +203,16 @@ pub struct ServerEndpoint {
     /// How to authenticate: `password` (LOGIN/PLAIN/USER-PASS) or `xoauth2`.
     #[serde(default)]
     pub auth: AuthMethod,
-    /// The most connections cutover opens to this server at once.
+    /// The most connections cutover opens to this server at once, all logins together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
+    /// The most connections cutover opens at once with any one login (mailbox) on this
+    /// server. Default 3: web hosts commonly allow a few per user (Dovecot's
+    /// `mail_max_userip_connections`, Courier's per-user limits; Gmail about 15, Exchange
+    /// Online about 20). A server that still refuses a connection as too many (`[LIMIT]`)
+    /// slows the step down instead of failing it, and the report suggests lowering this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_login: Option<u32>,
 }
 
 /// Transport security of a server connection.
@@ -607,6 +618,29 @@ pub struct Settings {
     /// Where generated files go (autocomplete outputs, reports, CSVs), relative to the plan file.
     #[serde(default = "default_output_dir")]
     pub output_dir: PathBuf,
+    /// Messages flagged `\Deleted` at the source but not yet expunged (IMAP; a Maildir's `T`
+    /// flag; an mbox's `X-Status: D`): `skip` (default) leaves them at the source and lists
+    /// each in the report as left behind, like imapsync's `--skipdeleted`; `copy` copies them
+    /// with the flag — where the target's next expunge removes them unseen.
+    #[serde(default, skip_serializing_if = "DeletedMessages::is_default")]
+    pub deleted_messages: DeletedMessages,
+}
+
+/// See [`Settings::deleted_messages`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeletedMessages {
+    /// Leave them at the source; the report lists them.
+    #[default]
+    Skip,
+    /// Copy them, `\Deleted` flag included.
+    Copy,
+}
+
+impl DeletedMessages {
+    fn is_default(&self) -> bool {
+        *self == DeletedMessages::default()
+    }
 }
 
 impl Default for Settings {
@@ -616,6 +650,7 @@ impl Default for Settings {
             retries: default_retries(),
             max_message_size_mb: default_max_message_size_mb(),
             output_dir: default_output_dir(),
+            deleted_messages: DeletedMessages::default(),
         }
     }
 }

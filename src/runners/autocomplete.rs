@@ -217,12 +217,13 @@ impl StepRunner for AutocompleteRunner {
                 .collect();
             let mut checkpoints: Vec<(&str, &[u8])> = vec![("outputs", &summary)];
             checkpoints.extend(proxies.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
-            // Unresolved EX entries are the "skipped" items: listed, never silently dropped.
+            // Unresolved EX entries are left behind: listed, never silently dropped.
             ctx.commit(
                 Counts {
                     items: report.entries as u64,
                     bytes: written,
-                    skipped: report.unresolved.len() as u64,
+                    left_behind: report.unresolved.len() as u64,
+                    ..Counts::default()
                 },
                 &checkpoints,
             )?;

@@ -24,28 +24,41 @@
 //! [`BATCH_BYTES`] bytes and appended as one batch; what the target acknowledged is committed
 //! in one state transaction with the checkpoints of the settled prefix of the listing — never
 //! past a message the target has not acknowledged.
+//!
+//! **Every folder, once.** Every target folder the plan routes mail to is created and
+//! subscribed as at the source, also when it gets no mail, once per step (a
+//! [`target_folder_key`] checkpoint), so an incremental pass with nothing new still opens
+//! nothing.
+//!
+//! **Connection limits.** A connection refused as one too many (`[LIMIT]`) ends that lane
+//! while others hold connections (its folders go to them), else waits and tries again:
+//! fewer connections, no failed attempt. The step records it for the report
+//! ([`super::throttled`]).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::attempt::{block_on_fresh, on_own_runtime, run_attempt, Failure};
 use super::mail::{mapper_for, source_for, target_for, window_of};
 use super::skipped::{self, SkippedMessage};
+use super::throttled::{self, ConnectionLimited};
 use crate::connectors::mail::identity::{Identity, IdentityCounts};
 use crate::connectors::mail::RawMessage;
 use crate::connectors::mailflow::{
-    display_target, left_behind_key, Checkpoints, Fetched, FlowError, FolderMapper, FolderStatus,
-    MailSource, MailTarget, MessageMeta, Route, Side, SourceFolder, SourceSession, TargetSession,
+    display_target, left_behind_key, target_folder_key, Checkpoints, Fetched, FlowError,
+    FolderMapper, FolderStatus, MailSource, MailTarget, MessageMeta, Route, Side, SourceFolder,
+    SourceSession, TargetSession,
 };
-use crate::connectors::net::reserve_connections;
+use crate::connectors::net::{is_connection_limit, reserve_connections, NetError};
 use crate::engine::{
     hash_parts, ApplyCtx, BoxFuture, ExcludedFolder, FolderObservation, Observation, ObserveCtx,
     Outcome, StepError, StepRunner, Unsupported,
 };
 use crate::graph::{Step, StepKind};
-use crate::plan::model::{Migration, Plan, User};
+use crate::plan::model::{DeletedMessages, Migration, Plan, User};
 use crate::state::Counts;
 
 /// Units copied at once by one step, when neither side allows fewer sessions.
@@ -58,6 +71,15 @@ pub const BATCH_BYTES: u64 = 4 << 20;
 
 /// Messages decided at once: bounds the bookkeeping of one round, not memory.
 const ROUND: usize = 256;
+
+/// First wait after a connection refused as one too many, when no other lane goes on;
+/// doubled per refusal up to [`LIMITED_WAIT_MAX`].
+const LIMITED_WAIT: Duration = Duration::from_secs(2);
+const LIMITED_WAIT_MAX: Duration = Duration::from_secs(60);
+
+/// How long a step keeps waiting for a connection a server keeps refusing as one too many
+/// before the attempt fails (and the walker's retry takes over).
+const LIMITED_GIVE_UP: Duration = Duration::from_secs(1800);
 
 /// Builds the runner of a `copy.*` or `delta.*` step. Anything this build cannot do yields
 /// an [`Unsupported`] runner naming it.
@@ -84,6 +106,9 @@ pub(crate) struct CopyRunner {
     pub(crate) max_bytes: u64,
     /// The migration has a date window: mail outside it is neither to copy nor at the target.
     windowed: bool,
+    /// `settings.deleted_messages: copy`: mail flagged `\Deleted` at the source is copied
+    /// (else left behind and reported).
+    pub(crate) copy_deleted: bool,
     /// For a delta step: the copy step whose checkpoints it starts from.
     seed_from: Option<String>,
     pub(crate) hash: String,
@@ -105,19 +130,27 @@ impl CopyRunner {
             .then(|| step.id.strip_prefix("delta.").map(|s| format!("copy.{s}")))
             .flatten();
         let rules = serde_json::to_string(&m.folders).unwrap_or_default();
-        let hash = hash_parts(&[
-            "copy",
-            &source.describe(),
-            &target.describe(),
-            &rules,
-            &max_bytes.to_string(),
-        ]);
+        let copy_deleted = plan.settings.deleted_messages == DeletedMessages::Copy;
+        let mut parts = vec![
+            "copy".to_string(),
+            source.describe(),
+            target.describe(),
+            rules,
+            max_bytes.to_string(),
+        ];
+        // Only when not the default, so steps planned before the setting keep their hash.
+        if copy_deleted {
+            parts.push("deleted=copy".into());
+        }
+        let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+        let hash = hash_parts(&parts);
         Ok(CopyRunner {
             source,
             target,
             mapper,
             max_bytes,
             windowed: window_of(m)?.is_some(),
+            copy_deleted,
             seed_from,
             hash,
         })
@@ -142,7 +175,10 @@ impl CopyRunner {
     async fn run(self, ctx: ApplyCtx) -> Result<Outcome, Failure> {
         let seed = Arc::new(self.seed(|id| ctx.checkpoints_of(id))?);
         let start = merged(&seed, &ctx);
-        let units = self.units_to_copy(&start).await?;
+        let limited = Arc::new(Limited::new(&ctx));
+        let Some(units) = self.units_to_copy(&start, &ctx, &limited).await? else {
+            return Ok(Outcome::Interrupted);
+        };
         if units.is_empty() {
             return Ok(Outcome::Complete);
         }
@@ -152,7 +188,10 @@ impl CopyRunner {
             .min(self.target.max_sessions().unwrap_or(usize::MAX))
             .clamp(1, LANES_PER_STEP)
             .min(units.len());
-        let queue = Arc::new(Mutex::new(VecDeque::from(units)));
+        let work = Arc::new(Mutex::new(Work {
+            units: VecDeque::from(units),
+            connected: 0,
+        }));
         let failed = Arc::new(AtomicBool::new(false));
         let mut handles = Vec::with_capacity(lanes);
         for _ in 0..lanes {
@@ -160,8 +199,10 @@ impl CopyRunner {
                 runner: self.clone(),
                 ctx: ctx.clone(),
                 seed: Arc::clone(&seed),
-                queue: Arc::clone(&queue),
+                work: Arc::clone(&work),
                 failed: Arc::clone(&failed),
+                limited: Arc::clone(&limited),
+                marker: None,
             };
             handles.push(tokio::task::spawn_blocking(move || {
                 block_on_fresh(move || lane.run())
@@ -192,33 +233,59 @@ impl CopyRunner {
     /// The work, as units of source folders grouped by target folder, largest first (so the
     /// biggest unit starts first and does not end the copy alone). Folders with nothing to do
     /// are left out, so an incremental pass with no new mail opens no lane and no target
-    /// session. Planned on a session of its own, closed before the lanes connect: a lane
-    /// takes its target and source slots together, and nothing holds a source connection
-    /// while waiting for a target one.
-    async fn units_to_copy(&self, start: &Checkpoints) -> Result<Vec<Unit>, Failure> {
-        let slots = reserve_connections(&self.source.endpoints().iter().collect::<Vec<_>>()).await;
-        let mut src = self.source.open().await?;
+    /// session — unless their target folder was never made sure of (created, subscribed).
+    /// Planned on a session of its own, closed before the lanes connect: a lane takes its
+    /// target and source slots together, and nothing holds a source connection while waiting
+    /// for a target one. `None`: cancelled while waiting for a connection.
+    async fn units_to_copy(
+        &self,
+        start: &Checkpoints,
+        ctx: &ApplyCtx,
+        limited: &Limited,
+    ) -> Result<Option<Vec<Unit>>, Failure> {
+        let endpoints = self.source.endpoints();
+        let endpoints: Vec<&_> = endpoints.iter().collect();
+        let mut waited = Waiting::new();
+        let (slots, mut src) = loop {
+            let slots = reserve_connections(&endpoints).await;
+            match self.source.open().await {
+                Ok(src) => break (slots, src),
+                Err(e) => {
+                    drop(slots);
+                    let e = limited.refused(e, ctx)?;
+                    if !waited.wait(&e, ctx).await? {
+                        return Ok(None);
+                    }
+                }
+            }
+        };
         let mut by_target: BTreeMap<Vec<String>, Unit> = BTreeMap::new();
         for folder in src.folders().await? {
             let Route::Copy(target) = self.mapper.route(&folder) else {
                 continue;
             };
             let status = src.status(&folder, start).await?;
+            let unit = by_target.entry(target.clone()).or_insert_with(|| Unit {
+                make_sure: !start.contains_key(&target_folder_key(&target)),
+                target,
+                folders: Vec::new(),
+                subscribed: false,
+            });
+            unit.subscribed |= folder.subscribed;
             if status.has_pending || status.flags_may_have_changed {
-                let unit = by_target.entry(target.clone()).or_insert_with(|| Unit {
-                    target,
-                    folders: Vec::new(),
-                });
                 unit.folders.push((folder, status));
             }
         }
         let _ = src.close().await;
         drop(slots);
-        let mut units: Vec<Unit> = by_target.into_values().collect();
+        let mut units: Vec<Unit> = by_target
+            .into_values()
+            .filter(|u| u.make_sure || !u.folders.is_empty())
+            .collect();
         units.sort_by_key(|u| {
             std::cmp::Reverse(u.folders.iter().map(|(_, s)| s.messages).sum::<u64>())
         });
-        Ok(units)
+        Ok(Some(units))
     }
 
     async fn observe_async(self, checkpoints: Checkpoints) -> Result<Observation, Failure> {
@@ -231,6 +298,7 @@ impl CopyRunner {
         let mut tgt = self.target.open(false).await.ok();
         let mut obs = Observation::default();
         let mut oversized = 0u64;
+        let mut deleted = 0u64;
         let mut present_in: BTreeMap<Vec<String>, IdentityCounts> = BTreeMap::new();
         for folder in src.folders().await? {
             let target = match self.mapper.route(&folder) {
@@ -275,6 +343,10 @@ impl CopyRunner {
                     oversized += 1;
                     continue;
                 }
+                if m.deleted && !self.copy_deleted {
+                    deleted += 1;
+                    continue;
+                }
                 let there = match (m.identity, present_in.get(&target)) {
                     (Some(id), Some(counts)) => {
                         used.add(id);
@@ -300,10 +372,20 @@ impl CopyRunner {
         }
         drop(slots);
         obs.sort_folders();
+        let mut notes = Vec::new();
         if oversized > 0 {
-            obs.note = Some(format!(
-                "{oversized} message(s) over max_message_size_mb will be skipped"
+            notes.push(format!(
+                "{oversized} message(s) over max_message_size_mb will be left behind"
             ));
+        }
+        if deleted > 0 {
+            notes.push(format!(
+                "{deleted} message(s) flagged \\Deleted will be left behind \
+                 (settings.deleted_messages)"
+            ));
+        }
+        if !notes.is_empty() {
+            obs.note = Some(notes.join("; "));
         }
         Ok(obs)
     }
@@ -323,7 +405,94 @@ fn merged(seed: &Checkpoints, ctx: &ApplyCtx) -> Checkpoints {
 /// Source folders landing in one target folder.
 struct Unit {
     target: Vec<String>,
+    /// Those with something to copy or carry over (none when the unit only makes sure of its
+    /// target folder).
     folders: Vec<(SourceFolder, FolderStatus)>,
+    /// The target folder was never made sure of by this step: create it, subscribe it as the
+    /// source says, record it.
+    make_sure: bool,
+    /// A source folder landing here is subscribed at the source.
+    subscribed: bool,
+}
+
+/// What the lanes of a step share: the units left, and how many lanes hold connections.
+struct Work {
+    units: VecDeque<Unit>,
+    /// Lanes connected and still taking units. A lane refused a connection as one too many
+    /// leaves its unit to them; with none, it waits and tries again. Kept under the same
+    /// lock as the units, so a unit handed back is never left with no lane to take it.
+    connected: usize,
+}
+
+/// A step's refusals as one connection too many: counted across lanes and runs, and
+/// recorded for the report.
+struct Limited {
+    times: AtomicU64,
+}
+
+impl Limited {
+    fn new(ctx: &ApplyCtx) -> Limited {
+        let before = throttled::from_checkpoints(ctx.checkpoints()).map_or(0, |n| n.times);
+        Limited {
+            times: AtomicU64::new(before),
+        }
+    }
+
+    /// `e` back if it is a refusal as one connection too many, after recording it; any
+    /// other error as the failure it is.
+    fn refused(&self, e: FlowError, ctx: &ApplyCtx) -> Result<FlowError, Failure> {
+        let text = match &e {
+            FlowError::Net(NetError::Throttled { at, text, .. }) if is_connection_limit(text) => {
+                format!("{at}: {text}")
+            }
+            _ => return Err(e.into()),
+        };
+        let note = ConnectionLimited {
+            times: self.times.fetch_add(1, Ordering::Relaxed) + 1,
+            last: text,
+        };
+        let records = note.checkpoints();
+        let pairs: Vec<(&str, &[u8])> = records
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+            .collect();
+        ctx.clone().commit(Counts::default(), &pairs)?;
+        Ok(e)
+    }
+}
+
+/// Waiting out a server that refuses connections as too many.
+struct Waiting {
+    since: Option<Instant>,
+    next: Duration,
+}
+
+impl Waiting {
+    fn new() -> Waiting {
+        Waiting {
+            since: None,
+            next: LIMITED_WAIT,
+        }
+    }
+
+    /// Waits before the next try (the server's suggestion, else a doubling backoff);
+    /// `Ok(false)` when cancelled, `Err` once the server refused for too long.
+    async fn wait(&mut self, refusal: &FlowError, ctx: &ApplyCtx) -> Result<bool, Failure> {
+        let since = *self.since.get_or_insert_with(Instant::now);
+        if since.elapsed() > LIMITED_GIVE_UP {
+            return Err(FlowError::Transient(format!(
+                "connections refused as too many for {} s: {refusal}",
+                since.elapsed().as_secs()
+            ))
+            .into());
+        }
+        let wait = refusal.retry_after().unwrap_or(self.next);
+        self.next = (self.next * 2).min(LIMITED_WAIT_MAX);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => Ok(true),
+            _ = ctx.cancel_token().cancelled() => Ok(false),
+        }
+    }
 }
 
 /// A lane's target and source sessions and the connection slots they hold.
@@ -340,27 +509,67 @@ struct Lane {
     runner: CopyRunner,
     ctx: ApplyCtx,
     seed: Arc<Checkpoints>,
-    queue: Arc<Mutex<VecDeque<Unit>>>,
+    work: Arc<Mutex<Work>>,
     failed: Arc<AtomicBool>,
+    limited: Arc<Limited>,
+    /// The current unit's target-folder record ([`target_folder_key`]), until committed.
+    marker: Option<String>,
 }
 
 impl Lane {
     /// `Ok(false)` when cancelled.
     async fn run(mut self) -> Result<bool, Failure> {
         let mut sessions: Option<LaneSessions> = None;
+        let mut waited = Waiting::new();
         loop {
             if self.failed.load(Ordering::Relaxed) {
                 break;
             }
-            let next = self.queue.lock().ok().and_then(|mut q| q.pop_front());
+            let next = match self.work.lock() {
+                Ok(mut work) => {
+                    let next = work.units.pop_front();
+                    if next.is_none() && sessions.is_some() {
+                        work.connected -= 1;
+                    }
+                    next
+                }
+                Err(_) => None,
+            };
             let Some(unit) = next else { break };
             if sessions.is_none() {
-                let mut endpoints = self.runner.target.endpoints();
-                endpoints.extend(self.runner.source.endpoints());
-                let slots = reserve_connections(&endpoints.iter().collect::<Vec<_>>()).await;
-                let tgt = self.runner.target.open(true).await?;
-                let src = self.runner.source.open().await?;
-                sessions = Some((tgt, src, slots));
+                match self.connect().await {
+                    Ok(s) => {
+                        sessions = Some(s);
+                        if let Ok(mut work) = self.work.lock() {
+                            work.connected += 1;
+                        }
+                    }
+                    Err(e) => {
+                        let e = match self.limited.refused(e, &self.ctx) {
+                            Ok(e) => e,
+                            Err(other) => {
+                                self.failed.store(true, Ordering::Relaxed);
+                                return Err(other);
+                            }
+                        };
+                        // One connection too many: leave the unit to the lanes that have
+                        // theirs; with none, wait and try again.
+                        let others = match self.work.lock() {
+                            Ok(mut work) => {
+                                work.units.push_front(unit);
+                                work.connected > 0
+                            }
+                            Err(_) => false,
+                        };
+                        if others {
+                            return Ok(true);
+                        }
+                        if !waited.wait(&e, &self.ctx).await? {
+                            return Ok(false);
+                        }
+                        continue;
+                    }
+                }
             }
             let Some((tgt, src, _)) = sessions.as_mut() else {
                 break;
@@ -383,6 +592,22 @@ impl Lane {
         Ok(true)
     }
 
+    /// Opens the lane's target and source sessions, their slots reserved in one call. A
+    /// target session opened before the source refused is closed again.
+    async fn connect(&self) -> Result<LaneSessions, FlowError> {
+        let mut endpoints = self.runner.target.endpoints();
+        endpoints.extend(self.runner.source.endpoints());
+        let slots = reserve_connections(&endpoints.iter().collect::<Vec<_>>()).await;
+        let tgt = self.runner.target.open(true).await?;
+        match self.runner.source.open().await {
+            Ok(src) => Ok((tgt, src, slots)),
+            Err(e) => {
+                let _ = tgt.close().await;
+                Err(e)
+            }
+        }
+    }
+
     async fn copy_unit(
         &mut self,
         src: &mut dyn SourceSession,
@@ -390,6 +615,16 @@ impl Lane {
         unit: &Unit,
     ) -> Result<bool, Failure> {
         tgt.ensure_folder(&unit.target).await?;
+        if unit.make_sure {
+            tgt.subscribe(&unit.target, unit.subscribed).await?;
+            // Recorded with the unit's first commit (or alone at its end), so it costs no
+            // transaction of its own.
+            self.marker = Some(target_folder_key(&unit.target));
+        }
+        if unit.folders.is_empty() {
+            self.commit_marker()?;
+            return Ok(true);
+        }
         let limit = tgt
             .size_limit()
             .map_or(self.runner.max_bytes, |l| l.min(self.runner.max_bytes));
@@ -399,6 +634,7 @@ impl Lane {
             settled_since: HashMap::new(),
             unit_start: merged(&self.seed, &self.ctx),
             limit,
+            copy_deleted: self.runner.copy_deleted,
             stored: HashMap::new(),
         };
         for (folder, status) in &unit.folders {
@@ -418,7 +654,17 @@ impl Lane {
         if self.ctx.resumed() && !counts.stored.is_empty() {
             take_back_doubles(tgt, &unit.target, &counts).await?;
         }
+        self.commit_marker()?;
         Ok(true)
+    }
+
+    /// Commits the unit's target-folder record if no commit of the unit took it along.
+    fn commit_marker(&mut self) -> Result<(), Failure> {
+        if let Some(key) = self.marker.take() {
+            self.ctx
+                .commit(Counts::default(), &[(key.as_str(), b"1")])?;
+        }
+        Ok(())
     }
 
     /// Carries flag changes of mail copied earlier over to the target.
@@ -456,8 +702,12 @@ impl Lane {
         for round in metas.chunks(ROUND) {
             let mut round = round.to_vec();
             // Mail left behind is reported with its subject and date.
+            let copy_deleted = self.runner.copy_deleted;
             let unnamed: Vec<usize> = (0..round.len())
-                .filter(|&i| round[i].size > limit && round[i].subject.is_none())
+                .filter(|&i| {
+                    (round[i].size > limit || (round[i].deleted && !copy_deleted))
+                        && round[i].subject.is_none()
+                })
                 .collect();
             if !unnamed.is_empty() {
                 src.identify(folder, &mut round).await?;
@@ -469,10 +719,18 @@ impl Lane {
                     Settle::Done(Counts::default(), None)
                 } else if let Some(problem) = &meta.problem {
                     let reason = format!("the source cannot read it: {problem}");
-                    Settle::Done(skipped(), Some(left_behind(folder, meta, &reason)))
+                    Settle::Done(
+                        left_behind_count(),
+                        Some(left_behind(folder, meta, &reason)),
+                    )
+                } else if meta.deleted && !copy_deleted {
+                    Settle::Done(
+                        left_behind_count(),
+                        Some(left_behind(folder, meta, skipped::FLAGGED_DELETED)),
+                    )
                 } else if meta.size > limit {
                     Settle::Done(
-                        skipped(),
+                        left_behind_count(),
                         Some(left_behind(folder, meta, skipped::OVER_LIMIT)),
                     )
                 } else {
@@ -489,7 +747,9 @@ impl Lane {
                 };
                 progress.entries[i].settle = decision;
             }
-            progress.advance(&mut self.ctx, src, folder).await?;
+            progress
+                .advance(&mut self.ctx, src, folder, &mut self.marker)
+                .await?;
             // Fetch and append in batches, in listing order.
             let wanted: Vec<usize> = (0..progress.entries.len())
                 .filter(|&i| matches!(progress.entries[i].settle, Settle::Fetch))
@@ -530,7 +790,8 @@ impl Lane {
                             let meta = &progress.entries[i].meta;
                             let reason = format!("the source cannot read it: {why}");
                             let record = left_behind(folder, meta, &reason);
-                            progress.entries[i].settle = Settle::Done(skipped(), Some(record));
+                            progress.entries[i].settle =
+                                Settle::Done(left_behind_count(), Some(record));
                             continue;
                         }
                     };
@@ -566,7 +827,7 @@ impl Lane {
                                 Counts {
                                     items: 1,
                                     bytes: message.len() as u64,
-                                    skipped: 0,
+                                    ..Counts::default()
                                 },
                                 None,
                             );
@@ -580,7 +841,8 @@ impl Lane {
                             let meta = &progress.entries[i].meta;
                             let reason = format!("refused by the target: {text}");
                             let record = left_behind(folder, meta, &reason);
-                            progress.entries[i].settle = Settle::Done(skipped(), Some(record));
+                            progress.entries[i].settle =
+                                Settle::Done(left_behind_count(), Some(record));
                         }
                         Err(e) => {
                             failure.get_or_insert(e);
@@ -588,7 +850,9 @@ impl Lane {
                     }
                 }
                 // Commits what the target acknowledged before reporting any failure.
-                progress.advance(&mut self.ctx, src, folder).await?;
+                progress
+                    .advance(&mut self.ctx, src, folder, &mut self.marker)
+                    .await?;
                 if let Some(e) = failure {
                     return Err(e.into());
                 }
@@ -604,7 +868,9 @@ impl Lane {
                     .into());
                 }
             }
-            progress.advance(&mut self.ctx, src, folder).await?;
+            progress
+                .advance(&mut self.ctx, src, folder, &mut self.marker)
+                .await?;
             if progress.cursor < progress.entries.len() {
                 return Err(
                     StepError::permanent("a copy round ended with unsettled messages").into(),
@@ -632,6 +898,8 @@ struct UnitCounts {
     unit_start: Checkpoints,
     /// The size limit: larger mail behind the checkpoints was left behind, not copied.
     limit: u64,
+    /// Mail flagged `\Deleted` behind the checkpoints was copied (else left behind).
+    copy_deleted: bool,
     /// The target's ids of the messages this lane stored, by identity.
     stored: HashMap<Identity, Vec<String>>,
 }
@@ -657,7 +925,9 @@ impl UnitCounts {
                     src.identify(folder, &mut metas).await?;
                 }
                 for m in metas {
-                    if let (Some(i), true) = (m.identity, m.in_window && m.size <= self.limit) {
+                    let copied =
+                        m.in_window && m.size <= self.limit && (self.copy_deleted || !m.deleted);
+                    if let (Some(i), true) = (m.identity, copied) {
                         settled.add(i);
                     }
                 }
@@ -743,13 +1013,15 @@ impl Progress {
         }
     }
 
-    /// Commits the settled prefix in one transaction, then tells the source which of those
-    /// messages the target holds.
+    /// Commits the settled prefix in one transaction (with `marker`, a target folder's
+    /// record still to commit), then tells the source which of those messages the target
+    /// holds.
     async fn advance(
         &mut self,
         ctx: &mut ApplyCtx,
         src: &mut dyn SourceSession,
         folder: &SourceFolder,
+        marker: &mut Option<String>,
     ) -> Result<(), Failure> {
         let mut delta = Counts::default();
         let mut pairs: BTreeMap<String, Vec<u8>> = BTreeMap::new();
@@ -761,12 +1033,20 @@ impl Progress {
             // deletes copied mail may delete.
             let (counts, record, kept) = match &mut entry.settle {
                 Settle::Open | Settle::Fetch => break,
-                Settle::Present => (skipped(), None, true),
+                Settle::Present => (
+                    Counts {
+                        present: 1,
+                        ..Counts::default()
+                    },
+                    None,
+                    true,
+                ),
                 Settle::Done(c, record) => (*c, record.take(), c.items > 0),
             };
             delta.items += counts.items;
             delta.bytes += counts.bytes;
-            delta.skipped += counts.skipped;
+            delta.present += counts.present;
+            delta.left_behind += counts.left_behind;
             let (k, v) = &entry.meta.checkpoint;
             pairs.insert(k.clone(), v.clone());
             if let Some((k, v)) = record {
@@ -779,6 +1059,9 @@ impl Progress {
         }
         if self.cursor == from {
             return Ok(());
+        }
+        if let Some(key) = marker.take() {
+            pairs.insert(key, b"1".to_vec());
         }
         let refs: Vec<(&str, &[u8])> = pairs
             .iter()
@@ -810,9 +1093,9 @@ fn left_behind(folder: &SourceFolder, meta: &MessageMeta, reason: &str) -> (Stri
     )
 }
 
-fn skipped() -> Counts {
+fn left_behind_count() -> Counts {
     Counts {
-        skipped: 1,
+        left_behind: 1,
         ..Counts::default()
     }
 }

@@ -29,6 +29,7 @@ pub(crate) fn imap_endpoint(imap: Option<&M365Imap>, base: &Path) -> Endpoint {
         tls: Default::default(),
         ca_file: None,
         max_connections: None,
+        max_connections_per_login: None,
     };
     let imap = imap.unwrap_or(&default);
     let server = ServerEndpoint {
@@ -39,6 +40,7 @@ pub(crate) fn imap_endpoint(imap: Option<&M365Imap>, base: &Path) -> Endpoint {
         ca_file: imap.ca_file.clone(),
         auth: AuthMethod::Xoauth2,
         max_connections: imap.max_connections,
+        max_connections_per_login: imap.max_connections_per_login,
     };
     Endpoint::from_plan(&server, IMAP_PORTS, base)
 }
@@ -261,6 +263,7 @@ mod tests {
             tls: M365Tls::Starttls,
             ca_file: Some("ca.pem".into()),
             max_connections: None,
+            max_connections_per_login: None,
         };
         let e = imap_endpoint(Some(&gcc), Path::new("/plans"));
         assert_eq!(e.server(), "outlook.office365.us:143");

@@ -141,9 +141,17 @@ pub(crate) fn source_for(
             context: format!("source `{}`", m.from),
         }))
     };
+    // Connections count against the source login's limit.
+    let endpoint = |server: &crate::plan::model::ServerEndpoint, ports| {
+        let e = Endpoint::from_plan(server, ports, base);
+        match &m.login {
+            Some(login) => e.for_login(login),
+            None => e,
+        }
+    };
     match plan.sources.get(&m.from) {
         Some(Source::Imap(server)) => Ok(Arc::new(ImapSource::new(
-            Endpoint::from_plan(server, IMAP_PORTS, base),
+            endpoint(server, IMAP_PORTS),
             login(server)?,
             window,
         ))),
@@ -151,7 +159,7 @@ pub(crate) fn source_for(
             server,
             delete_after_copy,
         }) => Ok(Arc::new(Pop3Source::new(
-            Endpoint::from_plan(server, POP3_PORTS, base),
+            endpoint(server, POP3_PORTS),
             login(server)?,
             window,
             into_of(m),
@@ -212,7 +220,7 @@ pub(crate) fn imap_target(
         context: format!("target_login of {}", user.email),
     });
     let target = ImapTarget::new(
-        Endpoint::from_plan(server, IMAP_PORTS, base),
+        Endpoint::from_plan(server, IMAP_PORTS, base).for_login(&tl.login),
         login,
         TargetNames::imap(),
     );
@@ -234,8 +242,10 @@ pub(crate) fn m365_target(plan: &Plan, user: &User, base: &Path) -> Result<M365T
     };
     let endpoint = m365::imap_endpoint(imap.as_ref(), base);
     let tokens = m365::app_tokens(tenant, auth, &endpoint.host, base);
+    let mailbox = m365::login_for(user, initial_domain.as_deref());
+    let endpoint = endpoint.for_login(&mailbox);
     let login = Arc::new(AppLogin {
-        login: m365::login_for(user, initial_domain.as_deref()),
+        login: mailbox,
         tokens,
     });
     Ok(M365Target::new(endpoint, login))

@@ -16,6 +16,7 @@ mod mail;
 pub mod notes;
 pub mod skipped;
 mod tally;
+pub mod throttled;
 mod user;
 mod verify;
 

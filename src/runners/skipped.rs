@@ -37,6 +37,10 @@ fn over_limit() -> String {
 /// The reason of a message over `settings.max_message_size_mb` (or the target's APPENDLIMIT).
 pub const OVER_LIMIT: &str = "larger than the size limit";
 
+/// The reason of a message flagged `\Deleted` at the source but not expunged
+/// (`settings.deleted_messages: skip`).
+pub const FLAGGED_DELETED: &str = "flagged \\Deleted at the source, not expunged";
+
 impl SkippedMessage {
     pub fn new(
         folder: impl Into<String>,

@@ -96,7 +96,7 @@ impl StepRunner for LoginCheck {
             check().await?;
             ctx.commit(
                 Counts {
-                    skipped: 1,
+                    present: 1,
                     ..Counts::default()
                 },
                 &[],
@@ -135,7 +135,7 @@ impl StepRunner for UserMaildir {
             MaildirTarget::open(&root).map_err(|e| StepError::permanent(e.to_string()))?;
             let delta = if existed {
                 Counts {
-                    skipped: 1,
+                    present: 1,
                     ..Counts::default()
                 }
             } else {

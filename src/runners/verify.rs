@@ -1,8 +1,8 @@
 //! `verify.*`: per target folder and identity, the target holds at least as many copies as
-//! any one of the user's sources has (mail over the size limit and outside date windows
-//! excepted). Counting per identity catches what a presence check would miss: a second,
-//! different message with a Message-ID already at the target. Read-only on both sides, so
-//! `plan` shows what is still missing.
+//! any one of the user's sources has (mail over the size limit, outside date windows and,
+//! unless the plan copies it, flagged `\Deleted` excepted). Counting per identity catches
+//! what a presence check would miss: a second, different message with a Message-ID already
+//! at the target. Read-only on both sides, so `plan` shows what is still missing.
 //!
 //! Source folders are compared one by one, not added up: two sources of one user overlap (a
 //! PST and the POP3 account it was filled from), as may two folders merged into one, and the
@@ -82,7 +82,9 @@ impl Verify {
                 let mut metas = src
                     .list(&folder, &Checkpoints::new(), Side::Pending)
                     .await?;
-                metas.retain(|m| m.in_window && m.size <= copy.max_bytes);
+                metas.retain(|m| {
+                    m.in_window && m.size <= copy.max_bytes && (copy.copy_deleted || !m.deleted)
+                });
                 if metas.iter().any(|m| m.identity.is_none()) {
                     src.identify(&folder, &mut metas).await?;
                 }
@@ -132,13 +134,14 @@ impl StepRunner for Verify {
         let copies = self.copies.clone();
         let mut ctx = ctx.clone();
         // Messages the target refused as too big are reported, not lost: they excuse as
-        // many missing ones (the source side already leaves out those over the plan's limit).
+        // many missing ones (the source side already leaves out those over the plan's limit
+        // and, unless copied, those flagged \Deleted).
         let mut refused = 0u64;
         for id in &self.writers {
             let left = skipped::from_checkpoints(&ctx.checkpoints_of(id).unwrap_or_default());
             refused += left
                 .iter()
-                .filter(|m| m.reason != skipped::OVER_LIMIT)
+                .filter(|m| m.reason != skipped::OVER_LIMIT && m.reason != skipped::FLAGGED_DELETED)
                 .count() as u64;
         }
         run_attempt(ctx.clone(), move || async move {

@@ -67,6 +67,23 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX runs_by_start ON runs (started_at);
     "#,
+    // 2: `skipped` split into `present` (the target already had it) and `left_behind` (not
+    // copied on purpose). A copy step's old `skipped` mixed both; its left-behind messages
+    // each have a `skipped:` record among its checkpoints, so those are counted as left
+    // behind and the rest as present. Autocomplete's were unresolved entries (left behind),
+    // a user step's an existing mailbox (present).
+    r#"
+    ALTER TABLE steps ADD COLUMN present INTEGER NOT NULL DEFAULT 0 CHECK (present >= 0);
+    ALTER TABLE steps ADD COLUMN left_behind INTEGER NOT NULL DEFAULT 0
+        CHECK (left_behind >= 0);
+    UPDATE steps SET left_behind = min(skipped,
+        (SELECT count(*) FROM checkpoints c
+          WHERE c.step_id = steps.id AND substr(c.key, 1, 8) = 'skipped:'))
+     WHERE id GLOB 'copy.*' OR id GLOB 'delta.*';
+    UPDATE steps SET left_behind = skipped WHERE id GLOB 'autocomplete.*';
+    UPDATE steps SET present = skipped - left_behind;
+    ALTER TABLE steps DROP COLUMN skipped;
+    "#,
 ];
 
 /// The schema version this binary writes and understands.
@@ -260,5 +277,36 @@ mod tests {
         for table in ["steps", "checkpoints", "lock", "runs"] {
             assert!(has_table(&conn, table), "{table}");
         }
+    }
+
+    /// A version-1 file's `skipped` splits into `present` and `left_behind`: a copy step's
+    /// left-behind messages are its `skipped:` records, the rest were already at the target.
+    #[test]
+    fn version_1_skipped_splits_into_present_and_left_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let mut conn = Connection::open(&path).unwrap();
+        migrate_with(&mut conn, &path, &MIGRATIONS[..1]).unwrap();
+        conn.execute_batch(
+            "INSERT INTO steps (id, items, skipped, updated_at) VALUES
+                ('copy.a.old', 10, 7, 0), ('user.a', 0, 1, 0), ('autocomplete.a', 5, 2, 0);
+             INSERT INTO checkpoints (step_id, key, value, updated_at) VALUES
+                ('copy.a.old', 'skipped:INBOX:4', x'7b7d', 0),
+                ('copy.a.old', 'skipped:INBOX:9', x'7b7d', 0),
+                ('copy.a.old', 'imap:INBOX', x'7b7d', 0);",
+        )
+        .unwrap();
+        migrate(&mut conn, &path).unwrap();
+        let row = |id: &str| -> (i64, i64, i64) {
+            conn.query_row(
+                "SELECT items, present, left_behind FROM steps WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap()
+        };
+        assert_eq!(row("copy.a.old"), (10, 5, 2));
+        assert_eq!(row("user.a"), (0, 1, 0));
+        assert_eq!(row("autocomplete.a"), (5, 0, 2));
     }
 }

@@ -80,15 +80,22 @@ impl fmt::Display for StepStatus {
 }
 
 /// Work counters of a step. Used both for a step's totals and for the increment passed to
-/// [`StateStore::commit_progress`].
+/// [`StateStore::commit_progress`]. Three kinds of items, kept apart because they mean
+/// different things to a client: what this step delivered, what the target already had,
+/// and what stays behind at the source on purpose.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
     /// Items delivered to the target (messages, records, blocks).
     pub items: u64,
     /// Bytes delivered to the target.
     pub bytes: u64,
-    /// Items deliberately not copied (already present at the target, excluded, too large).
-    pub skipped: u64,
+    /// Items the target already held, so nothing was delivered (a message copied by an
+    /// earlier run or another step, a mailbox that exists).
+    pub present: u64,
+    /// Items deliberately not delivered and left at the source (too large, flagged
+    /// `\Deleted`, refused by the target, an autocomplete entry without an address); the
+    /// step records each with its reason where it can, for the report.
+    pub left_behind: u64,
 }
 
 /// The increment a connector reports with a checkpoint; same shape as the totals.

@@ -380,10 +380,11 @@ impl StateStore for SqliteStore {
                 StateError::InvalidArgument(format!("{name} delta {v} for step `{id}` too large"))
             })
         };
-        let (items, bytes, skipped) = (
+        let (items, bytes, present, left_behind) = (
             field("items", delta.items)?,
             field("bytes", delta.bytes)?,
-            field("skipped", delta.skipped)?,
+            field("present", delta.present)?,
+            field("left_behind", delta.left_behind)?,
         );
         let now = to_millis(SystemTime::now());
 
@@ -394,10 +395,10 @@ impl StateStore for SqliteStore {
         let updated = tx
             .prepare_cached(
                 "UPDATE steps SET items = items + ?2, bytes = bytes + ?3,
-                     skipped = skipped + ?4, updated_at = ?5
+                     present = present + ?4, left_behind = left_behind + ?5, updated_at = ?6
                  WHERE id = ?1",
             )
-            .and_then(|mut stmt| stmt.execute(params![id, items, bytes, skipped, now]))
+            .and_then(|mut stmt| stmt.execute(params![id, items, bytes, present, left_behind, now]))
             .map_err(|e| self.err("update counts", e))?;
         if updated == 0 {
             return Err(StateError::UnknownStep { id: id.to_owned() });
@@ -440,7 +441,8 @@ impl StateStore for SqliteStore {
             .map_err(|e| self.err("delete checkpoints", e))?;
         tx.execute(
             "UPDATE steps SET status = 'pending', config_hash = NULL, attempts = 0,
-                 started_at = NULL, finished_at = NULL, items = 0, bytes = 0, skipped = 0,
+                 started_at = NULL, finished_at = NULL, items = 0, bytes = 0, present = 0,
+                 left_behind = 0,
                  last_error = NULL, approved_by = NULL, approved_at = NULL, updated_at = ?2
              WHERE id = ?1",
             params![id, now],
@@ -652,7 +654,7 @@ fn read_holder(conn: &Connection) -> rusqlite::Result<Option<LockHolder>> {
 }
 
 const STEP_COLUMNS: &str = "id, status, config_hash, attempts, started_at, finished_at, \
-     items, bytes, skipped, last_error, approved_by, approved_at, updated_at";
+     items, bytes, present, left_behind, last_error, approved_by, approved_at, updated_at";
 
 /// A `steps` row as stored, before the checks that turn it into a [`StepRecord`]; kept apart
 /// so that a bad value becomes a `Corrupt` error naming the file, not a panic or a generic
@@ -666,7 +668,8 @@ struct RawStep {
     finished_at: Option<i64>,
     items: i64,
     bytes: i64,
-    skipped: i64,
+    present: i64,
+    left_behind: i64,
     last_error: Option<String>,
     approved_by: Option<String>,
     approved_at: Option<i64>,
@@ -684,11 +687,12 @@ impl RawStep {
             finished_at: r.get(5)?,
             items: r.get(6)?,
             bytes: r.get(7)?,
-            skipped: r.get(8)?,
-            last_error: r.get(9)?,
-            approved_by: r.get(10)?,
-            approved_at: r.get(11)?,
-            updated_at: r.get(12)?,
+            present: r.get(8)?,
+            left_behind: r.get(9)?,
+            last_error: r.get(10)?,
+            approved_by: r.get(11)?,
+            approved_at: r.get(12)?,
+            updated_at: r.get(13)?,
         })
     }
 
@@ -715,7 +719,8 @@ impl RawStep {
             counts: Counts {
                 items: count("items", self.items)?,
                 bytes: count("bytes", self.bytes)?,
-                skipped: count("skipped", self.skipped)?,
+                present: count("present", self.present)?,
+                left_behind: count("left_behind", self.left_behind)?,
             },
             last_error: self.last_error,
             approval,

@@ -101,13 +101,24 @@ impl Dovecot {
 
     /// Starts a fresh instance; panics (failing the test) with the reason when it cannot.
     pub fn start() -> Dovecot {
-        Dovecot::start_with(&[])
+        Dovecot::start_full(&[], "")
     }
 
     /// Like [`Dovecot::start`], with `logins` (login, password) in the passwd-file besides the
     /// pool: for tests whose mailboxes need given addresses (several XOAUTH2 mailboxes
     /// sharing one app token, say).
     pub fn start_with(logins: &[(String, String)]) -> Dovecot {
+        Dovecot::start_full(logins, "")
+    }
+
+    /// Like [`Dovecot::start`], with `extra` appended to its configuration (a per-user
+    /// connection limit, say), for the tests that need a server configured unlike the shared
+    /// one.
+    pub fn start_configured(extra: &str) -> Dovecot {
+        Dovecot::start_full(&[], extra)
+    }
+
+    fn start_full(logins: &[(String, String)], extra: &str) -> Dovecot {
         let binary = find_dovecot();
         let dir = tempfile::Builder::new()
             .prefix("cutover-dovecot-")
@@ -228,6 +239,7 @@ service anvil {{
     mode = 0
   }}
 }}
+{extra}
 "#,
             p0 = ports[0],
             p1 = ports[1],

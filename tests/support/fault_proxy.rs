@@ -16,18 +16,21 @@
 //!   and never reaches the server (a synchronizing literal is refused instead of `+`, as
 //!   servers do; with LITERAL+ the bytes are swallowed first);
 //! - `cut_download_every` / `cut_download_after`: every Nth body download (IMAP `UID FETCH`
-//!   of `BODY.PEEK[]`, POP3 `RETR`) is cut once that many response bytes reached the client,
-//!   at most `cut_download_limit` times;
-//! - `drop_capabilities`: names removed from `* CAPABILITY` lines and `[CAPABILITY …]` codes;
+//!   of `BODY.PEEK[]`, POP3 `RETR` or `TOP n m` with m > 0) is cut once that many response
+//!   bytes reached the client, at most `cut_download_limit` times;
+//! - `drop_capabilities`: names removed from `* CAPABILITY` lines and `[CAPABILITY …]` codes,
+//!   and POP3 `CAPA` lines (`PIPELINING`, `TOP`);
 //! - `reorder_appends`: an APPEND's completion comes after the next command's.
+//!
+//! POP3 sessions (told by the `+OK` greeting) are followed answer by answer — a status line,
+//! and a body up to `.` after `+OK` for the commands that have one — so the proxy knows how
+//! many commands a client keeps in flight (PIPELINING) and which lines are a CAPA answer.
 //!
 //! Replies the proxy invents reach the client in command order (after the server's answers
 //! to the commands sent before), as a server's would.
 //!
 //! Limits, fine for the tests: a server refusing a synchronizing literal (`NO` instead of
-//! `+`) is not followed — the proxy would wait for the literal; POP3 has no literals, and a
-//! POP3 message line that happens to end in `{n}` is copied as n raw bytes (the same bytes,
-//! only a capability filter would miss lines in them).
+//! `+`) is not followed — the proxy would wait for the literal.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -79,6 +82,11 @@ pub struct Counts {
     pub download_cuts: usize,
     /// APPEND completions sent after a later command's.
     pub reordered: usize,
+    /// POP3 commands the clients sent.
+    pub pop3_commands: usize,
+    /// The most POP3 commands one client had sent before their answers were complete: 1
+    /// for a client waiting for each answer, more for one pipelining.
+    pub pop3_max_in_flight: usize,
 }
 
 struct Shared {
@@ -204,6 +212,37 @@ struct Downstream {
     queue: VecDeque<Pending>,
     /// Response bytes the client may still get before the connection is cut.
     budget: Option<usize>,
+    /// The server greeted `+OK`: a POP3 session.
+    pop3: bool,
+    /// POP3 commands sent and not yet fully answered, in order.
+    pop3_pending: VecDeque<Pop3Command>,
+}
+
+/// What the proxy needs to know of a POP3 command to follow its answer.
+#[derive(Debug, Clone, Copy)]
+struct Pop3Command {
+    /// `+OK` is followed by a body ending in a `.` line.
+    multiline: bool,
+    /// The answer lists capabilities (filtered).
+    capa: bool,
+}
+
+impl Pop3Command {
+    fn of(words: &[&str]) -> Pop3Command {
+        let verb = words
+            .first()
+            .map(|w| w.to_ascii_uppercase())
+            .unwrap_or_default();
+        let args = words.len().saturating_sub(1);
+        Pop3Command {
+            multiline: match verb.as_str() {
+                "CAPA" | "RETR" | "TOP" => true,
+                "LIST" | "UIDL" => args == 0,
+                _ => false,
+            },
+            capa: verb == "CAPA",
+        }
+    }
 }
 
 enum Pending {
@@ -273,6 +312,8 @@ fn session(client: TcpStream, server: TcpStream, shared: &Arc<Shared>) {
         to_client,
         queue: VecDeque::new(),
         budget: None,
+        pop3: false,
+        pop3_pending: VecDeque::new(),
     }));
     let pump = {
         let (shared, down) = (shared.clone(), down.clone());
@@ -288,6 +329,36 @@ fn session(client: TcpStream, server: TcpStream, shared: &Arc<Shared>) {
         let tag = words.first().copied().unwrap_or("*").to_string();
         let verb = |i: usize, w: &str| words.get(i).is_some_and(|v| v.eq_ignore_ascii_case(w));
         let faults = shared.faults();
+        if down.lock().unwrap().pop3 {
+            // POP3: no tags, no literals; downloads are RETR and TOP with body lines.
+            let download =
+                verb(0, "RETR") || (verb(0, "TOP") && words.get(2).is_some_and(|n| *n != "0"));
+            {
+                let mut d = down.lock().unwrap();
+                if download {
+                    let n = shared.count(|c| c.downloads += 1).downloads;
+                    let cut = faults
+                        .cut_download_every
+                        .is_some_and(|e| n.is_multiple_of(e))
+                        && faults
+                            .cut_download_limit
+                            .is_none_or(|max| shared.counts.lock().unwrap().download_cuts < max);
+                    if cut {
+                        d.budget = Some(faults.cut_download_after);
+                    }
+                }
+                d.pop3_pending.push_back(Pop3Command::of(&words));
+                let in_flight = d.pop3_pending.len();
+                shared.count(|c| {
+                    c.pop3_commands += 1;
+                    c.pop3_max_in_flight = c.pop3_max_in_flight.max(in_flight);
+                });
+            }
+            if to_server.write_all(&line).is_err() {
+                break;
+            }
+            continue;
+        }
         let forwarded = if !continues && verb(1, "APPEND") {
             let n = shared.count(|c| c.appends += 1).appends;
             let mut s = Append {
@@ -454,8 +525,44 @@ fn responses(server: TcpStream, down: &Down, shared: &Shared) {
     let mut from_server = BufReader::new(server);
     // An APPEND completion held back to come after the next one (`reorder_appends`).
     let mut held: Option<(Vec<u8>, String)> = None;
+    let mut greeted = false;
+    // Inside a POP3 multi-line answer: whether it is CAPA's.
+    let mut pop3_body: Option<bool> = None;
     'lines: while let Some(line) = read_line(&mut from_server) {
         let faults = shared.faults();
+        if !greeted {
+            greeted = true;
+            if line.starts_with(b"+OK") {
+                down.lock().unwrap().pop3 = true;
+            }
+        } else if down.lock().unwrap().pop3 {
+            let mut d = down.lock().unwrap();
+            match pop3_body {
+                Some(capa) => {
+                    if line == b".\r\n" || line == b".\n" {
+                        pop3_body = None;
+                        d.pop3_pending.pop_front();
+                    } else if capa && dropped_pop3_capability(&line, &faults.drop_capabilities) {
+                        continue;
+                    }
+                }
+                None => {
+                    let command = d.pop3_pending.front().copied();
+                    match command {
+                        Some(c) if c.multiline && line.starts_with(b"+OK") => {
+                            pop3_body = Some(c.capa);
+                        }
+                        _ => {
+                            d.pop3_pending.pop_front();
+                        }
+                    }
+                }
+            }
+            if !d.send(&line, shared) {
+                break;
+            }
+            continue;
+        }
         let line = if faults.drop_capabilities.is_empty() {
             line
         } else {
@@ -529,6 +636,14 @@ fn completion_tag(line: &[u8]) -> Option<String> {
         .iter()
         .any(|s| s.eq_ignore_ascii_case(status));
     (tag != "*" && tag != "+" && is_status).then(|| tag.to_string())
+}
+
+/// Whether a line of a POP3 CAPA answer names a capability in `drop` (its first word).
+fn dropped_pop3_capability(line: &[u8], drop: &[String]) -> bool {
+    let text = String::from_utf8_lossy(line);
+    text.split_whitespace()
+        .next()
+        .is_some_and(|cap| drop.iter().any(|d| d.eq_ignore_ascii_case(cap)))
 }
 
 /// Removes `drop` from a `* CAPABILITY …` line or a `[CAPABILITY …]` response code.

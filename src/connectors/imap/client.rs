@@ -46,6 +46,11 @@ impl Mailbox {
     pub fn is_selectable(&self) -> bool {
         !self.has_attribute("\\Noselect") && !self.has_attribute("\\NonExistent")
     }
+
+    /// Subscribed, as [`ImapClient::list_subscribed`] marks it.
+    pub fn is_subscribed(&self) -> bool {
+        self.has_attribute("\\Subscribed")
+    }
 }
 
 /// What SELECT/EXAMINE tells: the checkpoint identity of a folder.
@@ -262,20 +267,63 @@ impl ImapClient {
         } else {
             "LIST \"\" \"*\""
         };
-        let (untagged, _) = self.run(cmd, "LIST").await?;
+        self.list_with(cmd, "LIST").await
+    }
+
+    /// [`list`](Self::list), each subscribed mailbox with the `\Subscribed` attribute: one
+    /// `LIST … RETURN (SUBSCRIBED)` under LIST-EXTENDED (RFC 5258), else LIST and LSUB.
+    pub async fn list_subscribed(&mut self) -> NetResult<Vec<Mailbox>> {
+        if self.has_capability("LIST-EXTENDED") {
+            let cmd = if self.has_capability("SPECIAL-USE") {
+                "LIST \"\" \"*\" RETURN (SUBSCRIBED SPECIAL-USE)"
+            } else {
+                "LIST \"\" \"*\" RETURN (SUBSCRIBED)"
+            };
+            return self.list_with(cmd, "LIST").await;
+        }
+        let mut all = self.list().await?;
+        let subscribed: std::collections::HashSet<String> = self
+            .list_with("LSUB \"\" \"*\"", "LSUB")
+            .await?
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        for m in &mut all {
+            let inbox = m.name.eq_ignore_ascii_case("INBOX");
+            let listed = subscribed.contains(&m.name)
+                || (inbox && subscribed.iter().any(|s| s.eq_ignore_ascii_case("INBOX")));
+            if listed && !m.has_attribute("\\Subscribed") {
+                m.attributes.push("\\Subscribed".into());
+            }
+        }
+        Ok(all)
+    }
+
+    /// SUBSCRIBE (RFC 3501 §6.3.6); subscribing twice is harmless.
+    pub async fn subscribe(&mut self, mailbox: &str) -> NetResult<()> {
+        let name = self.astring(mailbox, "SUBSCRIBE").await?;
+        self.simple(&format!("SUBSCRIBE {name}"), "SUBSCRIBE").await
+    }
+
+    /// Runs a LIST or LSUB command (`verb` is its response name) and reads its mailboxes.
+    async fn list_with(&mut self, cmd: &str, verb: &'static str) -> NetResult<Vec<Mailbox>> {
+        let (untagged, _) = self.run(cmd, verb).await?;
         let mut out = Vec::new();
         for v in untagged {
             if !v
                 .get(1)
                 .and_then(Value::as_atom)
-                .is_some_and(|a| a.eq_ignore_ascii_case("LIST"))
+                .is_some_and(|a| a.eq_ignore_ascii_case(verb))
             {
                 continue;
             }
             let (Some(Value::List(attrs)), Some(delim), Some(name)) =
                 (v.get(2), v.get(3), v.get(4))
             else {
-                return Err(NetError::protocol(&self.conn.at, "malformed LIST response"));
+                return Err(NetError::protocol(
+                    &self.conn.at,
+                    format!("malformed {verb} response"),
+                ));
             };
             let delimiter = match delim {
                 Value::Str(s) if s.len() == 1 => Some(char::from(s[0])),
@@ -284,7 +332,7 @@ impl ImapClient {
             let Some(name) = name.as_bytes() else {
                 return Err(NetError::protocol(
                     &self.conn.at,
-                    "LIST without a mailbox name",
+                    format!("{verb} without a mailbox name"),
                 ));
             };
             out.push(Mailbox {
@@ -369,16 +417,16 @@ impl ImapClient {
             .await
     }
 
-    /// Starts `UID FETCH range (UID RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER.FIELDS
+    /// Starts `UID FETCH range (UID RFC822.SIZE INTERNALDATE FLAGS BODY.PEEK[HEADER.FIELDS
     /// (MESSAGE-ID DATE SUBJECT)])`: each [`FetchedMessage`] then carries only those header
-    /// fields and the internal date (no flags). What a copy needs to decide, without
+    /// fields, the flags and the internal date. What a copy needs to decide, without
     /// downloading bodies, which messages are already at the target (their identity), too
-    /// large (size), outside a date window (internal date) or worth naming in a report
-    /// (subject).
+    /// large (size), outside a date window (internal date), flagged `\Deleted`, or worth
+    /// naming in a report (subject).
     pub async fn uid_fetch_headers(&mut self, range: &str) -> NetResult<Fetch<'_>> {
         self.fetch_items(
             range,
-            &format!("UID RFC822.SIZE INTERNALDATE {IDENTITY_FIELDS}"),
+            &format!("UID RFC822.SIZE INTERNALDATE FLAGS {IDENTITY_FIELDS}"),
         )
         .await
     }

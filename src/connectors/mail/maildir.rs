@@ -33,6 +33,12 @@ use super::utf7;
 use super::{MailError, Result};
 
 const KEYWORDS_FILE: &str = "dovecot-keywords";
+/// Dovecot's list of subscribed folders, at the maildir's root.
+const SUBSCRIPTIONS_FILE: &str = "subscriptions";
+/// The first line and blank line of Dovecot's version-2 subscriptions file, whose lines hold
+/// a name's levels separated by tabs; version 1 (what Dovecot writes into a new file) holds
+/// one Maildir++ name (`Archive.2023`, modified UTF-7) per line.
+const SUBSCRIPTIONS_V2: &str = "V\t2\n\n";
 const MAX_KEYWORDS: usize = 26;
 /// Suffix of this crate's files in `tmp/`, so cleanup never touches a file another program
 /// (a Dovecot delivery in progress) is writing.
@@ -215,6 +221,17 @@ impl Maildir {
         Ok(out)
     }
 
+    /// The folders Dovecot's `subscriptions` file lists (either of its formats, see
+    /// [`SUBSCRIPTIONS_V2`]), or `None` when there is no such file.
+    pub fn subscriptions(&self) -> Result<Option<Vec<FolderPath>>> {
+        let path = self.root.join(SUBSCRIPTIONS_FILE);
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Some(parse_subscriptions(&String::from_utf8_lossy(&bytes)))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(MailError::io(&path, e)),
+        }
+    }
+
     /// The folder's messages from `new/` and `cur/`, sorted by id, so two runs over an
     /// unchanged folder see the same order and a checkpoint "after id X" is meaningful.
     /// Holds only file metadata, never message bytes.
@@ -289,6 +306,63 @@ fn decode_dir_name(stripped: &str) -> FolderPath {
         .collect();
     // Not `FolderPath::new`: a name on disk is listed even when this crate would not create it.
     FolderPath { segments }
+}
+
+/// The folders of a `subscriptions` file's text, either format (see [`SUBSCRIPTIONS_V2`]).
+/// Lines that name no folder this crate can represent are left out.
+fn parse_subscriptions(text: &str) -> Vec<FolderPath> {
+    let (v2, body) = match text.strip_prefix(SUBSCRIPTIONS_V2) {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let decode = |seg: &str| utf7::decode(seg).unwrap_or_else(|_| seg.to_owned());
+    body.lines()
+        .filter(|l| !l.is_empty())
+        .filter_map(|line| {
+            let segments: Vec<String> = if v2 {
+                line.split('\t').map(|s| decode(&tab_unescape(s))).collect()
+            } else {
+                line.split('.').map(decode).collect()
+            };
+            FolderPath::new(segments).ok()
+        })
+        .collect()
+}
+
+/// Dovecot's tab escaping (`str_append_tabescaped`): `\x01` starts an escape for itself,
+/// tab, CR and LF.
+fn tab_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\x01' => out.push_str("\x011"),
+            '\t' => out.push_str("\x01t"),
+            '\r' => out.push_str("\x01r"),
+            '\n' => out.push_str("\x01n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn tab_unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\x01' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('1') => out.push('\x01'),
+            Some('t') => out.push('\t'),
+            Some('r') => out.push('\r'),
+            Some('n') => out.push('\n'),
+            Some(other) => out.push(other),
+            None => {}
+        }
+    }
+    out
 }
 
 /// Maildir info flags: `D`raft, `F`lagged, `P`assed, `R`eplied, `S`een, `T`rashed, and `a`–`z`
@@ -411,6 +485,53 @@ impl MaildirTarget {
     /// Creates `folder` (its `cur/new/tmp` and the `maildirfolder` marker) when missing.
     pub fn ensure_folder(&mut self, folder: &FolderPath) -> Result<()> {
         self.folder_state(folder, true).map(|_| ())
+    }
+
+    /// Adds `folder` to Dovecot's `subscriptions` file (in the format the file has; a new
+    /// file as Dovecot starts one), rewritten atomically; `false` when it was listed already.
+    /// INBOX needs no subscription.
+    pub fn subscribe(&mut self, folder: &FolderPath) -> Result<bool> {
+        if folder.is_inbox() {
+            return Ok(false);
+        }
+        // One file for the whole maildir, written by every copy lane: read, change and
+        // replace it one writer at a time (the apply lock keeps other processes out).
+        static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _writing = WRITING.lock().unwrap_or_else(|e| e.into_inner());
+        let path = self.root.join(SUBSCRIPTIONS_FILE);
+        let text = match fs::read(&path) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(MailError::io(&path, e)),
+        };
+        if parse_subscriptions(&text).contains(folder) {
+            return Ok(false);
+        }
+        let mut text = text;
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        let encoded: Vec<String> = folder.segments().iter().map(|s| utf7::encode(s)).collect();
+        if text.starts_with(SUBSCRIPTIONS_V2) {
+            let escaped: Vec<String> = encoded.iter().map(|s| tab_escape(s)).collect();
+            text.push_str(&escaped.join("\t"));
+        } else {
+            text.push_str(&encoded.join("."));
+        }
+        text.push('\n');
+        let tmp = self.root.join(format!("{SUBSCRIPTIONS_FILE}{TMP_SUFFIX}"));
+        // Left by a process killed between writing and renaming; nobody else writes it now.
+        match fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(MailError::io(&tmp, e)),
+        }
+        write_file(&tmp, text.as_bytes(), None, self.sync).map_err(|e| MailError::io(&tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| MailError::io(&path, e))?;
+        if self.sync {
+            sync_dir(&self.root).map_err(|e| MailError::io(&self.root, e))?;
+        }
+        Ok(true)
     }
 
     /// Stores `message` in `folder` as a new file, creating the folder if missing. Returns
@@ -778,6 +899,42 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subscriptions_in_both_dovecot_formats() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = MaildirTarget::open(dir.path()).unwrap();
+        let nested = FolderPath::parse("Archive/Müller", '/').unwrap();
+        let sent = FolderPath::parse("Sent", '/').unwrap();
+        assert!(t.subscribe(&nested).unwrap());
+        assert!(!t.subscribe(&nested).unwrap(), "listed once");
+        assert!(!t.subscribe(&FolderPath::inbox()).unwrap());
+        let file = dir.path().join(SUBSCRIPTIONS_FILE);
+        assert_eq!(fs::read_to_string(&file).unwrap(), "Archive.M&APw-ller\n");
+        let md = Maildir::open(dir.path()).unwrap();
+        assert_eq!(md.subscriptions().unwrap(), Some(vec![nested.clone()]));
+        // A version-2 file keeps its format.
+        fs::write(&file, "V\t2\n\nArchive\tM&APw-ller\nTab\x01tbed\n").unwrap();
+        assert!(t.subscribe(&sent).unwrap());
+        assert_eq!(
+            fs::read_to_string(&file).unwrap(),
+            "V\t2\n\nArchive\tM&APw-ller\nTab\x01tbed\nSent\n"
+        );
+        let found = md.subscriptions().unwrap().unwrap();
+        assert_eq!(found[0], nested);
+        assert_eq!(found.last(), Some(&sent));
+        // `Tab\tbed` is one segment with a tab, which no folder name may hold.
+        assert_eq!(found.len(), 2);
+        let empty = tempfile::tempdir().unwrap();
+        MaildirTarget::open(empty.path()).unwrap();
+        assert_eq!(
+            Maildir::open(empty.path())
+                .unwrap()
+                .subscriptions()
+                .unwrap(),
+            None
+        );
+    }
 
     #[test]
     fn folder_paths() {

@@ -1,5 +1,5 @@
-//! An IMAP account as a [`MailSource`]: every folder the server lists, read with `EXAMINE`
-//! and `BODY.PEEK[]` so the source's flags never change.
+//! An IMAP account as a [`MailSource`]: every folder the server lists (with whether it is
+//! subscribed), read with `EXAMINE` and `BODY.PEEK[]` so the source's flags never change.
 //!
 //! Checkpoint: `imap:<folder wire name>` → JSON `{"uidvalidity", "last_uid", "modseq"}`, the
 //! last settled UID of the folder under its UIDVALIDITY (another UIDVALIDITY voids it: the
@@ -22,7 +22,7 @@ use super::{
 use crate::connectors::imap::folders::{decode_lossy, source_path};
 use crate::connectors::imap::{FetchedMessage, ImapClient, MailboxStatus};
 use crate::connectors::mail::identity::Identity;
-use crate::connectors::mail::{DateWindow, RawMessage};
+use crate::connectors::mail::{DateWindow, Flag, RawMessage};
 use crate::connectors::mailflow::SpecialUse;
 use crate::connectors::net::Endpoint;
 
@@ -73,9 +73,7 @@ impl MailSource for ImapSource {
     }
 
     fn max_sessions(&self) -> usize {
-        self.endpoint
-            .max_connections
-            .map_or(SESSIONS, |m| SESSIONS.min(m.max(1) as usize))
+        SESSIONS.min(self.endpoint.connection_limit())
     }
 
     fn endpoints(&self) -> Vec<Endpoint> {
@@ -221,7 +219,7 @@ impl SourceSession for ImapSourceSession {
         Box::pin(async move {
             Ok(self
                 .client
-                .list()
+                .list_subscribed()
                 .await?
                 .iter()
                 .map(source_folder)
@@ -293,6 +291,7 @@ impl SourceSession for ImapSourceSession {
                         received: m.message.internal_date,
                         in_window: true,
                         problem: None,
+                        deleted: m.message.flags.contains(Flag::Deleted),
                         checkpoint: (key.clone(), checkpoint),
                     }
                 })
@@ -394,6 +393,7 @@ pub fn source_folder(mailbox: &crate::connectors::imap::Mailbox) -> SourceFolder
         path: source_path(&mailbox.name, mailbox.delimiter),
         special: SpecialUse::from_attributes(&mailbox.attributes),
         selectable: mailbox.is_selectable(),
+        subscribed: mailbox.is_subscribed(),
     }
 }
 

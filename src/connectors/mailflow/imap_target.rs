@@ -1,6 +1,6 @@
-//! An IMAP mailbox as a [`MailTarget`]: folders created as needed, messages stored with their
-//! flags and INTERNALDATE by [`ImapClient::append_all`] (one MULTIAPPEND where offered, else
-//! pipelined APPENDs), acknowledged one by one.
+//! An IMAP mailbox as a [`MailTarget`]: folders created as needed and subscribed as at the
+//! source, messages stored with their flags and INTERNALDATE by [`ImapClient::append_all`]
+//! (one MULTIAPPEND where offered, else pipelined APPENDs), acknowledged one by one.
 //!
 //! Throttling replies (`[THROTTLED]`, `[LIMIT]`, `[UNAVAILABLE]`, Microsoft's "Suggested
 //! Backoff Time") to an APPEND are waited out inside [`TargetSession::append`] — the
@@ -35,6 +35,8 @@ pub struct ImapTarget {
     endpoint: Endpoint,
     login: Arc<dyn Login>,
     names: TargetNames,
+    /// Subscribe every folder the copy makes sure of, whatever the source says.
+    subscribe_all: bool,
 }
 
 impl ImapTarget {
@@ -45,7 +47,16 @@ impl ImapTarget {
             endpoint,
             login,
             names,
+            subscribe_all: false,
         }
+    }
+
+    /// The same target, subscribing every migrated folder whether or not it was subscribed
+    /// at the source (Microsoft 365: Outlook shows every folder, IMAP clients of the same
+    /// mailbox only subscribed ones).
+    pub fn subscribing_all(mut self) -> Self {
+        self.subscribe_all = true;
+        self
     }
 
     pub fn endpoint(&self) -> &Endpoint {
@@ -77,7 +88,7 @@ impl MailTarget for ImapTarget {
     }
 
     fn max_sessions(&self) -> Option<usize> {
-        self.endpoint.max_connections.map(|m| m.max(1) as usize)
+        Some(self.endpoint.connection_limit())
     }
 
     fn endpoints(&self) -> Vec<Endpoint> {
@@ -98,6 +109,7 @@ impl MailTarget for ImapTarget {
                 client,
                 delimiter,
                 created: Vec::new(),
+                subscribe_all: self.subscribe_all,
             }) as Box<dyn TargetSession>)
         })
     }
@@ -108,6 +120,7 @@ struct ImapTargetSession {
     delimiter: char,
     /// Folders this session made sure of.
     created: Vec<String>,
+    subscribe_all: bool,
 }
 
 impl ImapTargetSession {
@@ -162,6 +175,20 @@ impl TargetSession for ImapTargetSession {
             }
             self.client.create(&wire).await?;
             self.created.push(wire);
+            Ok(())
+        })
+    }
+
+    fn subscribe<'a>(
+        &'a mut self,
+        folder: &'a [String],
+        subscribed: bool,
+    ) -> BoxFuture<'a, FlowResult<()>> {
+        Box::pin(async move {
+            let wire = self.wire(folder);
+            if (subscribed || self.subscribe_all) && wire != "INBOX" {
+                self.client.subscribe(&wire).await?;
+            }
             Ok(())
         })
     }

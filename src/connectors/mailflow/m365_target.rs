@@ -1,6 +1,7 @@
 //! A Microsoft 365 mailbox (Exchange Online over IMAP) as a [`MailTarget`]: the IMAP target
 //! with Exchange's own special folders ("Sent Items", "Deleted Items", "Junk Email"), so mail
-//! a source marks `\Sent` lands where Outlook shows sent mail. The login is the plan's app
+//! a source marks `\Sent` lands where Outlook shows sent mail, and every migrated folder
+//! subscribed (phones and IMAP clients of the mailbox show subscribed folders only). The login is the plan's app
 //! registration (SASL XOAUTH2 with a client-credentials token), which the runners provide as
 //! a [`Login`].
 
@@ -21,7 +22,7 @@ impl M365Target {
     /// sovereign cloud's); `login`: the mailbox address with the app's token.
     pub fn new(endpoint: Endpoint, login: Arc<dyn Login>) -> Self {
         M365Target {
-            imap: ImapTarget::new(endpoint, login, TargetNames::m365()),
+            imap: ImapTarget::new(endpoint, login, TargetNames::m365()).subscribing_all(),
         }
     }
 

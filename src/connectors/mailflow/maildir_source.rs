@@ -1,6 +1,6 @@
 //! A Maildir++ tree (a Dovecot or Courier mail directory, copied off a server) as a
 //! [`MailSource`]: INBOX and every `.`-folder, each message file with the flags in its name
-//! and its mtime as the received time.
+//! and its mtime as the received time; subscriptions from Dovecot's `subscriptions` file.
 //!
 //! Checkpoint: `maildir:<folder>` → the unique part of the last settled file's name. Files are
 //! listed sorted by that name, so "after X" is stable while flags change (which renames the
@@ -15,7 +15,7 @@ use super::{
 };
 use crate::connectors::mail::identity::Identity;
 use crate::connectors::mail::maildir::read_header;
-use crate::connectors::mail::{DateWindow, Maildir, MaildirEntry, MaildirFolder, RawMessage};
+use crate::connectors::mail::{DateWindow, Flag, Maildir, MaildirEntry, MaildirFolder, RawMessage};
 
 /// Folders read at once: local disks take a few readers well.
 const SESSIONS: usize = 4;
@@ -143,6 +143,14 @@ impl SourceSession for MaildirSession {
     fn folders(&mut self) -> BoxFuture<'_, FlowResult<Vec<SourceFolder>>> {
         Box::pin(async move {
             let found = self.maildir.folders()?;
+            // Dovecot's `subscriptions` file; without one, every folder counts as subscribed.
+            let subscriptions = self.maildir.subscriptions()?;
+            let subscribed = |name: &crate::connectors::mail::FolderPath| {
+                name.is_inbox()
+                    || subscriptions
+                        .as_ref()
+                        .is_none_or(|s| s.iter().any(|f| f == name))
+            };
             self.folders.clear();
             let mut out = Vec::with_capacity(found.len());
             for f in found {
@@ -153,6 +161,7 @@ impl SourceSession for MaildirSession {
                     path: f.name.segments().to_vec(),
                     special: None,
                     selectable: true,
+                    subscribed: subscribed(&f.name),
                 });
                 self.folders.insert(id, f);
             }
@@ -193,6 +202,7 @@ impl SourceSession for MaildirSession {
                     received: e.internal_date,
                     in_window: true,
                     problem: None,
+                    deleted: e.flags.contains(Flag::Deleted),
                     checkpoint: (key.clone(), e.id.clone().into_bytes()),
                     id: e.id,
                 });

@@ -1,5 +1,6 @@
 //! A user's Maildir++ tree (Dovecot layout) as a [`MailTarget`]: every message a durable file
-//! (written to `tmp/`, fsynced, renamed into `cur/`) before the runner checkpoints it.
+//! (written to `tmp/`, fsynced, renamed into `cur/`) before the runner checkpoints it;
+//! subscriptions in Dovecot's `subscriptions` file.
 
 use std::path::PathBuf;
 
@@ -82,6 +83,20 @@ impl TargetSession for MaildirSession {
         Box::pin(async move {
             let folder = maildir_folder(folder)?;
             self.writer()?.ensure_folder(&folder)?;
+            Ok(())
+        })
+    }
+
+    fn subscribe<'a>(
+        &'a mut self,
+        folder: &'a [String],
+        subscribed: bool,
+    ) -> BoxFuture<'a, FlowResult<()>> {
+        Box::pin(async move {
+            if subscribed {
+                let folder = maildir_folder(folder)?;
+                self.writer()?.subscribe(&folder)?;
+            }
             Ok(())
         })
     }

@@ -16,7 +16,7 @@ use super::{
     Side, SourceFolder, SourceSession,
 };
 use crate::connectors::mail::identity::Identity;
-use crate::connectors::mail::{DateWindow, MboxMessage, MboxReader, MboxVariant};
+use crate::connectors::mail::{DateWindow, Flag, MboxMessage, MboxReader, MboxVariant};
 
 const OFFSET_KEY: &str = "mbox.offset";
 
@@ -114,6 +114,7 @@ impl SourceSession for MboxSource {
                 path: self.into.clone(),
                 special: None,
                 selectable: true,
+                subscribed: true,
             }])
         })
     }
@@ -155,6 +156,7 @@ impl SourceSession for MboxSource {
                     received: m.message.internal_date,
                     in_window: true,
                     problem: None,
+                    deleted: m.message.flags.contains(Flag::Deleted),
                     checkpoint: (OFFSET_KEY.into(), m.offset.to_string().into_bytes()),
                 });
                 true

@@ -17,7 +17,8 @@
 //!    nothing new opens no lane and no target connection.
 //! 2. Lanes (threads with one source and one target session each) take target folders in
 //!    turn. For one target folder the runner ensures it exists
-//!    ([`TargetSession::ensure_folder`]), reads its [`IdentityCounts`]
+//!    ([`TargetSession::ensure_folder`]; once per folder, also when it gets no mail, and
+//!    subscribed as at the source: [`TargetSession::subscribe`]), reads its [`IdentityCounts`]
 //!    ([`TargetSession::identities`]) and then, source folder by source folder, the messages
 //!    not yet behind a checkpoint ([`SourceSession::list`] with [`Side::Pending`]), identified
 //!    by their header fields ([`SourceSession::identify`] where the listing could not).
@@ -136,6 +137,11 @@ pub struct SourceFolder {
     /// Holds messages. IMAP `\Noselect` hierarchy nodes do not; they are never copied or
     /// listed as excluded.
     pub selectable: bool,
+    /// The user subscribed to it at the source (IMAP `LSUB`, `\Subscribed`, a Maildir's
+    /// `subscriptions` file), so the runner subscribes its target folder
+    /// ([`TargetSession::subscribe`]). `true` where the source has no subscriptions (POP3,
+    /// an mbox): their mail is meant to be seen.
+    pub subscribed: bool,
 }
 
 /// What a cheap look at one folder tells ([`SourceSession::status`]).
@@ -186,6 +192,10 @@ pub struct MessageMeta {
     /// Set when the source could not read this message (a damaged PST node): the runner
     /// leaves it behind and reports it with this reason, and the rest of the folder goes on.
     pub problem: Option<String>,
+    /// Flagged `\Deleted` at the source and not yet expunged (IMAP; a Maildir's `T`; an
+    /// mbox's `X-Status: D` or Thunderbird's expunged bit). The runner leaves it behind and
+    /// reports it, or copies it, as the plan's `settings.deleted_messages` says.
+    pub deleted: bool,
     /// The checkpoint committed once this message is settled, together with every message
     /// listed before it. A key written again later (a folder's "last UID") keeps the last
     /// value; a key per message (a POP3 UIDL) accumulates.
@@ -231,7 +241,8 @@ pub trait MailSource: Send + Sync {
     fn describe(&self) -> String;
 
     /// Sessions the source allows at once for one step. The default, one, suits a single
-    /// maildrop or file; IMAP allows a few (bounded further by `max_connections`).
+    /// maildrop or file; IMAP allows a few (bounded further by `max_connections` and
+    /// `max_connections_per_login`).
     fn max_sessions(&self) -> usize {
         1
     }
@@ -366,8 +377,26 @@ pub trait TargetSession: Send {
     }
 
     /// Creates `folder` (and its parents) when missing. Called before the first message goes
-    /// to a folder, on writable sessions only.
+    /// to a folder, and once for every folder the plan routes mail to, even one with nothing
+    /// to copy (users keep empty folders on purpose: rules file into them); on writable
+    /// sessions only.
     fn ensure_folder<'a>(&'a mut self, folder: &'a [String]) -> BoxFuture<'a, FlowResult<()>>;
+
+    /// Subscribes `folder`, so mail clients that show subscribed folders only (Outlook over
+    /// IMAP, most phones) show it. Called once per target folder and step, on writable
+    /// sessions, right after [`ensure_folder`](Self::ensure_folder) first made sure of it:
+    /// `subscribed` says whether a source folder landing in it was subscribed at the source.
+    /// `false` never unsubscribes anything (the target's own folders, a user's choice); a
+    /// target may subscribe anyway (Microsoft 365 subscribes every migrated folder). The
+    /// default does nothing, for targets without subscriptions.
+    fn subscribe<'a>(
+        &'a mut self,
+        folder: &'a [String],
+        subscribed: bool,
+    ) -> BoxFuture<'a, FlowResult<()>> {
+        let _ = (folder, subscribed);
+        Box::pin(async { Ok(()) })
+    }
 
     /// How many messages of each identity `folder` holds; a missing folder holds none. Never
     /// changes anything. Called once per target folder and lane, before the first append.
@@ -436,6 +465,13 @@ pub fn left_behind_key(folder: &SourceFolder, message_id: &str) -> String {
 
 /// Every [`left_behind_key`] starts with this.
 pub const LEFT_BEHIND_PREFIX: &str = "skipped:";
+
+/// The checkpoint key under which the runner records that it made sure of a target folder
+/// (created, subscribed as the source says): once per folder and step, so an incremental
+/// pass with nothing new touches neither target nor folder.
+pub fn target_folder_key(segments: &[String]) -> String {
+    format!("target-folder:{}", display_target(segments))
+}
 
 /// Target segments as people read them: `/`-joined, the inbox as `INBOX`.
 pub fn display_target(segments: &[String]) -> String {

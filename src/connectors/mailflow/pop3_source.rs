@@ -5,6 +5,18 @@
 //! date window (so no later pass reads its headers again). A key per message keeps every
 //! commit O(1); message numbers change between sessions, UIDLs do not.
 //!
+//! **Read state.** Messages are read with [`Pop3Client::download`] (`TOP n <all lines>`),
+//! which leaves them unread where `RETR` would mark them read; a server without `TOP` gets
+//! `RETR` and its read marks are undone at the end of the session
+//! ([`Pop3Client::quit_leaving_read_state`]).
+//!
+//! **Round trips.** `UIDL` and `LIST` are read once per session. Bodies of a batch
+//! ([`SourceSession::fetch`]) and header blocks ([`SourceSession::identify`], the date
+//! window) are requested pipelined where the server advertises PIPELINING, so a batch costs
+//! about one round trip. A message's received date comes from the downloaded message itself:
+//! no header read precedes a download, except under a date window, whose decision must come
+//! before the download (those header reads are pipelined too, and remembered for the session).
+//!
 //! POP3 has no INTERNALDATE: a message's received time is its topmost `Received:` field's
 //! date (the final delivery), else its `Date:` — without it every migrated message would be
 //! dated "now", and clients sort by that date.
@@ -25,13 +37,17 @@ use super::{
 use crate::connectors::mail::date::parse_rfc5322;
 use crate::connectors::mail::identity::Identity;
 use crate::connectors::mail::{DateWindow, RawMessage};
-use crate::connectors::net::Endpoint;
-use crate::connectors::pop3::{Pop3Client, Pop3Message};
+use crate::connectors::net::{Endpoint, NetError};
+use crate::connectors::pop3::{Part, Pop3Client, Pop3Message};
 
 /// The checkpoint value of a message outside the date window.
 const OUTSIDE: &[u8] = b"outside";
 /// The checkpoint value of a settled message.
 const SETTLED: &[u8] = b"1";
+
+/// Header blocks requested at once: bounds what one listing holds in memory besides its
+/// results.
+const HEADERS_AT_ONCE: usize = 256;
 
 /// See the module documentation.
 #[derive(Debug, Clone)]
@@ -94,9 +110,41 @@ impl MailSource for Pop3Source {
                 into: self.into.clone(),
                 delete_after_copy: self.delete_after_copy,
                 listing: None,
+                heads: HashMap::new(),
             }) as Box<dyn SourceSession>)
         })
     }
+}
+
+/// What a message's header block tells, kept for the session.
+#[derive(Debug, Clone)]
+struct Head {
+    identity: Identity,
+    subject: Option<String>,
+    received: Option<SystemTime>,
+}
+
+impl Head {
+    fn of(message: &RawMessage) -> Head {
+        Head {
+            identity: Identity::of_message(message.bytes()),
+            subject: message.subject(),
+            received: received_of(message),
+        }
+    }
+
+    fn describe(&self, meta: &mut MessageMeta) {
+        meta.identity = Some(self.identity);
+        meta.subject.clone_from(&self.subject);
+        meta.received = self.received;
+    }
+}
+
+/// The maildrop as one session sees it.
+struct Listing {
+    messages: Vec<Pop3Message>,
+    /// UIDL → message number in this session.
+    numbers: HashMap<String, u32>,
 }
 
 struct Pop3Session {
@@ -104,9 +152,10 @@ struct Pop3Session {
     window: Option<DateWindow>,
     into: Vec<String>,
     delete_after_copy: bool,
-    /// The maildrop as this session sees it (UIDL + LIST, read once: POP3 locks the
-    /// maildrop, so it cannot change during a session).
-    listing: Option<Vec<Pop3Message>>,
+    /// UIDL + LIST, read once: the server keeps message numbers fixed for a session.
+    listing: Option<Listing>,
+    /// Header blocks read in this session, by UIDL.
+    heads: HashMap<String, Head>,
 }
 
 fn key(uid: &str) -> String {
@@ -114,28 +163,64 @@ fn key(uid: &str) -> String {
 }
 
 impl Pop3Session {
-    async fn listing(&mut self) -> FlowResult<&[Pop3Message]> {
+    async fn listing(&mut self) -> FlowResult<&Listing> {
         if self.listing.is_none() {
-            self.listing = Some(self.client.messages().await?);
+            let messages = self.client.messages().await?;
+            let numbers = messages.iter().map(|m| (m.uid.clone(), m.number)).collect();
+            self.listing = Some(Listing { messages, numbers });
         }
-        Ok(self.listing.as_deref().unwrap_or_default())
+        self.listing
+            .as_ref()
+            .ok_or_else(|| FlowError::Permanent("POP3 listing missing".into()))
     }
 
-    fn number_of(&self, uid: &str) -> FlowResult<u32> {
-        self.listing
-            .as_deref()
-            .unwrap_or_default()
-            .iter()
-            .find(|m| m.uid == uid)
-            .map(|m| m.number)
+    async fn number_of(&mut self, uid: &str) -> FlowResult<u32> {
+        self.listing()
+            .await?
+            .numbers
+            .get(uid)
+            .copied()
             .ok_or_else(|| {
                 FlowError::Permanent(format!("POP3 message {uid} is not in the maildrop"))
             })
     }
 
-    /// Identity, subject and received time from the header fields (`TOP n 0`).
-    async fn head(&mut self, number: u32) -> FlowResult<RawMessage> {
-        Ok(RawMessage::new(self.client.top(number, 0).await?))
+    /// Reads the header blocks of `uids` not read yet in this session, pipelined.
+    async fn read_heads(&mut self, uids: &[String]) -> FlowResult<()> {
+        let mut wanted: Vec<(String, u32)> = Vec::new();
+        let mut asked = std::collections::HashSet::new();
+        for uid in uids {
+            if !self.heads.contains_key(uid) && asked.insert(uid.as_str()) {
+                wanted.push((uid.clone(), self.number_of(uid).await?));
+            }
+        }
+        for chunk in wanted.chunks(HEADERS_AT_ONCE) {
+            let numbers: Vec<u32> = chunk.iter().map(|(_, n)| *n).collect();
+            let heads = self.client.download(&numbers, Part::Headers).await?;
+            if heads.len() < chunk.len() {
+                return Err(FlowError::Transient(
+                    "POP3: the server left header reads unanswered".into(),
+                ));
+            }
+            for ((uid, _), head) in chunk.iter().zip(heads) {
+                let head = RawMessage::new(head.map_err(download_error)?);
+                self.heads.insert(uid.clone(), Head::of(&head));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A failed download of one message. A `-ERR` about it is worth another attempt: a message
+/// another client removed since this session's listing is not listed by the next one, and a
+/// server that keeps refusing fails the step after its retries — never settles the message
+/// as if it were gone.
+fn download_error(e: NetError) -> FlowError {
+    match e {
+        NetError::Rejected { at, command, text } => {
+            FlowError::Transient(format!("{at}: {command} refused: {text}"))
+        }
+        other => other.into(),
     }
 }
 
@@ -148,6 +233,7 @@ impl SourceSession for Pop3Session {
                 path: self.into.clone(),
                 special: None,
                 selectable: true,
+                subscribed: true,
             }])
         })
     }
@@ -158,7 +244,7 @@ impl SourceSession for Pop3Session {
         checkpoints: &'a Checkpoints,
     ) -> BoxFuture<'a, FlowResult<FolderStatus>> {
         Box::pin(async move {
-            let listing = self.listing().await?;
+            let listing = &self.listing().await?.messages;
             Ok(FolderStatus {
                 messages: listing.len() as u64,
                 has_pending: listing
@@ -176,8 +262,9 @@ impl SourceSession for Pop3Session {
         side: Side,
     ) -> BoxFuture<'a, FlowResult<Vec<MessageMeta>>> {
         Box::pin(async move {
-            let listing = self.listing().await?.to_vec();
+            let listing = self.listing().await?.messages.clone();
             let mut out = Vec::new();
+            let mut committed_before = Vec::new();
             for m in listing {
                 let k = key(&m.uid);
                 let settled = checkpoints.get(&k);
@@ -188,7 +275,7 @@ impl SourceSession for Pop3Session {
                             && value.as_slice() == SETTLED
                             && !left_behind(checkpoints, folder, &m.uid)
                         {
-                            self.client.dele(m.number).await?;
+                            committed_before.push(m.number);
                         }
                         continue;
                     }
@@ -196,7 +283,7 @@ impl SourceSession for Pop3Session {
                     (Side::Settled, Some(v)) if v.as_slice() == OUTSIDE => continue,
                     _ => {}
                 }
-                let mut meta = MessageMeta {
+                out.push(MessageMeta {
                     id: m.uid.clone(),
                     size: m.size,
                     identity: None,
@@ -204,12 +291,22 @@ impl SourceSession for Pop3Session {
                     received: None,
                     in_window: true,
                     problem: None,
+                    deleted: false,
                     checkpoint: (k, SETTLED.to_vec()),
-                };
-                if let Some(window) = self.window {
-                    // The window needs the received date, which needs the header fields.
-                    let head = self.head(m.number).await?;
-                    describe(&mut meta, &head);
+                });
+            }
+            if !committed_before.is_empty() {
+                self.client.dele_all(&committed_before).await?;
+            }
+            if let Some(window) = self.window {
+                // The window needs the received date, which needs the header fields.
+                let uids: Vec<String> = out.iter().map(|m| m.id.clone()).collect();
+                self.read_heads(&uids).await?;
+                let mut kept = Vec::with_capacity(out.len());
+                for mut meta in out {
+                    if let Some(head) = self.heads.get(&meta.id) {
+                        head.describe(&mut meta);
+                    }
                     if !window.contains(meta.received) {
                         if side == Side::Settled {
                             continue;
@@ -217,8 +314,9 @@ impl SourceSession for Pop3Session {
                         meta.in_window = false;
                         meta.checkpoint.1 = OUTSIDE.to_vec();
                     }
+                    kept.push(meta);
                 }
-                out.push(meta);
+                out = kept;
             }
             Ok(out)
         })
@@ -230,11 +328,16 @@ impl SourceSession for Pop3Session {
         messages: &'a mut [MessageMeta],
     ) -> BoxFuture<'a, FlowResult<()>> {
         Box::pin(async move {
-            self.listing().await?;
+            let uids: Vec<String> = messages
+                .iter()
+                .filter(|m| m.identity.is_none())
+                .map(|m| m.id.clone())
+                .collect();
+            self.read_heads(&uids).await?;
             for meta in messages.iter_mut().filter(|m| m.identity.is_none()) {
-                let number = self.number_of(&meta.id)?;
-                let head = self.head(number).await?;
-                describe(meta, &head);
+                if let Some(head) = self.heads.get(&meta.id) {
+                    head.describe(meta);
+                }
             }
             Ok(())
         })
@@ -246,12 +349,23 @@ impl SourceSession for Pop3Session {
         messages: &'a [&'a MessageMeta],
     ) -> BoxFuture<'a, FlowResult<Vec<Fetched>>> {
         Box::pin(async move {
-            self.listing().await?;
-            let mut out = Vec::with_capacity(messages.len());
+            let mut numbers = Vec::with_capacity(messages.len());
             for meta in messages {
-                let number = self.number_of(&meta.id)?;
-                let message = RawMessage::new(self.client.retr(number).await?);
-                let received = received_of(&message);
+                numbers.push(self.number_of(&meta.id).await?);
+            }
+            let bodies = self.client.download(&numbers, Part::Whole).await?;
+            if bodies.len() < messages.len() {
+                return Err(FlowError::Transient(
+                    "POP3: the server left downloads unanswered".into(),
+                ));
+            }
+            let mut out = Vec::with_capacity(messages.len());
+            for (meta, body) in messages.iter().zip(bodies) {
+                let message = RawMessage::new(body.map_err(download_error)?);
+                // What a header read would have told, for later questions of this session.
+                let head = Head::of(&message);
+                let received = head.received;
+                self.heads.insert(meta.id.clone(), head);
                 out.push(Fetched::Message(message.with_internal_date(received)));
             }
             Ok(out)
@@ -267,24 +381,19 @@ impl SourceSession for Pop3Session {
             if !self.delete_after_copy {
                 return Ok(());
             }
-            let numbers: HashMap<String, u32> = self
-                .listing()
-                .await?
+            let listing = self.listing().await?;
+            let numbers: Vec<u32> = messages
                 .iter()
-                .map(|m| (m.uid.clone(), m.number))
+                .filter_map(|m| listing.numbers.get(&m.id).copied())
                 .collect();
-            for meta in messages {
-                if let Some(&n) = numbers.get(&meta.id) {
-                    self.client.dele(n).await?;
-                }
-            }
+            self.client.dele_all(&numbers).await?;
             Ok(())
         })
     }
 
     fn close(self: Box<Self>) -> BoxFuture<'static, FlowResult<()>> {
         // QUIT commits the deletions (of committed copies only); without it none happen.
-        Box::pin(async move { Ok(self.client.quit().await?) })
+        Box::pin(async move { Ok(self.client.quit_leaving_read_state().await?) })
     }
 }
 
@@ -293,12 +402,6 @@ fn left_behind(checkpoints: &Checkpoints, folder: &SourceFolder, uid: &str) -> b
     // `skipped:pop3:` is how releases before the mail pipeline recorded them.
     checkpoints.contains_key(&super::left_behind_key(folder, uid))
         || checkpoints.contains_key(&format!("{}pop3:{uid}", super::LEFT_BEHIND_PREFIX))
-}
-
-fn describe(meta: &mut MessageMeta, head: &RawMessage) {
-    meta.identity = Some(Identity::of_message(head.bytes()));
-    meta.subject = head.subject();
-    meta.received = received_of(head);
 }
 
 /// When a POP3 message reached the mailbox: the date of its topmost `Received:` field, else

@@ -212,6 +212,7 @@ impl PstSession {
                     received: None,
                     in_window: true,
                     problem: Some(format!("node {nid:#x} in {}: {e}", folder.display)),
+                    deleted: false,
                     checkpoint,
                 })
             }
@@ -242,6 +243,8 @@ impl PstSession {
             received,
             in_window: true,
             problem,
+            // A PST has no "deleted, not yet expunged": deleting moves mail to Deleted Items.
+            deleted: false,
             checkpoint,
         })
     }
@@ -278,6 +281,8 @@ impl SourceSession for PstSession {
                         path,
                         special,
                         selectable: true,
+                        // Outlook shows every folder of a PST: no subscriptions to carry.
+                        subscribed: true,
                     }
                 })
                 .collect())
