@@ -33,10 +33,11 @@ use crate::plan::model::Tls;
 /// Default ports: POP3S (implicit TLS) and POP3 (plain or STLS).
 pub const PORTS: (u16, u16) = (995, 110);
 
-/// Commands kept in flight when the server advertises PIPELINING: enough to hide the round
-/// trip behind the answers of the ones before, small enough that the commands themselves
-/// (a few dozen bytes each) never fill a socket buffer while answers are not yet read.
-pub const PIPELINE_WINDOW: usize = 32;
+/// Commands kept in flight when the server advertises PIPELINING: a whole batch of the copy
+/// runner (64 messages), so a batch of small messages costs one round trip; small enough
+/// that the commands themselves (a few dozen bytes each) never fill a socket buffer while
+/// answers are not yet read.
+pub const PIPELINE_WINDOW: usize = 64;
 
 /// The line count of a whole-message `TOP`: more lines than any message has, and within a
 /// signed 32-bit integer, which is what servers parse it into.
