@@ -1,0 +1,3 @@
+//! Helpers of the benchmarks.
+
+pub mod delay_proxy;
