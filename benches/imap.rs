@@ -240,7 +240,8 @@ async fn main() {
         )
     };
     // A manual DNS cutover gives each migration its delta step (the incremental pass).
-    let head = "version: 1\nname: bench\ndomain: example.test\ndns: { provider: manual, records: [{ name: \"@\", type: MX, value: mx.example.test, priority: 0 }] }\n";
+    // The corpus flags some mail \Deleted; copying it too keeps the figures comparable.
+    let head = "version: 1\nname: bench\ndomain: example.test\nsettings: { deleted_messages: copy }\ndns: { provider: manual, records: [{ name: \"@\", type: MX, value: mx.example.test, priority: 0 }] }\n";
     let imap_plan = format!(
         "{head}target: {{ kind: imap, {} }}\nsources:\n  old: {{ kind: imap, {} }}\n{}",
         server(&b),
