@@ -397,6 +397,81 @@ async fn a_copy_killed_between_delivery_and_checkpoint_stores_each_message_once(
     assert!(have.values().all(|c| c.len() == 1));
 }
 
+/// A run killed while its APPEND was still being committed, then a resumed run killed in
+/// turn before its unit ended: the target holds the late copies and the resumed run's, and
+/// only the resumed run's are recorded (with their checkpoints). The next run takes those
+/// back — exactly the surplus, never a copy it did not record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doubles_a_killed_resumed_run_recorded_are_taken_back_by_the_next() {
+    let d = Dovecot::shared();
+    let (src, dst) = (d.add_user("src"), d.add_user("dst"));
+    let seeded: Seed = vec![(
+        "INBOX".into(),
+        (0..6).map(|i| message(650 + i, i != 3, 300)).collect(),
+    )];
+    seed(&d, &src, &seeded).await;
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().to_path_buf();
+    let spw = pw_file(&base, "src.pw", &src.password);
+    let tpw = pw_file(&base, "dst.pw", &dst.password);
+    let t = server(&d, d.imaps_port);
+    let t = t.trim_start_matches("{ ").trim_end_matches(" }");
+    let yaml = format!(
+        "version: 1\nname: takeback\ndomain: example.test\ntarget: {{ kind: imap, {t} }}\nsources:\n  old: {{ kind: imap, {t} }}\nusers:\n  - email: bob@example.test\n    target_login: {{ login: {}, password: {tpw} }}\n    migrate:\n      - {{ from: old, login: {}, password: {spw} }}\n",
+        dst.login, src.login
+    );
+    let fx = fixture_in(dir, base, &yaml);
+    let store = open_store(&fx, "state.db");
+    let report = apply(&fx, Arc::clone(&store), CancellationToken::new()).await;
+    assert_eq!(report.outcome, WalkOutcome::Succeeded, "{report:#?}");
+    // Second copies of messages 0..3 reach the target: 0 and 1 as the resumed run's (their
+    // UIDs recorded among the step's checkpoints), 2 as a late copy nobody recorded (which
+    // must stay: it may be the one the source's copy is counted as); 3 has no Message-ID.
+    let mut c = support::mailbox::login(&d, &dst).await;
+    let mut records = Vec::new();
+    for (i, m) in seeded[0].1[..4].iter().enumerate() {
+        let uid = c.append("INBOX", m).await.unwrap().expect("UIDPLUS");
+        if i < 2 || i == 3 {
+            records.push((
+                format!("stored:INBOX:{}:{}", uid.uid_validity, uid.uid),
+                m.identity().to_bytes().to_vec(),
+            ));
+        }
+    }
+    c.logout().await.unwrap();
+    let pairs: Vec<(&str, &[u8])> = records
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
+        .collect();
+    store
+        .commit_progress("copy.bob.old", Default::default(), &pairs)
+        .unwrap();
+    // As if that run was killed: the step is running, the next apply resumes it.
+    store.mark_running("copy.bob.old").unwrap();
+    let report = apply(&fx, Arc::clone(&store), CancellationToken::new()).await;
+    assert_eq!(report.outcome, WalkOutcome::Succeeded, "{report:#?}");
+    let copies = |contents: &support::mailbox::Contents, m: &RawMessage| {
+        contents
+            .iter()
+            .filter(|((_, identity), _)| *identity == m.identity())
+            .map(|(_, c)| c.len())
+            .sum::<usize>()
+    };
+    let have = imap_contents(&d, &dst).await;
+    for (i, m) in seeded[0].1.iter().enumerate() {
+        let want = if i == 2 { 2 } else { 1 };
+        assert_eq!(copies(&have, m), want, "message {i}");
+    }
+    // The records are spent.
+    let left: Vec<_> = store
+        .checkpoints("copy.bob.old")
+        .unwrap()
+        .into_iter()
+        .filter(|(k, v)| k.starts_with("stored:") && !v.is_empty())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_message_is_skipped_counted_and_recorded() {
     let d = Dovecot::shared();

@@ -165,7 +165,9 @@ impl CopyRunner {
         match &self.seed_from {
             Some(copy) => {
                 let mut seed = checkpoints_of(copy)?;
-                seed.retain(|k, _| !k.starts_with(skipped::PREFIX));
+                seed.retain(|k, _| {
+                    !k.starts_with(skipped::PREFIX) && !k.starts_with(STORED_PREFIX)
+                });
                 Ok(seed)
             }
             None => Ok(Checkpoints::new()),
@@ -267,11 +269,14 @@ impl CopyRunner {
             let status = src.status(&folder, start).await?;
             let unit = by_target.entry(target.clone()).or_insert_with(|| Unit {
                 make_sure: !start.contains_key(&target_folder_key(&target)),
+                takes_back: !stored_records(start, &target).is_empty(),
                 target,
                 folders: Vec::new(),
+                routed: Vec::new(),
                 subscribed: false,
             });
             unit.subscribed |= folder.subscribed;
+            unit.routed.push(folder.clone());
             if status.has_pending || status.flags_may_have_changed {
                 unit.folders.push((folder, status));
             }
@@ -280,7 +285,7 @@ impl CopyRunner {
         drop(slots);
         let mut units: Vec<Unit> = by_target
             .into_values()
-            .filter(|u| u.make_sure || !u.folders.is_empty())
+            .filter(|u| u.make_sure || u.takes_back || !u.folders.is_empty())
             .collect();
         units.sort_by_key(|u| {
             std::cmp::Reverse(u.folders.iter().map(|(_, s)| s.messages).sum::<u64>())
@@ -413,6 +418,12 @@ struct Unit {
     make_sure: bool,
     /// A source folder landing here is subscribed at the source.
     subscribed: bool,
+    /// Every source folder landing here, with work or without: what the target folder must
+    /// hold.
+    routed: Vec<SourceFolder>,
+    /// Copies stored by an earlier, killed run are recorded for this folder
+    /// ([`stored_records`]): check them for doubles.
+    takes_back: bool,
 }
 
 /// What the lanes of a step share: the units left, and how many lanes hold connections.
@@ -621,7 +632,7 @@ impl Lane {
             // transaction of its own.
             self.marker = Some(target_folder_key(&unit.target));
         }
-        if unit.folders.is_empty() {
+        if unit.folders.is_empty() && !unit.takes_back {
             self.commit_marker()?;
             return Ok(true);
         }
@@ -635,7 +646,6 @@ impl Lane {
             unit_start: merged(&self.seed, &self.ctx),
             limit,
             copy_deleted: self.runner.copy_deleted,
-            stored: HashMap::new(),
         };
         for (folder, status) in &unit.folders {
             if self.ctx.is_cancelled() {
@@ -651,11 +661,67 @@ impl Lane {
                 return Ok(false);
             }
         }
-        if self.ctx.resumed() && !counts.stored.is_empty() {
-            take_back_doubles(tgt, &unit.target, &counts).await?;
+        if self.ctx.resumed() {
+            self.take_back_doubles(src, tgt, unit, &mut counts).await?;
         }
         self.commit_marker()?;
         Ok(true)
+    }
+
+    /// After a resumed copy of a unit: a process killed right after sending an APPEND may
+    /// leave the server committing it while the next run reads the folder, which then stores
+    /// the same messages again — and that run may be killed in turn before it could look. So
+    /// a resumed run records every copy it stores ([`stored_records`], committed with the
+    /// message's checkpoint) and, at the end of each unit, reads the folder once more: of any
+    /// identity the target holds more copies of than the source folder holding most of them
+    /// has, it removes recorded copies (never others, never below that count), then clears
+    /// the records.
+    async fn take_back_doubles(
+        &mut self,
+        src: &mut dyn SourceSession,
+        tgt: &mut dyn TargetSession,
+        unit: &Unit,
+        counts: &mut UnitCounts,
+    ) -> Result<(), Failure> {
+        let records = stored_records(self.ctx.checkpoints(), &unit.target);
+        if records.is_empty() {
+            return Ok(());
+        }
+        let now = tgt.identities(&unit.target).await?;
+        let mut need: HashMap<Identity, u32> = HashMap::new();
+        for folder in &unit.routed {
+            let settled = counts.settled(src, folder).await?;
+            for (_, _, identity) in &records {
+                let n = need.entry(*identity).or_default();
+                *n = (*n).max(settled.get(identity));
+            }
+        }
+        let mut ours: BTreeMap<Identity, Vec<&str>> = BTreeMap::new();
+        for (_, id, identity) in &records {
+            ours.entry(*identity).or_default().push(id.as_str());
+        }
+        let mut doubles = Vec::new();
+        for (identity, ids) in ours {
+            let surplus = now
+                .get(&identity)
+                .saturating_sub(need.get(&identity).copied().unwrap_or(0));
+            doubles.extend(
+                ids.iter()
+                    .rev()
+                    .take(surplus as usize)
+                    .map(|s| s.to_string()),
+            );
+        }
+        if !doubles.is_empty() {
+            tgt.remove(&unit.target, &doubles).await?;
+        }
+        // Served: cleared (a record's value empty), so a later pass does not look again.
+        let cleared: Vec<(&str, &[u8])> = records
+            .iter()
+            .map(|(key, _, _)| (key.as_str(), &[][..]))
+            .collect();
+        self.ctx.commit(Counts::default(), &cleared)?;
+        Ok(())
     }
 
     /// Commits the unit's target-folder record if no commit of the unit took it along.
@@ -819,8 +885,13 @@ impl Lane {
                         Ok(stored_as) => {
                             if let Some(identity) = progress.entries[i].meta.identity {
                                 counts.present.add(identity);
-                                if let Some(id) = stored_as {
-                                    counts.stored.entry(identity).or_default().push(id);
+                                // A resumed run records what it stores, with the message's
+                                // checkpoint (see `take_back_doubles`).
+                                if let (Some(id), true) = (stored_as, self.ctx.resumed()) {
+                                    progress.entries[i].record_stored = Some((
+                                        stored_key(&unit.target, &id),
+                                        identity.to_bytes().to_vec(),
+                                    ));
                                 }
                             }
                             progress.entries[i].settle = Settle::Done(
@@ -900,8 +971,6 @@ struct UnitCounts {
     limit: u64,
     /// Mail flagged `\Deleted` behind the checkpoints was copied (else left behind).
     copy_deleted: bool,
-    /// The target's ids of the messages this lane stored, by identity.
-    stored: HashMap<Identity, Vec<String>>,
 }
 
 impl UnitCounts {
@@ -918,25 +987,7 @@ impl UnitCounts {
         let there = if at_target == 0 {
             false
         } else {
-            if !self.settled_at_start.contains_key(&folder.id) {
-                let mut settled = IdentityCounts::new();
-                let mut metas = src.list(folder, &self.unit_start, Side::Settled).await?;
-                if metas.iter().any(|m| m.identity.is_none()) {
-                    src.identify(folder, &mut metas).await?;
-                }
-                for m in metas {
-                    let copied =
-                        m.in_window && m.size <= self.limit && (self.copy_deleted || !m.deleted);
-                    if let (Some(i), true) = (m.identity, copied) {
-                        settled.add(i);
-                    }
-                }
-                self.settled_at_start.insert(folder.id.clone(), settled);
-            }
-            let before = self
-                .settled_at_start
-                .get(&folder.id)
-                .map_or(0, |s| s.get(&identity))
+            let before = self.settled_at_start(src, folder).await?.get(&identity)
                 + self
                     .settled_since
                     .get(&folder.id)
@@ -949,29 +1000,70 @@ impl UnitCounts {
             .add(identity);
         Ok(there)
     }
+
+    /// `folder`'s messages behind the checkpoints as they were when the unit started, copied
+    /// or found at the target (not left behind); listed on first use.
+    async fn settled_at_start(
+        &mut self,
+        src: &mut dyn SourceSession,
+        folder: &SourceFolder,
+    ) -> Result<&IdentityCounts, Failure> {
+        if !self.settled_at_start.contains_key(&folder.id) {
+            let mut settled = IdentityCounts::new();
+            let mut metas = src.list(folder, &self.unit_start, Side::Settled).await?;
+            if metas.iter().any(|m| m.identity.is_none()) {
+                src.identify(folder, &mut metas).await?;
+            }
+            for m in metas {
+                let copied =
+                    m.in_window && m.size <= self.limit && (self.copy_deleted || !m.deleted);
+                if let (Some(i), true) = (m.identity, copied) {
+                    settled.add(i);
+                }
+            }
+            self.settled_at_start.insert(folder.id.clone(), settled);
+        }
+        Ok(&self.settled_at_start[&folder.id])
+    }
+
+    /// Everything of `folder` settled so far: behind the checkpoints at the unit's start,
+    /// plus what this lane settled since.
+    async fn settled(
+        &mut self,
+        src: &mut dyn SourceSession,
+        folder: &SourceFolder,
+    ) -> Result<IdentityCounts, Failure> {
+        let mut all = self.settled_at_start(src, folder).await?.clone();
+        if let Some(since) = self.settled_since.get(&folder.id) {
+            for (identity, n) in since.iter() {
+                for _ in 0..n {
+                    all.add(*identity);
+                }
+            }
+        }
+        Ok(all)
+    }
 }
 
-/// After a resumed copy of a unit: a process killed right after sending an APPEND may leave
-/// the server committing it while the next run reads the folder, which then stores the same
-/// messages again. Read the folder once more and take back this lane's copies of any identity
-/// the target now holds more of than it held plus what this lane stored.
-async fn take_back_doubles(
-    tgt: &mut dyn TargetSession,
-    folder: &[String],
-    counts: &UnitCounts,
-) -> Result<(), Failure> {
-    let now = tgt.identities(folder).await?;
-    let mut doubles = Vec::new();
-    for (identity, ours) in &counts.stored {
-        let surplus = now
-            .get(identity)
-            .saturating_sub(counts.present.get(identity)) as usize;
-        doubles.extend(ours.iter().take(surplus).cloned());
-    }
-    if !doubles.is_empty() {
-        tgt.remove(folder, &doubles).await?;
-    }
-    Ok(())
+/// Checkpoint keys of the copies a resumed run stored start with this: `stored:<target
+/// folder>:<target id>` → the copy's identity (16 bytes; empty once checked).
+const STORED_PREFIX: &str = "stored:";
+
+fn stored_key(target: &[String], id: &str) -> String {
+    format!("{STORED_PREFIX}{}:{id}", display_target(target))
+}
+
+/// The copies recorded as stored in `target` and not yet checked: (key, target id, identity).
+fn stored_records(checkpoints: &Checkpoints, target: &[String]) -> Vec<(String, String, Identity)> {
+    let prefix = format!("{STORED_PREFIX}{}:", display_target(target));
+    checkpoints
+        .range(prefix.clone()..)
+        .take_while(|(k, _)| k.starts_with(&prefix))
+        .filter_map(|(k, v)| {
+            let identity = Identity::from_bytes(v)?;
+            Some((k.clone(), k[prefix.len()..].to_string(), identity))
+        })
+        .collect()
 }
 
 /// What happens to one listed message.
@@ -990,6 +1082,8 @@ enum Settle {
 struct Entry {
     meta: MessageMeta,
     settle: Settle,
+    /// The record of its copy, when a resumed run stored it ([`stored_key`]).
+    record_stored: Option<(String, Vec<u8>)>,
 }
 
 /// One round's listing and how far it is committed: in listing order, every settled message
@@ -1007,6 +1101,7 @@ impl Progress {
                 .map(|meta| Entry {
                     meta,
                     settle: Settle::Open,
+                    record_stored: None,
                 })
                 .collect(),
             cursor: 0,
@@ -1051,6 +1146,9 @@ impl Progress {
             pairs.insert(k.clone(), v.clone());
             if let Some((k, v)) = record {
                 pairs.insert(k, v.into_bytes());
+            }
+            if let Some((k, v)) = entry.record_stored.take() {
+                pairs.insert(k, v);
             }
             if kept {
                 at_target.push(self.cursor);

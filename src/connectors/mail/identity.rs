@@ -87,6 +87,16 @@ impl Identity {
         out.copy_from_slice(&digest[..16]);
         Identity(out)
     }
+
+    /// The digest, for storing an identity (a checkpoint value).
+    pub fn to_bytes(self) -> [u8; 16] {
+        self.0
+    }
+
+    /// An identity stored with [`to_bytes`](Self::to_bytes); `None` for anything else.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Identity> {
+        bytes.try_into().ok().map(Identity)
+    }
 }
 
 impl fmt::Display for Identity {

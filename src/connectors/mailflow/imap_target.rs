@@ -242,7 +242,9 @@ impl TargetSession for ImapTargetSession {
                 for (&i, answer) in pending.iter().zip(answers) {
                     match answer {
                         Ok(uid) => {
-                            out[i] = Some(Ok(uid.map(|u| u.uid.to_string())));
+                            // With the folder's UIDVALIDITY: a UID recorded by an earlier run
+                            // must not name a message of a recreated folder.
+                            out[i] = Some(Ok(uid.map(|u| format!("{}:{}", u.uid_validity, u.uid))));
                             progressed = true;
                         }
                         Err(NetError::Throttled { retry_after, .. }) => {
@@ -301,12 +303,19 @@ impl TargetSession for ImapTargetSession {
         ids: &'a [String],
     ) -> BoxFuture<'a, FlowResult<bool>> {
         Box::pin(async move {
-            let uids: Vec<u32> = ids.iter().filter_map(|i| i.parse().ok()).collect();
+            let wire = self.wire(folder);
+            let st = self.client.select(&wire).await?;
+            // `uidvalidity:uid` as `append` returned them; others, or another UIDVALIDITY
+            // (the folder was recreated since), name nothing of ours.
+            let uids: Vec<u32> = ids
+                .iter()
+                .filter_map(|i| i.split_once(':'))
+                .filter(|(v, _)| v.parse().ok() == st.uid_validity)
+                .filter_map(|(_, u)| u.parse().ok())
+                .collect();
             if uids.is_empty() {
                 return Ok(false);
             }
-            let wire = self.wire(folder);
-            self.client.select(&wire).await?;
             let mut removed = true;
             for set in super::imap_source::uid_sets(&uids) {
                 removed &= self.client.uid_remove(&set).await?;

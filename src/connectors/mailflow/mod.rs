@@ -420,8 +420,10 @@ pub trait TargetSession: Send {
         cancel: &'a CancellationToken,
     ) -> BoxFuture<'a, Vec<FlowResult<Option<String>>>>;
 
-    /// Removes the messages `ids` (as [`append`](Self::append) returned them) from `folder`,
-    /// and nothing else. Called only to take back copies this copy stored twice: when a run
+    /// Removes the messages `ids` (as [`append`](Self::append) returned them, in this or an
+    /// earlier run: ids are kept in checkpoints, so they must stay meaningful across
+    /// sessions — an id of a folder since recreated must name nothing) from `folder`, and
+    /// nothing else. Called only to take back copies this copy stored twice: when a run
     /// killed mid-append left a command the server was still committing as the next run read
     /// the folder. `Ok(false)`: the target cannot remove exactly those (the default), and the
     /// copies stay.
