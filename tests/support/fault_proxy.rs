@@ -161,6 +161,10 @@ impl FaultProxy {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
                 };
+                // Lines are forwarded one write each: without this, Nagle's algorithm holds
+                // a small answer back until the peer's delayed ACK, 40 ms per round trip.
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
                 let shared = shared.clone();
                 thread::spawn(move || session(client, server, &shared));
             }
