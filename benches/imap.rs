@@ -10,28 +10,20 @@
 #[allow(dead_code)]
 #[path = "../tests/support/dovecot.rs"]
 mod dovecot;
+#[allow(dead_code)]
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 
 use cutover::connectors::imap::ImapClient;
 use cutover::connectors::mail::{corpus, utf7, FolderPath, RawMessage};
 use cutover::connectors::net::{Credentials, Endpoint};
-use cutover::engine::{self, ApplyOptions, CancellationToken, NullSink, StepResult, WalkOutcome};
-use cutover::graph::Selection;
+use cutover::engine::StepResult;
 use cutover::plan::model::Tls;
-use cutover::plan::{self, Options};
-use cutover::state::{Counts, SqliteStore, StateStore};
 use dovecot::{Dovecot, User};
-
-fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use support::{apply, env_num};
 
 fn endpoint(d: &Dovecot) -> Endpoint {
     Endpoint::new("127.0.0.1", d.imaps_port, Tls::Implicit).with_ca_file(d.ca_file())
@@ -136,51 +128,6 @@ fn server(d: &Dovecot) -> String {
         d.imaps_port,
         d.ca_file().display()
     )
-}
-
-/// Applies the plan's `step` (a glob) with a state file `state`; returns (seconds, counts and
-/// result of `copy.bench.old` or `delta.bench.old`). For a delta the copy and the DNS cutover
-/// are marked done first, as after a real cutover.
-async fn apply(yaml: &str, base: &Path, state: &str, step: &str) -> (f64, Counts, StepResult) {
-    let loaded = plan::load_str(yaml.to_string(), "bench.yaml", base, Options::default());
-    assert_eq!(
-        loaded.report.errors(),
-        0,
-        "{:#?}",
-        loaded.report.diagnostics
-    );
-    let (plan, graph) = (loaded.plan.expect("plan"), loaded.graph.expect("graph"));
-    let runners = cutover::runners::runners_for(&plan, &graph, base);
-    let selected = graph.select(&Selection::new(&[step.to_string()], &[]).expect("selection"));
-    let store: Arc<dyn StateStore> = Arc::new(SqliteStore::open(base.join(state)).expect("state"));
-    let id = step.replace('*', "bench.old");
-    if id.starts_with("delta.") {
-        for gate in ["dns.lower-ttl", "dns.cutover"] {
-            if let Some(runner) = runners.get(gate) {
-                store
-                    .set_config_hash(gate, &runner.config_hash())
-                    .expect("state");
-                store.mark_done(gate).expect("state");
-            }
-        }
-    }
-    let started = Instant::now();
-    let report = engine::apply(
-        &plan,
-        &graph,
-        &selected,
-        Arc::clone(&store),
-        &runners,
-        &ApplyOptions::default(),
-        &mut NullSink,
-        CancellationToken::new(),
-    )
-    .await;
-    let secs = started.elapsed().as_secs_f64();
-    assert_eq!(report.outcome, WalkOutcome::Succeeded, "{report:#?}");
-    let result = report.steps[&id].clone();
-    let counts = store.step(&id).expect("state").expect("record").counts;
-    (secs, counts, result)
 }
 
 async fn scenario(label: &str, yaml: &str, base: &Path, msgs: u64, bytes: u64) {

@@ -15,27 +15,16 @@ mod dovecot;
 mod support;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cutover::connectors::imap::ImapClient;
 use cutover::connectors::mail::RawMessage;
 use cutover::connectors::net::{Credentials, Endpoint};
 use cutover::connectors::pop3::Pop3Client;
-use cutover::engine::{self, ApplyOptions, CancellationToken, NullSink, WalkOutcome};
-use cutover::graph::Selection;
 use cutover::plan::model::Tls;
-use cutover::plan::{self, Options};
-use cutover::state::{SqliteStore, StateStore};
 use dovecot::{Dovecot, User};
 use support::delay_proxy::DelayProxy;
-
-fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use support::{apply, env_num};
 
 /// A mail of 1–6 KB with the headers a client writes and a delivery's `Received:`.
 fn mail(n: usize) -> RawMessage {
@@ -102,37 +91,7 @@ async fn warm_up(d: &Dovecot, u: &User) {
 
 /// Copies with `yaml` (its `copy.*` step only); returns seconds.
 async fn copy(yaml: &str, base: &Path, expected: u64) -> f64 {
-    let loaded = plan::load_str(yaml.to_string(), "bench.yaml", base, Options::default());
-    assert_eq!(
-        loaded.report.errors(),
-        0,
-        "{:#?}",
-        loaded.report.diagnostics
-    );
-    let (plan, graph) = (loaded.plan.expect("plan"), loaded.graph.expect("graph"));
-    let runners = cutover::runners::runners_for(&plan, &graph, base);
-    let selected = graph.select(&Selection::new(&["copy.*".to_string()], &[]).expect("selection"));
-    let store: Arc<dyn StateStore> =
-        Arc::new(SqliteStore::open(base.join("state.db")).expect("state"));
-    let started = Instant::now();
-    let report = engine::apply(
-        &plan,
-        &graph,
-        &selected,
-        Arc::clone(&store),
-        &runners,
-        &ApplyOptions::default(),
-        &mut NullSink,
-        CancellationToken::new(),
-    )
-    .await;
-    let secs = started.elapsed().as_secs_f64();
-    assert_eq!(report.outcome, WalkOutcome::Succeeded, "{report:#?}");
-    let counts = store
-        .step("copy.bench.old")
-        .expect("state")
-        .expect("record")
-        .counts;
+    let (secs, counts, _) = apply(yaml, base, "state.db", "copy.*").await;
     assert_eq!(counts.items, expected, "every message copied once");
     secs
 }

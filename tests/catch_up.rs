@@ -11,16 +11,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use cutover::connectors::mail::{Flag, Flags, RawMessage};
-use cutover::engine::{
-    self, ApplyOptions, CancellationToken, PlannedChange, StepResult, VecSink, WalkOutcome,
-    WalkReport, CATCH_UP,
-};
-use cutover::state::StateStore;
+use cutover::engine::{self, PlannedChange, StepResult, WalkOutcome, CATCH_UP};
 use support::dovecot::Dovecot;
 use support::fault_proxy::{FaultProxy, Faults};
 use support::mailbox::{imap_contents, login, Contents};
 use support::remote::{
-    all_steps, done, fast, fixture_in, maildir_contents, open_store, seed, server, Fx,
+    all_steps, apply_replacing, done, fixture_in, maildir_contents, open_store, seed, server,
 };
 
 fn mail(n: usize) -> RawMessage {
@@ -31,25 +27,6 @@ fn mail(n: usize) -> RawMessage {
         )
         .into_bytes(),
     )
-}
-
-async fn run(fx: &Fx, store: Arc<dyn StateStore>, replace: &[&str]) -> WalkReport {
-    let runners = cutover::runners::runners_for(&fx.plan, &fx.graph, &fx.base);
-    let options = ApplyOptions {
-        replace: replace.iter().map(|s| s.to_string()).collect(),
-        ..fast()
-    };
-    engine::apply(
-        &fx.plan,
-        &fx.graph,
-        &all_steps(fx),
-        store,
-        &runners,
-        &options,
-        &mut VecSink::default(),
-        CancellationToken::new(),
-    )
-    .await
 }
 
 /// The flags of the target's message `n`.
@@ -130,7 +107,7 @@ async fn catch_up(into_imap: bool, condstore: bool) {
         }
     };
     let store = open_store(&fx, "state.db");
-    let report = run(&fx, Arc::clone(&store), &[]).await;
+    let report = apply_replacing(&fx, Arc::clone(&store), &[]).await;
     assert_eq!(report.outcome, WalkOutcome::Succeeded, "{report:#?}");
     assert_eq!(done(&report, "copy.alice.old").items, 10);
 
@@ -195,7 +172,7 @@ async fn catch_up(into_imap: bool, condstore: bool) {
             .to_string();
         assert!(err.contains("--replace copy.nobody.*"), "{err}");
     }
-    let report = run(&fx, Arc::clone(&store), &["copy.alice.old"]).await;
+    let report = apply_replacing(&fx, Arc::clone(&store), &["copy.alice.old"]).await;
     assert_eq!(report.outcome, WalkOutcome::Succeeded, "{report:#?}");
     assert_eq!(
         done(&report, "copy.alice.old").items,
@@ -216,7 +193,7 @@ async fn catch_up(into_imap: bool, condstore: bool) {
     }
 
     // Done again: a plain apply leaves it alone.
-    let again = run(&fx, Arc::clone(&store), &[]).await;
+    let again = apply_replacing(&fx, Arc::clone(&store), &[]).await;
     assert_eq!(again.steps["copy.alice.old"], StepResult::Unchanged);
 }
 

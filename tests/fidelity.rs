@@ -13,14 +13,13 @@ use std::sync::Arc;
 use cutover::connectors::mail::{Flag, Flags, RawMessage};
 use cutover::connectors::net::{Endpoint, NetError};
 use cutover::connectors::pop3::Pop3Client;
-use cutover::engine::{self, ApplyOptions, CancellationToken, VecSink, WalkOutcome, WalkReport};
+use cutover::engine::{CancellationToken, WalkOutcome};
 use cutover::plan::model::Tls;
-use cutover::state::StateStore;
 use support::dovecot::{Dovecot, User};
 use support::fault_proxy::{FaultProxy, Faults};
 use support::mailbox::{assert_same, imap_contents, login};
 use support::remote::{
-    all_steps, apply, creds, done, fast, fixture_in, maildir_contents, open_store, seed, server,
+    apply, apply_replacing, creds, done, fixture_in, maildir_contents, open_store, seed, server,
     varied_seed, Fx,
 };
 use support::token_endpoint::{ok_token, token_endpoint_always};
@@ -56,21 +55,20 @@ fn plan(dir: &std::path::Path, kind: &str, source: &str, src: &User, target: &st
     )
 }
 
-/// An IMAP target entry and alice's `target_login`, as a `target:` value plus the extra
-/// user line.
-fn imap_target(d: &Dovecot, dir: &std::path::Path, dst: &User) -> String {
-    std::fs::write(dir.join("dst.pw"), &dst.password).unwrap();
-    format!("{{ kind: imap, {} }}", fields(d, d.imaps_port))
-}
-
-fn with_target_login(yaml: &str, dst: &User) -> String {
-    yaml.replace(
+/// A plan copying `src` over IMAP into `dst`'s IMAP mailbox on the same Dovecot.
+fn imap_to_imap(d: &Dovecot, src: &User, dst: &User) -> Fx {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().to_path_buf();
+    std::fs::write(base.join("dst.pw"), &dst.password).unwrap();
+    let target = format!("{{ kind: imap, {} }}", fields(d, d.imaps_port));
+    let yaml = plan(&base, "imap", &fields(d, d.imaps_port), src, &target).replace(
         "  - email: alice@example.test\n",
         &format!(
             "  - email: alice@example.test\n    target_login: {{ login: {}, password: {{ file: dst.pw }} }}\n",
             dst.login
         ),
-    )
+    );
+    fixture_in(dir, base, &yaml)
 }
 
 /// Which messages of the user's INBOX lack `\Seen`, by subject.
@@ -193,19 +191,7 @@ async fn an_imap_copy_leaves_the_source_flags_unchanged() {
         .push(mail(9).with_flags(Flags::new().with(Flag::Answered)));
     seed(&d, &src, &seeded).await;
     let before = imap_contents(&d, &src).await;
-    let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().to_path_buf();
-    let yaml = with_target_login(
-        &plan(
-            &base,
-            "imap",
-            &fields(&d, d.imaps_port),
-            &src,
-            &imap_target(&d, &base, &dst),
-        ),
-        &dst,
-    );
-    let fx = fixture_in(dir, base, &yaml);
+    let fx = imap_to_imap(&d, &src, &dst);
     let report = apply(&fx, open_store(&fx, "state.db"), CancellationToken::new()).await;
     assert_eq!(report.outcome, WalkOutcome::Succeeded, "{report:#?}");
     assert_same(&before, &imap_contents(&d, &src).await);
@@ -260,25 +246,6 @@ fn set(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
 
-async fn run_replace(fx: &Fx, store: Arc<dyn StateStore>, replace: &str) -> WalkReport {
-    let runners = cutover::runners::runners_for(&fx.plan, &fx.graph, &fx.base);
-    let options = ApplyOptions {
-        replace: [replace.to_string()].into(),
-        ..fast()
-    };
-    engine::apply(
-        &fx.plan,
-        &fx.graph,
-        &all_steps(fx),
-        store,
-        &runners,
-        &options,
-        &mut VecSink::default(),
-        CancellationToken::new(),
-    )
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_folders_arrive_subscribed_as_at_the_source_and_only_once() {
     let d = Dovecot::shared();
@@ -287,19 +254,7 @@ async fn empty_folders_arrive_subscribed_as_at_the_source_and_only_once() {
 
     // Into an IMAP server.
     let dst = d.add_user("folders-dst");
-    let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().to_path_buf();
-    let yaml = with_target_login(
-        &plan(
-            &base,
-            "imap",
-            &fields(&d, d.imaps_port),
-            &src,
-            &imap_target(&d, &base, &dst),
-        ),
-        &dst,
-    );
-    let fx = fixture_in(dir, base, &yaml);
+    let fx = imap_to_imap(&d, &src, &dst);
     let store = open_store(&fx, "state.db");
     let report = apply(&fx, Arc::clone(&store), CancellationToken::new()).await;
     assert_eq!(report.outcome, WalkOutcome::Succeeded, "{report:#?}");
@@ -313,7 +268,7 @@ async fn empty_folders_arrive_subscribed_as_at_the_source_and_only_once() {
     // Made sure of once: a folder the user deletes afterwards is not created again by a
     // later pass.
     std::fs::remove_dir_all(d.maildir(&dst).join(".Empty")).unwrap();
-    let again = run_replace(&fx, Arc::clone(&store), "copy.alice.old").await;
+    let again = apply_replacing(&fx, Arc::clone(&store), &["copy.alice.old"]).await;
     assert_eq!(again.outcome, WalkOutcome::Succeeded, "{again:#?}");
     assert!(!folders_of(&d, &dst).await.0.contains("Empty"));
 

@@ -255,6 +255,21 @@ enum Pending {
 }
 
 impl Downstream {
+    /// Counts a download command and, when it is one the script cuts, sets the budget —
+    /// before the command reaches the server, so before any of its response.
+    fn count_download(&mut self, shared: &Shared, faults: &Faults) {
+        let n = shared.count(|c| c.downloads += 1).downloads;
+        let cut = faults
+            .cut_download_every
+            .is_some_and(|e| n.is_multiple_of(e))
+            && faults
+                .cut_download_limit
+                .is_none_or(|max| shared.counts.lock().unwrap().download_cuts < max);
+        if cut {
+            self.budget = Some(faults.cut_download_after);
+        }
+    }
+
     /// Passes `bytes` on, or only what the budget allows; `false` once the client is gone.
     fn send(&mut self, bytes: &[u8], shared: &Shared) -> bool {
         match self.budget.as_mut() {
@@ -340,16 +355,7 @@ fn session(client: TcpStream, server: TcpStream, shared: &Arc<Shared>) {
             {
                 let mut d = down.lock().unwrap();
                 if download {
-                    let n = shared.count(|c| c.downloads += 1).downloads;
-                    let cut = faults
-                        .cut_download_every
-                        .is_some_and(|e| n.is_multiple_of(e))
-                        && faults
-                            .cut_download_limit
-                            .is_none_or(|max| shared.counts.lock().unwrap().download_cuts < max);
-                    if cut {
-                        d.budget = Some(faults.cut_download_after);
-                    }
+                    d.count_download(shared, &faults);
                 }
                 d.pop3_pending.push_back(Pop3Command::of(&words));
                 let in_flight = d.pop3_pending.len();
@@ -387,17 +393,7 @@ fn session(client: TcpStream, server: TcpStream, shared: &Arc<Shared>) {
                     || verb(0, "RETR");
                 let mut d = down.lock().unwrap();
                 if download {
-                    let n = shared.count(|c| c.downloads += 1).downloads;
-                    let cut = faults
-                        .cut_download_every
-                        .is_some_and(|e| n.is_multiple_of(e))
-                        && faults
-                            .cut_download_limit
-                            .is_none_or(|max| shared.counts.lock().unwrap().download_cuts < max);
-                    if cut {
-                        // Set before the command reaches the server, so before any response.
-                        d.budget = Some(faults.cut_download_after);
-                    }
+                    d.count_download(shared, &faults);
                 }
                 d.queue.push_back(Pending::Sent(tag.clone()));
             }

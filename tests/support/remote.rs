@@ -207,6 +207,24 @@ pub fn all_steps(fx: &Fx) -> std::collections::BTreeSet<String> {
 }
 
 pub async fn apply(fx: &Fx, store: Arc<dyn StateStore>, cancel: CancellationToken) -> WalkReport {
+    apply_with(fx, store, &fast(), cancel).await
+}
+
+/// [`apply`] with `--replace` of the steps `replace` (ids or globs).
+pub async fn apply_replacing(fx: &Fx, store: Arc<dyn StateStore>, replace: &[&str]) -> WalkReport {
+    let options = ApplyOptions {
+        replace: replace.iter().map(|s| s.to_string()).collect(),
+        ..fast()
+    };
+    apply_with(fx, store, &options, CancellationToken::new()).await
+}
+
+async fn apply_with(
+    fx: &Fx,
+    store: Arc<dyn StateStore>,
+    options: &ApplyOptions,
+    cancel: CancellationToken,
+) -> WalkReport {
     let runners = cutover::runners::runners_for(&fx.plan, &fx.graph, &fx.base);
     engine::apply(
         &fx.plan,
@@ -214,7 +232,7 @@ pub async fn apply(fx: &Fx, store: Arc<dyn StateStore>, cancel: CancellationToke
         &all_steps(fx),
         store,
         &runners,
-        &fast(),
+        options,
         &mut VecSink::default(),
         cancel,
     )
