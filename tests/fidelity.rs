@@ -17,12 +17,12 @@ use cutover::engine::{CancellationToken, WalkOutcome};
 use cutover::plan::model::Tls;
 use support::dovecot::{Dovecot, User};
 use support::fault_proxy::{FaultProxy, Faults};
+use support::graph_fake::{FakeSku, FakeTenant, GraphFake};
 use support::mailbox::{assert_same, imap_contents, login};
 use support::remote::{
     apply, apply_replacing, creds, done, fixture_in, maildir_contents, open_store, seed, server,
     varied_seed, Fx,
 };
-use support::token_endpoint::{ok_token, token_endpoint_always};
 
 fn mail(n: usize) -> RawMessage {
     RawMessage::new(
@@ -306,14 +306,26 @@ async fn empty_folders_arrive_subscribed_as_at_the_source_and_only_once() {
     assert_eq!(lines, ["Archive.2023", "Empty", "Projects"]);
 
     // Into Microsoft 365: every folder subscribed.
+    // The tenant has the user and mailbox (user.* finds them through Graph); Dovecot takes
+    // the mailbox's password as its XOAUTH2 token, which the fake issues for the IMAP scope.
     let m365 = d.add_user("folders-m365");
-    let tokens = token_endpoint_always(ok_token(&m365.password, 3599));
+    let mut config = FakeTenant::new(&["example.test"]);
+    config.client_id = "app".into();
+    config.client_secret = "fidelity-app-secret".into();
+    config.skus = vec![FakeSku::new("EXCHANGESTANDARD", 1, 0)];
+    config
+        .scope_tokens
+        .insert("https://127.0.0.1/.default".into(), m365.password.clone());
+    let tenant = GraphFake::start(config);
+    let local = m365.login.split('@').next().unwrap_or_default();
+    tenant.add_user(&m365.login, local, &["EXCHANGESTANDARD"]);
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().to_path_buf();
     std::fs::write(base.join("app.secret"), "fidelity-app-secret").unwrap();
     let target = format!(
-        "{{ kind: m365, tenant: contoso.onmicrosoft.com, auth: {{ client_id: app, client_secret: {{ file: app.secret }}, token_endpoint: {} }}, imap: {{ host: 127.0.0.1, port: {}, ca_file: {} }} }}",
-        tokens.url,
+        "{{ kind: m365, tenant: contoso.onmicrosoft.com, auth: {{ client_id: app, client_secret: {{ file: app.secret }}, token_endpoint: {} }}, graph: {{ endpoint: \"{}\" }}, imap: {{ host: 127.0.0.1, port: {}, ca_file: {} }} }}",
+        tenant.token_url,
+        tenant.root,
         d.imaps_port,
         d.ca_file().display()
     );
