@@ -11,3 +11,4 @@ pub mod net;
 pub mod oauth;
 pub mod pop3;
 pub mod pst;
+pub mod send_rate;

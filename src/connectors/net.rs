@@ -29,7 +29,7 @@ use crate::plan::model::{ServerEndpoint, Tls};
 use crate::redact::redact;
 
 /// Where a client connects and how securely.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Endpoint {
     pub host: String,
     pub port: u16,
@@ -44,6 +44,9 @@ pub struct Endpoint {
     /// The most connections this process holds open to `host:port` at once (the plan's
     /// `max_connections`), enforced by [`reserve_connections`] before connecting.
     pub max_connections: Option<u32>,
+    /// The plan's known budget of messages a target mailbox takes per second
+    /// (`max_messages_per_second`): the send rate starts there and never exceeds it.
+    pub max_messages_per_second: Option<f64>,
 }
 
 impl Endpoint {
@@ -57,6 +60,7 @@ impl Endpoint {
             ca_file: None,
             timeout: Duration::from_secs(60),
             max_connections: None,
+            max_messages_per_second: None,
         }
     }
 
@@ -71,6 +75,7 @@ impl Endpoint {
             allow_plaintext: server.allow_plaintext,
             ca_file: server.ca_file.as_ref().map(|p| base_dir.join(p)),
             max_connections: server.max_connections,
+            max_messages_per_second: server.max_messages_per_second,
             ..Endpoint::new(
                 server.host.clone(),
                 server.port.unwrap_or(default_port),

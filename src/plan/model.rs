@@ -108,16 +108,26 @@ pub struct M365Imap {
     /// TCP port; default 993 (143 with `tls: starttls`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
-    /// `implicit` (the default) or `starttls`. There is no `none`: the access token and the
-    /// mail travel on this connection.
+    /// `implicit` (the default) or `starttls`. `none` only for a local stand-in (a test
+    /// server, a gateway on this machine): it also needs `allow_plaintext: true` and a
+    /// loopback host, since the access token and the mail travel on this connection.
     #[serde(default)]
     pub tls: M365Tls,
+    /// Explicit opt-in for `tls: none`, accepted only with a loopback host.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_plaintext: bool,
     /// PEM file of extra CA certificates to trust; relative to the plan file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
     /// The most connections cutover opens to this server at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
+    /// A known throttling budget: messages per second each mailbox takes (like imapsync's
+    /// `--maxmessagespersecond`). Without it cutover finds the budget from the throttling
+    /// replies; with it, it sends at that rate from the start and is never refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.01))]
+    pub max_messages_per_second: Option<f64>,
 }
 
 /// Microsoft Graph's service root, for tenants outside Microsoft's global cloud (US Government
@@ -142,6 +152,8 @@ pub enum M365Tls {
     Implicit,
     /// Plaintext greeting, then STARTTLS before the token is sent (port 143).
     Starttls,
+    /// No encryption: only to a loopback host, with `allow_plaintext: true`.
+    None,
 }
 
 impl From<M365Tls> for Tls {
@@ -149,6 +161,7 @@ impl From<M365Tls> for Tls {
         match t {
             M365Tls::Implicit => Tls::Implicit,
             M365Tls::Starttls => Tls::Starttls,
+            M365Tls::None => Tls::None,
         }
     }
 }
@@ -202,6 +215,11 @@ pub struct ServerEndpoint {
     /// The most connections cutover opens to this server at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
+    /// As a target: a known throttling budget, messages per second each mailbox (login)
+    /// takes. Without it cutover finds the budget from the server's throttling replies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.01))]
+    pub max_messages_per_second: Option<f64>,
 }
 
 /// Transport security of a server connection.

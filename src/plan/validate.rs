@@ -137,9 +137,8 @@ impl TreeChecker<'_> {
                 }
                 Some("m365") => {
                     if let Some(imap) = target.get("imap") {
-                        // Its `tls` has no `none` (nor `allow_plaintext`): the schema check
-                        // reports that one.
-                        self.check_server_parts(imap, false);
+                        self.check_server_parts(imap, true);
+                        self.check_m365_plaintext(imap);
                     }
                     if let Some(initial) = target.get("initial_domain") {
                         if let Some(text) = initial.as_str() {
@@ -425,6 +424,35 @@ impl TreeChecker<'_> {
                     ),
                 );
             }
+        }
+    }
+
+    /// The m365 target's IMAP in plaintext carries the app's token: a local stand-in only.
+    fn check_m365_plaintext(&mut self, imap: &Node) {
+        let Some(tls) = imap.get("tls").filter(|t| t.as_str() == Some("none")) else {
+            return;
+        };
+        // Without the opt-in, the plaintext check already says so.
+        if !imap
+            .get("allow_plaintext")
+            .is_some_and(|a| a.value == Value::Bool(true))
+        {
+            return;
+        }
+        let host = imap
+            .get("host")
+            .and_then(Node::as_str)
+            .unwrap_or("outlook.office365.com");
+        let loopback = host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.to_canonical().is_loopback());
+        if !loopback {
+            self.out.push(
+                PlanDiagnostic::error(PLAINTEXT, "the m365 target's IMAP in plaintext carries the app's access token")
+                    .label(tls.span.clone(), "plaintext to a host that is not this machine")
+                    .help("`tls: none` is for a local stand-in only (127.0.0.1, ::1, localhost); use `tls: implicit` or `tls: starttls`"),
+            );
         }
     }
 

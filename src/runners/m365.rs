@@ -29,16 +29,20 @@ pub(crate) fn imap_endpoint(imap: Option<&M365Imap>, base: &Path) -> Endpoint {
         tls: Default::default(),
         ca_file: None,
         max_connections: None,
+        max_messages_per_second: None,
+        allow_plaintext: false,
     };
     let imap = imap.unwrap_or(&default);
     let server = ServerEndpoint {
         host: imap.host().to_owned(),
         port: imap.port,
         tls: imap.tls.into(),
-        allow_plaintext: false,
+        // Validation accepts it only towards a loopback host.
+        allow_plaintext: imap.allow_plaintext,
         ca_file: imap.ca_file.clone(),
         auth: AuthMethod::Xoauth2,
         max_connections: imap.max_connections,
+        max_messages_per_second: imap.max_messages_per_second,
     };
     Endpoint::from_plan(&server, IMAP_PORTS, base)
 }
@@ -261,6 +265,8 @@ mod tests {
             tls: M365Tls::Starttls,
             ca_file: Some("ca.pem".into()),
             max_connections: None,
+            max_messages_per_second: None,
+            allow_plaintext: false,
         };
         let e = imap_endpoint(Some(&gcc), Path::new("/plans"));
         assert_eq!(e.server(), "outlook.office365.us:143");

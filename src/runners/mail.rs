@@ -10,7 +10,7 @@ use super::m365;
 use crate::connectors::imap::PORTS as IMAP_PORTS;
 use crate::connectors::mail::DateWindow;
 use crate::connectors::mailflow::imap_source::ImapSource;
-use crate::connectors::mailflow::imap_target::ImapTarget;
+use crate::connectors::mailflow::imap_target::{ImapTarget, Quirks};
 use crate::connectors::mailflow::m365_target::M365Target;
 use crate::connectors::mailflow::maildir_source::MaildirSource;
 use crate::connectors::mailflow::maildir_target::MaildirTarget;
@@ -215,6 +215,7 @@ pub(crate) fn imap_target(
         Endpoint::from_plan(server, IMAP_PORTS, base),
         login,
         TargetNames::imap(),
+        Quirks::default(),
     );
     Ok((target, tl.login.clone()))
 }

@@ -49,7 +49,7 @@ impl Mailbox {
 }
 
 /// What SELECT/EXAMINE tells: the checkpoint identity of a folder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MailboxStatus {
     /// Changes when the server renumbers the folder; a checkpoint with another value is void.
     pub uid_validity: Option<u32>,
@@ -58,6 +58,19 @@ pub struct MailboxStatus {
     /// `[HIGHESTMODSEQ n]` (CONDSTORE, RFC 7162): grows with every flag change, so an equal
     /// value means nothing changed since.
     pub highest_modseq: Option<u64>,
+    /// `[PERMANENTFLAGS (…)]` of a SELECT: the flags stored for good; `\*` among them means
+    /// new keywords may be created. `None` when the server did not say.
+    pub permanent_flags: Option<Vec<String>>,
+}
+
+impl MailboxStatus {
+    /// Whether keywords may be stored in the folder: `\*` among its permanent flags. A
+    /// server that names none is trusted to take them.
+    pub fn takes_keywords(&self) -> bool {
+        self.permanent_flags
+            .as_ref()
+            .is_none_or(|f| f.iter().any(|x| x == "\\*"))
+    }
 }
 
 /// One fetched message: its UID, exact bytes, flags and internal date.
@@ -335,6 +348,16 @@ impl ImapClient {
                         st.uid_validity = val;
                     } else if key.eq_ignore_ascii_case("UIDNEXT") {
                         st.uid_next = val;
+                    } else if key.eq_ignore_ascii_case("PERMANENTFLAGS") {
+                        st.permanent_flags = response_code(code).map(|c| {
+                            c.trim_start_matches(|ch: char| ch.is_ascii_alphabetic())
+                                .trim()
+                                .trim_start_matches('(')
+                                .trim_end_matches(')')
+                                .split_whitespace()
+                                .map(str::to_owned)
+                                .collect()
+                        });
                     } else if key.eq_ignore_ascii_case("HIGHESTMODSEQ") {
                         st.highest_modseq = response_code(code)
                             .and_then(|c| c.split_whitespace().nth(1))
@@ -612,8 +635,12 @@ impl ImapClient {
         let mut in_flight: VecDeque<String> = VecDeque::new();
         let mut early = HashMap::new();
         let mut next = 0;
-        while next < messages.len() || !in_flight.is_empty() {
-            if next < messages.len() && in_flight.len() < APPEND_WINDOW {
+        // A write that failed (the server closed the connection): the answers to what was
+        // already sent may still be readable — a throttling reply before a `BYE` says why —
+        // so they are read first, and the write's failure comes after them.
+        let mut send_failed: Option<NetError> = None;
+        while (next < messages.len() && send_failed.is_none()) || !in_flight.is_empty() {
+            if next < messages.len() && send_failed.is_none() && in_flight.len() < APPEND_WINDOW {
                 let message = messages[next];
                 let non_sync = self.non_sync_literal(message.len());
                 // A synchronizing literal needs the server's `+`, which comes only once the
@@ -623,14 +650,9 @@ impl ImapClient {
                     next += 1;
                     match self.send_append(&tag, &name, message, non_sync).await {
                         Ok(()) => in_flight.push_back(tag),
-                        Err(e) => {
-                            // A NO instead of `+` refuses this message only.
-                            let refused = !non_sync && is_refusal(&e);
-                            results.push(Err(e));
-                            if !refused {
-                                break;
-                            }
-                        }
+                        // A NO instead of `+` refuses this message only.
+                        Err(e) if !non_sync && is_refusal(&e) => results.push(Err(e)),
+                        Err(e) => send_failed = Some(e),
                     }
                     continue;
                 }
@@ -649,11 +671,12 @@ impl ImapClient {
                     let refused = is_refusal(&e);
                     results.push(Err(e));
                     if !refused {
-                        break;
+                        return Ok(results);
                     }
                 }
             }
         }
+        results.extend(send_failed.map(Err));
         Ok(results)
     }
 

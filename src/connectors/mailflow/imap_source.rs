@@ -134,12 +134,12 @@ impl ImapSourceSession {
     async fn examine(&mut self, folder: &SourceFolder, fresh: bool) -> FlowResult<MailboxStatus> {
         if let Some((name, st)) = &self.examined {
             if !fresh && *name == folder.id {
-                return Ok(*st);
+                return Ok(st.clone());
             }
         }
         self.examined = None;
         let st = self.client.examine(&folder.id).await?;
-        self.examined = Some((folder.id.clone(), st));
+        self.examined = Some((folder.id.clone(), st.clone()));
         Ok(st)
     }
 

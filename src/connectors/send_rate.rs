@@ -1,0 +1,314 @@
+//! One send rate per target mailbox, shared by every lane, connection and step that writes to
+//! it. Exchange Online throttles per mailbox (`NO Request is throttled. Suggested Backoff
+//! Time: N milliseconds`, often followed by a disconnect): there the throttle budget, not the
+//! copier's speed, decides how long a migration takes, and every refused command makes the
+//! next backoff longer. So the senders of one mailbox act as one:
+//!
+//! * **A throttling reply pauses all of them** for the suggested time (else a doubling
+//!   backoff), instead of each lane waiting on its own and then sending its next burst into
+//!   the same empty bucket.
+//! * **The rate finds the budget (AIMD).** Nothing is paced until the first throttle (a
+//!   server that never throttles sees full speed). The first throttle starts pacing at what
+//!   the mailbox accepted in the last seconds; the rate then grows additively while the
+//!   mailbox accepts everything and shrinks multiplicatively on the next throttle, so it
+//!   settles just under the budget. The pipeline depth (APPENDs in flight) does the same,
+//!   bounding what one throttle can refuse.
+//! * **A known budget** (`max_messages_per_second` in the plan, like imapsync's
+//!   `--maxmessagespersecond`) starts there and is never exceeded.
+//!
+//! Time spent paused is counted per mailbox, for `status` and the report.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+/// APPENDs in flight once pacing started; grows back from a throttle one at a time.
+const MAX_DEPTH: usize = 16;
+/// A paced burst is what the rate allows in this share of a second: a budget's bucket takes
+/// a burst of about that.
+const BURST_SECONDS: f64 = 0.25;
+
+/// The burst (and APPENDs in flight) a paced `rate` allows.
+fn burst(rate: f64) -> usize {
+    ((rate * BURST_SECONDS).ceil() as usize).clamp(1, MAX_DEPTH)
+}
+/// Multiplicative decrease of the rate on a throttle (of what the mailbox accepted).
+const DECREASE: f64 = 0.85;
+/// Additive increase per second without a throttle, as a share of the rate.
+const INCREASE: f64 = 0.02;
+/// How far back accepted messages are counted to measure what the mailbox takes.
+const WINDOW: Duration = Duration::from_secs(3);
+/// Backoff when a throttling reply suggests no wait: doubled per consecutive throttle.
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// A suggested wait longer than this is cut to it (Exchange has suggested five minutes).
+const MAX_PAUSE: Duration = Duration::from_secs(300);
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct SendRate {
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    /// The plan's known budget, messages per second.
+    configured: Option<f64>,
+    /// Messages per second allowed now; `None` until pacing starts.
+    rate: Option<f64>,
+    /// APPENDs in flight allowed now; `None` until pacing starts.
+    depth: Option<usize>,
+    /// Pacing tokens (messages that may go now) and when they were last topped up.
+    tokens: f64,
+    refilled: Instant,
+    paused_until: Option<Instant>,
+    backoff: Duration,
+    /// When each message the mailbox accepted was acknowledged, for the last [`WINDOW`].
+    accepted: VecDeque<Instant>,
+    /// When the rate last grew or shrank.
+    adjusted: Instant,
+    throttled: Duration,
+    refusals: u64,
+    /// When the mailbox last throttled.
+    last_throttle: Option<Instant>,
+}
+
+/// Live controllers by mailbox key. Weak, so a finished walk forgets them.
+static LIVE: Mutex<Vec<(String, Weak<SendRate>)>> = Mutex::new(Vec::new());
+
+impl SendRate {
+    /// The controller of the mailbox `key` (server and login), shared with every other caller
+    /// while one is alive. `configured`: the plan's known budget in messages per second.
+    pub fn for_mailbox(key: &str, configured: Option<f64>) -> Arc<SendRate> {
+        let mut live = LIVE.lock().unwrap_or_else(PoisonError::into_inner);
+        live.retain(|(_, w)| w.strong_count() > 0);
+        if let Some(found) = live
+            .iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, w)| w.upgrade())
+        {
+            return found;
+        }
+        let rate = Arc::new(SendRate::new(configured));
+        live.push((key.to_owned(), Arc::downgrade(&rate)));
+        rate
+    }
+
+    /// A controller of its own (tests, and targets that do not share one).
+    pub fn new(configured: Option<f64>) -> SendRate {
+        let configured = configured.filter(|r| r.is_finite() && *r > 0.0);
+        let now = Instant::now();
+        SendRate {
+            state: Mutex::new(State {
+                configured,
+                rate: configured,
+                depth: configured.map(burst),
+                tokens: configured.map_or(0.0, |r| burst(r) as f64),
+                refilled: now,
+                paused_until: None,
+                backoff: FIRST_BACKOFF,
+                accepted: VecDeque::new(),
+                adjusted: now,
+                throttled: Duration::ZERO,
+                refusals: 0,
+                last_throttle: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How many of `wanted` messages may be sent now, waiting (cancellably, by dropping the
+    /// future) for a pause to end and for pacing. Always at least one when `wanted > 0`.
+    pub async fn acquire(&self, wanted: usize) -> usize {
+        if wanted == 0 {
+            return 0;
+        }
+        loop {
+            let wait = {
+                let mut s = self.lock();
+                let now = Instant::now();
+                match s.paused_until {
+                    Some(until) if until > now => until - now,
+                    _ => {
+                        s.paused_until = None;
+                        match (s.rate, s.depth) {
+                            (None, _) | (_, None) => return wanted,
+                            (Some(rate), Some(depth)) => {
+                                s.refill(now, rate, depth);
+                                if s.tokens >= 1.0 {
+                                    let n = (s.tokens.floor() as usize).min(wanted).min(depth);
+                                    s.tokens -= n as f64;
+                                    return n;
+                                }
+                                Duration::from_secs_f64((1.0 - s.tokens) / rate)
+                            }
+                        }
+                    }
+                }
+            };
+            tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+        }
+    }
+
+    /// `n` messages were acknowledged: the mailbox takes this rate; grow towards more.
+    pub fn accepted(&self, n: usize) {
+        let mut s = self.lock();
+        let now = Instant::now();
+        s.backoff = FIRST_BACKOFF;
+        for _ in 0..n {
+            s.accepted.push_back(now);
+        }
+        s.forget_old(now);
+        if let (Some(rate), Some(depth)) = (s.rate, s.depth) {
+            let since = now.duration_since(s.adjusted).as_secs_f64();
+            if since >= 1.0 {
+                let mut grown = rate * (1.0 + INCREASE * since);
+                if let Some(cap) = s.configured {
+                    grown = grown.min(cap);
+                }
+                s.rate = Some(grown);
+                s.depth = Some((depth + 1).min(burst(grown)));
+                s.adjusted = now;
+            }
+        }
+    }
+
+    /// The mailbox refused `refused` messages with a throttling reply suggesting `wait`:
+    /// pause every sender, and from now on send more slowly and with fewer in flight.
+    pub fn throttled(&self, refused: usize, wait: Option<Duration>) {
+        let mut s = self.lock();
+        let now = Instant::now();
+        s.refusals += refused as u64;
+        s.last_throttle = Some(now);
+        let pause = match wait {
+            Some(w) => w.min(MAX_PAUSE),
+            None => {
+                let b = s.backoff;
+                s.backoff = (b * 2).min(MAX_BACKOFF);
+                b
+            }
+        };
+        let until = now + pause;
+        // Pauses of several lanes overlap: count wall time once.
+        let counted_from = match s.paused_until {
+            Some(p) if p > now => p,
+            _ => now,
+        };
+        if until > counted_from {
+            s.throttled += until - counted_from;
+        }
+        s.paused_until = Some(s.paused_until.map_or(until, |p| p.max(until)));
+        s.forget_old(now);
+        // What the mailbox took lately is the best guess at its budget.
+        let window = now
+            .duration_since(s.accepted.front().copied().unwrap_or(now))
+            .as_secs_f64()
+            .max(1.0);
+        let measured = s.accepted.len() as f64 / window;
+        let current = s.rate.unwrap_or(measured);
+        let mut rate = (current.min(measured.max(1.0)) * DECREASE).max(0.5);
+        if let Some(cap) = s.configured {
+            rate = rate.min(cap);
+        }
+        s.rate = Some(rate);
+        s.depth = Some(
+            s.depth
+                .map_or(burst(rate), |d| (d / 2).clamp(1, burst(rate))),
+        );
+        s.tokens = 0.0;
+        s.refilled = until;
+        s.adjusted = until;
+    }
+
+    /// Wall time the mailbox's senders spent paused by throttling so far.
+    pub fn throttled_time(&self) -> Duration {
+        self.lock().throttled
+    }
+
+    /// Whether the mailbox throttled within `within`: a connection lost now was likely
+    /// closed for it.
+    pub fn throttled_within(&self, within: Duration) -> bool {
+        self.lock()
+            .last_throttle
+            .is_some_and(|t| t.elapsed() < within)
+    }
+
+    /// Messages refused by throttling so far.
+    pub fn refusals(&self) -> u64 {
+        self.lock().refusals
+    }
+}
+
+impl State {
+    fn refill(&mut self, now: Instant, rate: f64, depth: usize) {
+        if now > self.refilled {
+            let add = now.duration_since(self.refilled).as_secs_f64() * rate;
+            self.tokens = (self.tokens + add).min(depth.max(1) as f64);
+            self.refilled = now;
+        }
+    }
+
+    fn forget_old(&mut self, now: Instant) {
+        while self
+            .accepted
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > WINDOW)
+        {
+            self.accepted.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn unthrottled_mailboxes_are_not_paced() {
+        let r = SendRate::new(None);
+        assert_eq!(r.acquire(64).await, 64);
+        r.accepted(64);
+        assert_eq!(r.acquire(64).await, 64);
+    }
+
+    #[tokio::test]
+    async fn a_known_budget_paces_from_the_start() {
+        let r = SendRate::new(Some(4.0));
+        // A burst of what a quarter of a second allows, then paced.
+        let first = r.acquire(64).await;
+        assert_eq!(first, 1, "{first}");
+        let second = r.acquire(64).await;
+        assert!(second >= 1);
+    }
+
+    #[tokio::test]
+    async fn a_throttle_pauses_every_sender_and_starts_pacing() {
+        let r = Arc::new(SendRate::new(None));
+        r.accepted(10);
+        r.throttled(6, Some(Duration::from_millis(80)));
+        let started = Instant::now();
+        let n = r.acquire(64).await;
+        assert!(started.elapsed() >= Duration::from_millis(70));
+        assert!((1..=MAX_DEPTH / 2).contains(&n), "{n}");
+        assert_eq!(r.refusals(), 6);
+        assert!(r.throttled_time() >= Duration::from_millis(80));
+        // Overlapping pauses of two lanes count once.
+        let before = r.throttled_time();
+        r.throttled(1, Some(Duration::from_millis(50)));
+        r.throttled(1, Some(Duration::from_millis(50)));
+        let added = r.throttled_time() - before;
+        assert!(added <= Duration::from_millis(60), "{added:?}");
+    }
+
+    #[test]
+    fn one_controller_per_mailbox_while_alive() {
+        let a = SendRate::for_mailbox("imap|h:993|alice", None);
+        let b = SendRate::for_mailbox("imap|h:993|alice", None);
+        let c = SendRate::for_mailbox("imap|h:993|bob", None);
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &c));
+    }
+}
