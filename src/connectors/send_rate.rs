@@ -7,42 +7,62 @@
 //! * **A throttling reply pauses all of them** for the suggested time (else a doubling
 //!   backoff), instead of each lane waiting on its own and then sending its next burst into
 //!   the same empty bucket.
-//! * **The rate finds the budget (AIMD).** Nothing is paced until the first throttle (a
-//!   server that never throttles sees full speed). The first throttle starts pacing at what
-//!   the mailbox accepted in the last seconds; the rate then grows additively while the
-//!   mailbox accepts everything and shrinks multiplicatively on the next throttle, so it
-//!   settles just under the budget. The pipeline depth (APPENDs in flight) does the same,
-//!   bounding what one throttle can refuse.
+//! * **The rate finds the budget.** Nothing is paced until the first throttle (a server that
+//!   never throttles sees full speed). Throttling budgets are token buckets, and two throttles
+//!   measure one: the first, after an unpaced burst, shows the bucket's depth (what the
+//!   mailbox took at once); pacing then starts there and doubles every half second (slow
+//!   start) until the second throttle, whose timing gives the refill rate — a bucket that
+//!   was full when the rate went up empties in `depth ÷ (rate − budget)` seconds. From there
+//!   the rate sits just under that budget, grows additively while everything is taken and
+//!   shrinks multiplicatively on a later throttle (AIMD). Bursts (APPENDs in flight) are what
+//!   a quarter second of the rate allows, bounding what one throttle can refuse.
 //! * **A known budget** (`max_messages_per_second` in the plan, like imapsync's
 //!   `--maxmessagespersecond`) starts there and is never exceeded.
 //!
 //! Time spent paused is counted per mailbox, for `status` and the report.
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-/// APPENDs in flight once pacing started; grows back from a throttle one at a time.
+/// APPENDs in flight at most once pacing started.
 const MAX_DEPTH: usize = 16;
 /// A paced burst is what the rate allows in this share of a second: a budget's bucket takes
 /// a burst of about that.
 const BURST_SECONDS: f64 = 0.25;
-
-/// The burst (and APPENDs in flight) a paced `rate` allows.
-fn burst(rate: f64) -> usize {
-    ((rate * BURST_SECONDS).ceil() as usize).clamp(1, MAX_DEPTH)
-}
-/// Multiplicative decrease of the rate on a throttle (of what the mailbox accepted).
+/// Slow start doubles the rate this often while the mailbox takes everything.
+const DOUBLING: Duration = Duration::from_millis(500);
+/// The share of the measured budget sent once it is known.
+const BELOW_BUDGET: f64 = 0.95;
+/// Multiplicative decrease on a throttle once the budget was measured.
 const DECREASE: f64 = 0.85;
 /// Additive increase per second without a throttle, as a share of the rate.
-const INCREASE: f64 = 0.02;
-/// How far back accepted messages are counted to measure what the mailbox takes.
-const WINDOW: Duration = Duration::from_secs(3);
+const INCREASE: f64 = 0.01;
 /// Backoff when a throttling reply suggests no wait: doubled per consecutive throttle.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A suggested wait longer than this is cut to it (Exchange has suggested five minutes).
 const MAX_PAUSE: Duration = Duration::from_secs(300);
+
+/// The burst (and APPENDs in flight) a paced `rate` allows.
+fn burst(rate: f64) -> usize {
+    ((rate * BURST_SECONDS).ceil() as usize).clamp(1, MAX_DEPTH)
+}
+
+/// Where the controller is in finding the budget.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    /// Not paced: no throttle yet. Counts what the mailbox took.
+    Unpaced { accepted: usize },
+    /// Doubling since `since`, from `previous` (the rate before the last doubling).
+    SlowStart {
+        since: Instant,
+        previous: Option<f64>,
+        /// The bucket's depth, as the first throttle showed it.
+        depth: f64,
+    },
+    /// Just under the measured (or configured) budget.
+    Steady,
+}
 
 /// See the module documentation.
 #[derive(Debug)]
@@ -54,17 +74,14 @@ pub struct SendRate {
 struct State {
     /// The plan's known budget, messages per second.
     configured: Option<f64>,
-    /// Messages per second allowed now; `None` until pacing starts.
+    phase: Phase,
+    /// Messages per second allowed now; `None` while unpaced.
     rate: Option<f64>,
-    /// APPENDs in flight allowed now; `None` until pacing starts.
-    depth: Option<usize>,
     /// Pacing tokens (messages that may go now) and when they were last topped up.
     tokens: f64,
     refilled: Instant,
     paused_until: Option<Instant>,
     backoff: Duration,
-    /// When each message the mailbox accepted was acknowledged, for the last [`WINDOW`].
-    accepted: VecDeque<Instant>,
     /// When the rate last grew or shrank.
     adjusted: Instant,
     throttled: Duration,
@@ -101,13 +118,15 @@ impl SendRate {
         SendRate {
             state: Mutex::new(State {
                 configured,
+                phase: match configured {
+                    Some(_) => Phase::Steady,
+                    None => Phase::Unpaced { accepted: 0 },
+                },
                 rate: configured,
-                depth: configured.map(burst),
                 tokens: configured.map_or(0.0, |r| burst(r) as f64),
                 refilled: now,
                 paused_until: None,
                 backoff: FIRST_BACKOFF,
-                accepted: VecDeque::new(),
                 adjusted: now,
                 throttled: Duration::ZERO,
                 refusals: 0,
@@ -134,18 +153,17 @@ impl SendRate {
                     Some(until) if until > now => until - now,
                     _ => {
                         s.paused_until = None;
-                        match (s.rate, s.depth) {
-                            (None, _) | (_, None) => return wanted,
-                            (Some(rate), Some(depth)) => {
-                                s.refill(now, rate, depth);
-                                if s.tokens >= 1.0 {
-                                    let n = (s.tokens.floor() as usize).min(wanted).min(depth);
-                                    s.tokens -= n as f64;
-                                    return n;
-                                }
-                                Duration::from_secs_f64((1.0 - s.tokens) / rate)
-                            }
+                        let Some(rate) = s.rate else {
+                            return wanted;
+                        };
+                        let depth = burst(rate);
+                        s.refill(now, rate, depth);
+                        if s.tokens >= 1.0 {
+                            let n = (s.tokens.floor() as usize).min(wanted).min(depth);
+                            s.tokens -= n as f64;
+                            return n;
                         }
+                        Duration::from_secs_f64((1.0 - s.tokens) / rate)
                     }
                 }
             };
@@ -158,26 +176,34 @@ impl SendRate {
         let mut s = self.lock();
         let now = Instant::now();
         s.backoff = FIRST_BACKOFF;
-        for _ in 0..n {
-            s.accepted.push_back(now);
-        }
-        s.forget_old(now);
-        if let (Some(rate), Some(depth)) = (s.rate, s.depth) {
-            let since = now.duration_since(s.adjusted).as_secs_f64();
-            if since >= 1.0 {
-                let mut grown = rate * (1.0 + INCREASE * since);
-                if let Some(cap) = s.configured {
-                    grown = grown.min(cap);
-                }
-                s.rate = Some(grown);
-                s.depth = Some((depth + 1).min(burst(grown)));
-                s.adjusted = now;
+        let cap = s.configured.unwrap_or(f64::INFINITY);
+        match (s.phase, s.rate) {
+            (Phase::Unpaced { accepted }, _) => {
+                s.phase = Phase::Unpaced {
+                    accepted: accepted + n,
+                };
             }
+            (Phase::SlowStart { since, depth, .. }, Some(rate)) if now >= since + DOUBLING => {
+                s.rate = Some((rate * 2.0).min(cap));
+                s.phase = Phase::SlowStart {
+                    since: now,
+                    previous: Some(rate),
+                    depth,
+                };
+            }
+            (Phase::Steady, Some(rate)) => {
+                let since = now.saturating_duration_since(s.adjusted).as_secs_f64();
+                if since >= 1.0 {
+                    s.rate = Some((rate * (1.0 + INCREASE * since)).min(cap));
+                    s.adjusted = now;
+                }
+            }
+            _ => {}
         }
     }
 
     /// The mailbox refused `refused` messages with a throttling reply suggesting `wait`:
-    /// pause every sender, and from now on send more slowly and with fewer in flight.
+    /// pause every sender, and from now on send more slowly.
     pub fn throttled(&self, refused: usize, wait: Option<Duration>) {
         let mut s = self.lock();
         let now = Instant::now();
@@ -201,23 +227,39 @@ impl SendRate {
             s.throttled += until - counted_from;
         }
         s.paused_until = Some(s.paused_until.map_or(until, |p| p.max(until)));
-        s.forget_old(now);
-        // What the mailbox took lately is the best guess at its budget.
-        let window = now
-            .duration_since(s.accepted.front().copied().unwrap_or(now))
-            .as_secs_f64()
-            .max(1.0);
-        let measured = s.accepted.len() as f64 / window;
-        let current = s.rate.unwrap_or(measured);
-        let mut rate = (current.min(measured.max(1.0)) * DECREASE).max(0.5);
-        if let Some(cap) = s.configured {
-            rate = rate.min(cap);
-        }
-        s.rate = Some(rate);
-        s.depth = Some(
-            s.depth
-                .map_or(burst(rate), |d| (d / 2).clamp(1, burst(rate))),
-        );
+        let cap = s.configured.unwrap_or(f64::INFINITY);
+        let (rate, phase) = match (s.phase, s.rate) {
+            // The unpaced burst the mailbox took is its bucket's depth: start there.
+            (Phase::Unpaced { accepted }, _) => {
+                let depth = (accepted as f64).max(1.0);
+                (
+                    depth,
+                    Phase::SlowStart {
+                        since: until,
+                        previous: None,
+                        depth,
+                    },
+                )
+            }
+            // The bucket, full when this rate began, emptied in `drained`: the refill rate
+            // is the rate less what the bucket held over that time.
+            (
+                Phase::SlowStart {
+                    since,
+                    previous,
+                    depth,
+                },
+                Some(rate),
+            ) => {
+                let drained = now.saturating_duration_since(since).as_secs_f64().max(0.05);
+                let floor = previous.unwrap_or(0.5).min(rate);
+                let budget = (rate - depth / drained).clamp(floor, rate);
+                ((budget * BELOW_BUDGET).max(0.5), Phase::Steady)
+            }
+            (_, rate) => ((rate.unwrap_or(1.0) * DECREASE).max(0.5), Phase::Steady),
+        };
+        s.rate = Some(rate.min(cap));
+        s.phase = phase;
         s.tokens = 0.0;
         s.refilled = until;
         s.adjusted = until;
@@ -248,16 +290,6 @@ impl State {
             let add = now.duration_since(self.refilled).as_secs_f64() * rate;
             self.tokens = (self.tokens + add).min(depth.max(1) as f64);
             self.refilled = now;
-        }
-    }
-
-    fn forget_old(&mut self, now: Instant) {
-        while self
-            .accepted
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > WINDOW)
-        {
-            self.accepted.pop_front();
         }
     }
 }
@@ -292,7 +324,7 @@ mod tests {
         let started = Instant::now();
         let n = r.acquire(64).await;
         assert!(started.elapsed() >= Duration::from_millis(70));
-        assert!((1..=MAX_DEPTH / 2).contains(&n), "{n}");
+        assert!((1..=burst(10.0)).contains(&n), "{n}");
         assert_eq!(r.refusals(), 6);
         assert!(r.throttled_time() >= Duration::from_millis(80));
         // Overlapping pauses of two lanes count once.
@@ -301,6 +333,28 @@ mod tests {
         r.throttled(1, Some(Duration::from_millis(50)));
         let added = r.throttled_time() - before;
         assert!(added <= Duration::from_millis(60), "{added:?}");
+    }
+
+    #[test]
+    fn two_throttles_measure_a_token_bucket() {
+        let r = SendRate::new(None);
+        // An unpaced burst of 10 taken, then refused: a bucket 10 deep.
+        r.accepted(10);
+        r.throttled(6, Some(Duration::ZERO));
+        // Slow start at 10/s; had it doubled to 40/s, a 10-deep bucket refilling at 20/s
+        // empties in 0.5 s.
+        {
+            let mut s = r.lock();
+            s.rate = Some(40.0);
+            s.phase = Phase::SlowStart {
+                since: Instant::now() - Duration::from_millis(500),
+                previous: Some(20.0),
+                depth: 10.0,
+            };
+        }
+        r.throttled(1, Some(Duration::ZERO));
+        let rate = r.lock().rate.unwrap();
+        assert!((rate - 20.0 * BELOW_BUDGET).abs() < 0.5, "{rate}");
     }
 
     #[test]
