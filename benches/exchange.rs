@@ -149,6 +149,7 @@ async fn run(
             _ => {}
         }
     }
+    println!("  proxy saw: {:?}", proxy.counts());
     let logins = proxy.logins();
     let mut out = BTreeMap::new();
     for (i, dst) in targets.iter().enumerate() {

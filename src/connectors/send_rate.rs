@@ -49,19 +49,53 @@ fn burst(rate: f64) -> usize {
 }
 
 /// Where the controller is in finding the budget.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 enum Phase {
     /// Not paced: no throttle yet. Counts what the mailbox took.
     Unpaced { accepted: usize },
-    /// Doubling since `since`, from `previous` (the rate before the last doubling).
+    /// Doubling the rate; `rates` says from when each rate held (the first from the end of
+    /// the first pause, when the bucket was full again).
     SlowStart {
-        since: Instant,
-        previous: Option<f64>,
+        rates: Vec<(Instant, f64)>,
         /// The bucket's depth, as the first throttle showed it.
         depth: f64,
     },
     /// Just under the measured (or configured) budget.
     Steady,
+}
+
+/// The refill rate of a token bucket `depth` deep, full when `rates` began, that emptied at
+/// `emptied` while drawn at those rates: the one rate at which a bucket simulated so empties
+/// then (a higher refill empties it later). Found by bisection.
+fn refill_rate(depth: f64, rates: &[(Instant, f64)], emptied: Instant) -> f64 {
+    let Some(&(start, _)) = rates.first() else {
+        return 0.5;
+    };
+    let top = rates.iter().map(|(_, r)| *r).fold(0.5, f64::max);
+    let empties_by = |refill: f64| -> Option<f64> {
+        let mut level = depth;
+        for (i, &(from, rate)) in rates.iter().enumerate() {
+            let to = rates.get(i + 1).map_or(emptied, |(t, _)| *t).max(from);
+            let span = to.duration_since(from).as_secs_f64();
+            let drain = rate - refill;
+            if drain > 0.0 && level <= drain * span {
+                return Some(from.duration_since(start).as_secs_f64() + level / drain);
+            }
+            level = (level - drain * span).min(depth);
+        }
+        None
+    };
+    let observed = emptied.duration_since(start).as_secs_f64();
+    let (mut lo, mut hi) = (0.5_f64.min(top), top);
+    for _ in 0..40 {
+        let mid = (lo + hi) / 2.0;
+        match empties_by(mid) {
+            // Emptied too soon: the bucket refills faster than `mid`.
+            Some(t) if t < observed => lo = mid,
+            _ => hi = mid,
+        }
+    }
+    (lo + hi) / 2.0
 }
 
 /// See the module documentation.
@@ -177,19 +211,17 @@ impl SendRate {
         let now = Instant::now();
         s.backoff = FIRST_BACKOFF;
         let cap = s.configured.unwrap_or(f64::INFINITY);
-        match (s.phase, s.rate) {
-            (Phase::Unpaced { accepted }, _) => {
-                s.phase = Phase::Unpaced {
-                    accepted: accepted + n,
-                };
-            }
-            (Phase::SlowStart { since, depth, .. }, Some(rate)) if now >= since + DOUBLING => {
-                s.rate = Some((rate * 2.0).min(cap));
-                s.phase = Phase::SlowStart {
-                    since: now,
-                    previous: Some(rate),
-                    depth,
-                };
+        let rate = s.rate;
+        match (&mut s.phase, rate) {
+            (Phase::Unpaced { accepted }, _) => *accepted += n,
+            (Phase::SlowStart { rates, .. }, Some(rate))
+                if rates
+                    .last()
+                    .is_some_and(|(since, _)| now >= *since + DOUBLING) =>
+            {
+                let doubled = (rate * 2.0).min(cap);
+                rates.push((now, doubled));
+                s.rate = Some(doubled);
             }
             (Phase::Steady, Some(rate)) => {
                 let since = now.saturating_duration_since(s.adjusted).as_secs_f64();
@@ -228,32 +260,22 @@ impl SendRate {
         }
         s.paused_until = Some(s.paused_until.map_or(until, |p| p.max(until)));
         let cap = s.configured.unwrap_or(f64::INFINITY);
-        let (rate, phase) = match (s.phase, s.rate) {
+        let (rate, phase) = match (&s.phase, s.rate) {
             // The unpaced burst the mailbox took is its bucket's depth: start there.
             (Phase::Unpaced { accepted }, _) => {
-                let depth = (accepted as f64).max(1.0);
+                let depth = (*accepted as f64).max(1.0);
                 (
                     depth,
                     Phase::SlowStart {
-                        since: until,
-                        previous: None,
+                        rates: vec![(until, depth)],
                         depth,
                     },
                 )
             }
-            // The bucket, full when this rate began, emptied in `drained`: the refill rate
-            // is the rate less what the bucket held over that time.
-            (
-                Phase::SlowStart {
-                    since,
-                    previous,
-                    depth,
-                },
-                Some(rate),
-            ) => {
-                let drained = now.saturating_duration_since(since).as_secs_f64().max(0.05);
-                let floor = previous.unwrap_or(0.5).min(rate);
-                let budget = (rate - depth / drained).clamp(floor, rate);
+            // The bucket, full when slow start began, emptied now: its refill rate is the
+            // budget.
+            (Phase::SlowStart { rates, depth }, Some(_)) => {
+                let budget = refill_rate(*depth, rates, now);
                 ((budget * BELOW_BUDGET).max(0.5), Phase::Steady)
             }
             (_, rate) => ((rate.unwrap_or(1.0) * DECREASE).max(0.5), Phase::Steady),
@@ -341,20 +363,32 @@ mod tests {
         // An unpaced burst of 10 taken, then refused: a bucket 10 deep.
         r.accepted(10);
         r.throttled(6, Some(Duration::ZERO));
-        // Slow start at 10/s; had it doubled to 40/s, a 10-deep bucket refilling at 20/s
-        // empties in 0.5 s.
+        // Slow start: 10/s, 20/s, then 40/s: a 10-deep bucket refilling at 20/s stays full
+        // until 40/s, which empties it in 0.5 s — also when the rate doubled again first.
+        let t0 = Instant::now() - Duration::from_millis(1600);
+        let ms = |m: u64| t0 + Duration::from_millis(m);
+        let rates = vec![
+            (ms(0), 10.0),
+            (ms(500), 20.0),
+            (ms(1000), 40.0),
+            (ms(1500), 80.0),
+        ];
+        let b = refill_rate(10.0, &rates[..3], ms(1500));
+        assert!((b - 20.0).abs() < 0.1, "{b}");
+        // Doubled to 80/s at 1.5 s, throttled soon after: drawn at 40 then 80 from full.
+        let b = refill_rate(10.0, &rates, ms(1500) + Duration::from_millis(1));
+        assert!((b - 20.0).abs() < 1.0, "{b}");
         {
             let mut s = r.lock();
             s.rate = Some(40.0);
             s.phase = Phase::SlowStart {
-                since: Instant::now() - Duration::from_millis(500),
-                previous: Some(20.0),
+                rates: rates[..3].to_vec(),
                 depth: 10.0,
             };
         }
+        let _ = refill_rate(10.0, &rates, Instant::now());
         r.throttled(1, Some(Duration::ZERO));
-        let rate = r.lock().rate.unwrap();
-        assert!((rate - 20.0 * BELOW_BUDGET).abs() < 0.5, "{rate}");
+        assert_eq!(r.lock().phase, Phase::Steady);
     }
 
     #[test]

@@ -461,13 +461,22 @@ impl TargetSession for ImapTargetSession {
                         }
                         Err(e) => {
                             ended = Some(self.classify(e));
-                            break 'send;
+                            break;
                         }
                     }
+                }
+                // Accounted even when the connection ended: a throttle followed by a BYE is
+                // what the send rate must learn from most. The throttle first: it answers
+                // the rate this chunk went at, before the acceptances may raise it.
+                if !throttled.is_empty() {
+                    self.target.rate.throttled(throttled.len(), wait);
                 }
                 self.target.rate.accepted(accepted);
                 if accepted > 0 {
                     last_progress = Instant::now();
+                }
+                if ended.is_some() {
+                    break 'send;
                 }
                 if !flagged.is_empty() {
                     let set = super::imap_source::uid_sets(&flagged);
@@ -483,15 +492,12 @@ impl TargetSession for ImapTargetSession {
                 if answered < chunk.len() {
                     break;
                 }
-                if !throttled.is_empty() {
-                    self.target.rate.throttled(throttled.len(), wait);
-                    if last_progress.elapsed() > MAX_THROTTLED {
-                        ended = Some(FlowError::Transient(format!(
-                            "the target kept throttling for {} s",
-                            last_progress.elapsed().as_secs()
-                        )));
-                        break;
-                    }
+                if !throttled.is_empty() && last_progress.elapsed() > MAX_THROTTLED {
+                    ended = Some(FlowError::Transient(format!(
+                        "the target kept throttling for {} s",
+                        last_progress.elapsed().as_secs()
+                    )));
+                    break;
                 }
             }
             // Settled entries up to the first unsettled one; what follows it is unknown.
