@@ -1,5 +1,6 @@
 //! Connectors know protocols and file formats, not the DAG.
 pub mod autocomplete;
+pub mod azure_blob;
 pub mod dns;
 pub mod folder_filter;
 pub mod graph;
