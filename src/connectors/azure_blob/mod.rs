@@ -3,6 +3,7 @@
 //! a resumable, paced block upload of a local file ([`upload`], [`pace`]).
 
 pub mod client;
+pub mod one_off;
 pub mod pace;
 pub mod sas;
 pub mod upload;

@@ -91,6 +91,8 @@ impl UploadSettings {
 /// What the upload found at the service before sending anything.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadStart {
+    /// The file as cut for this upload (its ids follow from it).
+    pub identity: FileIdentity,
     pub size: u64,
     pub block_size: u64,
     pub blocks: u32,
@@ -359,6 +361,7 @@ pub async fn upload_file(
             report.bytes_reused = identity.size;
             report.elapsed = started_at.elapsed();
             observer.started(&UploadStart {
+                identity: identity.clone(),
                 size: identity.size,
                 block_size,
                 blocks: identity.blocks(),
@@ -392,6 +395,7 @@ pub async fn upload_file(
     report.blocks_reused = present_blocks.len() as u32;
     report.bytes_reused = present_blocks.iter().map(|&i| identity.block_len(i)).sum();
     observer.started(&UploadStart {
+        identity: identity.clone(),
         size: identity.size,
         block_size,
         blocks: identity.blocks(),
@@ -775,6 +779,18 @@ async fn verify(
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An MD5 from 32 hex digits, as [`hex`] writes it.
+pub fn md5_from_hex(text: &str) -> Option<[u8; 16]> {
+    if text.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 #[cfg(test)]
