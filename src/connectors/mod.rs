@@ -12,4 +12,5 @@ pub mod net;
 pub mod oauth;
 pub mod pop3;
 pub mod pst;
+pub mod pst_mapping;
 pub mod send_rate;
