@@ -89,7 +89,7 @@ pub fn gate_instructions(plan: &Plan) -> String {
         )
     };
     format!(
-        "{count} PST file{s} uploaded to Microsoft's PST Import Service. Create the import job in the Microsoft Purview portal (you need the Mailbox Import Export role):
+        "Microsoft's PST Import Service takes over the {count} uploaded PST file{s}. Create the import job in the Microsoft Purview portal (you need the Mailbox Import Export role):
 1. Data lifecycle management → Import → New import job; name it (lowercase letters, digits, hyphens).
 2. Choose \"Upload your data\"; tick \"I'm done uploading my files\" and \"I have access to the mapping file\".
 3. Select {mapping}, then Validate; fix and re-run `cutover apply` if it reports errors.

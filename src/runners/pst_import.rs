@@ -289,9 +289,6 @@ impl StepRunner for PstUpload {
         if format == PstFormat::Ansi && self.row.code_page.is_none() {
             detail.push("ANSI PST: ContentCodePage left blank (fine for Western European text); set the source's `code_page` for other languages, e.g. 932 Japanese".into());
         }
-        if format == PstFormat::Unicode && self.row.code_page.is_some() {
-            detail.push("Unicode PST: the source's `code_page` does not apply to it".into());
-        }
         let resumed = if done_bytes > 0 {
             format!("; {} already uploaded", crate::cli::render::human_bytes(done_bytes))
         } else {
