@@ -447,3 +447,32 @@ fn a_refused_block_is_not_retried() {
     );
     assert!(recorder.retries.lock().unwrap().is_empty());
 }
+
+#[test]
+fn a_dead_service_is_a_transient_failure_whose_message_holds_no_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("x.pst");
+    write_file(&file, 1000, 9);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let query = support::azurite::container_sas("ingestiondata", "rwl");
+    let url = format!("http://127.0.0.1:{port}/devstoreaccount1/ingestiondata?{query}");
+    let target = BlobTarget::new(&ContainerSas::parse(&url).unwrap(), "x.pst").unwrap();
+    let mut s = settings(MIB, 1);
+    s.block_attempts = 3;
+    let error = runtime()
+        .block_on(upload_file(
+            &target,
+            &file,
+            &s,
+            None,
+            Arc::new(Quiet),
+            &CancellationToken::new(),
+        ))
+        .unwrap_err();
+    println!("{error}");
+    assert!(error.transient, "{error:?}");
+    let sig = query.split("sig=").nth(1).unwrap();
+    assert!(!error.message.contains(sig), "{error}");
+}

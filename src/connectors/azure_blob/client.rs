@@ -136,9 +136,11 @@ impl BlobFailure {
                     }
                     source = cause.source();
                 }
+                // The HTTP client's text names the request URL, SAS query included: mask it
+                // here, so no copy of this message holds the signature.
                 BlobFailure {
                     kind: FailureKind::Transient,
-                    message,
+                    message: crate::redact::redact(&message).into_owned(),
                     retry_after: None,
                     code: None,
                 }

@@ -56,21 +56,23 @@ impl ContainerSas {
             .host_str()
             .ok_or_else(|| SasError("the SAS URL has no host".into()))?
             .to_string();
-        let loopback = is_loopback(&host);
-        match url.scheme() {
-            "https" => {}
-            "http" if loopback => {}
-            "http" => {
-                return Err(SasError(format!(
+        // The project's one rule for URLs that carry credentials; its errors quote the URL,
+        // so they are reworded here without it.
+        if let Err(refused) = crate::connectors::http::checked_url(text) {
+            use crate::connectors::http::UrlRefused;
+            return Err(SasError(match refused {
+                UrlRefused::NotTls { .. } => format!(
                     "the SAS URL for {host} is http://: the signature would travel unencrypted; use https:// (http is accepted for loopback emulators only)"
-                )))
-            }
-            other => {
-                return Err(SasError(format!(
-                    "the SAS URL has scheme `{other}`; expected https://"
-                )))
-            }
+                ),
+                UrlRefused::UserInfo { .. } => format!(
+                    "the SAS URL for {host} carries user info before the host; paste the portal's URL as it is"
+                ),
+                UrlRefused::Malformed { reason, .. } => format!(
+                    "the SAS URL for {host} is refused ({reason}); expected https://…?sv=…&sig=…"
+                ),
+            }));
         }
+        let loopback = is_loopback(&host);
         let query = url.query().unwrap_or_default().to_string();
         if !query.split('&').any(|pair| pair.starts_with("sig=")) {
             return Err(SasError(format!(
@@ -244,7 +246,7 @@ mod tests {
                 format!("https://acme.blob.core.windows.net/ingestiondata/PSTs?{SIG}"),
                 "folder `PSTs`",
             ),
-            (format!("ftp://acme/ingestiondata?{SIG}"), "scheme `ftp`"),
+            (format!("ftp://acme/ingestiondata?{SIG}"), "scheme must be https"),
             ("not a url sig=abc".to_string(), "not a URL"),
         ];
         for (text, expected) in cases {

@@ -37,7 +37,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{BlobFailure, BlobTarget, BlockLists, FailureKind};
+use super::client::{BlobFailure, BlobTarget, BlockLists};
 use super::pace::{Liveness, PacedBody, RateLimiter, Throughput};
 
 /// The service's limit on blocks per blob.
@@ -292,13 +292,14 @@ fn mtime_ns(meta: &std::fs::Metadata) -> u128 {
 /// Whether the blob already is the file whose MD5 is `md5` (a finished earlier upload): its
 /// length and Content-MD5 match and its committed blocks are exactly this file's blocks.
 /// Reads nothing locally but the file's identity.
-pub async fn is_complete(
+async fn is_complete(
     target: &BlobTarget,
     identity: &FileIdentity,
     md5: [u8; 16],
+    settings: &UploadSettings,
+    cancel: &CancellationToken,
 ) -> Result<bool, UploadError> {
-    let Some(props) = target
-        .properties()
+    let Some(props) = with_retries(settings, cancel, || target.properties())
         .await
         .map_err(|f| UploadError::from_failure(target, f))?
     else {
@@ -307,8 +308,7 @@ pub async fn is_complete(
     if props.content_length != identity.size || props.content_md5.as_deref() != Some(&md5[..]) {
         return Ok(false);
     }
-    let lists = target
-        .block_lists()
+    let lists = with_retries(settings, cancel, || target.block_lists())
         .await
         .map_err(|f| UploadError::from_failure(target, f))?;
     Ok(committed_matches(&lists, identity))
@@ -354,7 +354,7 @@ pub async fn upload_file(
     let fail = |f: BlobFailure| UploadError::from_failure(target, f);
 
     if let Some((known, md5)) = known_md5.filter(|(known, _)| *known == identity) {
-        if is_complete(target, &known, md5).await? {
+        if is_complete(target, &known, md5, settings, cancel).await? {
             report.md5 = Some(md5);
             report.already_complete = true;
             report.blocks_reused = report.blocks;
@@ -373,7 +373,9 @@ pub async fn upload_file(
         }
     }
 
-    let mut lists = target.block_lists().await.map_err(fail)?;
+    let mut lists = with_retries(settings, cancel, || target.block_lists())
+        .await
+        .map_err(fail)?;
     let id_len = identity.block_id(0).len();
     if lists.uncommitted.iter().any(|b| b.id.len() != id_len) {
         // Uncommitted blocks of another uploader (an AzCopy attempt) with ids of another
@@ -499,7 +501,7 @@ pub async fn upload_file(
         .map(|i| identity.block_id(i))
         .collect();
     commit_with_retries(target, ids, md5, settings, cancel).await?;
-    verify(target, &identity, md5).await?;
+    verify(target, &identity, md5, settings, cancel).await?;
     report.md5 = Some(md5);
     report.elapsed = started_at.elapsed();
     Ok(UploadOutcome::Complete(report))
@@ -697,6 +699,34 @@ fn backoff(first: Duration, attempt: u32, retry_after: Option<Duration>) -> Dura
     base.mul_f64(jitter).max(retry_after.unwrap_or_default())
 }
 
+/// Runs a request other than Put Block, retrying transient failures with the same backoff
+/// as blocks (at most `block_attempts` tries). Cancelling ends the wait with a transient
+/// failure.
+async fn with_retries<T, F, Fut>(
+    settings: &UploadSettings,
+    cancel: &CancellationToken,
+    mut call: F,
+) -> Result<T, BlobFailure>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, BlobFailure>>,
+{
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Err(f) if f.is_transient() && attempt < settings.block_attempts => {
+                let delay = backoff(settings.first_backoff, attempt, f.retry_after);
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = cancel.cancelled() => return Err(f),
+                }
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
 async fn commit_with_retries(
     target: &BlobTarget,
     ids: Vec<Vec<u8>>,
@@ -704,29 +734,16 @@ async fn commit_with_retries(
     settings: &UploadSettings,
     cancel: &CancellationToken,
 ) -> Result<(), UploadError> {
-    let mut attempt = 1;
-    loop {
-        match target.commit(ids.clone(), md5).await {
-            Ok(()) => return Ok(()),
-            Err(f) if f.is_transient() && attempt < settings.block_attempts => {
-                let delay = backoff(settings.first_backoff, attempt, f.retry_after);
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = cancel.cancelled() => return Err(UploadError { transient: true, message: format!("{}: cancelled while committing", target.describe()) }),
-                }
-                attempt += 1;
-            }
-            Err(f) if f.kind == FailureKind::Permanent && f.code.as_deref() == Some("InvalidBlockList") => {
-                return Err(UploadError {
-                    transient: true,
-                    message: format!(
-                        "{}: the service no longer holds every block (uncommitted blocks expire after a week); run again to resend them",
-                        target.describe()
-                    ),
-                })
-            }
-            Err(f) => return Err(UploadError::from_failure(target, f)),
-        }
+    match with_retries(settings, cancel, || target.commit(ids.clone(), md5)).await {
+        Ok(()) => Ok(()),
+        Err(f) if f.code.as_deref() == Some("InvalidBlockList") => Err(UploadError {
+            transient: true,
+            message: format!(
+                "{}: the service no longer holds every block (uncommitted blocks expire after a week); run again to resend them",
+                target.describe()
+            ),
+        }),
+        Err(f) => Err(UploadError::from_failure(target, f)),
     }
 }
 
@@ -735,9 +752,10 @@ async fn verify(
     target: &BlobTarget,
     identity: &FileIdentity,
     md5: [u8; 16],
+    settings: &UploadSettings,
+    cancel: &CancellationToken,
 ) -> Result<(), UploadError> {
-    let props = target
-        .properties()
+    let props = with_retries(settings, cancel, || target.properties())
         .await
         .map_err(|f| UploadError::from_failure(target, f))?
         .ok_or_else(|| {
@@ -762,8 +780,7 @@ async fn verify(
             hex(&md5)
         )));
     }
-    let lists = target
-        .block_lists()
+    let lists = with_retries(settings, cancel, || target.block_lists())
         .await
         .map_err(|f| UploadError::from_failure(target, f))?;
     if !committed_matches(&lists, identity) {
