@@ -32,18 +32,25 @@ const BLOCK: u64 = 4 * MIB;
 struct Run {
     seconds: f64,
     peak_rss_kb: i64,
+    /// User plus system CPU time of the process.
+    cpu_seconds: f64,
     stdout: String,
 }
 
-/// Waits for `child` and returns its status and peak RSS (wait4's rusage).
-fn wait_rusage(child: &mut Child) -> (i32, i64) {
+/// Waits for `child` and returns its status, peak RSS in KiB and CPU seconds (wait4's rusage).
+fn wait_rusage(child: &mut Child) -> (i32, i64, f64) {
     let mut status = 0;
     // SAFETY: an all-zero rusage is a valid value; wait4 fills it for our own child.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: waiting for a child we spawned, with valid out-pointers.
     let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
     assert!(pid > 0, "wait4 failed");
-    (status, usage.ru_maxrss)
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (
+        status,
+        usage.ru_maxrss,
+        seconds(usage.ru_utime) + seconds(usage.ru_stime),
+    )
 }
 
 fn run(mut cmd: Command) -> Run {
@@ -57,7 +64,7 @@ fn run(mut cmd: Command) -> Run {
     let stderr = child.stderr.take().unwrap();
     let out = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
     let err = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
-    let (status, peak_rss_kb) = wait_rusage(&mut child);
+    let (status, peak_rss_kb, cpu_seconds) = wait_rusage(&mut child);
     let seconds = started.elapsed().as_secs_f64();
     let stdout = out.join().unwrap();
     let stderr = err.join().unwrap();
@@ -68,6 +75,7 @@ fn run(mut cmd: Command) -> Run {
     Run {
         seconds,
         peak_rss_kb,
+        cpu_seconds,
         stdout,
     }
 }
@@ -152,6 +160,14 @@ struct Row {
     rss_mb: f64,
 }
 
+/// The header of the results table.
+fn print_header() {
+    println!(
+        "{:<28} {:>4} {:>9} {:>9} {:>9} {:>9}",
+        "tool", "conc", "seconds", "MiB/s", "RSS MB", "CPU s"
+    );
+}
+
 /// One upload on a fresh Azurite; checks the blob's MD5.
 fn scenario(
     tool: &'static str,
@@ -181,12 +197,13 @@ fn scenario(
         rss_mb: result.peak_rss_kb as f64 / 1024.0,
     };
     println!(
-        "{:<28} {:>4} {:>9.2} {:>9.1} {:>9.1}",
+        "{:<28} {:>4} {:>9.2} {:>9.1} {:>9.1} {:>9.2}",
         row.tool,
         row.concurrency,
         row.seconds,
         size as f64 / MIB as f64 / row.seconds,
-        row.rss_mb
+        row.rss_mb,
+        result.cpu_seconds
     );
     row
 }
@@ -261,10 +278,7 @@ fn main() {
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
             .unwrap_or_default()
     );
-    println!(
-        "{:<28} {:>4} {:>9} {:>9} {:>9}",
-        "tool", "conc", "seconds", "MiB/s", "RSS MB"
-    );
+    print_header();
     let mut rows = Vec::new();
     if let Some(venv) = &venv {
         for c in [1, 4] {

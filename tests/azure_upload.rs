@@ -84,11 +84,13 @@ fn upload_commits_with_the_files_md5_and_the_blob_matches() {
     let file = dir.path().join("Bob Mail.pst");
     write_file(&file, (10 * MIB + 12345) as usize, 1);
     let target = target(&azurite, "ingestiondata", "plan/bob/Bob Mail.pst");
+    let mut with_block_md5 = settings(MIB, 3);
+    with_block_md5.block_md5 = true;
     let outcome = runtime()
         .block_on(upload_file(
             &target,
             &file,
-            &settings(MIB, 3),
+            &with_block_md5,
             None,
             Arc::new(Quiet),
             &CancellationToken::new(),

@@ -49,6 +49,9 @@ pub struct Args {
     /// Progress display.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
+    /// Also send each block's MD5 for the service to check (a second MD5 pass over the file).
+    #[arg(long)]
+    pub block_md5: bool,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -86,6 +89,7 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
             block_size: u64::from(args.block_mib) * MIB,
             concurrency: args.concurrency as usize,
             max_upload_mbps: args.max_upload_mbps,
+            block_md5: args.block_md5,
             ..UploadSettings::default()
         },
         record_dir: None,

@@ -99,6 +99,8 @@ impl BlobFailure {
                 let kind = match status_code {
                     404 => FailureKind::NotFound,
                     408 | 429 | 500..=599 => FailureKind::Transient,
+                    // The block arrived damaged: sending it again is the cure.
+                    400 if code.as_deref() == Some("Md5Mismatch") => FailureKind::Transient,
                     _ => FailureKind::Permanent,
                 };
                 let hint = match status_code {
@@ -275,17 +277,17 @@ impl BlobTarget {
         })
     }
 
-    /// Put Block with the block's Content-MD5, which the service checks against the bytes
-    /// it received. No timeout here: the caller watches the body's progress instead.
+    /// Put Block, with the block's Content-MD5 when given (the service then checks it against
+    /// the bytes it received). No timeout here: the caller watches the body's progress.
     pub async fn stage_block(
         &self,
         id: &[u8],
         body: RequestContent<Bytes, NoFormat>,
         len: u64,
-        md5: [u8; 16],
+        md5: Option<[u8; 16]>,
     ) -> Result<(), BlobFailure> {
         let options = BlockBlobClientStageBlockOptions {
-            transactional_content_md5: Some(md5.to_vec()),
+            transactional_content_md5: md5.map(|m| m.to_vec()),
             ..Default::default()
         };
         self.block
