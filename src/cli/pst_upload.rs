@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::progress::ProgressMode;
+use super::render::human_bytes;
 use super::{ExitCode, Output};
 use crate::connectors::azure_blob::one_off::{self, OneOffUpload};
 use crate::connectors::azure_blob::upload::hex;
@@ -18,7 +19,6 @@ use crate::connectors::azure_blob::{
     UploadStart,
 };
 use crate::engine::CancellationToken;
-use super::render::human_bytes;
 use crate::plan::model::{EnvSecret, FileSecret, SecretRef};
 use crate::redact::redact;
 

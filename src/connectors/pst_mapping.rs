@@ -163,10 +163,10 @@ pub fn file_names(stem: &str, rows: usize) -> Vec<String> {
     }
 }
 
-/// Writes the mapping files into `dir` (created 0700), each replaced atomically and 0600;
-/// removes files of the same stem left from a larger mapping. Returns the paths written.
+/// Writes the mapping files into `dir` ([`crate::private_file`]: each replaced atomically,
+/// 0600, in 0700 folders); removes files of the same stem left from a larger mapping.
+/// Returns the paths written.
 pub fn write_files(dir: &Path, stem: &str, rows: &[MappingRow]) -> std::io::Result<Vec<PathBuf>> {
-    create_private_dir(dir)?;
     let names = file_names(stem, rows.len());
     let mut written = Vec::new();
     let chunks: Vec<&[MappingRow]> = if rows.is_empty() {
@@ -176,7 +176,7 @@ pub fn write_files(dir: &Path, stem: &str, rows: &[MappingRow]) -> std::io::Resu
     };
     for (name, chunk) in names.iter().zip(chunks) {
         let path = dir.join(name);
-        write_private(&path, render(chunk).as_bytes())?;
+        crate::private_file::write(&path, render(chunk).as_bytes())?;
         written.push(path);
     }
     // A mapping that shrank must not leave a stale file an operator could pick in the portal.
@@ -193,32 +193,6 @@ pub fn write_files(dir: &Path, stem: &str, rows: &[MappingRow]) -> std::io::Resu
         }
     }
     Ok(written)
-}
-
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    if dir.is_dir() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("csv.tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 /// The two PST formats, as the header's `wVer` tells them.

@@ -23,10 +23,6 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{
-    hash_parts, ApplyCtx, BoxFuture, Observation, ObserveCtx, Outcome, StepError, StepRunner,
-    Unsupported,
-};
 use crate::connectors::azure_blob::{
     self,
     upload::{hex, md5_from_hex},
@@ -34,6 +30,10 @@ use crate::connectors::azure_blob::{
     UploadSettings, UploadStart,
 };
 use crate::connectors::pst_mapping::{self, MappingRow, PstFormat};
+use crate::engine::{
+    hash_parts, ApplyCtx, BoxFuture, Observation, ObserveCtx, Outcome, StepError, StepRunner,
+    Unsupported,
+};
 use crate::graph::StepGraph;
 use crate::plan::model::{Migration, Plan, SecretRef, Source, Target, User};
 use crate::plan::pst_import;
@@ -82,6 +82,8 @@ struct PstUpload {
     /// Where the mapping files go, and their stem.
     csv_dir: PathBuf,
     csv_stem: String,
+    /// The mapping file(s) as the plan's folder sees them, for the report.
+    csv_shown: String,
     /// Every upload step of the plan, in plan order: the rows of the mapping files.
     upload_steps: Arc<Vec<String>>,
     hash: String,
@@ -175,6 +177,11 @@ impl PstUpload {
             row,
             csv_dir: base_dir.join(&plan.settings.output_dir),
             csv_stem: pst_import::csv_stem(plan),
+            csv_shown: pst_import::csv_paths(plan)
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
             upload_steps: Arc::new(upload_steps),
             hash,
         })
@@ -257,6 +264,16 @@ struct DoneRecord {
     md5: String,
 }
 
+/// A file size for the plan line: MB, or GB from 1 GB on (rendering proper lives in the
+/// CLI; a runner's summary is one finished line).
+fn size_text(bytes: u64) -> String {
+    if bytes >= 1_000_000_000 {
+        format!("{:.2} GB", bytes as f64 / 1e9)
+    } else {
+        format!("{:.1} MB", bytes as f64 / 1e6)
+    }
+}
+
 fn decode<T: for<'de> Deserialize<'de>>(value: Option<&[u8]>) -> Option<T> {
     serde_json::from_slice(value?).ok()
 }
@@ -290,7 +307,7 @@ impl StepRunner for PstUpload {
             detail.push("ANSI PST: ContentCodePage left blank (fine for Western European text); set the source's `code_page` for other languages, e.g. 932 Japanese".into());
         }
         let resumed = if done_bytes > 0 {
-            format!("; {} already uploaded", crate::cli::render::human_bytes(done_bytes))
+            format!("; {} already uploaded", size_text(done_bytes))
         } else {
             String::new()
         };
@@ -301,7 +318,7 @@ impl StepRunner for PstUpload {
             summary: Some(format!(
                 "upload {} ({}, {} PST){resumed}",
                 self.file_written,
-                crate::cli::render::human_bytes(size),
+                size_text(size),
                 match format {
                     PstFormat::Ansi => "ANSI",
                     PstFormat::Unicode => "Unicode",
@@ -376,9 +393,20 @@ impl StepRunner for PstUpload {
                 md5: hex(&md5),
             };
             let (done_json, row_json) = (encode(&done), encode(&row));
+            let (note_key, note) = super::notes::checkpoint(
+                "upload",
+                &format!(
+                    "{} uploaded to the PST Import Service as {} (MD5 {}); mapping file {}",
+                    self.file_written, self.blob_name, done.md5, self.csv_shown
+                ),
+            );
             ctx.commit(
                 Counts::default(),
-                &[(DONE, done_json.as_slice()), (ROW, row_json.as_slice())],
+                &[
+                    (DONE, done_json.as_slice()),
+                    (ROW, row_json.as_slice()),
+                    (note_key.as_str(), note.as_slice()),
+                ],
             )?;
             self.write_mapping(ctx, &row)?;
             Ok(Outcome::Complete)

@@ -146,22 +146,5 @@ pub fn run(
 }
 
 fn write_record(path: &Path, record: &Record) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
-    }
-    let tmp = path.with_extension("json.tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(&serde_json::to_vec_pretty(record).unwrap_or_default())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
+    crate::private_file::write(path, &serde_json::to_vec_pretty(record).unwrap_or_default())
 }

@@ -246,7 +246,10 @@ mod tests {
                 format!("https://acme.blob.core.windows.net/ingestiondata/PSTs?{SIG}"),
                 "folder `PSTs`",
             ),
-            (format!("ftp://acme/ingestiondata?{SIG}"), "scheme must be https"),
+            (
+                format!("ftp://acme/ingestiondata?{SIG}"),
+                "scheme must be https",
+            ),
             ("not a url sig=abc".to_string(), "not a URL"),
         ];
         for (text, expected) in cases {
