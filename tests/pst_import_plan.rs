@@ -5,6 +5,7 @@
 //! and sends again at most the blocks that were in flight. No SAS signature anywhere.
 
 mod common;
+mod pst_fixtures;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -19,16 +20,24 @@ use support::http_proxy::HttpProxy;
 
 const MIB: u64 = 1024 * 1024;
 
-/// A file with a PST header of version `ver` (14 ANSI, 23 Unicode) and pseudo-random bytes.
-fn write_pst(path: &Path, len: u64, ver: u16, seed: u64) {
+/// A PST written by the test writer (ANSI or Unicode, so its header is a real one: magic,
+/// version, CRCs), padded with pseudo-random bytes to `len` so uploads have some size.
+fn write_pst(path: &Path, len: u64, ansi: bool, seed: u64) {
     use std::io::Write;
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let pst = pst_fixtures::pst_writer::write(&pst_fixtures::pst_writer::PstSpec {
+        ansi,
+        ..Default::default()
+    });
+    assert!(
+        pst.len() as u64 <= len,
+        "the writer's PST is {} bytes",
+        pst.len()
+    );
     let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut header = b"!BDN\x0e\xa9\x9a\x37SM".to_vec();
-    header.extend_from_slice(&ver.to_le_bytes());
-    out.write_all(&header).unwrap();
+    out.write_all(&pst).unwrap();
     let mut state = seed | 1;
-    let mut written = header.len() as u64;
+    let mut written = pst.len() as u64;
     while written < len {
         state ^= state << 13;
         state ^= state >> 7;
@@ -59,9 +68,9 @@ struct Fixture {
 fn fixture(azurite: &Azurite, container: &str, source_extra: &str, sas_url: &str) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    write_pst(&root.join("pst/Bob Mail.PST"), 3 * MIB + 1000, 23, 1);
-    write_pst(&root.join("pst/carol.pst"), MIB / 2, 23, 2);
-    write_pst(&root.join("pst/carol-2002.pst"), 200_000, 14, 3);
+    write_pst(&root.join("pst/Bob Mail.PST"), 3 * MIB + 1000, false, 1);
+    write_pst(&root.join("pst/carol.pst"), MIB / 2, false, 2);
+    write_pst(&root.join("pst/carol-2002.pst"), 200_000, true, 3);
     std::fs::write(root.join("sas.txt"), format!("{sas_url}\n")).unwrap();
     azurite.create_container(container);
     let yaml = format!(
@@ -210,7 +219,7 @@ fn plan_apply_upload_write_the_mapping_csv_and_stop_at_the_portal_gate() {
     );
 
     // A PST that changed is uploaded again, and its CSV row stays.
-    write_pst(&root.join("pst/carol.pst"), MIB / 2 + 5, 23, 9);
+    write_pst(&root.join("pst/carol.pst"), MIB / 2 + 5, false, 9);
     let changed = run(&["plan", plan]);
     assert!(
         changed.stdout.contains("~ copy.carol.import ")
@@ -317,7 +326,7 @@ fn apply_killed_mid_upload_resumes_and_resends_at_most_the_blocks_in_flight() {
     );
     let root = fx.dir.path();
     let size = 64 * MIB;
-    write_pst(&root.join("pst/Bob Mail.PST"), size, 23, 11);
+    write_pst(&root.join("pst/Bob Mail.PST"), size, false, 11);
     let (concurrency, block) = (3, MIB);
 
     let mut first = apply_process(root).spawn().unwrap();

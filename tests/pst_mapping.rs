@@ -1,11 +1,11 @@
 //! The import service's mapping CSV as written: Microsoft's header, quoting, CRLF, 500 rows
-//! a file, private files, stale files removed; and the PST header check on real Outlook files
-//! (`CUTOVER_REAL_FIXTURES`) or, without them, on headers written here.
+//! a file, private files, stale files removed; and the PST header check that tells ANSI from
+//! Unicode, on writer-made files and the real Outlook files (`CUTOVER_REAL_FIXTURES`).
 
-use std::path::Path;
+mod pst_fixtures;
 
 use cutover::connectors::pst_mapping::{
-    file_names, pst_format, render, target_root_folder, write_files, MappingRow, PstFormat,
+    file_names, render, target_root_folder, write_files, MappingRow,
 };
 
 fn row(i: usize) -> MappingRow {
@@ -100,53 +100,46 @@ fn a_thousand_and_one_rows_make_three_private_files_and_a_smaller_mapping_remove
     assert_eq!(left, vec!["acme-pst-import.csv", "notes.csv"]);
 }
 
-fn header(ver: u16) -> Vec<u8> {
-    let mut h = b"!BDN\x0e\xa9\x9a\x37SM".to_vec();
-    h.extend_from_slice(&ver.to_le_bytes());
-    h.resize(564, 0);
-    h
-}
-
 #[test]
 fn pst_headers_tell_ansi_from_unicode_and_other_files_are_named_with_the_offset() {
+    use cutover::connectors::pst::{format_of, Format};
+    use pst_fixtures::pst_writer::{write, PstSpec};
     let dir = tempfile::tempdir().unwrap();
-    let write = |name: &str, bytes: &[u8]| {
+    let put = |name: &str, bytes: &[u8]| {
         let p = dir.path().join(name);
         std::fs::write(&p, bytes).unwrap();
         p
     };
-    assert_eq!(
-        pst_format(&write("a.pst", &header(14))).unwrap(),
-        PstFormat::Ansi
-    );
-    assert_eq!(
-        pst_format(&write("u.pst", &header(23))).unwrap(),
-        PstFormat::Unicode
-    );
-    let error = pst_format(&write(
+    for (ansi, expected) in [(true, Format::Ansi), (false, Format::Unicode)] {
+        let pst = write(&PstSpec {
+            ansi,
+            ..Default::default()
+        });
+        assert_eq!(format_of(put("w.pst", &pst)).unwrap(), expected);
+    }
+    let mbox = put(
         "mail.mbox",
-        b"From alice@example.com Mon Jan  1 00:00:00 2024\n",
-    ))
-    .unwrap_err();
-    assert!(error.to_string().contains("mail.mbox"), "{error}");
-    assert!(error.to_string().contains("offset 0"), "{error}");
-    assert!(pst_format(&dir.path().join("missing.pst")).is_err());
+        &[
+            b"From alice@example.com Mon Jan  1 00:00:00 2024\n".as_slice(),
+            &[0u8; 600],
+        ]
+        .concat(),
+    );
+    let error = format_of(&mbox).unwrap_err().to_string();
+    assert!(error.contains("mail.mbox"), "{error}");
+    assert!(
+        error.contains("byte 0x0") && error.contains("header"),
+        "{error}"
+    );
+    assert!(format_of(dir.path().join("missing.pst")).is_err());
 
     // Real Outlook files, when the fixture folder is there (all Unicode, per its MANIFEST).
-    if let Some(real) = std::env::var_os("CUTOVER_REAL_FIXTURES") {
-        let mut seen = 0;
-        for entry in std::fs::read_dir(Path::new(&real)).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "pst") {
-                assert_eq!(
-                    pst_format(&path).unwrap(),
-                    PstFormat::Unicode,
-                    "{}",
-                    path.display()
-                );
-                seen += 1;
-            }
-        }
-        assert!(seen > 0, "no .pst in CUTOVER_REAL_FIXTURES");
+    for path in pst_fixtures::real_psts() {
+        assert_eq!(
+            format_of(&path).unwrap(),
+            Format::Unicode,
+            "{}",
+            path.display()
+        );
     }
 }

@@ -16,10 +16,9 @@
 //! - the SharePoint columns stay blank;
 //! - at most 500 rows per file: more PSTs make more files, one import job each.
 //!
-//! [`pst_format`] reads just enough of a PST's header to tell ANSI from Unicode; reading the
-//! file's content is the PST connector's business.
+//! Whether a PST is ANSI or Unicode comes from the PST connector's header check
+//! ([`crate::connectors::pst::format_of`]).
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -195,88 +194,9 @@ pub fn write_files(dir: &Path, stem: &str, rows: &[MappingRow]) -> std::io::Resu
     Ok(written)
 }
 
-/// The two PST formats, as the header's `wVer` tells them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PstFormat {
-    /// Outlook 97–2002 (`wVer` 14 or 15): 8-bit text in a code page.
-    Ansi,
-    /// Outlook 2003 and later (`wVer` 23, or 36 with 4 KiB pages).
-    Unicode,
-}
-
-/// Reads a PST's first 12 bytes: `!BDN` magic, `SM` client magic, `wVer`. The error names
-/// the file, the offset and the field.
-pub fn pst_format(path: &Path) -> Result<PstFormat, MappingError> {
-    let mut header = [0u8; 12];
-    let mut file =
-        std::fs::File::open(path).map_err(|e| MappingError(format!("{}: {e}", path.display())))?;
-    let mut read = 0;
-    while read < header.len() {
-        match file.read(&mut header[read..]) {
-            Ok(0) => break,
-            Ok(n) => read += n,
-            Err(e) => return Err(MappingError(format!("{}: {e}", path.display()))),
-        }
-    }
-    format_of(&header[..read]).map_err(|e| MappingError(format!("{}: {e}", path.display())))
-}
-
-/// [`pst_format`] on bytes already read.
-pub fn format_of(header: &[u8]) -> Result<PstFormat, String> {
-    if header.len() < 12 {
-        return Err(format!(
-            "not a PST file: {} bytes, shorter than the 12-byte start of a PST header",
-            header.len()
-        ));
-    }
-    if &header[0..4] != b"!BDN" {
-        return Err(format!(
-            "not a PST file: offset 0, HEADER.dwMagic is {:02x?}, expected \"!BDN\"",
-            &header[0..4]
-        ));
-    }
-    if &header[8..10] != b"SM" {
-        return Err(format!(
-            "not a PST file (an OST?): offset 8, HEADER.wMagicClient is {:02x?}, expected \"SM\"",
-            &header[8..10]
-        ));
-    }
-    match u16::from_le_bytes([header[10], header[11]]) {
-        14 | 15 => Ok(PstFormat::Ansi),
-        v if v >= 23 => Ok(PstFormat::Unicode),
-        v => Err(format!(
-            "unknown PST version: offset 10, HEADER.wVer is {v} (ANSI is 14 or 15, Unicode 23 or later)"
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn header(ver: u16) -> Vec<u8> {
-        let mut h = b"!BDN\x0e\xa9\x9a\x37SM".to_vec();
-        h.extend_from_slice(&ver.to_le_bytes());
-        h.extend_from_slice(&[0; 500]);
-        h
-    }
-
-    #[test]
-    fn header_version_tells_ansi_from_unicode() {
-        assert_eq!(format_of(&header(14)), Ok(PstFormat::Ansi));
-        assert_eq!(format_of(&header(15)), Ok(PstFormat::Ansi));
-        assert_eq!(format_of(&header(23)), Ok(PstFormat::Unicode));
-        assert_eq!(format_of(&header(36)), Ok(PstFormat::Unicode));
-        assert!(format_of(&header(19)).unwrap_err().contains("offset 10"));
-        assert!(format_of(b"From alice").unwrap_err().contains("shorter"));
-        let mut ost = header(23);
-        ost[8..10].copy_from_slice(b"SO");
-        assert!(format_of(&ost).unwrap_err().contains("offset 8"));
-        let mut mbox = header(23);
-        mbox[0..4].copy_from_slice(b"From");
-        assert!(format_of(&mbox).unwrap_err().contains("dwMagic"));
-    }
 
     #[test]
     fn target_root_folder_follows_microsofts_rules() {

@@ -29,7 +29,8 @@ use crate::connectors::azure_blob::{
     BlobTarget, ContainerSas, FileIdentity, StagedBlock, UploadObserver, UploadOutcome,
     UploadSettings, UploadStart,
 };
-use crate::connectors::pst_mapping::{self, MappingRow, PstFormat};
+use crate::connectors::pst::{self, Format as PstFormat};
+use crate::connectors::pst_mapping::{self, MappingRow};
 use crate::engine::{
     hash_parts, ApplyCtx, BoxFuture, Observation, ObserveCtx, Outcome, StepError, StepRunner,
     Unsupported,
@@ -187,9 +188,10 @@ impl PstUpload {
         })
     }
 
-    /// The PST's format from its header; an error names the file, offset and field.
+    /// The PST's format from its header (the PST connector's check); an error names the
+    /// file, offset and structure.
     fn format(&self) -> Result<PstFormat, StepError> {
-        pst_mapping::pst_format(&self.file).map_err(|e| {
+        pst::format_of(&self.file).map_err(|e| {
             StepError::permanent(
                 e.to_string()
                     .replace(&self.file.display().to_string(), &self.file_written),
