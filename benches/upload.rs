@@ -1,8 +1,9 @@
 //! PST upload throughput against a throwaway Azurite (in memory): `cutover pst upload` at a
 //! few concurrencies beside Microsoft's Python SDK (`azure-storage-blob`, `upload_blob`)
-//! in the same run — seconds, MiB/s, peak RSS of each process, and the ratio to the Python
-//! SDK's default (`max_concurrency=1`). Then each is killed (SIGKILL) half way through an
-//! upload and run again: the bytes sent twice, counted by a proxy in front of Azurite.
+//! in the same run — seconds, MiB/s, peak RSS (VmHWM) and CPU time of each process, and the
+//! ratio to the Python SDK's default (`max_concurrency=1`). Then each is killed (SIGKILL)
+//! half way through an upload and run again: the bytes sent twice, counted by a proxy in
+//! front of Azurite.
 //! Every scenario gets a fresh Azurite, so one upload's memory does not slow the next.
 //! Prints figures; asserts only that each blob's MD5 is the file's.
 //!
@@ -37,7 +38,8 @@ struct Run {
     stdout: String,
 }
 
-/// Waits for `child` and returns its status, peak RSS in KiB and CPU seconds (wait4's rusage).
+/// Waits for `child` and returns its status, `ru_maxrss` in KiB and CPU seconds (wait4's
+/// rusage).
 fn wait_rusage(child: &mut Child) -> (i32, i64, f64) {
     let mut status = 0;
     // SAFETY: an all-zero rusage is a valid value; wait4 fills it for our own child.
@@ -53,6 +55,32 @@ fn wait_rusage(child: &mut Child) -> (i32, i64, f64) {
     )
 }
 
+/// The process's peak RSS (`VmHWM`), read from /proc until it is gone. Not wait4's
+/// `ru_maxrss`, which counts the pages a child shares with the forking parent before exec.
+fn watch_hwm(pid: u32) -> std::thread::JoinHandle<i64> {
+    std::thread::spawn(move || {
+        let path = format!("/proc/{pid}/status");
+        let mut peak = 0i64;
+        while let Ok(text) = std::fs::read_to_string(&path) {
+            if text
+                .lines()
+                .any(|l| l.starts_with("State:") && l.contains("zombie"))
+            {
+                break;
+            }
+            if let Some(kb) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+            {
+                peak = peak.max(kb);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        peak
+    })
+}
+
 fn run(mut cmd: Command) -> Run {
     let started = Instant::now();
     let mut child = cmd
@@ -64,7 +92,9 @@ fn run(mut cmd: Command) -> Run {
     let stderr = child.stderr.take().unwrap();
     let out = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
     let err = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
-    let (status, peak_rss_kb, cpu_seconds) = wait_rusage(&mut child);
+    let hwm = watch_hwm(child.id());
+    let (status, _, cpu_seconds) = wait_rusage(&mut child);
+    let peak_rss_kb = hwm.join().unwrap();
     let seconds = started.elapsed().as_secs_f64();
     let stdout = out.join().unwrap();
     let stderr = err.join().unwrap();
