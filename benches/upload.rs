@@ -9,7 +9,9 @@
 //!
 //! Scale: `CUTOVER_BENCH_UPLOAD_MIB` (default 1024), `CUTOVER_BENCH_CONCURRENCY` (default
 //! `1,2,4,8`), `CUTOVER_BENCH_VENV` (a venv with azure-storage-blob; without it the Python
-//! rows are skipped with a note). Run: `scripts/bench-upload.sh` (release build, venv made).
+//! rows are skipped with a note). The SDK computes no checksum by default; a third Python
+//! row passes `validate_content=True` (an MD5 per block), the fair peer of cutover's file
+//! MD5. Run: `scripts/bench-upload.sh` (release build, venv made).
 
 #[allow(dead_code)]
 #[path = "../tests/support/azurite.rs"]
@@ -135,12 +137,21 @@ fn cutover(file: &Path, sas: &str, blob: &str, concurrency: usize) -> Command {
     cmd
 }
 
-fn python(venv: &Path, file: &Path, sas: &str, blob: &str, concurrency: usize) -> Command {
+/// The Python SDK's upload; `md5`: with `validate_content=True` (an MD5 per block).
+fn python(
+    venv: &Path,
+    file: &Path,
+    sas: &str,
+    blob: &str,
+    concurrency: usize,
+    md5: bool,
+) -> Command {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_upload.py");
     let mut cmd = Command::new(venv.join("bin/python"));
     cmd.arg(script)
         .arg(file)
         .args([blob, &concurrency.to_string()])
+        .args(md5.then_some("md5"))
         .env("BENCH_SAS", sas)
         .stdin(Stdio::null());
     cmd
@@ -317,9 +328,12 @@ fn main() {
                 c,
                 md5,
                 size,
-                &|sas| python(venv, &file, sas, "bench.pst", c),
+                &|sas| python(venv, &file, sas, "bench.pst", c, false),
             ));
         }
+        rows.push(scenario("python, validate_content", 1, md5, size, &|sas| {
+            python(venv, &file, sas, "bench.pst", 1, true)
+        }));
     } else {
         println!("(no CUTOVER_BENCH_VENV with azure-storage-blob: Python rows skipped)");
     }
@@ -330,7 +344,7 @@ fn main() {
     }
     if let Some(baseline) = rows
         .iter()
-        .find(|r| r.tool.starts_with("python") && r.concurrency == 1)
+        .find(|r| r.tool == "python azure-storage-blob" && r.concurrency == 1)
     {
         println!(
             "\nagainst the Python SDK's default (max_concurrency=1, {:.2} s, {:.1} MB):",
@@ -349,7 +363,7 @@ fn main() {
     println!("\nkilled (SIGKILL) half way, then the same command again; bytes of block bodies counted at a proxy:");
     if let Some(venv) = &venv {
         let (before, twice) = kill_and_resume("python", md5, size, &|sas| {
-            python(venv, &file, sas, "bench.pst", 1)
+            python(venv, &file, sas, "bench.pst", 1, false)
         });
         println!(
             "  python azure-storage-blob: {before:.1} MiB sent before the kill; sent twice {twice:.1} MiB ({:.0} % of it)",
