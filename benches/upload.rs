@@ -19,6 +19,9 @@ mod azurite;
 #[allow(dead_code)]
 #[path = "../tests/support/http_proxy.rs"]
 mod http_proxy;
+#[allow(dead_code)]
+#[path = "../tests/support/random_file.rs"]
+mod random_file;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -27,7 +30,6 @@ use std::time::{Duration, Instant};
 
 use azurite::Azurite;
 use http_proxy::HttpProxy;
-use md5::Digest;
 
 const MIB: u64 = 1024 * 1024;
 const BLOCK: u64 = 4 * MIB;
@@ -157,39 +159,6 @@ fn python(
     cmd
 }
 
-fn write_file(path: &Path, len: u64) {
-    use std::io::Write;
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let mut chunk = vec![0u8; MIB as usize];
-    let mut written = 0;
-    while written < len {
-        for word in chunk.chunks_exact_mut(8) {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            word.copy_from_slice(&state.to_le_bytes());
-        }
-        let n = (len - written).min(MIB) as usize;
-        out.write_all(&chunk[..n]).unwrap();
-        written += n as u64;
-    }
-}
-
-fn file_md5(path: &Path) -> [u8; 16] {
-    use std::io::Read;
-    let mut hasher = md5::Md5::new();
-    let mut file = std::fs::File::open(path).unwrap();
-    let mut buf = vec![0u8; MIB as usize];
-    loop {
-        let n = file.read(&mut buf).unwrap();
-        if n == 0 {
-            return hasher.finalize().into();
-        }
-        hasher.update(&buf[..n]);
-    }
-}
-
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
 }
@@ -309,8 +278,8 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bench.pst");
     let size = mib * MIB;
-    write_file(&file, size);
-    let md5 = file_md5(&file);
+    random_file::write_random(&file, size, 0x9E37_79B9_7F4A_7C15);
+    let md5 = random_file::file_md5(&file);
     println!(
         "upload of {mib} MiB to Azurite ({} in memory, loopback), 4 MiB blocks; one fresh Azurite per run",
         Command::new("azurite-blob")

@@ -10,33 +10,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cutover::connectors::azure_blob::{
-    upload_file, BlobTarget, ContainerSas, FileIdentity, Quiet, StagedBlock, UploadObserver,
-    UploadOutcome, UploadSettings,
+    upload_file, BlobTarget, ContainerSas, FileIdentity, Quiet, StagedBlock, UploadError,
+    UploadObserver, UploadOutcome, UploadSettings,
 };
-use md5::Digest;
 use support::azurite::Azurite;
 use support::http_proxy::{Fault, HttpProxy};
+use support::random_file::{file_md5, write_random};
 use tokio_util::sync::CancellationToken;
 
 const MIB: u64 = 1024 * 1024;
-
-/// Pseudo-random bytes that differ per block, so a misplaced block shows in the MD5.
-fn write_file(path: &Path, len: usize, seed: u64) {
-    let mut state = seed | 1;
-    let mut bytes = Vec::with_capacity(len);
-    while bytes.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        bytes.extend_from_slice(&state.to_le_bytes());
-    }
-    bytes.truncate(len);
-    std::fs::write(path, bytes).unwrap();
-}
-
-fn file_md5(path: &Path) -> [u8; 16] {
-    md5::Md5::digest(std::fs::read(path).unwrap()).into()
-}
 
 fn settings(block: u64, concurrency: usize) -> UploadSettings {
     UploadSettings {
@@ -61,6 +43,34 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// One upload on a runtime of its own, with an observer and a cancellation token.
+fn upload_with(
+    target: &BlobTarget,
+    file: &Path,
+    settings: &UploadSettings,
+    known: Option<(FileIdentity, [u8; 16])>,
+    observer: Arc<dyn UploadObserver>,
+    cancel: &CancellationToken,
+) -> Result<UploadOutcome, UploadError> {
+    runtime().block_on(upload_file(target, file, settings, known, observer, cancel))
+}
+
+/// One upload, unobserved and not cancelled.
+fn upload(
+    target: &BlobTarget,
+    file: &Path,
+    settings: &UploadSettings,
+) -> Result<UploadOutcome, UploadError> {
+    upload_with(
+        target,
+        file,
+        settings,
+        None,
+        Arc::new(Quiet),
+        &CancellationToken::new(),
+    )
+}
+
 /// Cancels the upload after `after` staged blocks.
 struct CancelAfter {
     after: u32,
@@ -82,20 +92,11 @@ fn upload_commits_with_the_files_md5_and_the_blob_matches() {
     let azurite = Azurite::shared();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("Bob Mail.pst");
-    write_file(&file, (10 * MIB + 12345) as usize, 1);
+    write_random(&file, 10 * MIB + 12345, 1);
     let target = target(&azurite, "ingestiondata", "plan/bob/Bob Mail.pst");
     let mut with_block_md5 = settings(MIB, 3);
     with_block_md5.block_md5 = true;
-    let outcome = runtime()
-        .block_on(upload_file(
-            &target,
-            &file,
-            &with_block_md5,
-            None,
-            Arc::new(Quiet),
-            &CancellationToken::new(),
-        ))
-        .unwrap();
+    let outcome = upload(&target, &file, &with_block_md5).unwrap();
     let UploadOutcome::Complete(report) = outcome else {
         panic!("{outcome:?}")
     };
@@ -133,41 +134,22 @@ fn interrupted_upload_resumes_sending_only_missing_blocks_and_a_finished_one_is_
     let azurite = Azurite::shared();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("carol.pst");
-    write_file(&file, (12 * MIB) as usize, 2);
+    write_random(&file, 12 * MIB, 2);
     let target = target(&azurite, "resume", "carol.pst");
-    let rt = runtime();
     let cancel = CancellationToken::new();
     let observer = Arc::new(CancelAfter {
         after: 5,
         staged: AtomicU32::new(0),
         cancel: cancel.clone(),
     });
-    let first = rt
-        .block_on(upload_file(
-            &target,
-            &file,
-            &settings(MIB, 2),
-            None,
-            observer,
-            &cancel,
-        ))
-        .unwrap();
+    let first = upload_with(&target, &file, &settings(MIB, 2), None, observer, &cancel).unwrap();
     let UploadOutcome::Interrupted(first) = first else {
         panic!("{first:?}")
     };
     assert!(first.blocks_staged >= 5, "{first:?}");
     assert!(first.md5.is_none());
 
-    let second = rt
-        .block_on(upload_file(
-            &target,
-            &file,
-            &settings(MIB, 2),
-            None,
-            Arc::new(Quiet),
-            &CancellationToken::new(),
-        ))
-        .unwrap();
+    let second = upload(&target, &file, &settings(MIB, 2)).unwrap();
     let UploadOutcome::Complete(second) = second else {
         panic!("{second:?}")
     };
@@ -181,16 +163,15 @@ fn interrupted_upload_resumes_sending_only_missing_blocks_and_a_finished_one_is_
 
     // Finished: with the resume record (identity and MD5), nothing is read or sent.
     let identity = FileIdentity::of(&file, MIB).unwrap();
-    let third = rt
-        .block_on(upload_file(
-            &target,
-            &file,
-            &settings(MIB, 2),
-            Some((identity, file_md5(&file))),
-            Arc::new(Quiet),
-            &CancellationToken::new(),
-        ))
-        .unwrap();
+    let third = upload_with(
+        &target,
+        &file,
+        &settings(MIB, 2),
+        Some((identity, file_md5(&file))),
+        Arc::new(Quiet),
+        &CancellationToken::new(),
+    )
+    .unwrap();
     let UploadOutcome::Complete(third) = third else {
         panic!("{third:?}")
     };
@@ -203,35 +184,17 @@ fn a_changed_file_starts_over() {
     let azurite = Azurite::shared();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("dave.pst");
-    write_file(&file, (6 * MIB) as usize, 3);
+    write_random(&file, 6 * MIB, 3);
     let target = target(&azurite, "changed", "dave.pst");
-    let rt = runtime();
     let cancel = CancellationToken::new();
     let observer = Arc::new(CancelAfter {
         after: 3,
         staged: AtomicU32::new(0),
         cancel: cancel.clone(),
     });
-    rt.block_on(upload_file(
-        &target,
-        &file,
-        &settings(MIB, 1),
-        None,
-        observer,
-        &cancel,
-    ))
-    .unwrap();
-    write_file(&file, (6 * MIB) as usize, 4);
-    let outcome = rt
-        .block_on(upload_file(
-            &target,
-            &file,
-            &settings(MIB, 2),
-            None,
-            Arc::new(Quiet),
-            &CancellationToken::new(),
-        ))
-        .unwrap();
+    upload_with(&target, &file, &settings(MIB, 1), None, observer, &cancel).unwrap();
+    write_random(&file, 6 * MIB, 4);
+    let outcome = upload(&target, &file, &settings(MIB, 2)).unwrap();
     let UploadOutcome::Complete(report) = outcome else {
         panic!("{outcome:?}")
     };
@@ -247,16 +210,7 @@ fn an_empty_file_uploads_as_an_empty_blob() {
     let file = dir.path().join("empty.pst");
     std::fs::write(&file, b"").unwrap();
     let target = target(&azurite, "empty", "empty.pst");
-    let outcome = runtime()
-        .block_on(upload_file(
-            &target,
-            &file,
-            &settings(MIB, 2),
-            None,
-            Arc::new(Quiet),
-            &CancellationToken::new(),
-        ))
-        .unwrap();
+    let outcome = upload(&target, &file, &settings(MIB, 2)).unwrap();
     assert!(matches!(outcome, UploadOutcome::Complete(_)), "{outcome:?}");
     assert!(azurite.download("empty", "empty.pst").is_empty());
 }
@@ -267,22 +221,13 @@ fn an_expired_or_foreign_sas_fails_permanently_without_printing_the_signature() 
     azurite.create_container("locked");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("x.pst");
-    write_file(&file, 1000, 5);
+    write_random(&file, 1000, 5);
     // Signed for another container: the service answers 403.
     let sas_query = support::azurite::container_sas("other", "rwl");
     let url = format!("{}/locked?{sas_query}", azurite.account_url());
     let sas = ContainerSas::parse(&url).unwrap();
     let target = BlobTarget::new(&sas, "x.pst").unwrap();
-    let error = runtime()
-        .block_on(upload_file(
-            &target,
-            &file,
-            &settings(MIB, 1),
-            None,
-            Arc::new(Quiet),
-            &CancellationToken::new(),
-        ))
-        .unwrap_err();
+    let error = upload(&target, &file, &settings(MIB, 1)).unwrap_err();
     println!("{error}");
     assert!(!error.transient, "{error:?}");
     assert!(error.message.contains("403"), "{error}");
@@ -323,7 +268,7 @@ fn busy_answers_are_retried_and_a_block_failing_twice_lowers_the_concurrency() {
     let azurite = Azurite::shared();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("busy.pst");
-    write_file(&file, 2 * 1024 * 1024, 6);
+    write_random(&file, 2 * 1024 * 1024, 6);
     let (proxy, target) = through_proxy(&azurite, "busy", "busy.pst");
     // Blocks 0 and 1 go out together and are refused; their retries are refused again.
     proxy.script([
@@ -341,16 +286,15 @@ fn busy_answers_are_retried_and_a_block_failing_twice_lowers_the_concurrency() {
         },
     ]);
     let recorder = Arc::new(Recorder::default());
-    let outcome = runtime()
-        .block_on(upload_file(
-            &target,
-            &file,
-            &settings(256 * 1024, 2),
-            None,
-            recorder.clone(),
-            &CancellationToken::new(),
-        ))
-        .unwrap();
+    let outcome = upload_with(
+        &target,
+        &file,
+        &settings(256 * 1024, 2),
+        None,
+        recorder.clone(),
+        &CancellationToken::new(),
+    )
+    .unwrap();
     let UploadOutcome::Complete(report) = outcome else {
         panic!("{outcome:?}")
     };
@@ -381,7 +325,7 @@ fn throttling_waits_for_retry_after_and_stalled_or_cut_blocks_are_sent_again() {
     let azurite = Azurite::shared();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("slow.pst");
-    write_file(&file, 1024 * 1024, 7);
+    write_random(&file, 1024 * 1024, 7);
     let (proxy, target) = through_proxy(&azurite, "slow", "slow.pst");
     proxy.script([
         Fault::Reply {
@@ -395,16 +339,15 @@ fn throttling_waits_for_retry_after_and_stalled_or_cut_blocks_are_sent_again() {
     let recorder = Arc::new(Recorder::default());
     let mut s = settings(256 * 1024, 1);
     s.stall_timeout = Duration::from_millis(800);
-    let outcome = runtime()
-        .block_on(upload_file(
-            &target,
-            &file,
-            &s,
-            None,
-            recorder.clone(),
-            &CancellationToken::new(),
-        ))
-        .unwrap();
+    let outcome = upload_with(
+        &target,
+        &file,
+        &s,
+        None,
+        recorder.clone(),
+        &CancellationToken::new(),
+    )
+    .unwrap();
     assert!(matches!(outcome, UploadOutcome::Complete(_)), "{outcome:?}");
     let retries = recorder.retries.lock().unwrap().clone();
     println!("{retries:#?}");
@@ -424,7 +367,7 @@ fn a_refused_block_is_not_retried() {
     let azurite = Azurite::shared();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.pst");
-    write_file(&file, 300_000, 8);
+    write_random(&file, 300_000, 8);
     let (proxy, target) = through_proxy(&azurite, "refused", "bad.pst");
     proxy.script([Fault::Reply {
         status: 400,
@@ -432,16 +375,15 @@ fn a_refused_block_is_not_retried() {
         retry_after: None,
     }]);
     let recorder = Arc::new(Recorder::default());
-    let error = runtime()
-        .block_on(upload_file(
-            &target,
-            &file,
-            &settings(MIB, 1),
-            None,
-            recorder.clone(),
-            &CancellationToken::new(),
-        ))
-        .unwrap_err();
+    let error = upload_with(
+        &target,
+        &file,
+        &settings(MIB, 1),
+        None,
+        recorder.clone(),
+        &CancellationToken::new(),
+    )
+    .unwrap_err();
     assert!(!error.transient);
     assert!(
         error.message.contains("HTTP 400 InvalidBlobOrBlock"),
@@ -454,7 +396,7 @@ fn a_refused_block_is_not_retried() {
 fn a_dead_service_is_a_transient_failure_whose_message_holds_no_signature() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("x.pst");
-    write_file(&file, 1000, 9);
+    write_random(&file, 1000, 9);
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
@@ -463,16 +405,7 @@ fn a_dead_service_is_a_transient_failure_whose_message_holds_no_signature() {
     let target = BlobTarget::new(&ContainerSas::parse(&url).unwrap(), "x.pst").unwrap();
     let mut s = settings(MIB, 1);
     s.block_attempts = 3;
-    let error = runtime()
-        .block_on(upload_file(
-            &target,
-            &file,
-            &s,
-            None,
-            Arc::new(Quiet),
-            &CancellationToken::new(),
-        ))
-        .unwrap_err();
+    let error = upload(&target, &file, &s).unwrap_err();
     println!("{error}");
     assert!(error.transient, "{error:?}");
     let sig = query.split("sig=").nth(1).unwrap();

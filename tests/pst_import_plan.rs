@@ -14,16 +14,15 @@ use std::time::{Duration, Instant};
 
 use common::run;
 use cutover::cli::ExitCode;
-use md5::Digest;
 use support::azurite::Azurite;
 use support::http_proxy::HttpProxy;
+use support::random_file::file_md5;
 
 const MIB: u64 = 1024 * 1024;
 
 /// A PST written by the test writer (ANSI or Unicode, so its header is a real one: magic,
 /// version, CRCs), padded with pseudo-random bytes to `len` so uploads have some size.
 fn write_pst(path: &Path, len: u64, ansi: bool, seed: u64) {
-    use std::io::Write;
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let pst = pst_fixtures::pst_writer::write(&pst_fixtures::pst_writer::PstSpec {
         ansi,
@@ -34,23 +33,10 @@ fn write_pst(path: &Path, len: u64, ansi: bool, seed: u64) {
         "the writer's PST is {} bytes",
         pst.len()
     );
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    out.write_all(&pst).unwrap();
-    let mut state = seed | 1;
-    let mut written = pst.len() as u64;
-    while written < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        let bytes = state.to_le_bytes();
-        let n = (len - written).min(8) as usize;
-        out.write_all(&bytes[..n]).unwrap();
-        written += n as u64;
-    }
-}
-
-fn file_md5(path: &Path) -> [u8; 16] {
-    md5::Md5::digest(std::fs::read(path).unwrap()).into()
+    let mut bytes = pst;
+    let pad = len as usize - bytes.len();
+    bytes.extend_from_slice(&support::random_file::random_bytes(pad, seed));
+    std::fs::write(path, bytes).unwrap();
 }
 
 fn scrub(text: &str, dir: &Path, sas_port: u16) -> String {
@@ -111,7 +97,7 @@ fn assert_no_signature(fx: &Fixture, texts: &[&str]) {
     for text in texts {
         assert!(!text.contains(&fx.sig), "signature in output: {text}");
     }
-    for entry in walk(fx.dir.path()) {
+    for entry in common::files_below(fx.dir.path()) {
         if entry.file_name().is_some_and(|n| n == "sas.txt") {
             continue;
         }
@@ -122,19 +108,6 @@ fn assert_no_signature(fx: &Fixture, texts: &[&str]) {
             entry.display()
         );
     }
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[test]

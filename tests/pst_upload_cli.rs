@@ -10,46 +10,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use md5::Digest;
 use support::azurite::Azurite;
 use support::http_proxy::HttpProxy;
+use support::random_file::{file_md5, write_random};
 
 const MIB: u64 = 1024 * 1024;
-
-fn write_file(path: &Path, len: u64, seed: u64) {
-    use std::io::Write;
-    let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut state = seed | 1;
-    let mut written = 0;
-    let mut chunk = Vec::with_capacity(1 << 20);
-    while written < len {
-        chunk.clear();
-        while chunk.len() < (1 << 20) {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            chunk.extend_from_slice(&state.to_le_bytes());
-        }
-        let n = (len - written).min(chunk.len() as u64) as usize;
-        file.write_all(&chunk[..n]).unwrap();
-        written += n as u64;
-    }
-}
-
-fn file_md5(path: &Path) -> [u8; 16] {
-    use std::io::Read;
-    let mut hasher = md5::Md5::new();
-    let mut file = std::fs::File::open(path).unwrap();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    hasher.finalize().into()
-}
 
 fn upload(file: &Path, state_home: &Path, sas_var: &str, sas: &str, extra: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cutover"));
@@ -89,7 +54,7 @@ fn killed_upload_resumes_and_resends_at_most_the_blocks_in_flight() {
     let state_home = dir.path().join("state");
     let file = dir.path().join("Big Mailbox.pst");
     let size = 128 * MIB;
-    write_file(&file, size, 42);
+    write_random(&file, size, 42);
     let (concurrency, block) = (4u64, 4 * MIB);
     let settings = ["--concurrency", "4", "--block-mib", "4"];
 
@@ -204,7 +169,7 @@ fn the_sas_url_comes_from_the_environment_or_a_file_and_problems_never_show_it()
     azurite.create_container("cli");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("small.pst");
-    write_file(&file, 300_000, 7);
+    write_random(&file, 300_000, 7);
     let sas = azurite.container_sas_url("cli");
 
     // From a file, with a folder in the blob name.

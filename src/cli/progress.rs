@@ -169,12 +169,7 @@ impl EventSink for Progress<'_> {
                         human_bytes(rate as u64)
                     ))
                 }),
-                EventKind::StepFinished {
-                    unchanged: false,
-                    bytes,
-                    ..
-                } if bytes_step => Some(format!("{step}: done ({})", human_bytes(*bytes))),
-                kind => plain_line(&step, kind),
+                kind => step_line(&step, kind, bytes_step),
             };
             if let Some(line) = line {
                 let _ = writeln!(err, "{line}");
@@ -226,15 +221,7 @@ impl EventSink for Progress<'_> {
                     bar.finish_and_clear();
                 }
                 overall.inc(1);
-                let line = match &event.kind {
-                    EventKind::StepFinished {
-                        unchanged: false,
-                        bytes,
-                        ..
-                    } if bytes_step => Some(format!("{step}: done ({})", human_bytes(*bytes))),
-                    kind => plain_line(&step, kind),
-                };
-                if let Some(line) = line {
+                if let Some(line) = step_line(&step, &event.kind, bytes_step) {
                     let _ = multi.println(line);
                 }
             }
@@ -251,6 +238,19 @@ impl EventSink for Progress<'_> {
             EventKind::WalkFinished { .. } => overall.finish_and_clear(),
             EventKind::StepStarted { .. } => {}
         }
+    }
+}
+
+/// [`plain_line`], except that a byte-measured step (an upload) finishes with its bytes
+/// rather than a message count.
+fn step_line(step: &str, kind: &EventKind, bytes_step: bool) -> Option<String> {
+    match kind {
+        EventKind::StepFinished {
+            unchanged: false,
+            bytes,
+            ..
+        } if bytes_step => Some(format!("{step}: done ({})", human_bytes(*bytes))),
+        kind => plain_line(step, kind),
     }
 }
 

@@ -9,5 +9,6 @@ pub mod graph_fake;
 pub mod http_proxy;
 pub mod knot;
 pub mod mailbox;
+pub mod random_file;
 pub mod remote;
 pub mod token_endpoint;
