@@ -14,6 +14,7 @@ use petgraph::Direction;
 use serde::Serialize;
 
 use crate::plan::model::{Plan, Source};
+use crate::plan::pst_import;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -194,6 +195,9 @@ impl StepGraph {
             g.graph.add_edge(lower, cut, EdgeOrigin::Runbook);
         }
 
+        // PST uploads to Microsoft's import service, with their user: the portal's import job
+        // comes after them.
+        let mut uploads: Vec<(NodeIndex, usize)> = Vec::new();
         for (ui, user) in plan.users.iter().enumerate() {
             let slug = user_slug(&user.email);
             let Some(user_step) = add(
@@ -236,6 +240,9 @@ impl StepGraph {
                 g.graph.add_edge(user_step, copy, EdgeOrigin::Runbook);
                 if let Some(prev) = previous_copy.replace(copy) {
                     g.graph.add_edge(prev, copy, EdgeOrigin::Runbook);
+                }
+                if pst_import::is_import_source(plan.sources.get(&migration.from)) {
+                    uploads.push((copy, ui));
                 }
                 if let Some(cut) = cutover {
                     g.graph.add_edge(copy, cut, EdgeOrigin::Runbook);
@@ -322,6 +329,35 @@ impl StepGraph {
                     gate: Some(id.clone()),
                 },
             );
+        }
+        // The import job in the Purview portal: one gate after every upload, before the
+        // verify step of each user with an uploaded PST (see `plan::pst_import`). A plan's
+        // own `manual.pst-import` gate is that gate.
+        if !uploads.is_empty() {
+            let id = format!("manual.{}", pst_import::GATE);
+            let gate = match g.by_id.get(&id) {
+                Some(&ix) => Some(ix),
+                None => add(
+                    &mut g,
+                    &mut problems,
+                    Step {
+                        id,
+                        kind: StepKind::Manual,
+                        user: None,
+                        migration: None,
+                        gate: Some(pst_import::GATE.into()),
+                    },
+                ),
+            };
+            if let Some(gate) = gate {
+                for (copy, ui) in uploads {
+                    g.graph.update_edge(copy, gate, EdgeOrigin::Runbook);
+                    let verify = format!("verify.{}", user_slug(&plan.users[ui].email));
+                    if let Some(&verify) = g.by_id.get(&verify) {
+                        g.graph.update_edge(gate, verify, EdgeOrigin::Runbook);
+                    }
+                }
+            }
         }
         for (gate_id, gate) in &plan.manual {
             let Some(&gate_ix) = g.by_id.get(&format!("manual.{gate_id}")) else {

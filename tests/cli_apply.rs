@@ -35,7 +35,7 @@ fn scrub(text: &str, dir: &Path) -> String {
 }
 
 fn count_files(dir: &Path) -> usize {
-    walk(dir)
+    common::files_below(dir)
         .into_iter()
         .filter(|p| {
             p.parent()
@@ -43,21 +43,6 @@ fn count_files(dir: &Path) -> usize {
                 .is_some_and(|n| n == "cur")
         })
         .count()
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 #[test]
@@ -346,11 +331,14 @@ fn no_secret_value_reaches_state_events_report_or_output() {
         ),
         ("status output".into(), status.stdout.into_bytes()),
     ];
-    for file in walk(&dir.path().join(".cutover")).into_iter().chain(
-        walk(&dir.path().join("demo-out"))
-            .into_iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "md" || e == "json")),
-    ) {
+    for file in common::files_below(&dir.path().join(".cutover"))
+        .into_iter()
+        .chain(
+            common::files_below(&dir.path().join("demo-out"))
+                .into_iter()
+                .filter(|p| p.extension().is_some_and(|e| e == "md" || e == "json")),
+        )
+    {
         haystacks.push((file.display().to_string(), std::fs::read(&file).unwrap()));
     }
     assert!(

@@ -59,6 +59,11 @@ const BROKEN: &[(&str, &[&str], (usize, usize))] = &[
         &["plaintext-without-opt-in", "invalid-url"],
         (11, 21),
     ),
+    (
+        "pst-import",
+        &["missing-setting", "missing-setting", "missing-setting"],
+        (6, 29),
+    ),
 ];
 
 fn path(name: &str) -> String {

@@ -5,7 +5,7 @@ use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::progress::{Progress, ProgressMode};
+use super::progress::{Expected, Progress, ProgressMode};
 use super::{open_workspace, report_ops_error, ExitCode, Output, SelectArgs, StateArgs};
 use crate::engine::{ApplyOptions, CancellationToken, WalkOutcome};
 use crate::ops::{self, Action, ApplyRequest, PlanView, Workspace};
@@ -133,10 +133,17 @@ fn execute(
 ) -> ExitCode {
     let cancel = CancellationToken::new();
     install_interrupt_handler(cancel.clone());
-    let expected: HashMap<String, u64> = view
+    let expected: HashMap<String, Expected> = view
         .rows
         .iter()
-        .filter_map(|r| r.items.map(|n| (r.step.clone(), n)))
+        .filter_map(|r| match (&r.summary, r.items, r.bytes) {
+            // A step summarising its own work that moves bytes is an upload: bytes, not mail.
+            (Some(_), _, Some(bytes)) if bytes > 0 => {
+                Some((r.step.clone(), Expected::Bytes(bytes)))
+            }
+            (_, Some(n), _) => Some((r.step.clone(), Expected::Messages(n))),
+            _ => None,
+        })
         .collect();
     let request = ApplyRequest {
         selection,

@@ -11,6 +11,7 @@ pub mod graph;
 pub mod plan;
 pub mod progress;
 pub mod pst;
+pub mod pst_upload;
 pub mod render;
 pub mod rollback;
 pub mod schema;
@@ -76,7 +77,7 @@ pub enum Command {
     State(state::Args),
     /// Outlook autocomplete caches: show, convert.
     Autocomplete(autocomplete::Args),
-    /// Outlook data files (.pst): show, export.
+    /// Outlook data files (.pst): show, export, upload to Microsoft's PST Import Service.
     Pst(pst::Args),
     /// Sample data for the demo plan.
     Demo(demo::Args),

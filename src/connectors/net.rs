@@ -241,7 +241,7 @@ pub(crate) fn decode_sasl_error(challenge: &[u8]) -> String {
 }
 
 /// Builds the rustls config: system roots plus `ca_file`.
-fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+pub(crate) fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = rustls::RootCertStore::empty();
     let mut system: Vec<PathBuf> = Vec::new();
     if let Some(p) = std::env::var_os("SSL_CERT_FILE") {

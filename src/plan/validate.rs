@@ -122,6 +122,11 @@ impl TreeChecker<'_> {
                 if matches!(kind.as_str(), "imap" | "pop3") {
                     self.check_server(&entry.value);
                 }
+                let kind = if kind == "pst" {
+                    self.check_pst_source(&entry.value)
+                } else {
+                    kind
+                };
                 source_kinds.insert(id, kind);
             }
         }
@@ -505,6 +510,44 @@ impl TreeChecker<'_> {
         }
     }
 
+    /// A `pst` source: `via: import-service` needs its SAS URL, and the upload settings mean
+    /// nothing to `via: direct`. Returns the kind [`Self::check_migration`] goes by: `pst`,
+    /// or `pst-import` for the import service.
+    fn check_pst_source(&mut self, source: &Node) -> String {
+        const UPLOAD_ONLY: [&str; 5] = [
+            "sas_url",
+            "upload_concurrency",
+            "block_mib",
+            "max_upload_mbps",
+            "code_page",
+        ];
+        let via = source.entry("via");
+        if via.is_some_and(|v| v.value.as_str() == Some("import-service")) {
+            if source.get("sas_url").is_none() {
+                let anchor = via.map_or(source.span.clone(), |v| v.value.span.clone());
+                self.out.push(
+                    PlanDiagnostic::error(MISSING_SETTING, "`via: import-service` needs `sas_url`")
+                        .label(anchor, "upload to where?")
+                        .help("add `sas_url: { env: VAR }` with the network-upload SAS URL from the Purview portal (Import → New import job → Upload your data)"),
+                );
+            }
+            return "pst-import".into();
+        }
+        for field in UPLOAD_ONLY {
+            if let Some(entry) = source.entry(field) {
+                self.out.push(
+                    PlanDiagnostic::error(
+                        MISSING_SETTING,
+                        format!("`{field}` is only for `via: import-service`"),
+                    )
+                    .label(entry.key.span.clone(), "not used when cutover reads the PST itself")
+                    .help("remove it, or set `via: import-service` to upload the PST to Microsoft's import service"),
+                );
+            }
+        }
+        "pst".into()
+    }
+
     fn check_migration(&mut self, migration: &Node, source_kinds: &HashMap<String, String>) {
         let from = migration.get("from");
         let kind = from
@@ -563,7 +606,7 @@ impl TreeChecker<'_> {
                     );
                 }
             }
-            Some("pst" | "mbox" | "maildir") => match migration.get("file") {
+            Some("pst" | "pst-import" | "mbox" | "maildir") => match migration.get("file") {
                 None => self.out.push(
                     PlanDiagnostic::error(MISSING_SETTING, "a file source needs `file`")
                         .label(anchor.clone(), "which file?")
@@ -572,6 +615,21 @@ impl TreeChecker<'_> {
                 Some(file) => self.check_file(file, "mail file"),
             },
             _ => {}
+        }
+        if kind != Some("pst-import") {
+            if let Some(archive) = migration
+                .entry("archive_mailbox")
+                .filter(|e| e.value.value == Value::Bool(true))
+            {
+                self.out.push(
+                    PlanDiagnostic::error(
+                        MISSING_SETTING,
+                        "`archive_mailbox` is only for a PST uploaded to the import service",
+                    )
+                    .label(archive.key.span.clone(), "cutover cannot copy into an archive mailbox itself")
+                    .help("use a `kind: pst, via: import-service` source, or remove `archive_mailbox`"),
+                );
+            }
         }
         if let Some(folders) = migration.get("folders") {
             for list in ["include", "exclude"] {

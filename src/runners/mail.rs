@@ -161,6 +161,7 @@ pub(crate) fn source_for(
         Some(Source::Maildir) => Ok(Arc::new(MaildirSource::new(file()?, window))),
         Some(Source::Pst {
             via: PstVia::Direct,
+            ..
         }) => Ok(Arc::new(PstSource::new(
             file()?,
             window,
@@ -169,6 +170,7 @@ pub(crate) fn source_for(
         ))),
         Some(Source::Pst {
             via: PstVia::ImportService,
+            ..
         }) => Err("copy from a pst source via the import service".into()),
         None => Err(format!("copy from unknown source `{}`", m.from)),
     }

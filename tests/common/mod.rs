@@ -31,6 +31,22 @@ pub fn run(args: &[&str]) -> Captured {
     }
 }
 
+/// Every file below `dir`, recursively (none when it cannot be read).
+pub fn files_below(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_below(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
 pub mod apply_process;
 pub mod cancel_after;
 pub mod child;
