@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod connectors;
 pub mod engine;
+pub mod files;
 pub mod graph;
 pub mod ops;
 pub mod plan;

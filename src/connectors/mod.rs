@@ -12,3 +12,4 @@ pub mod oauth;
 pub mod pop3;
 pub mod pst;
 pub mod send_rate;
+pub mod tls;

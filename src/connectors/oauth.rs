@@ -88,7 +88,11 @@ impl TokenSource {
         scope: impl Into<String>,
     ) -> Result<TokenSource, OauthError> {
         let endpoint = endpoint.into();
-        crate::connectors::http::checked_url(&endpoint)?;
+        let url = crate::connectors::http::checked_url(&endpoint)?;
+        crate::connectors::http::check_trust(&url).map_err(|reason| OauthError::Transport {
+            endpoint: endpoint.clone(),
+            reason,
+        })?;
         Ok(TokenSource {
             endpoint,
             client_id: client_id.into(),

@@ -58,13 +58,18 @@ impl Pop3Client {
     /// logs in.
     pub async fn connect(endpoint: &Endpoint, credentials: &Credentials) -> NetResult<Self> {
         let conn = Conn::connect(endpoint, Some(credentials.login())).await?;
+        Self::start(conn, endpoint.tls, credentials).await
+    }
+
+    /// The session on an open connection: greeting, CAPA, STLS when `tls` says, login.
+    async fn start(conn: Conn, tls: Tls, credentials: &Credentials) -> NetResult<Self> {
         let mut client = Pop3Client {
             conn,
             capabilities: Vec::new(),
         };
         client.status_line("greeting").await?;
         client.capabilities = client.capa().await?;
-        if endpoint.tls == Tls::Starttls {
+        if tls == Tls::Starttls {
             if !client.has_capability("STLS") {
                 return Err(NetError::Tls {
                     at: client.conn.at.clone(),
@@ -110,6 +115,15 @@ impl Pop3Client {
     async fn login(&mut self, credentials: &Credentials) -> NetResult<()> {
         let result = match credentials {
             Credentials::Password { login, password } => {
+                // USER and PASS are single lines: a line break in either would end the command
+                // early and send the rest as a command of its own.
+                let breaks = |s: &str| s.contains(['\r', '\n', '\0']);
+                if breaks(login) || breaks(password.expose()) {
+                    return Err(NetError::Auth {
+                        at: self.conn.at.clone(),
+                        text: "the login or password contains a line break or NUL, which POP3 USER/PASS cannot send".into(),
+                    });
+                }
                 self.command(&format!("USER {login}"), "USER").await?;
                 self.command(&format!("PASS {}", password.expose()), "PASS")
                     .await
@@ -289,7 +303,10 @@ impl Pop3Client {
     }
 
     /// Reads a multi-line body up to `.CRLF`, removing dot-stuffing; lines keep their endings.
+    /// Bounded like one message ([`Endpoint::read_limit`]): a server that never ends the
+    /// answer fails the command before memory fills.
     async fn multiline(&mut self, name: &'static str) -> NetResult<Vec<u8>> {
+        let limit = self.conn.read_limit();
         let mut out = Vec::new();
         loop {
             let line = self.conn.read_line(name).await?;
@@ -297,9 +314,41 @@ impl Pop3Client {
                 return Ok(out);
             }
             let line = line.strip_prefix(b".").unwrap_or(&line);
+            if (out.len() + line.len()) as u64 > limit {
+                return Err(NetError::protocol(
+                    &self.conn.at,
+                    format!("{name}: the answer is longer than the {limit} bytes this run reads for one message (settings.max_message_size_mb plus slack)"),
+                ));
+            }
             out.extend_from_slice(line);
         }
     }
+}
+
+/// Runs a whole client session — greeting, CAPA, USER/PASS, STAT, LIST, UIDL, RETR, TOP,
+/// DELE, QUIT — against `server`: the server's side of a conversation as raw bytes, whatever
+/// the client sends (it is discarded). For fuzzing and property tests of the response reader:
+/// for any bytes it must return, never panic, and read no answer beyond a 1 MiB limit.
+pub fn replay_session(server: &[u8]) {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    else {
+        return;
+    };
+    runtime.block_on(async {
+        let conn = Conn::replay(server.to_vec(), 1 << 20);
+        let credentials = Credentials::password("user@example.test", "password");
+        let Ok(mut c) = Pop3Client::start(conn, Tls::None, &credentials).await else {
+            return;
+        };
+        let _ = c.stat().await;
+        let _ = c.messages().await;
+        let _ = c.retr(1).await;
+        let _ = c.top(1, 0).await;
+        let _ = c.dele(1).await;
+        let _ = c.quit().await;
+    });
 }
 
 /// Parses `n value` lines of LIST/UIDL.
@@ -442,6 +491,43 @@ mod tests {
         assert!(err.is_transient(), "{err}");
         assert!(matches!(err, NetError::Throttled { .. }));
         assert!(matches!(c.retr(1).await, Err(NetError::Protocol { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_password_with_a_line_break_is_never_sent() {
+        for (login, password) in [("u", "pw\r\nDELE 1"), ("u", "pw\nX"), ("u\r\nDELE 1", "pw")] {
+            let port = fake_server(vec![
+                ("CAPA", "+OK\r\nUSER\r\n.\r\n"),
+                ("USER", "+OK\r\n"),
+                ("PASS", "+OK\r\n"),
+                ("DELE", "+OK deleted\r\n"),
+            ])
+            .await;
+            let err = Pop3Client::connect(&plain(port), &Credentials::password(login, password))
+                .await
+                .unwrap_err();
+            let shown = err.to_string();
+            assert!(matches!(err, NetError::Auth { .. }), "{shown}");
+            assert!(shown.contains("line break"), "{shown}");
+            assert!(!shown.contains(password), "the password is shown: {shown}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_endless_answer_is_cut_at_the_read_limit() {
+        let mut server = b"+OK ready\r\n+OK\r\n.\r\n+OK\r\n+OK\r\n+OK 1 octets\r\n".to_vec();
+        for _ in 0..40_000 {
+            server.extend_from_slice(b"0123456789012345678901234567890123456789\r\n");
+        }
+        let conn = Conn::replay(server, 1 << 20);
+        let mut c = Pop3Client::start(conn, Tls::None, &Credentials::password("u", "p"))
+            .await
+            .unwrap();
+        let err = c.retr(1).await.unwrap_err();
+        assert!(
+            err.to_string().contains("longer than the 1048576 bytes"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

@@ -115,12 +115,18 @@ impl ImapClient {
     /// not offering it is an error, never a silent downgrade.
     pub async fn connect(endpoint: &Endpoint, credentials: &Credentials) -> NetResult<Self> {
         let conn = Conn::connect(endpoint, Some(credentials.login())).await?;
+        Self::start(conn, endpoint.tls, credentials).await
+    }
+
+    /// The session on an open connection: greeting, STARTTLS when `tls` says, login.
+    async fn start(conn: Conn, tls: Tls, credentials: &Credentials) -> NetResult<Self> {
         let mut c = ImapClient {
             conn,
             tag: 0,
             capabilities: Vec::new(),
         };
         let greeting = read_response(&mut c.conn, "greeting").await?;
+        c.check_bye(greeting.first_line(), "greeting")?;
         let g = String::from_utf8_lossy(greeting.first_line()).into_owned();
         if !(g.starts_with("* OK") || g.starts_with("* PREAUTH")) {
             return Err(NetError::protocol(
@@ -129,7 +135,7 @@ impl ImapClient {
             ));
         }
         c.refresh_capabilities().await?;
-        if endpoint.tls == Tls::Starttls {
+        if tls == Tls::Starttls {
             if !c.has_capability("STARTTLS") {
                 return Err(NetError::Tls {
                     at: c.conn.at.clone(),
@@ -265,6 +271,7 @@ impl ImapClient {
                 };
                 return Err(self.no_error("AUTHENTICATE", text));
             }
+            self.check_bye(&first, "AUTHENTICATE")?;
         }
     }
 
@@ -325,13 +332,21 @@ impl ImapClient {
     }
 
     async fn open(&mut self, verb: &'static str, mailbox: &str) -> NetResult<MailboxStatus> {
-        let name = self.astring(mailbox, verb).await?;
         let condstore = if self.has_capability("CONDSTORE") {
             " (CONDSTORE)"
         } else {
             ""
         };
-        let (untagged, _) = self.run(&format!("{verb} {name}{condstore}"), verb).await?;
+        let (untagged, _) = self
+            .run_pieces(
+                &[
+                    Piece::Text(format!("{verb} ")),
+                    mailbox_arg(mailbox),
+                    Piece::Text(condstore.into()),
+                ],
+                verb,
+            )
+            .await?;
         let mut st = MailboxStatus::default();
         for v in untagged {
             let words: Vec<&str> = v.iter().filter_map(Value::as_atom).collect();
@@ -372,8 +387,8 @@ impl ImapClient {
 
     /// CREATE; an existing mailbox is success (re-runs must be idempotent).
     pub async fn create(&mut self, mailbox: &str) -> NetResult<()> {
-        let name = self.astring(mailbox, "CREATE").await?;
-        match self.run(&format!("CREATE {name}"), "CREATE").await {
+        let pieces = [Piece::Text("CREATE ".into()), mailbox_arg(mailbox)];
+        match self.run_pieces(&pieces, "CREATE").await {
             Ok(_) => Ok(()),
             Err(NetError::Rejected { text, .. })
                 if text.to_ascii_uppercase().contains("[ALREADYEXISTS]") =>
@@ -789,8 +804,9 @@ impl ImapClient {
         format!("C{}", self.tag)
     }
 
-    /// A mailbox name as a command argument: quoted, or sent as a literal when it is not
-    /// plain ASCII (a server gives back modified UTF-7, but a plan may hold anything).
+    /// A mailbox name as an APPEND argument, quoted. Target names are modified UTF-7 (plain
+    /// ASCII) by construction; commands that take any name (SELECT, EXAMINE, CREATE) send
+    /// other names as literals ([`mailbox_arg`]).
     async fn astring(&mut self, s: &str, op: &'static str) -> NetResult<String> {
         match quoted(s.as_bytes()) {
             Some(q) => Ok(q),
@@ -804,14 +820,48 @@ impl ImapClient {
     async fn await_continuation(&mut self, tag: &str, op: &'static str) -> NetResult<()> {
         loop {
             let resp = read_response(&mut self.conn, op).await?;
-            let first = resp.first_line().to_vec();
+            let first = resp.first_line();
             if first.starts_with(b"+") {
                 return Ok(());
             }
-            if let Some(done) = self.tagged(tag, &first) {
+            if let Some(done) = self.tagged(tag, first) {
                 return Err(self.no_error(op, done.text));
             }
+            self.check_bye(first, op)?;
         }
+    }
+
+    /// Sends a command made of `pieces`, literals as the server takes them: after LITERAL+
+    /// (or LITERAL- for small ones) in one write, otherwise each after the server's `+`.
+    /// Returns the parsed untagged responses and the tagged OK text.
+    async fn run_pieces(
+        &mut self,
+        pieces: &[Piece],
+        op: &'static str,
+    ) -> NetResult<(Vec<Vec<Value>>, String)> {
+        let tag = self.next_tag();
+        let mut line = format!("{tag} ");
+        for piece in pieces {
+            match piece {
+                Piece::Text(text) => line.push_str(text),
+                Piece::Literal(bytes) => {
+                    if self.non_sync_literal(bytes.len()) {
+                        line.push_str(&format!("{{{}+}}\r\n", bytes.len()));
+                        self.conn.write_parts(&[line.as_bytes(), bytes], op).await?;
+                    } else {
+                        line.push_str(&format!("{{{}}}\r\n", bytes.len()));
+                        self.conn.write_all(line.as_bytes(), op).await?;
+                        self.await_continuation(&tag, op).await?;
+                        self.conn.write_all(bytes, op).await?;
+                    }
+                    line.clear();
+                }
+            }
+        }
+        line.push_str("\r\n");
+        self.conn.write_all(line.as_bytes(), op).await?;
+        let (untagged, done) = self.finish(&tag, op).await?;
+        Ok((untagged, done.text))
     }
 
     async fn simple(&mut self, cmd: &str, op: &'static str) -> NetResult<()> {
@@ -838,20 +888,33 @@ impl ImapClient {
         self.run(cmd, op).await
     }
 
-    /// Reads until the tagged completion of `tag`.
+    /// Reads until the tagged completion of `tag`. The untagged responses kept on the way
+    /// are bounded like one message ([`Conn::read_limit`]): a server flooding them fails the
+    /// command instead of filling memory.
     async fn finish(&mut self, tag: &str, op: &'static str) -> NetResult<(Vec<Vec<Value>>, Done)> {
         let mut untagged = Vec::new();
+        let mut kept = 0u64;
         loop {
             let resp = read_response(&mut self.conn, op).await?;
-            let first = resp.first_line().to_vec();
-            if let Some(done) = self.tagged(tag, &first) {
+            let first = resp.first_line();
+            if let Some(done) = self.tagged(tag, first) {
                 if done.ok {
                     return Ok((untagged, done));
                 }
                 return Err(self.no_error(op, done.text));
             }
-            self.check_bye(&first, op)?;
-            untagged.push(parse(&resp));
+            self.check_bye(first, op)?;
+            kept += resp.size();
+            if kept > self.conn.read_limit() {
+                return Err(NetError::protocol(
+                    &self.conn.at,
+                    format!(
+                        "{op}: more untagged data than the {} bytes this run reads for one message",
+                        self.conn.read_limit()
+                    ),
+                ));
+            }
+            untagged.push(parse(resp));
         }
     }
 
@@ -905,6 +968,21 @@ impl ImapClient {
                 text,
             },
         }
+    }
+}
+
+/// Part of a command line: text as written, or a string sent as a literal.
+enum Piece {
+    Text(String),
+    Literal(Vec<u8>),
+}
+
+/// A mailbox name as a command argument: quoted when it is plain printable ASCII, else a
+/// literal (a name a server stores in raw 8-bit, or UTF-8 under UTF8=ACCEPT).
+fn mailbox_arg(name: &str) -> Piece {
+    match quoted(name.as_bytes()) {
+        Some(q) => Piece::Text(q),
+        None => Piece::Literal(name.as_bytes().to_vec()),
     }
 }
 
@@ -965,24 +1043,25 @@ impl Fetch<'_> {
     pub async fn next(&mut self) -> NetResult<Option<FetchedMessage>> {
         while !self.done {
             let resp = read_response(&mut self.client.conn, "UID FETCH").await?;
-            let first = resp.first_line().to_vec();
-            if let Some(done) = self.client.tagged(&self.tag, &first) {
+            let first = resp.first_line();
+            if let Some(done) = self.client.tagged(&self.tag, first) {
                 self.done = true;
                 if done.ok {
                     return Ok(None);
                 }
                 return Err(self.client.no_error("UID FETCH", done.text));
             }
-            self.client.check_bye(&first, "UID FETCH")?;
-            let v = parse(&resp);
+            self.client.check_bye(first, "UID FETCH")?;
+            let mut v = parse(resp).into_iter();
             let is_fetch = v
-                .get(2)
+                .nth(2)
+                .as_ref()
                 .and_then(Value::as_atom)
                 .is_some_and(|a| a.eq_ignore_ascii_case("FETCH"));
             if !is_fetch {
                 continue;
             }
-            let Some(Value::List(items)) = v.get(3) else {
+            let Some(Value::List(items)) = v.next() else {
                 return Err(NetError::protocol(
                     &self.client.conn.at,
                     "FETCH without item list",
@@ -998,17 +1077,19 @@ impl Fetch<'_> {
     }
 }
 
-/// Builds a message from FETCH items; `None` when UID or body is missing.
-fn fetched(items: &[Value]) -> Option<FetchedMessage> {
+/// Builds a message from FETCH items (moving the body out, not copying it); `None` when the
+/// UID or the body is missing. `BODY[] NIL` — a server that has no content to give for the
+/// message — is a missing body, never an empty message; only a header section may be `NIL`
+/// (no such fields), read as empty.
+fn fetched(items: Vec<Value>) -> Option<FetchedMessage> {
     let mut uid = None;
     let mut body = None;
     let mut flags = Flags::new();
     let mut internal_date: Option<SystemTime> = None;
     let mut size = None;
-    let mut i = 0;
-    while i + 1 < items.len() {
-        let key = items[i].as_atom().unwrap_or("").to_ascii_uppercase();
-        let val = &items[i + 1];
+    let mut items = items.into_iter();
+    while let (Some(key), Some(val)) = (items.next(), items.next()) {
+        let key = key.as_atom().unwrap_or("").to_ascii_uppercase();
         match key.as_str() {
             "UID" => uid = val.as_atom().and_then(|a| a.parse().ok()),
             "RFC822.SIZE" => size = val.as_atom().and_then(|a| a.parse().ok()),
@@ -1036,14 +1117,13 @@ fn fetched(items: &[Value]) -> Option<FetchedMessage> {
             }
             k if k.starts_with("BODY[") => {
                 body = match val {
-                    Value::Str(s) => Some(s.clone()),
-                    Value::Nil => Some(Vec::new()),
+                    Value::Str(s) => Some(s),
+                    Value::Nil if k != "BODY[]" => Some(Vec::new()),
                     _ => None,
                 }
             }
             _ => {}
         }
-        i += 2;
     }
     Some(FetchedMessage {
         uid: uid?,
@@ -1052,4 +1132,39 @@ fn fetched(items: &[Value]) -> Option<FetchedMessage> {
             .with_flags(flags)
             .with_internal_date(internal_date),
     })
+}
+
+/// Runs a whole client session — greeting, login, LIST, EXAMINE (an 8-bit name too), header
+/// and body UID FETCH, APPEND, CREATE, UID SEARCH, LOGOUT — against `server`: the server's
+/// side of a conversation as raw bytes, whatever the client sends (it is discarded). For
+/// fuzzing and property tests of the response reader: for any bytes it must return, never
+/// panic, and read no message beyond a 1 MiB limit.
+pub fn replay_session(server: &[u8]) {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    else {
+        return;
+    };
+    runtime.block_on(async {
+        let conn = Conn::replay(server.to_vec(), 1 << 20);
+        let credentials = Credentials::password("user@example.test", "password");
+        let Ok(mut c) = ImapClient::start(conn, Tls::None, &credentials).await else {
+            return;
+        };
+        let _ = c.list().await;
+        let _ = c.examine("INBOX").await;
+        let _ = c.examine("Entw\u{fc}rfe").await;
+        if let Ok(mut f) = c.uid_fetch_headers("1:*").await {
+            while let Ok(Some(_)) = f.next().await {}
+        }
+        if let Ok(mut f) = c.uid_fetch("1:*").await {
+            while let Ok(Some(_)) = f.next().await {}
+        }
+        let message = RawMessage::new(b"Subject: x\r\n\r\nbody\r\n".to_vec());
+        let _ = c.append_all("INBOX", &[&message, &message]).await;
+        let _ = c.create("Archiv/Entw\u{fc}rfe").await;
+        let _ = c.uid_search("1:*", &DateWindow::unbounded()).await;
+        let _ = c.logout().await;
+    });
 }
