@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod dovecot;
+pub mod fake_imap;
 pub mod fault_proxy;
 pub mod graph_fake;
 pub mod knot;
