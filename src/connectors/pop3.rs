@@ -329,26 +329,28 @@ impl Pop3Client {
 /// DELE, QUIT — against `server`: the server's side of a conversation as raw bytes, whatever
 /// the client sends (it is discarded). For fuzzing and property tests of the response reader:
 /// for any bytes it must return, never panic, and read no answer beyond a 1 MiB limit.
-pub fn replay_session(server: &[u8]) {
+/// Returns how many of those steps succeeded (the login counts as one).
+pub fn replay_session(server: &[u8]) -> usize {
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
     else {
-        return;
+        return 0;
     };
     runtime.block_on(async {
         let conn = Conn::replay(server.to_vec(), 1 << 20);
         let credentials = Credentials::password("user@example.test", "password");
         let Ok(mut c) = Pop3Client::start(conn, Tls::None, &credentials).await else {
-            return;
+            return 0;
         };
-        let _ = c.stat().await;
-        let _ = c.messages().await;
-        let _ = c.retr(1).await;
-        let _ = c.top(1, 0).await;
-        let _ = c.dele(1).await;
-        let _ = c.quit().await;
-    });
+        let mut ok = 1;
+        ok += usize::from(c.stat().await.is_ok());
+        ok += usize::from(c.messages().await.is_ok());
+        ok += usize::from(c.retr(1).await.is_ok());
+        ok += usize::from(c.top(1, 0).await.is_ok());
+        ok += usize::from(c.dele(1).await.is_ok());
+        ok + usize::from(c.quit().await.is_ok())
+    })
 }
 
 /// Parses `n value` lines of LIST/UIDL.

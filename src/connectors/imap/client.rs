@@ -1138,23 +1138,25 @@ fn fetched(items: Vec<Value>) -> Option<FetchedMessage> {
 /// and body UID FETCH, APPEND, CREATE, UID SEARCH, LOGOUT — against `server`: the server's
 /// side of a conversation as raw bytes, whatever the client sends (it is discarded). For
 /// fuzzing and property tests of the response reader: for any bytes it must return, never
-/// panic, and read no message beyond a 1 MiB limit.
-pub fn replay_session(server: &[u8]) {
+/// panic, and read no message beyond a 1 MiB limit. Returns how many of those steps succeeded
+/// (the login counts as one), so a test can tell how far a replay got.
+pub fn replay_session(server: &[u8]) -> usize {
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
     else {
-        return;
+        return 0;
     };
     runtime.block_on(async {
         let conn = Conn::replay(server.to_vec(), 1 << 20);
         let credentials = Credentials::password("user@example.test", "password");
         let Ok(mut c) = ImapClient::start(conn, Tls::None, &credentials).await else {
-            return;
+            return 0;
         };
-        let _ = c.list().await;
-        let _ = c.examine("INBOX").await;
-        let _ = c.examine("Entw\u{fc}rfe").await;
+        let mut ok = 1;
+        ok += usize::from(c.list().await.is_ok());
+        ok += usize::from(c.examine("INBOX").await.is_ok());
+        ok += usize::from(c.examine("Entw\u{fc}rfe").await.is_ok());
         if let Ok(mut f) = c.uid_fetch_headers("1:*").await {
             while let Ok(Some(_)) = f.next().await {}
         }
@@ -1162,9 +1164,9 @@ pub fn replay_session(server: &[u8]) {
             while let Ok(Some(_)) = f.next().await {}
         }
         let message = RawMessage::new(b"Subject: x\r\n\r\nbody\r\n".to_vec());
-        let _ = c.append_all("INBOX", &[&message, &message]).await;
-        let _ = c.create("Archiv/Entw\u{fc}rfe").await;
-        let _ = c.uid_search("1:*", &DateWindow::unbounded()).await;
-        let _ = c.logout().await;
-    });
+        ok += usize::from(c.append_all("INBOX", &[&message, &message]).await.is_ok());
+        ok += usize::from(c.create("Archiv/Entw\u{fc}rfe").await.is_ok());
+        ok += usize::from(c.uid_search("1:*", &DateWindow::unbounded()).await.is_ok());
+        ok + usize::from(c.logout().await.is_ok())
+    })
 }
