@@ -8,6 +8,7 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::render::{human_bytes, thousands};
+use super::Verbosity;
 use crate::engine::{Event, EventKind, EventSink};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -23,6 +24,7 @@ pub enum ProgressMode {
 /// The terminal side of the walk's events.
 pub struct Progress<'a> {
     mode: Mode<'a>,
+    verbosity: Verbosity,
     /// Expected messages per step (from the plan preview), so bars have a length and an ETA.
     expected: HashMap<String, u64>,
 }
@@ -37,16 +39,20 @@ enum Mode<'a> {
 }
 
 impl<'a> Progress<'a> {
+    /// Progress in `mode`; quiet shows only what needs a person (failures, gates waiting),
+    /// as plain lines; verbose adds a line per committed batch.
     pub fn new(
         mode: ProgressMode,
+        verbosity: Verbosity,
         err: &'a mut dyn Write,
         expected: HashMap<String, u64>,
     ) -> Progress<'a> {
-        let bars = match mode {
-            ProgressMode::Bar => true,
-            ProgressMode::Plain => false,
-            ProgressMode::Auto => std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        };
+        let bars = verbosity != Verbosity::Quiet
+            && match mode {
+                ProgressMode::Bar => true,
+                ProgressMode::Plain => false,
+                ProgressMode::Auto => std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            };
         let mode = if bars {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
             let overall = multi.add(ProgressBar::new(0));
@@ -66,7 +72,11 @@ impl<'a> Progress<'a> {
         } else {
             Mode::Plain(err)
         };
-        Progress { mode, expected }
+        Progress {
+            mode,
+            verbosity,
+            expected,
+        }
     }
 
     fn step_bar(&self, multi: &MultiProgress, step: &str) -> ProgressBar {
@@ -104,7 +114,33 @@ impl EventSink for Progress<'_> {
     fn emit(&mut self, event: &Event) {
         let step = event.step.clone().unwrap_or_default();
         if let Mode::Plain(err) = &mut self.mode {
-            if let Some(line) = plain_line(&step, &event.kind) {
+            let line = match (self.verbosity, &event.kind) {
+                (
+                    Verbosity::Quiet,
+                    EventKind::StepFailed { .. } | EventKind::StepWaiting { .. },
+                ) => plain_line(&step, &event.kind),
+                (Verbosity::Quiet, _) => None,
+                (
+                    Verbosity::Verbose,
+                    EventKind::StepProgress {
+                        items,
+                        bytes,
+                        skipped,
+                        committed: true,
+                    },
+                ) => Some(format!(
+                    "{step}: committed {} messages, {}{}",
+                    thousands(*items),
+                    human_bytes(*bytes),
+                    if *skipped > 0 {
+                        format!(", {} skipped", thousands(*skipped))
+                    } else {
+                        String::new()
+                    }
+                )),
+                _ => plain_line(&step, &event.kind),
+            };
+            if let Some(line) = line {
                 let _ = writeln!(err, "{line}");
             }
             return;

@@ -21,6 +21,7 @@ pub fn run(args: &[&str]) -> Captured {
             out: &mut out,
             err: &mut err,
             color: false,
+            verbosity: cli.verbosity(),
         };
         cli::run(cli, &mut output)
     };
