@@ -15,3 +15,4 @@ pub mod runners;
 pub mod secrets;
 pub mod state;
 pub mod time;
+pub mod trace;

@@ -38,6 +38,10 @@ pub struct Args {
     /// of it) instead of stopping there; Ctrl-C stops the sleep, apply again resumes.
     #[arg(long)]
     pub wait: bool,
+    /// Write a protocol trace for support to FILE: every IMAP, POP3 and HTTP command and
+    /// response line with a timestamp — never message content, passwords or tokens.
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
 }
 
 pub(crate) fn parse_timeout(text: &str) -> Result<Duration, String> {
@@ -47,6 +51,21 @@ pub(crate) fn parse_timeout(text: &str) -> Result<Duration, String> {
 }
 
 pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
+    // From the preview on: it talks to the servers too.
+    let _trace = match &args.trace {
+        Some(path) => match crate::trace::start(path) {
+            Ok(trace) => Some(trace),
+            Err(e) => {
+                let _ = writeln!(
+                    output.err,
+                    "error: cannot write the trace {}: {e}",
+                    path.display()
+                );
+                return ExitCode::Usage;
+            }
+        },
+        None => None,
+    };
     let options = Options {
         allow_inline_secrets: args.state.allow_inline_secrets,
     };

@@ -341,6 +341,10 @@ pub(crate) struct Conn {
     endpoint: Endpoint,
     /// The reservation this connection counts against, released when it closes.
     slots: ConnectionSlots,
+    /// Its number in the protocol trace ([`crate::trace`]).
+    number: u64,
+    /// Whether lines read go to the trace: off while they are message content (POP3 RETR).
+    trace_reads: bool,
 }
 
 /// Connection slots reserved for a set of connections held at once: one per endpoint
@@ -415,7 +419,12 @@ impl Conn {
             at,
             endpoint: endpoint.clone(),
             slots: ConnectionSlots::default(),
+            number: crate::trace::connection_number(),
+            trace_reads: true,
         };
+        if crate::trace::enabled() {
+            conn.trace_sent(&format!("(connected; tls: {:?})", endpoint.tls));
+        }
         if endpoint.tls == Tls::Implicit {
             conn.upgrade().await?;
         }
@@ -437,7 +446,34 @@ impl Conn {
             at: "replay".into(),
             endpoint,
             slots: ConnectionSlots::default(),
+            number: 0,
+            trace_reads: true,
         }
+    }
+
+    /// Records a line this connection sends in the protocol trace, as `shown`: the line with
+    /// any secret replaced by `<redacted>` (the caller's job; the trace redacts again).
+    pub(crate) fn trace_sent(&self, shown: &str) {
+        if crate::trace::enabled() {
+            crate::trace::record(&self.who(), crate::trace::Direction::Sent, shown);
+        }
+    }
+
+    /// Records what was received, as text, in the protocol trace.
+    pub(crate) fn trace_received(&self, text: &str) {
+        if crate::trace::enabled() {
+            crate::trace::record(&self.who(), crate::trace::Direction::Received, text);
+        }
+    }
+
+    /// Lines read from now on go to the trace (`true`, the default) or are message content
+    /// and are left out (`false`).
+    pub(crate) fn trace_reads(&mut self, on: bool) {
+        self.trace_reads = on;
+    }
+
+    fn who(&self) -> String {
+        format!("#{} {}", self.number, self.at)
     }
 
     /// The most bytes read for one message ([`Endpoint::read_limit`]).
@@ -498,6 +534,7 @@ impl Conn {
                 }
             };
         self.inner = BufReader::new(Stream::Tls(Box::new(tls)));
+        self.trace_sent("(TLS established)");
         Ok(())
     }
 
@@ -534,6 +571,9 @@ impl Conn {
                 source: io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed mid-line"),
             });
         }
+        if self.trace_reads && crate::trace::enabled() {
+            self.trace_received(&String::from_utf8_lossy(&line));
+        }
         Ok(line)
     }
 
@@ -562,6 +602,9 @@ impl Conn {
             })
             .await?;
             remaining -= piece;
+        }
+        if crate::trace::enabled() {
+            self.trace_received(&format!("[{n} bytes of literal]"));
         }
         Ok(())
     }

@@ -99,6 +99,7 @@ impl Pop3Client {
     }
 
     async fn capa(&mut self) -> NetResult<Vec<String>> {
+        self.conn.trace_sent("CAPA");
         self.conn.write_all(b"CAPA\r\n", "CAPA").await?;
         let line = self.conn.read_line("CAPA").await?;
         if !line.starts_with(b"+OK") {
@@ -131,12 +132,14 @@ impl Pop3Client {
             Credentials::XOauth2 { login, token } => {
                 let resp = Credentials::xoauth2_response(login, token);
                 let line = format!("AUTH XOAUTH2 {resp}\r\n");
+                self.conn.trace_sent("AUTH XOAUTH2 <redacted>");
                 self.conn.write_all(line.as_bytes(), "AUTH XOAUTH2").await?;
                 let reply = self.conn.read_line("AUTH XOAUTH2").await?;
                 if let Some(challenge) = reply.strip_prefix(b"+ ") {
                     // A failed XOAUTH2 answers with a JSON error as a challenge; the client
                     // must send an empty response to receive the final -ERR (RFC 7628 §3.2.3).
                     let detail = super::net::decode_sasl_error(challenge);
+                    self.conn.trace_sent("(empty response)");
                     self.conn.write_all(b"\r\n", "AUTH XOAUTH2").await?;
                     let _ = self.conn.read_line("AUTH XOAUTH2").await?;
                     return Err(NetError::Auth {
@@ -186,6 +189,7 @@ impl Pop3Client {
 
     /// `(number, uid)` of every message, or `None` when the server has no UIDL.
     pub async fn uidl(&mut self) -> NetResult<Option<Vec<(u32, String)>>> {
+        self.conn.trace_sent("UIDL");
         self.conn.write_all(b"UIDL\r\n", "UIDL").await?;
         let line = self.conn.read_line("UIDL").await?;
         if !line.starts_with(b"+OK") {
@@ -236,14 +240,28 @@ impl Pop3Client {
     /// The exact bytes of message `number` (RETR, dot-unstuffed).
     pub async fn retr(&mut self, number: u32) -> NetResult<Vec<u8>> {
         self.command(&format!("RETR {number}"), "RETR").await?;
-        self.multiline("RETR").await
+        self.content("RETR").await
     }
 
     /// The headers and the first `lines` body lines of message `number` (TOP).
     pub async fn top(&mut self, number: u32, lines: u32) -> NetResult<Vec<u8>> {
         self.command(&format!("TOP {number} {lines}"), "TOP")
             .await?;
-        self.multiline("TOP").await
+        self.content("TOP").await
+    }
+
+    /// A multi-line answer that is message content: read like any other, but only its size
+    /// goes to the protocol trace.
+    async fn content(&mut self, name: &'static str) -> NetResult<Vec<u8>> {
+        self.conn.trace_reads(false);
+        let body = self.multiline(name).await;
+        self.conn.trace_reads(true);
+        let body = body?;
+        if crate::trace::enabled() {
+            self.conn
+                .trace_received(&format!("[{} bytes of message, then .]", body.len()));
+        }
+        Ok(body)
     }
 
     /// Marks message `number` deleted; the server removes it at QUIT.
@@ -264,6 +282,12 @@ impl Pop3Client {
     /// [`NetError::Throttled`]). `name` is what errors show: never the arguments, which may
     /// hold a password.
     async fn command(&mut self, line: &str, name: &'static str) -> NetResult<String> {
+        // PASS is the one command whose argument is secret; the trace shows the verb only.
+        self.conn.trace_sent(if name == "PASS" {
+            "PASS <redacted>"
+        } else {
+            line
+        });
         let mut bytes = Vec::with_capacity(line.len() + 2);
         bytes.extend_from_slice(line.as_bytes());
         bytes.extend_from_slice(b"\r\n");

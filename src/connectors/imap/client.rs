@@ -243,6 +243,11 @@ impl ImapClient {
         } else {
             format!("{tag} AUTHENTICATE {mech}\r\n")
         };
+        self.conn.trace_sent(&if sasl_ir {
+            format!("{tag} AUTHENTICATE {mech} <redacted>")
+        } else {
+            format!("{tag} AUTHENTICATE {mech}")
+        });
         self.conn.write_all(line.as_bytes(), "AUTHENTICATE").await?;
         let mut sent_ir = sasl_ir;
         let mut detail = None;
@@ -252,8 +257,10 @@ impl ImapClient {
             if let Some(ch) = first.strip_prefix(b"+") {
                 if sent_ir {
                     detail = Some(decode_sasl_error(ch));
+                    self.conn.trace_sent("(empty response)");
                     self.conn.write_all(b"\r\n", "AUTHENTICATE").await?;
                 } else {
+                    self.conn.trace_sent("<redacted>");
                     self.conn
                         .write_all(format!("{ir}\r\n").as_bytes(), "AUTHENTICATE")
                         .await?;
@@ -558,6 +565,7 @@ impl ImapClient {
         self.check_uid_range(range)?;
         let tag = self.next_tag();
         let line = format!("{tag} UID FETCH {range} ({items}){modifiers}\r\n");
+        self.conn.trace_sent(&line);
         self.conn.write_all(line.as_bytes(), "UID FETCH").await?;
         Ok(Fetch {
             client: self,
@@ -754,6 +762,13 @@ impl ImapClient {
             parts.push(message.bytes());
         }
         parts.push(b"\r\n");
+        if crate::trace::enabled() {
+            for (head, message) in heads.iter().zip(messages) {
+                self.conn.trace_sent(head);
+                self.conn
+                    .trace_sent(&format!("[{} bytes of message]", message.len()));
+            }
+        }
         self.conn.write_parts(&parts, "APPEND").await?;
         self.finish(&tag, "APPEND").await.map(|(_, done)| done.text)
     }
@@ -779,7 +794,10 @@ impl ImapClient {
             bytes.len(),
             if non_sync { "+" } else { "" }
         );
+        self.conn.trace_sent(&head);
         if non_sync {
+            self.conn
+                .trace_sent(&format!("[{} bytes of message]", bytes.len()));
             return self
                 .conn
                 .write_parts(&[head.as_bytes(), bytes, b"\r\n"], "APPEND")
@@ -787,6 +805,8 @@ impl ImapClient {
         }
         self.conn.write_all(head.as_bytes(), "APPEND").await?;
         self.await_continuation(tag, "APPEND").await?;
+        self.conn
+            .trace_sent(&format!("[{} bytes of message]", bytes.len()));
         self.conn.write_parts(&[bytes, b"\r\n"], "APPEND").await
     }
 
@@ -847,11 +867,15 @@ impl ImapClient {
                 Piece::Literal(bytes) => {
                     if self.non_sync_literal(bytes.len()) {
                         line.push_str(&format!("{{{}+}}\r\n", bytes.len()));
+                        self.conn.trace_sent(&line);
+                        self.conn.trace_sent(&String::from_utf8_lossy(bytes));
                         self.conn.write_parts(&[line.as_bytes(), bytes], op).await?;
                     } else {
                         line.push_str(&format!("{{{}}}\r\n", bytes.len()));
+                        self.conn.trace_sent(&line);
                         self.conn.write_all(line.as_bytes(), op).await?;
                         self.await_continuation(&tag, op).await?;
+                        self.conn.trace_sent(&String::from_utf8_lossy(bytes));
                         self.conn.write_all(bytes, op).await?;
                     }
                     line.clear();
@@ -859,6 +883,7 @@ impl ImapClient {
             }
         }
         line.push_str("\r\n");
+        self.conn.trace_sent(&line);
         self.conn.write_all(line.as_bytes(), op).await?;
         let (untagged, done) = self.finish(&tag, op).await?;
         Ok((untagged, done.text))
@@ -870,7 +895,18 @@ impl ImapClient {
 
     /// Sends a command; returns the parsed untagged responses and the tagged OK text.
     async fn run(&mut self, cmd: &str, op: &'static str) -> NetResult<(Vec<Vec<Value>>, String)> {
+        self.run_shown(cmd, cmd, op).await
+    }
+
+    /// [`Self::run`] with the command traced as `shown`.
+    async fn run_shown(
+        &mut self,
+        cmd: &str,
+        shown: &str,
+        op: &'static str,
+    ) -> NetResult<(Vec<Vec<Value>>, String)> {
         let tag = self.next_tag();
+        self.conn.trace_sent(&format!("{tag} {shown}"));
         self.conn
             .write_all(format!("{tag} {cmd}\r\n").as_bytes(), op)
             .await?;
@@ -878,14 +914,14 @@ impl ImapClient {
         Ok((untagged, done.text))
     }
 
-    /// Like [`Self::run`] for commands carrying a secret: identical, named separately so the
-    /// command line is never formatted into an error or log.
+    /// Like [`Self::run`] for commands carrying a secret: the trace shows only the verb, and
+    /// the command line is never formatted into an error or log.
     async fn run_secret(
         &mut self,
         cmd: &str,
         op: &'static str,
     ) -> NetResult<(Vec<Vec<Value>>, String)> {
-        self.run(cmd, op).await
+        self.run_shown(cmd, &format!("{op} <redacted>"), op).await
     }
 
     /// Reads until the tagged completion of `tag`. The untagged responses kept on the way
