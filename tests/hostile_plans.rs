@@ -195,3 +195,42 @@ users:
     }
     assert!(!result.stdout.contains("inside.mbox` is outside"));
 }
+
+/// The token endpoint's "plain http only to this machine" is decided on the parsed host, the
+/// same check the token client makes.
+#[test]
+fn a_token_endpoint_that_only_looks_local_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, refused) in [
+        ("http://127.0.0.1@attacker.example/token", true),
+        ("http://localhost.attacker.example/token", true),
+        ("http://127.0.0.1:8080/token", false),
+        ("http://localhost/token", false),
+        (
+            "https://login.microsoftonline.us/t/oauth2/v2.0/token",
+            false,
+        ),
+    ] {
+        let plan = dir.path().join("plan.yaml");
+        std::fs::write(
+            &plan,
+            format!(
+                r#"version: 1
+name: token
+domain: demo.example
+target:
+  kind: m365
+  tenant: demo.onmicrosoft.com
+  auth: {{ client_id: app, client_secret: {{ env: APP_SECRET }}, token_endpoint: "{url}" }}
+users:
+  - email: ana@demo.example
+"#
+            ),
+        )
+        .unwrap();
+        let result = run(&["validate", "--format", "json", plan.to_str().unwrap()]);
+        let found =
+            codes(&result.stdout).contains(&("plaintext-without-opt-in".into(), "error".into()));
+        assert_eq!(found, refused, "{url}: {}", result.stdout);
+    }
+}
