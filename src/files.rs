@@ -1,7 +1,8 @@
 //! Files cutover writes: private, and durable where they must be.
 //!
 //! What cutover writes — the state database, the event log, reports, saved plans, traces,
-//! Maildir output, autocomplete exports — holds addresses, subjects and whole messages, so
+//! Maildir output, PST exports, autocomplete exports, initial passwords, scripts — holds
+//! addresses, subjects, whole messages and credentials, so
 //! every folder it creates is `0700` and every file `0600`. The modes are given at creation
 //! and never forced afterwards, so a stricter umask still applies (`0600 & !umask`), and
 //! folders that already exist keep theirs.
@@ -55,7 +56,10 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
         }
         None => Path::new("."),
     };
-    let tmp = path.with_extension("tmp-cutover");
+    // Beside it under its own name plus a suffix: two files of one folder never share one.
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp-cutover");
+    let tmp = path.with_file_name(tmp_name);
     // Left by a crash, perhaps with another mode: start over rather than reuse it.
     match fs::remove_file(&tmp) {
         Ok(()) => {}
@@ -96,9 +100,12 @@ mod tests {
         assert_eq!(mode(&report) & 0o077, 0, "{:o}", mode(&report));
         assert_eq!(mode(&dir.path().join("a")) & 0o077, 0);
         assert_eq!(mode(&dir.path().join("a/b")) & 0o077, 0);
-        assert!(!report.with_extension("tmp-cutover").exists());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("a/b")).unwrap().count(),
+            1
+        );
         // A temporary file a crash left behind, world-readable, is not reused.
-        let tmp = report.with_extension("tmp-cutover");
+        let tmp = dir.path().join("a/b/report.md.tmp-cutover");
         fs::write(&tmp, b"stale").unwrap();
         fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644)).unwrap();
         write_atomically(&report, b"third").unwrap();

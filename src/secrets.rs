@@ -13,12 +13,11 @@
 //! --offline` never do, so CI on untrusted pull requests runs those two and never a plan's
 //! commands.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::plan::model::SecretRef;
@@ -228,33 +227,22 @@ impl SharedSecret {
     }
 }
 
-/// Live shared secrets by reference and plan folder. Weak, so a value leaves memory with the
-/// last runner that uses it.
-type Registry = HashMap<(String, PathBuf), Weak<SharedSecret>>;
-
 /// The [`SharedSecret`] of `reference` in a plan at `base_dir`: the same one for every caller
 /// while any holds it, so each reference is resolved once per run.
 pub fn shared(reference: &SecretRef, base_dir: &Path) -> Arc<SharedSecret> {
-    static LIVE: Mutex<Option<Registry>> = Mutex::new(None);
+    static LIVE: crate::live::LiveRegistry<SharedSecret> = crate::live::LiveRegistry::new();
     // The key holds an inline literal's value too (in memory only): two different literals
     // are two secrets.
-    let key = (
+    let key = format!(
+        "{}|{}",
         serde_json::to_string(reference).unwrap_or_default(),
-        base_dir.to_path_buf(),
+        base_dir.display()
     );
-    let mut live = LIVE.lock().unwrap_or_else(PoisonError::into_inner);
-    let live = live.get_or_insert_with(HashMap::new);
-    live.retain(|_, w| w.strong_count() > 0);
-    if let Some(found) = live.get(&key).and_then(Weak::upgrade) {
-        return found;
-    }
-    let secret = Arc::new(SharedSecret {
+    LIVE.get_or_insert(key, || SharedSecret {
         reference: reference.clone(),
         base_dir: base_dir.to_path_buf(),
         value: OnceLock::new(),
-    });
-    live.insert(key, Arc::downgrade(&secret));
-    secret
+    })
 }
 
 fn strip_one_newline(mut text: String) -> String {

@@ -42,12 +42,12 @@ fn a_saved_plan_is_fsynced_renamed_and_its_folder_fsynced() {
     assert!(status.status.success(), "{status:?}");
     let calls = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<&str> = calls.lines().collect();
-    let tmp = saved.with_extension("tmp-cutover");
+    let tmp = out_dir.join("plan.json.tmp-cutover");
     let tmp = tmp.display().to_string();
     let find = |from: usize, what: &dyn Fn(&str) -> bool| -> Option<usize> {
         (from..lines.len()).find(|&i| what(lines[i]))
     };
-    // openat(AT_FDCWD, "…/plan.tmp-cutover", O_WRONLY|O_CREAT|O_EXCL|O_CLOEXEC, 0600) = 3
+    // openat(AT_FDCWD, "…/plan.json.tmp-cutover", O_WRONLY|O_CREAT|O_EXCL|O_CLOEXEC, 0600) = 3
     let open = find(0, &|l| {
         l.contains("openat(") && l.contains(&format!("\"{tmp}\""))
     })

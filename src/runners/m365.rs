@@ -11,7 +11,7 @@
 //! Users, licences and mailboxes are Microsoft Graph's business: see [`super::m365_user`].
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::connectors::imap::PORTS as IMAP_PORTS;
 use crate::connectors::net::Endpoint;
@@ -97,36 +97,7 @@ impl std::fmt::Debug for AppTokens {
     }
 }
 
-/// Values shared by every runner of a plan while any of them holds one, by key. Weak, so
-/// what they hold (a resolved secret, a token, a tenant snapshot) leaves memory with the last
-/// runner that uses it.
-pub(crate) struct LiveRegistry<T> {
-    live: Mutex<Vec<(String, Weak<T>)>>,
-}
-
-impl<T> LiveRegistry<T> {
-    pub(crate) const fn new() -> Self {
-        LiveRegistry {
-            live: Mutex::new(Vec::new()),
-        }
-    }
-
-    /// The live value under `key`, else `make()` registered under it.
-    pub(crate) fn get_or_insert(&self, key: String, make: impl FnOnce() -> T) -> Arc<T> {
-        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
-        live.retain(|(_, w)| w.strong_count() > 0);
-        if let Some(found) = live
-            .iter()
-            .find(|(k, _)| *k == key)
-            .and_then(|(_, w)| w.upgrade())
-        {
-            return found;
-        }
-        let value = Arc::new(make());
-        live.push((key, Arc::downgrade(&value)));
-        value
-    }
-}
+pub(crate) use crate::live::LiveRegistry;
 
 /// Live token holders by [`AppTokens::describe`].
 static LIVE: LiveRegistry<AppTokens> = LiveRegistry::new();
