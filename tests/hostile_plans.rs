@@ -229,8 +229,10 @@ users:
         )
         .unwrap();
         let result = run(&["validate", "--format", "json", plan.to_str().unwrap()]);
-        let found =
-            codes(&result.stdout).contains(&("plaintext-without-opt-in".into(), "error".into()));
+        let found = codes(&result.stdout).iter().any(|(code, severity)| {
+            severity == "error"
+                && matches!(code.as_str(), "plaintext-without-opt-in" | "invalid-url")
+        });
         assert_eq!(found, refused, "{url}: {}", result.stdout);
     }
 }

@@ -92,10 +92,7 @@ fn plain_http_only_to_loopback() {
         "http://127.0.0.1.attacker.example/token",
     ] {
         let refused = TokenSource::new(url, "app", Secret::new("s"), M365_MAIL_SCOPE).unwrap_err();
-        assert!(
-            refused.to_string().contains("plain http"),
-            "{url}: {refused}"
-        );
+        assert!(refused.to_string().contains(url), "{url}: {refused}");
     }
     for url in [
         "http://127.0.0.1:9/token",
