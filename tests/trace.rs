@@ -8,8 +8,8 @@ use std::process::Command;
 
 use base64::Engine;
 use support::dovecot::Dovecot;
+use support::graph_fake::{FakeSku, FakeTenant, GraphFake};
 use support::remote::{message, seed};
-use support::token_endpoint::{ok_token, token_endpoint_always};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trace_holds_the_protocol_and_no_secret() {
@@ -33,10 +33,19 @@ async fn a_trace_holds_the_protocol_and_no_secret() {
     )
     .await;
     d.deliver(&pop_user, "pop-1", with_body(9102).bytes());
-    // Dovecot takes a mailbox's password as its XOAUTH2 token.
+    // Dovecot takes a mailbox's password as its XOAUTH2 token: the fake tenant issues it for
+    // the IMAP scope, and answers Graph for the `user.*` step.
     let token = mailbox.password.clone();
-    let tokens = token_endpoint_always(ok_token(&token, 3599));
     let client_secret = "client-secret-value-4d2e";
+    let mut tenant = FakeTenant::new(&["example.test"]);
+    tenant.client_secret = client_secret.into();
+    tenant.skus = vec![FakeSku::new("EXCHANGESTANDARD", 5, 0)];
+    tenant
+        .scope_tokens
+        .insert("https://127.0.0.1/.default".into(), token.clone());
+    let fake = GraphFake::start(tenant);
+    let local = mailbox.login.split('@').next().unwrap();
+    fake.add_user(&mailbox.login, local, &["EXCHANGESTANDARD"]);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("app.secret"), client_secret).unwrap();
     std::fs::write(dir.path().join("pop.pw"), &pop_user.password).unwrap();
@@ -52,6 +61,7 @@ target:
     client_id: 11111111-2222-3333-4444-555555555555
     client_secret: {{ file: app.secret }}
     token_endpoint: {token_url}
+  graph: {{ endpoint: "{graph}" }}
   imap: {{ host: 127.0.0.1, port: {imaps}, ca_file: {ca} }}
 sources:
   old-imap: {{ kind: imap, host: 127.0.0.1, port: {imaps}, ca_file: {ca} }}
@@ -62,7 +72,8 @@ users:
       - {{ from: old-imap, login: {imap_login}, password: {{ env: CUTOVER_TRACE_TEST_PW }} }}
       - {{ from: old-pop, login: {pop_login}, password: {{ command: "cat pop.pw" }} }}
 "#,
-        token_url = tokens.url,
+        token_url = fake.token_url,
+        graph = fake.root,
         imaps = d.imaps_port,
         pop3s = d.pop3s_port,
         ca = ca.display(),
@@ -95,6 +106,7 @@ users:
         "RETR 1",
         "bytes of message, then .]",
         "POST http://127.0.0.1:",
+        "GET http://127.0.0.1:",
         "client_secret=REDACTED",
         "<< HTTP 200",
         "<< * OK",

@@ -93,50 +93,66 @@ users:
 }
 
 /// The token request trusts what the mail connections trust: a token endpoint whose
-/// certificate a private CA signed is reached once that CA is in SSL_CERT_FILE.
+/// certificate a private CA signed is reached once that CA is in SSL_CERT_FILE, and refused
+/// without it (ureq's own compiled-in roots are not used). Run in a child process: the store
+/// is loaded once per process.
 #[test]
 fn the_token_request_trusts_the_same_store() {
-    let d = Dovecot::shared();
-    let mailbox = d.add_user("trust-m365");
+    let mailbox_token = "token-issued-over-https";
     let (ca, cert, key) = make_certs();
-    let endpoint = https_token_endpoint_always(ok_token(&mailbox.password, 3599), &cert, &key);
+    let endpoint = https_token_endpoint_always(ok_token(mailbox_token, 3599), &cert, &key);
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("https-ca.pem");
     std::fs::write(&ca_file, ca).unwrap();
-    std::fs::write(dir.path().join("app.secret"), "app-secret").unwrap();
-    let plan_file = dir.path().join("plan.yaml");
-    std::fs::write(
-        &plan_file,
-        format!(
-            r#"version: 1
-name: trust-m365
-domain: example.test
-target:
-  kind: m365
-  tenant: contoso.onmicrosoft.com
-  auth: {{ client_id: app, client_secret: {{ file: app.secret }}, token_endpoint: "{url}" }}
-  imap: {{ host: 127.0.0.1, port: {port}, ca_file: {dovecot_ca} }}
-users:
-  - email: {email}
-"#,
-            url = endpoint.url,
-            port = d.imaps_port,
-            dovecot_ca = d.ca_file().display(),
-            email = mailbox.login,
-        ),
-    )
-    .unwrap();
-    let trusted = plan(&plan_file, &[("SSL_CERT_FILE", &ca_file)]);
-    assert!(endpoint.request_count() >= 1, "{trusted}");
+    let fetch = |ca: Option<&Path>| {
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command
+            .args([
+                "token_request_child",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_URL, &endpoint.url)
+            .env_remove("SSL_CERT_FILE")
+            .env_remove("SSL_CERT_DIR");
+        if let Some(ca) = ca {
+            command.env("SSL_CERT_FILE", ca);
+        }
+        let out = command.output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let trusted = fetch(Some(&ca_file));
     assert!(
-        !trusted.contains("blocked") && !trusted.contains("token request"),
+        trusted.contains(&format!("TOKEN:{mailbox_token}")),
         "{trusted}"
     );
-    let before = endpoint.request_count();
-    let untrusted = plan(&plan_file, &[]);
+    assert_eq!(endpoint.request_count(), 1);
+    let untrusted = fetch(None);
     assert!(
-        untrusted.contains("token request") && untrusted.contains("blocked"),
+        untrusted.contains("ERROR:") && untrusted.contains("token request"),
         "{untrusted}"
     );
-    assert_eq!(endpoint.request_count(), before, "no request got through");
+    assert_eq!(endpoint.request_count(), 1, "no request got through");
+}
+
+const CHILD_URL: &str = "CUTOVER_TRUST_TEST_TOKEN_URL";
+
+/// The child side of [`the_token_request_trusts_the_same_store`]; does nothing in a normal
+/// test run.
+#[test]
+fn token_request_child() {
+    let Ok(url) = std::env::var(CHILD_URL) else {
+        return;
+    };
+    let source = cutover::connectors::oauth::TokenSource::new(
+        url,
+        "app",
+        cutover::secrets::Secret::new("app-secret"),
+        cutover::connectors::oauth::M365_MAIL_SCOPE,
+    );
+    match source.and_then(|s| s.token()) {
+        Ok(token) => println!("TOKEN:{}", token.expose()),
+        Err(e) => println!("ERROR:{e}"),
+    }
 }
