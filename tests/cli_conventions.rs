@@ -4,30 +4,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::run;
+use common::{demo_copy, run};
 use cutover::cli::ExitCode;
-
-/// A copy of the demo plan and its mailboxes in a temp dir.
-fn demo_copy() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("demo")).unwrap();
-    for mbox in ["ana.mbox", "ben.mbox"] {
-        std::fs::copy(
-            Path::new("plans/demo").join(mbox),
-            dir.path().join("demo").join(mbox),
-        )
-        .unwrap();
-    }
-    let plan = std::fs::read_to_string("plans/demo.yaml")
-        .unwrap()
-        .replace("../demo-out", "demo-out");
-    let path = dir.path().join("demo.yaml");
-    std::fs::write(&path, plan).unwrap();
-    (dir, path)
-}
 
 fn cutover(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_cutover"))

@@ -3,24 +3,13 @@
 //! a power loss leaves the old file or the new one, never an empty one. Checked on the system
 //! calls themselves (`strace`), since a test cannot pull the plug.
 
-use std::path::Path;
+mod common;
+
 use std::process::Command;
 
 #[test]
 fn a_saved_plan_is_fsynced_renamed_and_its_folder_fsynced() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("demo")).unwrap();
-    for mbox in ["ana.mbox", "ben.mbox"] {
-        std::fs::copy(
-            Path::new("plans/demo").join(mbox),
-            dir.path().join("demo").join(mbox),
-        )
-        .unwrap();
-    }
-    let plan = std::fs::read_to_string("plans/demo.yaml")
-        .unwrap()
-        .replace("../demo-out", "demo-out");
-    std::fs::write(dir.path().join("demo.yaml"), plan).unwrap();
+    let (dir, plan) = common::demo_copy();
     let out_dir = dir.path().join("saved");
     let saved = out_dir.join("plan.json");
     let log = dir.path().join("strace.log");
@@ -36,7 +25,7 @@ fn a_saved_plan_is_fsynced_renamed_and_its_folder_fsynced() {
         .arg(env!("CARGO_BIN_EXE_cutover"))
         .args(["plan", "--offline", "--out"])
         .arg(&saved)
-        .arg(dir.path().join("demo.yaml"))
+        .arg(&plan)
         .output()
         .expect("strace runs (the tests need it: .ci/run installs it)");
     assert!(status.status.success(), "{status:?}");

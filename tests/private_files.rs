@@ -3,6 +3,8 @@
 //! `0700` folders, under the common umask 022 — they hold addresses, subjects and whole
 //! messages.
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,20 +21,13 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 
 #[test]
 fn state_logs_reports_and_mail_are_private() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, _plan) = common::demo_copy();
     // The folder the user made for the plan is theirs; what cutover creates inside is checked.
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::create_dir(dir.path().join("demo")).unwrap();
     let mut inputs = vec![dir.path().join("demo"), dir.path().join("demo.yaml")];
     for mbox in ["ana.mbox", "ben.mbox"] {
-        let to = dir.path().join("demo").join(mbox);
-        std::fs::copy(Path::new("plans/demo").join(mbox), &to).unwrap();
-        inputs.push(to);
+        inputs.push(dir.path().join("demo").join(mbox));
     }
-    let plan = std::fs::read_to_string("plans/demo.yaml")
-        .unwrap()
-        .replace("../demo-out", "demo-out");
-    std::fs::write(dir.path().join("demo.yaml"), plan).unwrap();
     let script = format!(
         "umask 022 && {bin} plan --out saved.json demo.yaml >/dev/null && {bin} apply --yes --trace logs/trace.log demo.yaml",
         bin = env!("CARGO_BIN_EXE_cutover")

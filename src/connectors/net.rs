@@ -451,6 +451,20 @@ impl Conn {
         }
     }
 
+    /// Runs `session` on a replayed connection (the server's side is `server`, a 1 MiB read
+    /// limit) on a runtime of its own: the protocol clients against bytes, for the fuzz targets
+    /// and property tests. `None` when no runtime could be built.
+    pub(crate) fn run_replayed<T, F: std::future::Future<Output = T>>(
+        server: &[u8],
+        session: impl FnOnce(Conn) -> F,
+    ) -> Option<T> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .ok()?;
+        Some(runtime.block_on(session(Conn::replay(server.to_vec(), 1 << 20))))
+    }
+
     /// Records a line this connection sends in the protocol trace, as `shown`: the line with
     /// any secret replaced by `<redacted>` (the caller's job; the trace redacts again).
     pub(crate) fn trace_sent(&self, shown: &str) {

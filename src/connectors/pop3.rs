@@ -355,14 +355,7 @@ impl Pop3Client {
 /// for any bytes it must return, never panic, and read no answer beyond a 1 MiB limit.
 /// Returns how many of those steps succeeded (the login counts as one).
 pub fn replay_session(server: &[u8]) -> usize {
-    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-    else {
-        return 0;
-    };
-    runtime.block_on(async {
-        let conn = Conn::replay(server.to_vec(), 1 << 20);
+    Conn::run_replayed(server, |conn| async {
         let credentials = Credentials::password("user@example.test", "password");
         let Ok(mut c) = Pop3Client::start(conn, Tls::None, &credentials).await else {
             return 0;
@@ -375,6 +368,7 @@ pub fn replay_session(server: &[u8]) -> usize {
         ok += usize::from(c.dele(1).await.is_ok());
         ok + usize::from(c.quit().await.is_ok())
     })
+    .unwrap_or(0)
 }
 
 /// Parses `n value` lines of LIST/UIDL.

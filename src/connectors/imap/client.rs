@@ -1177,14 +1177,7 @@ fn fetched(items: Vec<Value>) -> Option<FetchedMessage> {
 /// panic, and read no message beyond a 1 MiB limit. Returns how many of those steps succeeded
 /// (the login counts as one), so a test can tell how far a replay got.
 pub fn replay_session(server: &[u8]) -> usize {
-    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-    else {
-        return 0;
-    };
-    runtime.block_on(async {
-        let conn = Conn::replay(server.to_vec(), 1 << 20);
+    Conn::run_replayed(server, |conn| async {
         let credentials = Credentials::password("user@example.test", "password");
         let Ok(mut c) = ImapClient::start(conn, Tls::None, &credentials).await else {
             return 0;
@@ -1205,4 +1198,5 @@ pub fn replay_session(server: &[u8]) -> usize {
         ok += usize::from(c.uid_search("1:*", &DateWindow::unbounded()).await.is_ok());
         ok + usize::from(c.logout().await.is_ok())
     })
+    .unwrap_or(0)
 }
