@@ -220,9 +220,10 @@ impl StepGraph {
             let mut previous_copy = None;
             let mut previous_delta = None;
             for (mi, migration) in user.migrate.iter().enumerate() {
+                let from = path_safe(&migration.from);
                 let suffix = match &migration.name {
-                    Some(name) => format!("{slug}.{}.{name}", migration.from),
-                    None => format!("{slug}.{}", migration.from),
+                    Some(name) => format!("{slug}.{from}.{}", path_safe(name)),
+                    None => format!("{slug}.{from}"),
                 };
                 let Some(copy) = add(
                     &mut g,
@@ -749,9 +750,40 @@ fn kind_name(kind: StepKind) -> &'static str {
     }
 }
 
-/// The user part of step ids: the address's local part, lower-cased.
+/// The user part of step ids and of file names written per user: the address's local part,
+/// lower-cased, as a [`path_safe`] name.
 pub fn user_slug(email: &str) -> String {
-    email.split('@').next().unwrap_or(email).to_lowercase()
+    let local = email.rsplit_once('@').map_or(email, |(local, _)| local);
+    path_safe(&local.to_lowercase())
+}
+
+/// `text` as one file or folder name that cannot leave the folder it is joined to: every
+/// character but ASCII letters, digits and the harmless punctuation of addresses
+/// (`-_+.@!#$%&'*=?^`{|}~`) becomes `_` (so no `/`, `\`, NUL or control character), a
+/// leading `.` and `..` become `_.`/`_`, and nothing becomes `_`. A valid plan's addresses
+/// pass unchanged (validation refuses the rest), so this changes no existing step id or
+/// folder; it is what keeps an unvalidated plan from writing elsewhere.
+pub fn path_safe(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_+.@!#$%&'*=?^`{|}~".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    while out.contains("..") {
+        out = out.replace("..", "_.");
+    }
+    if out.starts_with('.') {
+        out.replace_range(0..1, "_");
+    }
+    if out.is_empty() {
+        out.push('_');
+    }
+    out
 }
 
 /// Step-id glob: `*` also crosses dots, so `copy.*` selects every copy step.

@@ -4,31 +4,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::run;
+use common::{demo_copy, run};
 use cutover::cli::ExitCode;
 use cutover::state::{SqliteStore, StateStore};
-
-/// A copy of the demo plan and its mailboxes in a temp dir (the real one writes into the repo).
-fn demo_copy() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("demo")).unwrap();
-    for mbox in ["ana.mbox", "ben.mbox"] {
-        std::fs::copy(
-            Path::new("plans/demo").join(mbox),
-            dir.path().join("demo").join(mbox),
-        )
-        .unwrap();
-    }
-    let plan = std::fs::read_to_string("plans/demo.yaml")
-        .unwrap()
-        .replace("../demo-out", "demo-out");
-    assert!(plan.contains("path: demo-out") && plan.contains("output_dir: demo-out"));
-    let path = dir.path().join("demo.yaml");
-    std::fs::write(&path, plan).unwrap();
-    (dir, path)
-}
 
 fn scrub(text: &str, dir: &Path) -> String {
     text.replace(&dir.display().to_string(), "[TMP]")

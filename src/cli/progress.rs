@@ -8,6 +8,7 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::render::{human_bytes, thousands};
+use super::Verbosity;
 use crate::engine::{Event, EventKind, EventSink};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -33,6 +34,7 @@ pub enum Expected {
 /// The terminal side of the walk's events.
 pub struct Progress<'a> {
     mode: Mode<'a>,
+    verbosity: Verbosity,
     expected: HashMap<String, Expected>,
 }
 
@@ -56,16 +58,20 @@ enum Mode<'a> {
 }
 
 impl<'a> Progress<'a> {
+    /// Progress in `mode`; quiet shows only what needs a person (failures, gates waiting),
+    /// as plain lines; verbose adds a line per committed batch.
     pub fn new(
         mode: ProgressMode,
+        verbosity: Verbosity,
         err: &'a mut dyn Write,
         expected: HashMap<String, Expected>,
     ) -> Progress<'a> {
-        let bars = match mode {
-            ProgressMode::Bar => true,
-            ProgressMode::Plain => false,
-            ProgressMode::Auto => std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        };
+        let bars = verbosity != Verbosity::Quiet
+            && match mode {
+                ProgressMode::Bar => true,
+                ProgressMode::Plain => false,
+                ProgressMode::Auto => std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            };
         let mode = if bars {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
             let overall = multi.add(ProgressBar::new(0));
@@ -85,7 +91,11 @@ impl<'a> Progress<'a> {
         } else {
             Mode::Plain(err, HashMap::new())
         };
-        Progress { mode, expected }
+        Progress {
+            mode,
+            verbosity,
+            expected,
+        }
     }
 
     fn is_bytes(&self, step: &str) -> bool {
@@ -139,8 +149,13 @@ impl EventSink for Progress<'_> {
         let step = event.step.clone().unwrap_or_default();
         let bytes_step = self.is_bytes(&step);
         if let Mode::Plain(err, sending) = &mut self.mode {
-            let line = match &event.kind {
-                EventKind::StepStarted { .. } if bytes_step => {
+            let line = match (self.verbosity, &event.kind) {
+                (
+                    Verbosity::Quiet,
+                    EventKind::StepFailed { .. } | EventKind::StepWaiting { .. },
+                ) => plain_line(&step, &event.kind),
+                (Verbosity::Quiet, _) => None,
+                (_, EventKind::StepStarted { .. }) if bytes_step => {
                     let now = std::time::Instant::now();
                     sending.insert(
                         step.clone(),
@@ -152,11 +167,14 @@ impl EventSink for Progress<'_> {
                     );
                     plain_line(&step, &event.kind)
                 }
-                EventKind::StepProgress {
-                    bytes,
-                    committed: false,
-                    ..
-                } if bytes_step => sending.get_mut(&step).and_then(|p| {
+                (
+                    _,
+                    EventKind::StepProgress {
+                        bytes,
+                        committed: false,
+                        ..
+                    },
+                ) if bytes_step => sending.get_mut(&step).and_then(|p| {
                     p.sent += bytes;
                     if p.printed.elapsed() < PLAIN_BYTES_EVERY {
                         return None;
@@ -169,7 +187,25 @@ impl EventSink for Progress<'_> {
                         human_bytes(rate as u64)
                     ))
                 }),
-                kind => step_line(&step, kind, bytes_step),
+                (
+                    Verbosity::Verbose,
+                    EventKind::StepProgress {
+                        items,
+                        bytes,
+                        skipped,
+                        committed: true,
+                    },
+                ) => Some(format!(
+                    "{step}: committed {} messages, {}{}",
+                    thousands(*items),
+                    human_bytes(*bytes),
+                    if *skipped > 0 {
+                        format!(", {} skipped", thousands(*skipped))
+                    } else {
+                        String::new()
+                    }
+                )),
+                (_, kind) => step_line(&step, kind, bytes_step),
             };
             if let Some(line) = line {
                 let _ = writeln!(err, "{line}");

@@ -97,6 +97,11 @@ fn render_dns(out: &mut String, dns: &crate::runners::dns::DnsPreview) {
     out.push('\n');
 }
 
+/// `1 step blocked`, `3 steps blocked`.
+pub fn steps_blocked(n: usize) -> String {
+    format!("{n} step{} blocked", if n == 1 { "" } else { "s" })
+}
+
 /// The folder mapping under a step's line, one folder per line, aligned:
 ///
 /// ```text

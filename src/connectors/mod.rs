@@ -14,3 +14,4 @@ pub mod pop3;
 pub mod pst;
 pub mod pst_mapping;
 pub mod send_rate;
+pub mod tls;

@@ -162,7 +162,7 @@ pub fn file_names(stem: &str, rows: usize) -> Vec<String> {
     }
 }
 
-/// Writes the mapping files into `dir` ([`crate::private_file`]: each replaced atomically,
+/// Writes the mapping files into `dir` ([`crate::files::write_atomically`]: each replaced atomically,
 /// 0600, in 0700 folders); removes files of the same stem left from a larger mapping.
 /// Returns the paths written.
 pub fn write_files(dir: &Path, stem: &str, rows: &[MappingRow]) -> std::io::Result<Vec<PathBuf>> {
@@ -175,7 +175,7 @@ pub fn write_files(dir: &Path, stem: &str, rows: &[MappingRow]) -> std::io::Resu
     };
     for (name, chunk) in names.iter().zip(chunks) {
         let path = dir.join(name);
-        crate::private_file::write(&path, render(chunk).as_bytes())?;
+        crate::files::write_atomically(&path, render(chunk).as_bytes())?;
         written.push(path);
     }
     // A mapping that shrank must not leave a stale file an operator could pick in the portal.

@@ -37,6 +37,7 @@ pub const INVALID_COUNTRY: &str = "cutover::plan::invalid-country";
 pub const SPF_LOOKUP_LIMIT: &str = "cutover::plan::spf-lookup-limit";
 pub const UNKNOWN_DOMAIN: &str = "cutover::plan::unknown-domain";
 pub const DNS_RECORD: &str = "cutover::plan::dns-record";
+pub const OUTSIDE_PLAN_FOLDER: &str = "cutover::plan::outside-plan-folder";
 
 /// Options that change what validation accepts.
 #[derive(Debug, Clone, Copy, Default)]
@@ -242,6 +243,47 @@ impl TreeChecker<'_> {
         if let Some(dns) = root.get("dns") {
             self.check_dns(dns);
             self.check_dns_domains(root, dns);
+        }
+        self.check_secret_files(root);
+    }
+
+    /// `{ file: path }` secret references anywhere in the plan (a mapping whose only key is
+    /// `file`): each is read and sent to a server, so one outside the plan's folder is named.
+    fn check_secret_files(&mut self, node: &Node) {
+        if let Some(map) = node.as_map() {
+            if let [only] = map {
+                if only.key.scalar_text() == "file" {
+                    self.check_inside(&only.value, "secret file");
+                    return;
+                }
+            }
+            for entry in map {
+                self.check_secret_files(&entry.value);
+            }
+        } else if let Some(items) = node.as_seq() {
+            for item in items {
+                self.check_secret_files(item);
+            }
+        }
+    }
+
+    /// A file the plan reads that lies outside the plan's folder (absolute, climbing out with
+    /// `..`, or a symbolic link leading out): worth a look before running a plan from someone
+    /// else, since its content may be sent to the plan's servers.
+    fn check_inside(&mut self, node: &Node, what: &str) {
+        let Some(text) = node.as_str() else { return };
+        if leaves_folder(self.base_dir, Path::new(text)) {
+            self.out.push(
+                PlanDiagnostic::warning(
+                    OUTSIDE_PLAN_FOLDER,
+                    format!("{what} `{text}` is outside the plan's folder"),
+                )
+                .label(node.span.clone(), "read from outside the plan's folder")
+                .help(format!(
+                    "fine for a secret or CA file kept elsewhere on purpose; in a plan from someone else, check what it reads before running `plan` or `apply` (the plan's folder is {})",
+                    display_dir(self.base_dir)
+                )),
+            );
         }
     }
 
@@ -577,6 +619,16 @@ impl TreeChecker<'_> {
                 }
             }
         }
+        if let Some(name) = migration.get("name") {
+            if let Some(text) = name.as_str() {
+                self.check_identifier(
+                    name,
+                    text,
+                    "migration name",
+                    "the name becomes part of the step id: use letters, digits, `-` and `_`",
+                );
+            }
+        }
         let anchor = from.map_or(migration.span.clone(), |f| f.span.clone());
         match kind {
             Some("imap" | "pop3") => {
@@ -685,7 +737,9 @@ impl TreeChecker<'_> {
     fn check_file(&mut self, node: &Node, what: &str) {
         let Some(text) = node.as_str() else { return };
         let path = self.base_dir.join(text);
-        if !path.exists() {
+        if path.exists() {
+            self.check_inside(node, what);
+        } else {
             self.out.push(
                 PlanDiagnostic::error(MISSING_FILE, format!("{what} `{text}` does not exist"))
                     .label(node.span.clone(), "file not found")
@@ -1065,6 +1119,32 @@ fn seq(node: Option<&Node>) -> impl Iterator<Item = &Node> {
     node.and_then(Node::as_seq).unwrap_or_default().iter()
 }
 
+/// Whether `path` (relative to `base`, or absolute) names something outside `base`: lexically
+/// (absolute, or `..` climbing above it) or, when both exist, once symbolic links are
+/// followed.
+pub fn leaves_folder(base: &Path, path: &Path) -> bool {
+    use std::path::Component;
+    let mut depth = 0usize;
+    for component in path.components() {
+        match component {
+            Component::Prefix(_) | Component::RootDir => return true,
+            Component::CurDir => {}
+            Component::ParentDir if depth == 0 => return true,
+            Component::ParentDir => depth -= 1,
+            Component::Normal(_) => depth += 1,
+        }
+    }
+    let base = if base.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        base
+    };
+    match (base.canonicalize(), base.join(path).canonicalize()) {
+        (Ok(base), Ok(full)) => !full.starts_with(base),
+        _ => false,
+    }
+}
+
 fn display_dir(dir: &Path) -> String {
     let shown = dir.display().to_string();
     if shown.is_empty() {
@@ -1089,7 +1169,11 @@ pub fn is_hostname(text: &str) -> bool {
         })
 }
 
-/// `local@domain` with a plausible local part (dot-atom) and a host-name domain.
+/// `local@domain` with a plausible local part and a host-name domain.
+///
+/// The local part is an RFC 5321 dot-atom *without `/`*: local parts become folder names
+/// and step ids, so nothing that could name another folder (`/`, `\`, `..`, a leading dot,
+/// NUL or other control characters) is accepted. Quoted local parts are not accepted either.
 pub fn split_email(text: &str) -> Option<(&str, &str)> {
     let (local, domain) = text.rsplit_once('@')?;
     let local_ok = !local.is_empty()
@@ -1099,7 +1183,7 @@ pub fn split_email(text: &str) -> Option<(&str, &str)> {
         && !local.contains("..")
         && local
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-=?^_`{|}~.".contains(c));
     (local_ok && is_hostname(domain) && domain.contains('.')).then_some((local, domain))
 }
 

@@ -106,7 +106,7 @@ impl CopyRunner {
         let source = source_for(plan, m, base)?;
         let target = target_for(plan, user, base).map_err(|e| format!("copy into {e}"))?;
         let mapper = mapper_for(m, target.as_ref())?;
-        let max_bytes = u64::from(plan.settings.max_message_size_mb) * 1024 * 1024;
+        let max_bytes = super::mail::message_limit(plan);
         let seed_from = (step.kind == StepKind::Delta)
             .then(|| step.id.strip_prefix("delta.").map(|s| format!("copy.{s}")))
             .flatten();

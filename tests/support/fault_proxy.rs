@@ -25,7 +25,11 @@
 //!   `bye_after_refusals` closes a connection (`* BYE`) after that many invented refusals
 //!   on it, as Exchange does;
 //! - `no_keywords`: `PERMANENTFLAGS` without `\*` (the folder cannot store keywords), and
-//!   APPENDs that send keywords anyway are counted.
+//!   APPENDs that send keywords anyway are counted;
+//! - `huge_body`: a body download announces a literal of that many bytes instead of the
+//!   message's, and the proxy streams that many filler bytes (as long as the client reads);
+//! - `nil_body_uids`: the body of these UIDs comes as `BODY[] NIL` (a server that has nothing
+//!   to give for a message it still lists).
 //!
 //! [`Faults::exchange`] is Exchange Online's profile: its capabilities (no MULTIAPPEND, no
 //! CONDSTORE), a per-mailbox budget, its throttling text, a BYE after three throttles.
@@ -81,6 +85,10 @@ pub struct Faults {
     pub bye_after_refusals: Option<usize>,
     /// Folders cannot store keywords (`PERMANENTFLAGS` without `\*`).
     pub no_keywords: bool,
+    /// Announced (and streamed) length of every body download's literal.
+    pub huge_body: Option<u64>,
+    /// UIDs whose body download says `BODY[] NIL`.
+    pub nil_body_uids: Vec<u32>,
 }
 
 impl Faults {
@@ -637,6 +645,40 @@ fn responses(server: TcpStream, down: &Down, shared: &Shared) {
                 }
             }
         }
+        if let Some(size) = body_literal(&line) {
+            if let Some(huge) = faults.huge_body {
+                // Announce `huge` bytes and stream filler until the client stops reading; the
+                // server's own literal is dropped and the session ends.
+                let at = line.len() - format!("{{{size}}}\r\n").len();
+                let mut fake = line[..at].to_vec();
+                fake.extend_from_slice(format!("{{{huge}}}\r\n").as_bytes());
+                let to_client = down.lock().unwrap().to_client.try_clone();
+                if let Ok(mut to_client) = to_client {
+                    let _ = to_client.write_all(&fake);
+                    let filler = vec![b'x'; 64 * 1024];
+                    let mut left = huge;
+                    while left > 0 {
+                        let n = left.min(filler.len() as u64) as usize;
+                        if to_client.write_all(&filler[..n]).is_err() {
+                            break;
+                        }
+                        left -= n as u64;
+                    }
+                }
+                break 'lines;
+            }
+            if fetch_uid(&line).is_some_and(|uid| faults.nil_body_uids.contains(&uid)) {
+                // `BODY[] {n}` + literal becomes `BODY[] NIL`; the line after the literal
+                // (`)` and the rest) follows as the server sends it.
+                let at = line.len() - format!("{{{size}}}\r\n").len();
+                let mut nil = line[..at].to_vec();
+                nil.extend_from_slice(b"NIL");
+                if !down.lock().unwrap().send(&nil, shared) || !skip_exact(&mut from_server, size) {
+                    break;
+                }
+                continue;
+            }
+        }
         if !down.lock().unwrap().send(&line, shared) {
             break;
         }
@@ -730,6 +772,31 @@ fn has_keywords(line: &[u8]) -> bool {
         .unwrap_or("")
         .split_whitespace()
         .any(|f| !f.starts_with('\\'))
+}
+
+/// The size of the body literal a `* n FETCH (… BODY[] {size}` line announces.
+fn body_literal(line: &[u8]) -> Option<usize> {
+    let text = std::str::from_utf8(line).ok()?;
+    if !text.starts_with("* ") || !text.to_ascii_uppercase().contains(" FETCH ") {
+        return None;
+    }
+    let (size, plus) = literal_size(line)?;
+    let before = text.trim_end().rsplit_once('{')?.0;
+    (!plus && before.to_ascii_uppercase().ends_with("BODY[] ")).then_some(size)
+}
+
+/// The UID of a `* n FETCH (… UID u …` line.
+fn fetch_uid(line: &[u8]) -> Option<u32> {
+    let text = std::str::from_utf8(line).ok()?.to_ascii_uppercase();
+    let rest = &text[text.find("UID ")? + 4..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn skip_exact(from: &mut impl Read, size: usize) -> bool {
+    std::io::copy(&mut from.take(size as u64), &mut std::io::sink()).is_ok_and(|n| n == size as u64)
 }
 
 fn contains(line: &[u8], needle: &[u8]) -> bool {

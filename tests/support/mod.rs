@@ -4,6 +4,7 @@
 
 pub mod azurite;
 pub mod dovecot;
+pub mod fake_imap;
 pub mod fault_proxy;
 pub mod graph_fake;
 pub mod http_proxy;

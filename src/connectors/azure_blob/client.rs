@@ -357,7 +357,7 @@ fn transport() -> Result<Transport, String> {
     static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
     let client = CLIENT
         .get_or_init(|| {
-            let tls = crate::connectors::net::tls_config(None)?;
+            let tls = crate::connectors::tls::client_config(None)?;
             reqwest::Client::builder()
                 .tls_backend_preconfigured((*tls).clone())
                 .connect_timeout(Duration::from_secs(20))

@@ -146,5 +146,5 @@ pub fn run(
 }
 
 fn write_record(path: &Path, record: &Record) -> std::io::Result<()> {
-    crate::private_file::write(path, &serde_json::to_vec_pretty(record).unwrap_or_default())
+    crate::files::write_atomically(path, &serde_json::to_vec_pretty(record).unwrap_or_default())
 }

@@ -301,7 +301,10 @@ pub trait SourceSession: Send {
 
     /// The messages of `messages` (listed from `folder` by this or another session of the
     /// same source), read whole, with flags and internal date, in the same order (see
-    /// [`Fetched`]). The caller bounds a call to one batch (a few MiB).
+    /// [`Fetched`]). [`Fetched::Gone`] only when the source is sure the message no longer
+    /// exists — the runner settles it and the checkpoint passes it; a message a server lists
+    /// but will not hand over (`BODY[] NIL`, left out of its answer) is an error, never `Gone`.
+    /// The caller bounds a call to one batch (a few MiB).
     fn fetch<'a>(
         &'a mut self,
         folder: &'a SourceFolder,
