@@ -14,6 +14,7 @@ use petgraph::Direction;
 use serde::Serialize;
 
 use crate::plan::model::{Plan, Source};
+use crate::plan::pst_import;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -194,6 +195,9 @@ impl StepGraph {
             g.graph.add_edge(lower, cut, EdgeOrigin::Runbook);
         }
 
+        // PST uploads to Microsoft's import service, with their user: the portal's import job
+        // comes after them.
+        let mut uploads: Vec<(NodeIndex, usize)> = Vec::new();
         for (ui, user) in plan.users.iter().enumerate() {
             let slug = user_slug(&user.email);
             let Some(user_step) = add(
@@ -216,9 +220,10 @@ impl StepGraph {
             let mut previous_copy = None;
             let mut previous_delta = None;
             for (mi, migration) in user.migrate.iter().enumerate() {
+                let from = path_safe(&migration.from);
                 let suffix = match &migration.name {
-                    Some(name) => format!("{slug}.{}.{name}", migration.from),
-                    None => format!("{slug}.{}", migration.from),
+                    Some(name) => format!("{slug}.{from}.{}", path_safe(name)),
+                    None => format!("{slug}.{from}"),
                 };
                 let Some(copy) = add(
                     &mut g,
@@ -236,6 +241,9 @@ impl StepGraph {
                 g.graph.add_edge(user_step, copy, EdgeOrigin::Runbook);
                 if let Some(prev) = previous_copy.replace(copy) {
                     g.graph.add_edge(prev, copy, EdgeOrigin::Runbook);
+                }
+                if pst_import::is_import_source(plan.sources.get(&migration.from)) {
+                    uploads.push((copy, ui));
                 }
                 if let Some(cut) = cutover {
                     g.graph.add_edge(copy, cut, EdgeOrigin::Runbook);
@@ -322,6 +330,35 @@ impl StepGraph {
                     gate: Some(id.clone()),
                 },
             );
+        }
+        // The import job in the Purview portal: one gate after every upload, before the
+        // verify step of each user with an uploaded PST (see `plan::pst_import`). A plan's
+        // own `manual.pst-import` gate is that gate.
+        if !uploads.is_empty() {
+            let id = format!("manual.{}", pst_import::GATE);
+            let gate = match g.by_id.get(&id) {
+                Some(&ix) => Some(ix),
+                None => add(
+                    &mut g,
+                    &mut problems,
+                    Step {
+                        id,
+                        kind: StepKind::Manual,
+                        user: None,
+                        migration: None,
+                        gate: Some(pst_import::GATE.into()),
+                    },
+                ),
+            };
+            if let Some(gate) = gate {
+                for (copy, ui) in uploads {
+                    g.graph.update_edge(copy, gate, EdgeOrigin::Runbook);
+                    let verify = format!("verify.{}", user_slug(&plan.users[ui].email));
+                    if let Some(&verify) = g.by_id.get(&verify) {
+                        g.graph.update_edge(gate, verify, EdgeOrigin::Runbook);
+                    }
+                }
+            }
         }
         for (gate_id, gate) in &plan.manual {
             let Some(&gate_ix) = g.by_id.get(&format!("manual.{gate_id}")) else {
@@ -713,9 +750,40 @@ fn kind_name(kind: StepKind) -> &'static str {
     }
 }
 
-/// The user part of step ids: the address's local part, lower-cased.
+/// The user part of step ids and of file names written per user: the address's local part,
+/// lower-cased, as a [`path_safe`] name.
 pub fn user_slug(email: &str) -> String {
-    email.split('@').next().unwrap_or(email).to_lowercase()
+    let local = email.rsplit_once('@').map_or(email, |(local, _)| local);
+    path_safe(&local.to_lowercase())
+}
+
+/// `text` as one file or folder name that cannot leave the folder it is joined to: every
+/// character but ASCII letters, digits and the harmless punctuation of addresses
+/// (`-_+.@!#$%&'*=?^`{|}~`) becomes `_` (so no `/`, `\`, NUL or control character), a
+/// leading `.` and `..` become `_.`/`_`, and nothing becomes `_`. A valid plan's addresses
+/// pass unchanged (validation refuses the rest), so this changes no existing step id or
+/// folder; it is what keeps an unvalidated plan from writing elsewhere.
+pub fn path_safe(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_+.@!#$%&'*=?^`{|}~".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    while out.contains("..") {
+        out = out.replace("..", "_.");
+    }
+    if out.starts_with('.') {
+        out.replace_range(0..1, "_");
+    }
+    if out.is_empty() {
+        out.push('_');
+    }
+    out
 }
 
 /// Step-id glob: `*` also crosses dots, so `copy.*` selects every copy step.

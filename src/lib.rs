@@ -5,12 +5,14 @@
 pub mod cli;
 pub mod connectors;
 pub mod engine;
+pub mod files;
 pub mod graph;
+pub mod live;
 pub mod ops;
 pub mod plan;
-pub mod private_file;
 pub mod redact;
 pub mod runners;
 pub mod secrets;
 pub mod state;
 pub mod time;
+pub mod trace;

@@ -17,6 +17,13 @@ use regex::{Captures, Regex};
 /// What a masked value is replaced with.
 pub const MASK: &str = "REDACTED";
 
+/// A SAS signature inside a percent-encoded URL (a SAS URL passed as a parameter, logged
+/// encoded): `sig%3D…` or double-encoded `sig%253D…`, up to the next encoded `&` (`%26`).
+static ENCODED_SIG: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"(?i)((?:%(?:25)?(?:26|3F)|\b)sig%(?:25)?3D)(?:[^%\s&,;}\]"'#)]|%(?:[013-9a-f][0-9a-f]|2[0-57-9a-f]))+"#)
+        .expect("valid regex")
+});
+
 /// `scheme://user:password@host` — the password part.
 static URL_USERINFO: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)\b([a-z][a-z0-9+.\-]*://[^/\s:@]*:)[^@\s/]+@").expect("valid regex")
@@ -53,12 +60,18 @@ static KEY_VALUE: LazyLock<Regex> = LazyLock::new(|| {
 
 /// Returns `text` with credentials masked; borrows when there was nothing to mask.
 ///
-/// Masked: SAS `sig=` values, `Bearer` tokens, `Authorization: Basic` credentials, passwords
+/// Masked: SAS `sig=` values (also percent-encoded, `sig%3D…`), `Bearer` tokens, `Authorization: Basic` credentials, passwords
 /// in URLs, and the values of `password`/`*_secret`/`*_token`/`AccountKey` keys in query
 /// strings, form bodies, JSON and `key: value` text. Quoting is kept so JSON stays JSON.
 pub fn redact(text: &str) -> Cow<'_, str> {
     let mut out = Cow::Borrowed(text);
-    for step in [redact_url, redact_bearer, redact_basic, redact_key_values] {
+    for step in [
+        redact_url,
+        redact_bearer,
+        redact_basic,
+        redact_key_values,
+        redact_encoded_sig,
+    ] {
         if let Cow::Owned(changed) = step(&out) {
             out = Cow::Owned(changed);
         }
@@ -68,6 +81,10 @@ pub fn redact(text: &str) -> Cow<'_, str> {
 
 fn redact_url(text: &str) -> Cow<'_, str> {
     URL_USERINFO.replace_all(text, format!("${{1}}{MASK}@"))
+}
+
+fn redact_encoded_sig(text: &str) -> Cow<'_, str> {
+    ENCODED_SIG.replace_all(text, format!("${{1}}{MASK}"))
 }
 
 fn redact_bearer(text: &str) -> Cow<'_, str> {

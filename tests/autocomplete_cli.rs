@@ -25,6 +25,7 @@ fn cutover(dir: &Path, args: &[&str]) -> Ran {
             out: &mut out,
             err: &mut err,
             color: false,
+            verbosity: Default::default(),
         },
     );
     let tidy = |bytes: Vec<u8>| {

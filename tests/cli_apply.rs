@@ -4,31 +4,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::run;
+use common::{demo_copy, run};
 use cutover::cli::ExitCode;
 use cutover::state::{SqliteStore, StateStore};
-
-/// A copy of the demo plan and its mailboxes in a temp dir (the real one writes into the repo).
-fn demo_copy() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("demo")).unwrap();
-    for mbox in ["ana.mbox", "ben.mbox"] {
-        std::fs::copy(
-            Path::new("plans/demo").join(mbox),
-            dir.path().join("demo").join(mbox),
-        )
-        .unwrap();
-    }
-    let plan = std::fs::read_to_string("plans/demo.yaml")
-        .unwrap()
-        .replace("../demo-out", "demo-out");
-    assert!(plan.contains("path: demo-out") && plan.contains("output_dir: demo-out"));
-    let path = dir.path().join("demo.yaml");
-    std::fs::write(&path, plan).unwrap();
-    (dir, path)
-}
 
 fn scrub(text: &str, dir: &Path) -> String {
     text.replace(&dir.display().to_string(), "[TMP]")
@@ -39,7 +19,7 @@ fn scrub(text: &str, dir: &Path) -> String {
 const DEMO_COPIED: usize = 39;
 
 fn count_files(dir: &Path) -> usize {
-    walk(dir)
+    common::files_below(dir)
         .into_iter()
         .filter(|p| {
             p.parent()
@@ -47,21 +27,6 @@ fn count_files(dir: &Path) -> usize {
                 .is_some_and(|n| n == "cur")
         })
         .count()
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 #[test]
@@ -350,11 +315,14 @@ fn no_secret_value_reaches_state_events_report_or_output() {
         ),
         ("status output".into(), status.stdout.into_bytes()),
     ];
-    for file in walk(&dir.path().join(".cutover")).into_iter().chain(
-        walk(&dir.path().join("demo-out"))
-            .into_iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "md" || e == "json")),
-    ) {
+    for file in common::files_below(&dir.path().join(".cutover"))
+        .into_iter()
+        .chain(
+            common::files_below(&dir.path().join("demo-out"))
+                .into_iter()
+                .filter(|p| p.extension().is_some_and(|e| e == "md" || e == "json")),
+        )
+    {
         haystacks.push((file.display().to_string(), std::fs::read(&file).unwrap()));
     }
     assert!(

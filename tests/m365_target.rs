@@ -342,8 +342,8 @@ users:
     let loaded = plan::load_str(yaml.into(), "bad.yaml", dir.path(), Options::default());
     let codes: Vec<&str> = loaded.report.diagnostics.iter().map(|d| d.code).collect();
     assert!(
-        codes.contains(&"cutover::plan::invalid-value"),
-        "tls: none is not a value for m365: {codes:?}"
+        codes.contains(&"cutover::plan::plaintext-without-opt-in"),
+        "tls: none needs the opt-in (and a loopback host): {codes:?}"
     );
     assert!(
         codes.contains(&"cutover::plan::invalid-host"),
@@ -353,6 +353,28 @@ users:
         codes.len(),
         2,
         "each problem reported once: {:#?}",
+        loaded.report.diagnostics
+    );
+    // With the opt-in, plaintext still goes only to this machine.
+    let remote = yaml
+        .replace("tls: none", "tls: none, allow_plaintext: true")
+        .replace("imap://outlook.office365.us", "outlook.office365.us");
+    let loaded = plan::load_str(remote, "bad.yaml", dir.path(), Options::default());
+    let codes: Vec<&str> = loaded.report.diagnostics.iter().map(|d| d.code).collect();
+    assert_eq!(
+        codes,
+        vec!["cutover::plan::plaintext-without-opt-in"],
+        "{:#?}",
+        loaded.report.diagnostics
+    );
+    let local = yaml
+        .replace("tls: none", "tls: none, allow_plaintext: true")
+        .replace("imap://outlook.office365.us", "127.0.0.1");
+    let loaded = plan::load_str(local, "ok.yaml", dir.path(), Options::default());
+    assert_eq!(
+        loaded.report.errors(),
+        0,
+        "{:#?}",
         loaded.report.diagnostics
     );
 }

@@ -83,14 +83,27 @@ fn provider_errors_name_the_code_not_the_secret() {
 
 #[test]
 fn plain_http_only_to_loopback() {
-    let refused = TokenSource::new(
+    // The host is what the URL parser says it is: user info and look-alike names are other
+    // hosts, and the client secret must not go there in clear.
+    for url in [
         "http://login.example.com/token",
-        "app",
-        Secret::new("s"),
-        M365_MAIL_SCOPE,
-    )
-    .unwrap_err();
-    assert!(refused.to_string().contains("plain http"));
+        "http://127.0.0.1@attacker.example/token",
+        "http://localhost.attacker.example/token",
+        "http://127.0.0.1.attacker.example/token",
+    ] {
+        let refused = TokenSource::new(url, "app", Secret::new("s"), M365_MAIL_SCOPE).unwrap_err();
+        assert!(refused.to_string().contains(url), "{url}: {refused}");
+    }
+    for url in [
+        "http://127.0.0.1:9/token",
+        "http://localhost:9/token",
+        "http://[::1]:9/token",
+    ] {
+        assert!(
+            TokenSource::new(url, "app", Secret::new("s"), M365_MAIL_SCOPE).is_ok(),
+            "{url}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -102,3 +102,21 @@ fn redaction_is_idempotent() {
     assert_eq!(r(&once), once);
     assert!(!once.contains("abc") && !once.contains(" t ") && !once.contains(":p@"));
 }
+
+#[test]
+fn sas_signature_inside_an_encoded_url_is_masked() {
+    // A SAS URL passed as a parameter of another URL, percent-encoded once and twice.
+    let once = "redirect?next=https%3A%2F%2Facme.blob.core.windows.net%2Fingestiondata%3Fsv%3D2020-12-06%26sr%3Dc%26sig%3DVt5S4hVzlz%252BMcBk%253D%26se%3D2030";
+    assert_eq!(
+        r(once),
+        "redirect?next=https%3A%2F%2Facme.blob.core.windows.net%2Fingestiondata%3Fsv%3D2020-12-06%26sr%3Dc%26sig%3DREDACTED%26se%3D2030"
+    );
+    assert_eq!(r("u=x%253Fsig%253Dabc%252Bd"), "u=x%253Fsig%253DREDACTED");
+    // The portal's SAS URL as a whole, and in an SDK error echoing the request.
+    let portal = "https://3c3e5952a2764023ad14984.blob.core.windows.net/ingestiondata?sv=2012-02-12&se=9999-12-31T23%3A59%3A59Z&sr=c&si=IngestionSasForAzCopy201601121920498117&sig=Vt5S4hVzlzMcBkuH8bH711atBffdrOS72TlV1mNdORg%3D";
+    let masked = r(&format!(
+        "error sending request for url ({portal}&comp=block&blockid=MDA%3D)"
+    ));
+    assert!(!masked.contains("Vt5S4"), "{masked}");
+    assert!(masked.contains("sig=REDACTED&comp=block"), "{masked}");
+}

@@ -46,7 +46,11 @@ const BROKEN: &[(&str, &[&str], (usize, usize))] = &[
     ("invalid-port", &["invalid-value", "invalid-port"], (12, 11)),
     ("invalid-email", &["invalid-email"], (11, 12)),
     ("invalid-glob", &["invalid-glob"], (16, 30)),
-    ("missing-file", &["missing-file", "missing-file"], (11, 38)),
+    (
+        "missing-file",
+        &["outside-plan-folder", "missing-file", "missing-file"],
+        (10, 27),
+    ),
     ("dependency-cycle", &["dependency-cycle"], (17, 13)),
     ("unsupported-version", &["unsupported-version"], (1, 10)),
     (
@@ -58,6 +62,11 @@ const BROKEN: &[(&str, &[&str], (usize, usize))] = &[
         "graph-endpoint",
         &["plaintext-without-opt-in", "invalid-url"],
         (11, 21),
+    ),
+    (
+        "pst-import",
+        &["missing-setting", "missing-setting", "missing-setting"],
+        (6, 29),
     ),
 ];
 

@@ -5,8 +5,8 @@ use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::progress::{Progress, ProgressMode};
-use super::{open_workspace, report_ops_error, ExitCode, Output, SelectArgs, StateArgs};
+use super::progress::{Expected, Progress, ProgressMode};
+use super::{open_workspace, report_ops_error, ExitCode, Output, SelectArgs, StateArgs, Verbosity};
 use crate::engine::{ApplyOptions, CancellationToken, WalkOutcome};
 use crate::ops::{self, Action, ApplyRequest, PlanView, Workspace};
 use crate::plan::Options;
@@ -38,6 +38,10 @@ pub struct Args {
     /// of it) instead of stopping there; Ctrl-C stops the sleep, apply again resumes.
     #[arg(long)]
     pub wait: bool,
+    /// Write a protocol trace for support to FILE: every IMAP, POP3 and HTTP command and
+    /// response line with a timestamp — never message content, passwords or tokens.
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
 }
 
 pub(crate) fn parse_timeout(text: &str) -> Result<Duration, String> {
@@ -47,6 +51,21 @@ pub(crate) fn parse_timeout(text: &str) -> Result<Duration, String> {
 }
 
 pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
+    // From the preview on: it talks to the servers too.
+    let _trace = match &args.trace {
+        Some(path) => match crate::trace::start(path) {
+            Ok(trace) => Some(trace),
+            Err(e) => {
+                let _ = writeln!(
+                    output.err,
+                    "error: cannot write the trace {}: {e}",
+                    path.display()
+                );
+                return ExitCode::Usage;
+            }
+        },
+        None => None,
+    };
     let options = Options {
         allow_inline_secrets: args.state.allow_inline_secrets,
     };
@@ -82,14 +101,29 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
             Ok(view) => view,
             Err(e) => return report_ops_error(&e, output),
         };
-        let _ = write!(output.out, "{}", super::render::plan(&view, ws.graph()));
+        if output.verbosity > Verbosity::Quiet {
+            let _ = write!(output.out, "{}", super::render::plan(&view, ws.graph()));
+        }
+        let blocked = view.count(Action::Blocked);
         if !view.has_changes() {
+            if blocked > 0 {
+                // Not "nothing to do": those steps are not done, they cannot run.
+                let _ = writeln!(
+                    output.out,
+                    "\n{} — nothing was changed.",
+                    super::render::steps_blocked(blocked)
+                );
+                return ExitCode::Failure;
+            }
             let _ = writeln!(output.out, "\nNo changes. Nothing to do.");
-            return if view.count(Action::Blocked) > 0 {
-                ExitCode::Failure
-            } else {
-                ExitCode::Ok
-            };
+            return ExitCode::Ok;
+        }
+        if blocked > 0 {
+            let _ = writeln!(
+                output.err,
+                "note: {}; apply runs the others.",
+                super::render::steps_blocked(blocked)
+            );
         }
         if !args.yes && !confirm(output) {
             return ExitCode::Usage;
@@ -133,10 +167,17 @@ fn execute(
 ) -> ExitCode {
     let cancel = CancellationToken::new();
     install_interrupt_handler(cancel.clone());
-    let expected: HashMap<String, u64> = view
+    let expected: HashMap<String, Expected> = view
         .rows
         .iter()
-        .filter_map(|r| r.items.map(|n| (r.step.clone(), n)))
+        .filter_map(|r| match (&r.summary, r.items, r.bytes) {
+            // A step summarising its own work that moves bytes is an upload: bytes, not mail.
+            (Some(_), _, Some(bytes)) if bytes > 0 => {
+                Some((r.step.clone(), Expected::Bytes(bytes)))
+            }
+            (_, Some(n), _) => Some((r.step.clone(), Expected::Messages(n))),
+            _ => None,
+        })
         .collect();
     let request = ApplyRequest {
         selection,
@@ -149,7 +190,7 @@ fn execute(
         lock_timeout: args.lock_timeout,
     };
     let result = {
-        let mut progress = Progress::new(args.progress, output.err, expected);
+        let mut progress = Progress::new(args.progress, output.verbosity, output.err, expected);
         ops::apply(ws, &request, &mut progress, cancel)
     };
     let outcome = match result {
@@ -180,6 +221,10 @@ fn execute(
         Ok(files) => {
             for file in &files {
                 let _ = writeln!(output.out, "Report: {}", file.display());
+            }
+            if output.verbosity == Verbosity::Verbose {
+                let _ = writeln!(output.out, "State: {}", ws.state_path.display());
+                let _ = writeln!(output.out, "Event log: {}", ws.event_log_path().display());
             }
         }
         Err(e) => {

@@ -6,11 +6,14 @@
 pub mod apply;
 pub mod approve;
 pub mod autocomplete;
+pub mod completions;
 pub mod demo;
 pub mod graph;
+pub mod man;
 pub mod plan;
 pub mod progress;
 pub mod pst;
+pub mod pst_upload;
 pub mod render;
 pub mod rollback;
 pub mod schema;
@@ -44,6 +47,21 @@ pub struct Output<'a> {
     pub err: &'a mut dyn std::io::Write,
     /// Whether colour may be used on `err`.
     pub color: bool,
+    /// How much to say besides results and errors (`-q`, `-v`).
+    pub verbosity: Verbosity,
+}
+
+/// `-q` / (nothing) / `-v`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum Verbosity {
+    /// Results, errors and what needs a person (a failed step, a gate waiting); no progress,
+    /// no preview before `apply`, no notes.
+    Quiet,
+    /// Progress, previews, notes.
+    #[default]
+    Normal,
+    /// Also every committed batch of a running step, and where state and logs are.
+    Verbose,
 }
 
 #[derive(Debug, Parser)]
@@ -51,6 +69,25 @@ pub struct Output<'a> {
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Say more: every committed batch while applying, where state and logs are.
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    pub verbose: bool,
+    /// Say less: results, errors and what needs you only (no progress, no preview in apply).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+impl Cli {
+    /// What `-q`/`-v` ask for.
+    pub fn verbosity(&self) -> Verbosity {
+        if self.quiet {
+            Verbosity::Quiet
+        } else if self.verbose {
+            Verbosity::Verbose
+        } else {
+            Verbosity::Normal
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,10 +113,14 @@ pub enum Command {
     State(state::Args),
     /// Outlook autocomplete caches: show, convert.
     Autocomplete(autocomplete::Args),
-    /// Outlook data files (.pst): show, export.
+    /// Outlook data files (.pst): show, export, upload to Microsoft's PST Import Service.
     Pst(pst::Args),
     /// Sample data for the demo plan.
     Demo(demo::Args),
+    /// Print a shell completion script (bash, zsh, fish, powershell).
+    Completions(completions::Args),
+    /// Print the manual page (roff), e.g. `cutover man > ~/.local/share/man/man1/cutover.1`.
+    Man(man::Args),
 }
 
 /// `--state` and `--allow-inline-secrets`, shared by the commands that open a plan's state.
@@ -180,7 +221,10 @@ pub fn load_valid_plan(
 
 /// Parses `std::env::args`, runs the command against the real stdout/stderr, returns the exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e, std::env::args_os()),
+    };
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
     let mut out = stdout.lock();
@@ -191,8 +235,24 @@ pub fn main() -> i32 {
         out: &mut out,
         err: &mut err,
         color,
+        verbosity: cli.verbosity(),
     };
     run(cli, &mut output) as i32
+}
+
+/// Prints a command line clap could not parse (or `--help`/`--version`) and returns the exit
+/// code: 0 for help and version, 2 for a usage error — except under `plan
+/// --detailed-exitcode`, where 2 means "changes" and every error is 1.
+pub fn usage_error(error: &clap::Error, args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
+    let _ = error.print();
+    if !error.use_stderr() {
+        return ExitCode::Ok as i32;
+    }
+    if args.into_iter().any(|a| a == "--detailed-exitcode") {
+        ExitCode::Failure as i32
+    } else {
+        ExitCode::Usage as i32
+    }
 }
 
 /// Runs a parsed command line; the library entry point used by tests.
@@ -210,5 +270,7 @@ pub fn run(cli: Cli, output: &mut Output<'_>) -> ExitCode {
         Command::Autocomplete(args) => autocomplete::run(args, output),
         Command::Pst(args) => pst::run(args, output),
         Command::Demo(args) => demo::run(args, output),
+        Command::Completions(args) => completions::run(args, output),
+        Command::Man(args) => man::run(args, output),
     }
 }

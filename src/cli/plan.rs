@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::{open_workspace, report_ops_error, ExitCode, Output, SelectArgs, StateArgs};
+use super::{open_workspace, report_ops_error, ExitCode, Output, SelectArgs, StateArgs, Verbosity};
 use crate::ops;
 
 #[derive(Debug, clap::Args)]
@@ -28,21 +28,25 @@ pub struct Args {
 }
 
 pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
-    let ws = match open_workspace(&args.file, &args.state, output) {
-        Ok(ws) => ws,
-        Err(code) => return code,
-    };
-    let selection = match args.select.selection() {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = writeln!(output.err, "error: {e}");
-            return ExitCode::Usage;
-        }
-    };
-    let view = match ops::plan(&ws, &selection, args.offline) {
-        Ok(view) => view,
-        Err(e) => return report_ops_error(&e, output),
-    };
+    match (preview(args, output), args.detailed_exitcode) {
+        (Ok(changes), true) if changes => ExitCode::Usage,
+        (Ok(_), _) => ExitCode::Ok,
+        // Terraform's convention, exactly: 0 nothing to change, 2 changes, 1 any error — a
+        // usage or read error too, so CI can tell "changes" from "broken".
+        (Err(_), true) => ExitCode::Failure,
+        (Err(code), false) => code,
+    }
+}
+
+/// Prints the preview; `Ok(true)` when something would change.
+fn preview(args: &Args, output: &mut Output<'_>) -> Result<bool, ExitCode> {
+    let ws = open_workspace(&args.file, &args.state, output)?;
+    let selection = args.select.selection().map_err(|e| {
+        let _ = writeln!(output.err, "error: {e}");
+        ExitCode::Usage
+    })?;
+    let view =
+        ops::plan(&ws, &selection, args.offline).map_err(|e| report_ops_error(&e, output))?;
     if args.json {
         let _ = writeln!(
             output.out,
@@ -51,9 +55,18 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
         );
     } else {
         let _ = write!(output.out, "{}", super::render::plan(&view, ws.graph()));
+        let blocked = view.count(ops::Action::Blocked);
+        if blocked > 0 {
+            let _ = writeln!(
+                output.out,
+                "{}: apply cannot run {} until that is fixed (the reasons are above).",
+                super::render::steps_blocked(blocked),
+                if blocked == 1 { "it" } else { "them" }
+            );
+        }
     }
     if let Some(out) = &args.out {
-        if let Err(e) = ops::save_plan(
+        ops::save_plan(
             &ws,
             (
                 &args.select.targets,
@@ -62,19 +75,16 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
             ),
             &view,
             out,
-        ) {
-            return report_ops_error(&e, output);
+        )
+        .map_err(|e| report_ops_error(&e, output))?;
+        if output.verbosity > Verbosity::Quiet {
+            let _ = writeln!(
+                output.err,
+                "Saved the plan to {}; run `cutover apply {}` to do exactly this.",
+                out.display(),
+                out.display()
+            );
         }
-        let _ = writeln!(
-            output.err,
-            "Saved the plan to {}; run `cutover apply {}` to do exactly this.",
-            out.display(),
-            out.display()
-        );
     }
-    if args.detailed_exitcode && view.has_changes() {
-        ExitCode::Usage
-    } else {
-        ExitCode::Ok
-    }
+    Ok(view.has_changes())
 }

@@ -1,4 +1,5 @@
-//! `cutover pst`: look inside an Outlook PST and export its data without a plan.
+//! `cutover pst`: look inside an Outlook PST and export its data without a plan, or upload it
+//! to Microsoft's PST Import Service (`upload`, in `pst_upload.rs`).
 
 use std::path::PathBuf;
 
@@ -9,7 +10,7 @@ use super::{ExitCode, Output};
 use crate::ops::pst::{self as library, ExportFormat, ExportProgress, PstOpsError, PstReport};
 
 #[derive(Debug, clap::Args)]
-#[command(about = "Outlook data files (.pst): show, export")]
+#[command(about = "Outlook data files (.pst): show, export, upload")]
 pub struct Args {
     #[command(subcommand)]
     pub command: Action,
@@ -38,10 +39,14 @@ pub enum Action {
         #[arg(long)]
         quiet: bool,
     },
+    /// Upload one file to a container SAS URL (Microsoft's PST Import Service), resumably:
+    /// run the same command again after an interruption and only missing blocks are sent.
+    Upload(super::pst_upload::Args),
 }
 
 pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
     match &args.command {
+        Action::Upload(upload) => super::pst_upload::run(upload, output),
         Action::Show { file, json } => match library::show(file) {
             Ok(report) => {
                 let written = if *json {

@@ -11,9 +11,15 @@ use crate::runners::skipped::SkippedMessage;
 pub fn plan(view: &PlanView, graph: &StepGraph) -> String {
     let mut out = String::new();
     for row in &view.rows {
-        let what = describe(graph, row);
+        // A multi-line reason (a gate's instructions) continues under the step's line.
+        let what = describe(graph, row).replace('\n', "\n      ");
         let _ = writeln!(out, "  {} {:<32} {what}", row.action.symbol(), row.step);
         render_folders(&mut out, row);
+        if row.action != Action::Unchanged {
+            for line in &row.detail {
+                let _ = writeln!(out, "      {line}");
+            }
+        }
     }
     if !view.rows.is_empty() {
         out.push('\n');
@@ -89,6 +95,11 @@ fn render_dns(out: &mut String, dns: &crate::runners::dns::DnsPreview) {
         }
     }
     out.push('\n');
+}
+
+/// `1 step blocked`, `3 steps blocked`.
+pub fn steps_blocked(n: usize) -> String {
+    format!("{n} step{} blocked", if n == 1 { "" } else { "s" })
 }
 
 /// The folder mapping under a step's line, one folder per line, aligned:
@@ -186,11 +197,9 @@ fn describe(graph: &StepGraph, row: &PlanRow) -> String {
             human_bytes(bytes)
         );
     }
-    // A runner's own one-line summary stands in for counts it does not have.
-    let counts = match (&row.summary, counts.is_empty()) {
-        (Some(summary), true) => summary.clone(),
-        _ => counts,
-    };
+    // A runner's own one-line summary says what it does better than generic counts (an
+    // upload's blocks are not messages).
+    let counts = row.summary.clone().unwrap_or(counts);
     match row.action {
         Action::Unchanged => row
             .summary

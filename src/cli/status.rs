@@ -40,11 +40,15 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
         "STEP", "STATUS", "ATTEMPTS", "COPIED", "SIZE", "ALREADY THERE", "LEFT BEHIND"
     );
     for row in &rows {
+        let throttled = row
+            .throttled_secs
+            .map(|s| format!("throttled by the target for {s} s"));
         let error = row
             .last_error
             .as_deref()
             .map(|e| e.lines().next().unwrap_or(""))
             .or(row.note.as_deref())
+            .or(throttled.as_deref())
             .unwrap_or("");
         let _ = writeln!(
             output.out,

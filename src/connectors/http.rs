@@ -75,13 +75,36 @@ fn is_loopback_host(host: &str) -> bool {
 }
 
 /// An agent for JSON APIs: HTTP error statuses are answers to read (their bodies say why),
-/// not transport errors; every exchange is bounded by [`REQUEST_TIMEOUT`].
+/// not transport errors; every exchange is bounded by [`REQUEST_TIMEOUT`]; TLS trusts exactly
+/// what the mail connections trust (the system store loaded once, [`super::tls`]), never a
+/// list compiled in. Call [`check_trust`] first to turn "no trusted certificate at all" into a
+/// clear error rather than a failed handshake.
 pub fn agent() -> ureq::Agent {
+    let roots = super::tls::http_roots()
+        .unwrap_or_else(|_| ureq::tls::RootCerts::Specific(Default::default()));
+    let tls = ureq::tls::TlsConfig::builder()
+        .unversioned_rustls_crypto_provider(super::tls::crypto_provider())
+        .root_certs(roots)
+        .build();
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(REQUEST_TIMEOUT))
+        .tls_config(tls)
         .build()
         .into()
+}
+
+/// Whether an https `url` can be verified at all: `Err` (what to do about it) when the system
+/// store holds no certificate. Plain http to this machine needs none.
+pub fn check_trust(url: &Uri) -> Result<(), String> {
+    if url
+        .scheme_str()
+        .is_some_and(|s| s.eq_ignore_ascii_case("https"))
+    {
+        super::tls::http_roots().map(drop)
+    } else {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Connectors know protocols and file formats, not the DAG.
 pub mod autocomplete;
+pub mod azure_blob;
 pub mod dns;
 pub mod folder_filter;
 pub mod graph;
@@ -11,3 +12,6 @@ pub mod net;
 pub mod oauth;
 pub mod pop3;
 pub mod pst;
+pub mod pst_mapping;
+pub mod send_rate;
+pub mod tls;

@@ -3,8 +3,9 @@
 //! ([`NetError`]) that names the account and server and never the secret.
 //!
 //! TLS is rustls with the ring provider: pure Rust plus ring's small C/asm core, no OpenSSL
-//! to match at run time. Trust is the system CA bundle (the legacy hosts being migrated away
-//! from have public certificates) plus an optional `ca_file` for private CAs. Plaintext needs
+//! to match at run time. Trust is the system store, loaded once and shared with the HTTP
+//! client ([`super::tls`]; the legacy hosts being migrated away from have public
+//! certificates), plus an optional `ca_file` for private CAs. Plaintext needs
 //! `tls: none` *and* `allow_plaintext`, checked here so no protocol code can forget it.
 
 use std::collections::HashMap;
@@ -15,8 +16,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{
     AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf,
 };
@@ -29,7 +29,7 @@ use crate::plan::model::{ServerEndpoint, Tls};
 use crate::redact::redact;
 
 /// Where a client connects and how securely.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Endpoint {
     pub host: String,
     pub port: u16,
@@ -51,6 +51,25 @@ pub struct Endpoint {
     /// `host` (the plan's `max_connections_per_login`, default
     /// [`DEFAULT_CONNECTIONS_PER_LOGIN`]), enforced by [`reserve_connections`].
     pub max_connections_per_login: u32,
+    /// The plan's known budget of messages a target mailbox takes per second
+    /// (`max_messages_per_second`): the send rate starts there and never exceeds it.
+    pub max_messages_per_second: Option<f64>,
+    /// The most bytes read for one message from this server — an IMAP literal, a whole IMAP
+    /// response, a POP3 multi-line answer: the plan's `max_message_size_mb` plus slack
+    /// ([`Endpoint::with_message_limit`]). A server announcing or sending more gets a protocol
+    /// error before the excess is read, so memory stays bounded whatever it claims.
+    pub read_limit: u64,
+}
+
+/// [`Endpoint::read_limit`] without a plan: the default `max_message_size_mb` (35) with slack.
+pub const DEFAULT_READ_LIMIT: u64 = read_limit_for(35 << 20);
+
+/// A message limit plus slack: a server's `RFC822.SIZE` is an estimate at some (Exchange's
+/// is known to differ from what it sends), so a quarter more and 1 MiB are accepted.
+pub const fn read_limit_for(max_message_bytes: u64) -> u64 {
+    max_message_bytes
+        .saturating_add(max_message_bytes / 4)
+        .saturating_add(1 << 20)
 }
 
 /// Connections per login and host when the plan does not say: web hosts commonly allow a
@@ -70,6 +89,8 @@ impl Endpoint {
             max_connections: None,
             login: None,
             max_connections_per_login: DEFAULT_CONNECTIONS_PER_LOGIN,
+            max_messages_per_second: None,
+            read_limit: DEFAULT_READ_LIMIT,
         }
     }
 
@@ -88,6 +109,7 @@ impl Endpoint {
                 .max_connections_per_login
                 .unwrap_or(DEFAULT_CONNECTIONS_PER_LOGIN)
                 .max(1),
+            max_messages_per_second: server.max_messages_per_second,
             ..Endpoint::new(
                 server.host.clone(),
                 server.port.unwrap_or(default_port),
@@ -123,6 +145,13 @@ impl Endpoint {
         };
         self.max_connections
             .map_or(per_login, |m| m.max(1).min(per_login)) as usize
+    }
+
+    /// Bounds reads from this server by a plan's message size limit (plus slack; see
+    /// [`Endpoint::read_limit`]).
+    pub fn with_message_limit(mut self, max_message_bytes: u64) -> Self {
+        self.read_limit = read_limit_for(max_message_bytes);
+        self
     }
 
     /// `host:port`, as errors show it.
@@ -271,58 +300,16 @@ pub(crate) fn decode_sasl_error(challenge: &[u8]) -> String {
     }
 }
 
-/// Builds the rustls config: system roots plus `ca_file`.
-fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    let mut system: Vec<PathBuf> = Vec::new();
-    if let Some(p) = std::env::var_os("SSL_CERT_FILE") {
-        system.push(p.into());
-    }
-    system.extend(
-        [
-            "/etc/ssl/certs/ca-certificates.crt",
-            "/etc/pki/tls/certs/ca-bundle.crt",
-            "/etc/ssl/cert.pem",
-        ]
-        .map(PathBuf::from),
-    );
-    if let Some(bundle) = system.iter().find(|p| p.is_file()) {
-        if let Ok(iter) = CertificateDer::pem_file_iter(bundle) {
-            // A broken entry in the system bundle must not make every server unreachable.
-            roots.add_parsable_certificates(iter.flatten());
-        }
-    }
-    if let Some(ca) = ca_file {
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
-            .and_then(|it| it.collect::<Result<_, _>>())
-            .map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
-        if certs.is_empty() {
-            return Err(format!(
-                "ca_file {}: no PEM certificate in it",
-                ca.display()
-            ));
-        }
-        for c in certs {
-            roots
-                .add(c)
-                .map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
-
 /// TCP or TLS over TCP, so one reader type serves before and after STARTTLS.
 pub(crate) enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
     /// Only while the TCP stream is moved into the TLS handshake.
     Closed,
+    /// A server's side of a conversation replayed from memory, what is written discarded:
+    /// the protocol clients run against arbitrary bytes in fuzzing and property tests
+    /// ([`Conn::replay`]).
+    Replay(std::io::Cursor<Vec<u8>>),
 }
 
 fn closed() -> io::Error {
@@ -339,6 +326,7 @@ impl AsyncRead for Stream {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Stream::Closed => Poll::Ready(Err(closed())),
+            Stream::Replay(bytes) => Pin::new(bytes).poll_read(cx, buf),
         }
     }
 }
@@ -353,6 +341,7 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Stream::Closed => Poll::Ready(Err(closed())),
+            Stream::Replay(_) => Poll::Ready(Ok(buf.len())),
         }
     }
 
@@ -361,6 +350,7 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Stream::Closed => Poll::Ready(Err(closed())),
+            Stream::Replay(_) => Poll::Ready(Ok(())),
         }
     }
 
@@ -368,7 +358,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-            Stream::Closed => Poll::Ready(Ok(())),
+            Stream::Closed | Stream::Replay(_) => Poll::Ready(Ok(())),
         }
     }
 }
@@ -380,10 +370,6 @@ const MAX_LINE: u64 = 1 << 20;
 /// Reads and writes of large literals are timed piece by piece, this size each.
 const IO_PIECE: usize = 256 * 1024;
 
-/// What a literal's announced length reserves up front; beyond it the buffer grows as bytes
-/// arrive.
-const RESERVE_AHEAD: usize = 64 << 20;
-
 /// A buffered connection with per-operation timeouts and errors that name the peer.
 pub(crate) struct Conn {
     inner: BufReader<Stream>,
@@ -391,6 +377,10 @@ pub(crate) struct Conn {
     endpoint: Endpoint,
     /// The reservation this connection counts against, released when it closes.
     slots: ConnectionSlots,
+    /// Its number in the protocol trace ([`crate::trace`]).
+    number: u64,
+    /// Whether lines read go to the trace: off while they are message content (POP3 RETR).
+    trace_reads: bool,
 }
 
 /// Connection slots reserved for a set of connections held at once: one per endpoint
@@ -489,11 +479,80 @@ impl Conn {
             at,
             endpoint: endpoint.clone(),
             slots: ConnectionSlots::default(),
+            number: crate::trace::connection_number(),
+            trace_reads: true,
         };
+        if crate::trace::enabled() {
+            conn.trace_sent(&format!("(connected; tls: {:?})", endpoint.tls));
+        }
         if endpoint.tls == Tls::Implicit {
             conn.upgrade().await?;
         }
         Ok(conn)
+    }
+
+    /// A connection whose server side is `server`, replayed from memory (what the client
+    /// writes is discarded), reading at most `read_limit` bytes per message: for running the
+    /// protocol clients against arbitrary bytes in fuzzing and property tests.
+    pub(crate) fn replay(server: Vec<u8>, read_limit: u64) -> Conn {
+        let endpoint = Endpoint {
+            allow_plaintext: true,
+            timeout: Duration::from_secs(5),
+            read_limit,
+            ..Endpoint::new("replay", 0, Tls::None)
+        };
+        Conn {
+            inner: BufReader::new(Stream::Replay(std::io::Cursor::new(server))),
+            at: "replay".into(),
+            endpoint,
+            slots: ConnectionSlots::default(),
+            number: 0,
+            trace_reads: true,
+        }
+    }
+
+    /// Runs `session` on a replayed connection (the server's side is `server`, a 1 MiB read
+    /// limit) on a runtime of its own: the protocol clients against bytes, for the fuzz targets
+    /// and property tests. `None` when no runtime could be built.
+    pub(crate) fn run_replayed<T, F: std::future::Future<Output = T>>(
+        server: &[u8],
+        session: impl FnOnce(Conn) -> F,
+    ) -> Option<T> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .ok()?;
+        Some(runtime.block_on(session(Conn::replay(server.to_vec(), 1 << 20))))
+    }
+
+    /// Records a line this connection sends in the protocol trace, as `shown`: the line with
+    /// any secret replaced by `<redacted>` (the caller's job; the trace redacts again).
+    pub(crate) fn trace_sent(&self, shown: &str) {
+        if crate::trace::enabled() {
+            crate::trace::record(&self.who(), crate::trace::Direction::Sent, shown);
+        }
+    }
+
+    /// Records what was received, as text, in the protocol trace.
+    pub(crate) fn trace_received(&self, text: &str) {
+        if crate::trace::enabled() {
+            crate::trace::record(&self.who(), crate::trace::Direction::Received, text);
+        }
+    }
+
+    /// Lines read from now on go to the trace (`true`, the default) or are message content
+    /// and are left out (`false`).
+    pub(crate) fn trace_reads(&mut self, on: bool) {
+        self.trace_reads = on;
+    }
+
+    fn who(&self) -> String {
+        format!("#{} {}", self.number, self.at)
+    }
+
+    /// The most bytes read for one message ([`Endpoint::read_limit`]).
+    pub(crate) fn read_limit(&self) -> u64 {
+        self.endpoint.read_limit
     }
 
     /// Ties `slots` to this connection: they are released when it closes.
@@ -512,9 +571,11 @@ impl Conn {
             ));
         }
         let config =
-            tls_config(self.endpoint.ca_file.as_deref()).map_err(|reason| NetError::Tls {
-                at: self.at.clone(),
-                reason,
+            super::tls::client_config(self.endpoint.ca_file.as_deref()).map_err(|reason| {
+                NetError::Tls {
+                    at: self.at.clone(),
+                    reason,
+                }
             })?;
         let name = ServerName::try_from(self.endpoint.host.clone()).map_err(|e| NetError::Tls {
             at: self.at.clone(),
@@ -523,7 +584,7 @@ impl Conn {
         let old = std::mem::replace(&mut self.inner, BufReader::new(Stream::Closed));
         let tcp = match old.into_inner() {
             Stream::Plain(tcp) => tcp,
-            Stream::Tls(_) | Stream::Closed => {
+            Stream::Tls(_) | Stream::Closed | Stream::Replay(_) => {
                 return Err(NetError::protocol(&self.at, "TLS requested twice"));
             }
         };
@@ -547,6 +608,7 @@ impl Conn {
                 }
             };
         self.inner = BufReader::new(Stream::Tls(Box::new(tls)));
+        self.trace_sent("(TLS established)");
         Ok(())
     }
 
@@ -583,10 +645,14 @@ impl Conn {
                 source: io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed mid-line"),
             });
         }
+        if self.trace_reads && crate::trace::enabled() {
+            self.trace_received(&String::from_utf8_lossy(&line));
+        }
         Ok(line)
     }
 
-    /// Exactly `n` bytes (an IMAP literal), appended to `out`.
+    /// Exactly `n` bytes (an IMAP literal), appended to `out`. The caller checks `n` against
+    /// [`Self::read_limit`] first.
     pub(crate) async fn read_exact_into(
         &mut self,
         n: usize,
@@ -596,8 +662,8 @@ impl Conn {
         let timeout = self.endpoint.timeout;
         let at = self.at.clone();
         let inner = &mut self.inner;
-        // Grown as bytes arrive, so a length a server merely announces costs no memory.
-        out.reserve(n.min(RESERVE_AHEAD));
+        // Nothing is reserved for the announced length: `out` grows piece by piece as bytes
+        // arrive, so a length a server merely announces costs no memory.
         let mut remaining = n;
         // The timeout bounds each piece, not the whole literal: a 35 MB message over a slow
         // line may take minutes, but a line that stalls for `timeout` fails.
@@ -610,6 +676,9 @@ impl Conn {
             })
             .await?;
             remaining -= piece;
+        }
+        if crate::trace::enabled() {
+            self.trace_received(&format!("[{n} bytes of literal]"));
         }
         Ok(())
     }

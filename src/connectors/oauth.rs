@@ -88,7 +88,11 @@ impl TokenSource {
         scope: impl Into<String>,
     ) -> Result<TokenSource, OauthError> {
         let endpoint = endpoint.into();
-        crate::connectors::http::checked_url(&endpoint)?;
+        let url = crate::connectors::http::checked_url(&endpoint)?;
+        crate::connectors::http::check_trust(&url).map_err(|reason| OauthError::Transport {
+            endpoint: endpoint.clone(),
+            reason,
+        })?;
         Ok(TokenSource {
             endpoint,
             client_id: client_id.into(),
@@ -124,6 +128,15 @@ impl TokenSource {
             ("client_secret", self.client_secret.expose()),
             ("scope", self.scope.as_str()),
         ];
+        let who = format!("http {}", self.endpoint);
+        crate::trace::record(
+            &who,
+            crate::trace::Direction::Sent,
+            &format!(
+                "POST {} grant_type=client_credentials&client_id={}&client_secret=REDACTED&scope={}",
+                self.endpoint, self.client_id, self.scope
+            ),
+        );
         let mut response = self
             .agent
             .post(&self.endpoint)
@@ -141,6 +154,20 @@ impl TokenSource {
                 reason: e.to_string(),
             })?;
         let parsed: Option<TokenResponse> = serde_json::from_str(&body).ok();
+        // The body is never traced: it holds the token.
+        crate::trace::record(
+            &who,
+            crate::trace::Direction::Received,
+            &format!(
+                "HTTP {status} ({} bytes{})",
+                body.len(),
+                parsed
+                    .as_ref()
+                    .and_then(|p| p.error.as_deref())
+                    .map(|e| format!(", error {e}"))
+                    .unwrap_or_default()
+            ),
+        );
         if status != 200 {
             let (error, description) = parsed.map_or((String::from("no error code"), None), |p| {
                 (

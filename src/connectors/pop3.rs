@@ -97,6 +97,11 @@ impl Pop3Client {
     /// logs in.
     pub async fn connect(endpoint: &Endpoint, credentials: &Credentials) -> NetResult<Self> {
         let conn = Conn::connect(endpoint, Some(credentials.login())).await?;
+        Self::start(conn, endpoint.tls, credentials).await
+    }
+
+    /// The session on an open connection: greeting, CAPA, STLS when `tls` says, login.
+    async fn start(conn: Conn, tls: Tls, credentials: &Credentials) -> NetResult<Self> {
         let mut client = Pop3Client {
             conn,
             capabilities: Vec::new(),
@@ -106,7 +111,7 @@ impl Pop3Client {
         };
         client.status_line("greeting").await?;
         client.capabilities = client.capa().await?;
-        if endpoint.tls == Tls::Starttls {
+        if tls == Tls::Starttls {
             if !client.has_capability("STLS") {
                 return Err(NetError::Tls {
                     at: client.conn.at.clone(),
@@ -156,6 +161,7 @@ impl Pop3Client {
     }
 
     async fn capa(&mut self) -> NetResult<Vec<String>> {
+        self.conn.trace_sent("CAPA");
         self.conn.write_all(b"CAPA\r\n", "CAPA").await?;
         let line = self.conn.read_line("CAPA").await?;
         if !line.starts_with(b"+OK") {
@@ -172,6 +178,15 @@ impl Pop3Client {
     async fn login(&mut self, credentials: &Credentials) -> NetResult<()> {
         let result = match credentials {
             Credentials::Password { login, password } => {
+                // USER and PASS are single lines: a line break in either would end the command
+                // early and send the rest as a command of its own.
+                let breaks = |s: &str| s.contains(['\r', '\n', '\0']);
+                if breaks(login) || breaks(password.expose()) {
+                    return Err(NetError::Auth {
+                        at: self.conn.at.clone(),
+                        text: "the login or password contains a line break or NUL, which POP3 USER/PASS cannot send".into(),
+                    });
+                }
                 self.command(&format!("USER {login}"), "USER").await?;
                 self.command(&format!("PASS {}", password.expose()), "PASS")
                     .await
@@ -179,12 +194,14 @@ impl Pop3Client {
             Credentials::XOauth2 { login, token } => {
                 let resp = Credentials::xoauth2_response(login, token);
                 let line = format!("AUTH XOAUTH2 {resp}\r\n");
+                self.conn.trace_sent("AUTH XOAUTH2 <redacted>");
                 self.conn.write_all(line.as_bytes(), "AUTH XOAUTH2").await?;
                 let reply = self.conn.read_line("AUTH XOAUTH2").await?;
                 if let Some(challenge) = reply.strip_prefix(b"+ ") {
                     // A failed XOAUTH2 answers with a JSON error as a challenge; the client
                     // must send an empty response to receive the final -ERR (RFC 7628 §3.2.3).
                     let detail = super::net::decode_sasl_error(challenge);
+                    self.conn.trace_sent("(empty response)");
                     self.conn.write_all(b"\r\n", "AUTH XOAUTH2").await?;
                     let _ = self.conn.read_line("AUTH XOAUTH2").await?;
                     return Err(NetError::Auth {
@@ -234,6 +251,7 @@ impl Pop3Client {
 
     /// `(number, uid)` of every message, or `None` when the server has no UIDL.
     pub async fn uidl(&mut self) -> NetResult<Option<Vec<(u32, String)>>> {
+        self.conn.trace_sent("UIDL");
         self.conn.write_all(b"UIDL\r\n", "UIDL").await?;
         let line = self.conn.read_line("UIDL").await?;
         if !line.starts_with(b"+OK") {
@@ -289,7 +307,7 @@ impl Pop3Client {
     pub async fn retr(&mut self, number: u32) -> NetResult<Vec<u8>> {
         self.marked_read = true;
         self.command(&format!("RETR {number}"), "RETR").await?;
-        self.multiline("RETR").await
+        self.content("RETR").await
     }
 
     /// `part` of each message of `numbers`, in order, without changing its read state where
@@ -346,7 +364,21 @@ impl Pop3Client {
     pub async fn top(&mut self, number: u32, lines: u32) -> NetResult<Vec<u8>> {
         self.command(&format!("TOP {number} {lines}"), "TOP")
             .await?;
-        self.multiline("TOP").await
+        self.content("TOP").await
+    }
+
+    /// A multi-line answer that is message content: read like any other, but only its size
+    /// goes to the protocol trace.
+    async fn content(&mut self, name: &'static str) -> NetResult<Vec<u8>> {
+        self.conn.trace_reads(false);
+        let body = self.multiline(name).await;
+        self.conn.trace_reads(true);
+        let body = body?;
+        if crate::trace::enabled() {
+            self.conn
+                .trace_received(&format!("[{} bytes of message, then .]", body.len()));
+        }
+        Ok(body)
     }
 
     /// Marks message `number` deleted; the server removes it at QUIT.
@@ -421,7 +453,7 @@ impl Pop3Client {
                 sent = room;
             }
             let answer = match self.status_line(name).await {
-                Ok(_) if multiline => self.multiline(name).await,
+                Ok(_) if multiline => self.content(name).await,
                 Ok(_) => Ok(Vec::new()),
                 Err(e) => Err(e),
             };
@@ -438,6 +470,12 @@ impl Pop3Client {
     /// [`NetError::Throttled`]). `name` is what errors show: never the arguments, which may
     /// hold a password.
     async fn command(&mut self, line: &str, name: &'static str) -> NetResult<String> {
+        // PASS is the one command whose argument is secret; the trace shows the verb only.
+        self.conn.trace_sent(if name == "PASS" {
+            "PASS <redacted>"
+        } else {
+            line
+        });
         let mut bytes = Vec::with_capacity(line.len() + 2);
         bytes.extend_from_slice(line.as_bytes());
         bytes.extend_from_slice(b"\r\n");
@@ -477,7 +515,10 @@ impl Pop3Client {
     }
 
     /// Reads a multi-line body up to `.CRLF`, removing dot-stuffing; lines keep their endings.
+    /// Bounded like one message ([`Endpoint::read_limit`]): a server that never ends the
+    /// answer fails the command before memory fills.
     async fn multiline(&mut self, name: &'static str) -> NetResult<Vec<u8>> {
+        let limit = self.conn.read_limit();
         let mut out = Vec::new();
         loop {
             let line = self.conn.read_line(name).await?;
@@ -485,6 +526,12 @@ impl Pop3Client {
                 return Ok(out);
             }
             let line = line.strip_prefix(b".").unwrap_or(&line);
+            if (out.len() + line.len()) as u64 > limit {
+                return Err(NetError::protocol(
+                    &self.conn.at,
+                    format!("{name}: the answer is longer than the {limit} bytes this run reads for one message (settings.max_message_size_mb plus slack)"),
+                ));
+            }
             out.extend_from_slice(line);
         }
     }
@@ -502,6 +549,28 @@ fn top_lines(part: Part) -> u32 {
 /// goes on, unlike a transport failure.
 fn is_refusal(e: &NetError) -> bool {
     matches!(e, NetError::Rejected { .. } | NetError::Throttled { .. })
+}
+
+/// Runs a whole client session — greeting, CAPA, USER/PASS, STAT, LIST, UIDL, RETR, TOP,
+/// DELE, QUIT — against `server`: the server's side of a conversation as raw bytes, whatever
+/// the client sends (it is discarded). For fuzzing and property tests of the response reader:
+/// for any bytes it must return, never panic, and read no answer beyond a 1 MiB limit.
+/// Returns how many of those steps succeeded (the login counts as one).
+pub fn replay_session(server: &[u8]) -> usize {
+    Conn::run_replayed(server, |conn| async {
+        let credentials = Credentials::password("user@example.test", "password");
+        let Ok(mut c) = Pop3Client::start(conn, Tls::None, &credentials).await else {
+            return 0;
+        };
+        let mut ok = 1;
+        ok += usize::from(c.stat().await.is_ok());
+        ok += usize::from(c.messages().await.is_ok());
+        ok += usize::from(c.retr(1).await.is_ok());
+        ok += usize::from(c.top(1, 0).await.is_ok());
+        ok += usize::from(c.dele(1).await.is_ok());
+        ok + usize::from(c.quit().await.is_ok())
+    })
+    .unwrap_or(0)
 }
 
 /// Parses `n value` lines of LIST/UIDL.
@@ -644,6 +713,43 @@ mod tests {
         assert!(err.is_transient(), "{err}");
         assert!(matches!(err, NetError::Throttled { .. }));
         assert!(matches!(c.retr(1).await, Err(NetError::Protocol { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_password_with_a_line_break_is_never_sent() {
+        for (login, password) in [("u", "pw\r\nDELE 1"), ("u", "pw\nX"), ("u\r\nDELE 1", "pw")] {
+            let port = fake_server(vec![
+                ("CAPA", "+OK\r\nUSER\r\n.\r\n"),
+                ("USER", "+OK\r\n"),
+                ("PASS", "+OK\r\n"),
+                ("DELE", "+OK deleted\r\n"),
+            ])
+            .await;
+            let err = Pop3Client::connect(&plain(port), &Credentials::password(login, password))
+                .await
+                .unwrap_err();
+            let shown = err.to_string();
+            assert!(matches!(err, NetError::Auth { .. }), "{shown}");
+            assert!(shown.contains("line break"), "{shown}");
+            assert!(!shown.contains(password), "the password is shown: {shown}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_endless_answer_is_cut_at_the_read_limit() {
+        let mut server = b"+OK ready\r\n+OK\r\n.\r\n+OK\r\n+OK\r\n+OK 1 octets\r\n".to_vec();
+        for _ in 0..40_000 {
+            server.extend_from_slice(b"0123456789012345678901234567890123456789\r\n");
+        }
+        let conn = Conn::replay(server, 1 << 20);
+        let mut c = Pop3Client::start(conn, Tls::None, &Credentials::password("u", "p"))
+            .await
+            .unwrap();
+        let err = c.retr(1).await.unwrap_err();
+        assert!(
+            err.to_string().contains("longer than the 1048576 bytes"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

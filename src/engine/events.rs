@@ -2,7 +2,7 @@
 //! [`EventSink`]; [`JsonlEventLog`] appends them to `.cutover/<plan>.events.jsonl`, the
 //! audit trail a consultant hands to the client, so every string in it is redacted.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -179,9 +179,13 @@ impl JsonlEventLog {
     pub fn open(path: impl AsRef<Path>) -> std::io::Result<Self> {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
+            crate::files::create_dir_all(dir)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        // Private: events name steps, folders and errors of someone's mailboxes.
+        let file = crate::files::options()
+            .create(true)
+            .append(true)
+            .open(&path)?;
         Ok(JsonlEventLog {
             path,
             out: BufWriter::new(file),

@@ -104,6 +104,9 @@ pub struct Observation {
     /// same order as `folders`. Folders without messages of their own (IMAP `\Noselect`
     /// hierarchy nodes) are not listed.
     pub excluded: Vec<ExcludedFolder>,
+    /// Optional: lines `plan` prints under the step's line (an upload's blob and mapping-CSV
+    /// row, a warning). Redacted by the engine before they are shown.
+    pub detail: Vec<String>,
 }
 
 impl Observation {

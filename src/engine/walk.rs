@@ -143,6 +143,8 @@ pub enum PlannedChange {
         excluded: Vec<ExcludedFolder>,
         /// What apply would do in one line ([`Observation::summary`](super::Observation::summary)).
         summary: Option<String>,
+        /// Lines under the step's line ([`Observation::detail`](super::Observation::detail)).
+        detail: Vec<String>,
     },
     /// Run before but not (validly) done: resumes, or reruns because its config changed.
     Change {
@@ -153,6 +155,7 @@ pub enum PlannedChange {
         excluded: Vec<ExcludedFolder>,
         reason: String,
         summary: Option<String>,
+        detail: Vec<String>,
     },
     /// Done with the same config: apply will skip it.
     Unchanged,
@@ -176,11 +179,17 @@ fn ordered<'g>(graph: &'g StepGraph, selected: &BTreeSet<String>) -> Option<Vec<
 }
 
 fn gate_instructions(plan: &Plan, step: &Step) -> String {
-    step.gate
-        .as_ref()
-        .and_then(|g| plan.manual.get(g))
-        .map(|g| g.instructions.clone())
-        .unwrap_or_default()
+    let Some(gate) = step.gate.as_deref() else {
+        return String::new();
+    };
+    match plan.manual.get(gate) {
+        Some(g) => g.instructions.clone(),
+        // Gates the graph adds by itself (the runbook's, not the plan's).
+        None if gate == crate::plan::pst_import::GATE => {
+            crate::plan::pst_import::gate_instructions(plan)
+        }
+        None => String::new(),
+    }
 }
 
 fn approved(record: Option<&StepRecord>) -> bool {
@@ -272,6 +281,7 @@ pub fn observe(
                     excluded: o.excluded,
                     reason: replace_reason(step.kind).into(),
                     summary: o.summary.as_deref().map(redacted),
+                    detail: o.detail.iter().map(|d| redacted(d)).collect(),
                 },
                 Some(r) if r.config_hash.is_some() && !same_hash => PlannedChange::Change {
                     items: o.items,
@@ -281,6 +291,7 @@ pub fn observe(
                     excluded: o.excluded,
                     reason: "config changed: rerun from scratch".into(),
                     summary: o.summary.as_deref().map(redacted),
+                    detail: o.detail.iter().map(|d| redacted(d)).collect(),
                 },
                 Some(r) if same_hash && r.status != StepStatus::Pending => PlannedChange::Change {
                     items: o.items,
@@ -290,6 +301,7 @@ pub fn observe(
                     excluded: o.excluded,
                     reason: format!("resume ({} last time)", r.status),
                     summary: o.summary.as_deref().map(redacted),
+                    detail: o.detail.iter().map(|d| redacted(d)).collect(),
                 },
                 _ => PlannedChange::Create {
                     items: o.items,
@@ -298,6 +310,7 @@ pub fn observe(
                     folders: o.folders,
                     excluded: o.excluded,
                     summary: o.summary.as_deref().map(redacted),
+                    detail: o.detail.iter().map(|d| redacted(d)).collect(),
                 },
             },
         };

@@ -61,6 +61,23 @@ pub struct Workspace {
     pub plan_file: PathBuf,
     pub loaded: Loaded,
     pub state_path: PathBuf,
+    /// Built on first use and kept: `apply` previews and then runs with the same runners, so
+    /// the secrets and tokens they hold are fetched once per command.
+    runners: BuiltRunners,
+}
+
+/// The runners a [`Workspace`] built, once.
+#[derive(Default)]
+struct BuiltRunners(std::sync::OnceLock<Runners>);
+
+impl std::fmt::Debug for BuiltRunners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "built"
+        } else {
+            "not built"
+        })
+    }
 }
 
 impl Workspace {
@@ -95,6 +112,7 @@ impl Workspace {
             plan_file: plan_file.to_path_buf(),
             loaded,
             state_path,
+            runners: BuiltRunners::default(),
         })
     }
 
@@ -134,8 +152,12 @@ impl Workspace {
         self.graph().select(selection)
     }
 
+    /// The runner of every step, built once per workspace (see the field's note).
     pub fn runners(&self) -> Runners {
-        crate::runners::runners_for(self.plan(), self.graph(), self.base_dir())
+        self.runners
+            .0
+            .get_or_init(|| crate::runners::runners_for(self.plan(), self.graph(), self.base_dir()))
+            .clone()
     }
 
     /// `<plan dir>/<settings.output_dir>`
@@ -177,10 +199,5 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), OpsError
         path: path.to_path_buf(),
         source,
     };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(err)?;
-    }
-    let tmp = path.with_extension("tmp-cutover");
-    std::fs::write(&tmp, bytes).map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    crate::files::write_atomically(path, bytes).map_err(err)
 }

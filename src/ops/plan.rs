@@ -35,6 +35,9 @@ pub struct PlanRow {
     /// Source folders the plan's `include`/`exclude` rules leave behind.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub excluded: Vec<ExcludedFolder>,
+    /// Lines shown under the step (a PST upload's blob and mapping-CSV row).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub detail: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,6 +134,7 @@ fn row(step: String, change: PlannedChange) -> PlanRow {
         summary: None,
         folders: Vec::new(),
         excluded: Vec::new(),
+        detail: Vec::new(),
     };
     match change {
         PlannedChange::Create {
@@ -140,6 +144,7 @@ fn row(step: String, change: PlannedChange) -> PlanRow {
             folders,
             excluded,
             summary,
+            detail,
         } => PlanRow {
             action: Action::Create,
             items: Some(items),
@@ -148,6 +153,7 @@ fn row(step: String, change: PlannedChange) -> PlanRow {
             summary,
             folders,
             excluded,
+            detail,
             ..base
         },
         PlannedChange::Change {
@@ -158,6 +164,7 @@ fn row(step: String, change: PlannedChange) -> PlanRow {
             excluded,
             reason,
             summary,
+            detail,
         } => PlanRow {
             action: Action::Change,
             items: Some(items),
@@ -167,6 +174,7 @@ fn row(step: String, change: PlannedChange) -> PlanRow {
             summary,
             folders,
             excluded,
+            detail,
             ..base
         },
         PlannedChange::Unchanged => base,
@@ -208,6 +216,7 @@ fn offline_rows(
                 summary: None,
                 folders: Vec::new(),
                 excluded: Vec::new(),
+                detail: Vec::new(),
             };
             match record {
                 Some(r)

@@ -362,11 +362,7 @@ fn create_parent(path: &Path) -> Result<(), PstOpsError> {
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), PstOpsError> {
-    let mut builder = fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).map_err(|source| PstOpsError::Write {
+    crate::files::create_dir_all(dir).map_err(|source| PstOpsError::Write {
         path: dir.to_path_buf(),
         source,
     })
@@ -374,11 +370,10 @@ fn create_private_dir(dir: &Path) -> Result<(), PstOpsError> {
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), PstOpsError> {
     create_parent(path)?;
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let result = options
+    let result = crate::files::options()
+        .write(true)
+        .create(true)
+        .truncate(true)
         .open(path)
         .and_then(|mut f| std::io::Write::write_all(&mut f, bytes));
     result.map_err(|source| PstOpsError::Write {

@@ -207,7 +207,7 @@ pub fn write(ws: &Workspace, report: &Report, markdown: &str) -> Result<Vec<Path
     let mut files = vec![md_path, json_path];
     if let Some(script) = &report.exchange_script {
         let path = dir.join(&script.file);
-        crate::private_file::write(&path, &script.bytes).map_err(|source| OpsError::Write {
+        crate::files::write_atomically(&path, &script.bytes).map_err(|source| OpsError::Write {
             path: path.clone(),
             source,
         })?;

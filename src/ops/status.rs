@@ -28,6 +28,9 @@ pub struct StatusRow {
     /// `not before 2026-03-01T14:05:09Z (1h 02m left)`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Seconds the step's mailbox spent paused by the target's throttling, over every run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub throttled_secs: Option<u64>,
 }
 
 /// `not before … (… left)` for a step whose runner names a future time.
@@ -68,6 +71,11 @@ pub fn status(ws: &Workspace) -> Result<Vec<StatusRow>, OpsError> {
         Some(r) if r.status == crate::state::StepStatus::Done => None,
         _ => time_note(ws, &runners, store, id),
     };
+    let throttled = |id: &str| {
+        let checkpoints = store?.checkpoints(id).ok()?;
+        let ms = crate::runners::notes::count(&checkpoints, crate::runners::notes::THROTTLED_MS);
+        (ms > 0).then(|| ms.div_ceil(1000))
+    };
     Ok(ws
         .graph()
         .topological_order()
@@ -85,6 +93,7 @@ pub fn status(ws: &Workspace) -> Result<Vec<StatusRow>, OpsError> {
                 last_error: r.last_error.clone(),
                 approved_by: r.approval.as_ref().map(|a| a.by.clone()),
                 note: note(id),
+                throttled_secs: throttled(id),
             },
             None => StatusRow {
                 step: id.to_string(),
@@ -97,6 +106,7 @@ pub fn status(ws: &Workspace) -> Result<Vec<StatusRow>, OpsError> {
                 last_error: None,
                 approved_by: None,
                 note: note(id),
+                throttled_secs: None,
             },
         })
         .collect())

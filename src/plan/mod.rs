@@ -4,6 +4,7 @@
 pub mod countries;
 pub mod diagnostic;
 pub mod model;
+pub mod pst_import;
 pub mod schema_check;
 pub mod validate;
 pub mod yaml;

@@ -108,10 +108,14 @@ pub struct M365Imap {
     /// TCP port; default 993 (143 with `tls: starttls`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
-    /// `implicit` (the default) or `starttls`. There is no `none`: the access token and the
-    /// mail travel on this connection.
+    /// `implicit` (the default) or `starttls`. `none` only for a local stand-in (a test
+    /// server, a gateway on this machine): it also needs `allow_plaintext: true` and a
+    /// loopback host, since the access token and the mail travel on this connection.
     #[serde(default)]
     pub tls: M365Tls,
+    /// Explicit opt-in for `tls: none`, accepted only with a loopback host.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_plaintext: bool,
     /// PEM file of extra CA certificates to trust; relative to the plan file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
@@ -122,6 +126,12 @@ pub struct M365Imap {
     /// Online allows more); a refusal as too many slows the step down instead of failing it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections_per_login: Option<u32>,
+    /// A known throttling budget: messages per second each mailbox takes (like imapsync's
+    /// `--maxmessagespersecond`). Without it cutover finds the budget from the throttling
+    /// replies; with it, it sends at that rate from the start and is never refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.01))]
+    pub max_messages_per_second: Option<f64>,
 }
 
 /// Microsoft Graph's service root, for tenants outside Microsoft's global cloud (US Government
@@ -146,6 +156,8 @@ pub enum M365Tls {
     Implicit,
     /// Plaintext greeting, then STARTTLS before the token is sent (port 143).
     Starttls,
+    /// No encryption: only to a loopback host, with `allow_plaintext: true`.
+    None,
 }
 
 impl From<M365Tls> for Tls {
@@ -153,6 +165,7 @@ impl From<M365Tls> for Tls {
         match t {
             M365Tls::Implicit => Tls::Implicit,
             M365Tls::Starttls => Tls::Starttls,
+            M365Tls::None => Tls::None,
         }
     }
 }
@@ -213,6 +226,11 @@ pub struct ServerEndpoint {
     /// slows the step down instead of failing it, and the report suggests lowering this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections_per_login: Option<u32>,
+    /// As a target: a known throttling budget, messages per second each mailbox (login)
+    /// takes. Without it cutover finds the budget from the server's throttling replies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.01))]
+    pub max_messages_per_second: Option<f64>,
 }
 
 /// Transport security of a server connection.
@@ -259,6 +277,37 @@ pub enum Source {
         /// upload to Microsoft's PST Import Service (SAS URL) and generate its mapping CSV.
         #[serde(default)]
         via: PstVia,
+        /// `via: import-service`: the network-upload SAS URL from the Microsoft Purview portal
+        /// (Data lifecycle management → Import → New import job → Upload your data → Show
+        /// network upload SAS URL), as a secret reference. It is the container URL
+        /// (`https://….blob.core.windows.net/ingestiondata?sv=…&sig=…`); cutover puts each PST
+        /// at `<plan name>/<user>/<file name>` in it. Its signature never appears in output.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sas_url: Option<SecretRef>,
+        /// `via: import-service`: blocks uploaded at once per file (default 2). More is not
+        /// faster on a small office's uplink: parallel blocks share the line, each slows down,
+        /// and a block that keeps failing lowers this by itself.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1, max = 32))]
+        upload_concurrency: Option<u32>,
+        /// `via: import-service`: the upload's block size in MiB (default 4; raised as needed
+        /// for files over 195 GiB, the service's 50,000-block limit).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1, max = 100))]
+        block_mib: Option<u32>,
+        /// `via: import-service`: cap on upload bandwidth in megabits per second (like
+        /// AzCopy's `--cap-mbps`), leaving room on the office line. Default: no cap.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 0.1))]
+        max_upload_mbps: Option<f64>,
+        /// `via: import-service`: the Windows code page of ANSI (Outlook 97–2002) PST files,
+        /// written as the mapping CSV's `ContentCodePage`, e.g. `932` Japanese, `936`
+        /// Simplified Chinese, `949` Korean, `1251` Cyrillic. Microsoft needs it for
+        /// double-byte languages, or folder names arrive garbled. Unicode PSTs (Outlook 2003
+        /// and later) ignore it; cutover reads each file's header to tell them apart.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1, max = 65535))]
+        code_page: Option<u32>,
     },
     /// An mbox file per user (Thunderbird, Apple Mail or Google Takeout export).
     Mbox,
@@ -350,8 +399,16 @@ pub struct Migration {
     #[serde(default, skip_serializing_if = "FolderRules::is_empty")]
     pub folders: FolderRules,
     /// Target folder for mail that has no folder of its own (POP3, mbox); default the inbox.
+    /// For a PST via the import service: the folder its folder tree is imported under (the
+    /// mapping CSV's `TargetRootFolder`); default Microsoft's own new `Imported` folder, and
+    /// `/` merges the PST's folders into the mailbox's (its Inbox into the Inbox).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub into: Option<String>,
+    /// PST via the import service only: import into the user's archive mailbox (Exchange
+    /// Online Archiving; the mapping CSV's `IsArchive`) instead of the primary mailbox. The
+    /// archive must be enabled first.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub archive_mailbox: bool,
     /// Copy only mail received on or after this date (`YYYY-MM-DD`, from 00:00 UTC).
     /// Received means the IMAP internal date; for POP3 the topmost `Received:` header (else
     /// `Date:`); for mbox the `From ` line's date; for maildir the file's time. Mail without

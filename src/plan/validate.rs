@@ -37,6 +37,7 @@ pub const INVALID_COUNTRY: &str = "cutover::plan::invalid-country";
 pub const SPF_LOOKUP_LIMIT: &str = "cutover::plan::spf-lookup-limit";
 pub const UNKNOWN_DOMAIN: &str = "cutover::plan::unknown-domain";
 pub const DNS_RECORD: &str = "cutover::plan::dns-record";
+pub const OUTSIDE_PLAN_FOLDER: &str = "cutover::plan::outside-plan-folder";
 
 /// Options that change what validation accepts.
 #[derive(Debug, Clone, Copy, Default)]
@@ -122,6 +123,11 @@ impl TreeChecker<'_> {
                 if matches!(kind.as_str(), "imap" | "pop3") {
                     self.check_server(&entry.value);
                 }
+                let kind = if kind == "pst" {
+                    self.check_pst_source(&entry.value)
+                } else {
+                    kind
+                };
                 source_kinds.insert(id, kind);
             }
         }
@@ -137,9 +143,8 @@ impl TreeChecker<'_> {
                 }
                 Some("m365") => {
                     if let Some(imap) = target.get("imap") {
-                        // Its `tls` has no `none` (nor `allow_plaintext`): the schema check
-                        // reports that one.
-                        self.check_server_parts(imap, false);
+                        self.check_server_parts(imap, true);
+                        self.check_m365_plaintext(imap);
                     }
                     if let Some(initial) = target.get("initial_domain") {
                         if let Some(text) = initial.as_str() {
@@ -238,6 +243,47 @@ impl TreeChecker<'_> {
         if let Some(dns) = root.get("dns") {
             self.check_dns(dns);
             self.check_dns_domains(root, dns);
+        }
+        self.check_secret_files(root);
+    }
+
+    /// `{ file: path }` secret references anywhere in the plan (a mapping whose only key is
+    /// `file`): each is read and sent to a server, so one outside the plan's folder is named.
+    fn check_secret_files(&mut self, node: &Node) {
+        if let Some(map) = node.as_map() {
+            if let [only] = map {
+                if only.key.scalar_text() == "file" {
+                    self.check_inside(&only.value, "secret file");
+                    return;
+                }
+            }
+            for entry in map {
+                self.check_secret_files(&entry.value);
+            }
+        } else if let Some(items) = node.as_seq() {
+            for item in items {
+                self.check_secret_files(item);
+            }
+        }
+    }
+
+    /// A file the plan reads that lies outside the plan's folder (absolute, climbing out with
+    /// `..`, or a symbolic link leading out): worth a look before running a plan from someone
+    /// else, since its content may be sent to the plan's servers.
+    fn check_inside(&mut self, node: &Node, what: &str) {
+        let Some(text) = node.as_str() else { return };
+        if leaves_folder(self.base_dir, Path::new(text)) {
+            self.out.push(
+                PlanDiagnostic::warning(
+                    OUTSIDE_PLAN_FOLDER,
+                    format!("{what} `{text}` is outside the plan's folder"),
+                )
+                .label(node.span.clone(), "read from outside the plan's folder")
+                .help(format!(
+                    "fine for a secret or CA file kept elsewhere on purpose; in a plan from someone else, check what it reads before running `plan` or `apply` (the plan's folder is {})",
+                    display_dir(self.base_dir)
+                )),
+            );
         }
     }
 
@@ -428,6 +474,35 @@ impl TreeChecker<'_> {
         }
     }
 
+    /// The m365 target's IMAP in plaintext carries the app's token: a local stand-in only.
+    fn check_m365_plaintext(&mut self, imap: &Node) {
+        let Some(tls) = imap.get("tls").filter(|t| t.as_str() == Some("none")) else {
+            return;
+        };
+        // Without the opt-in, the plaintext check already says so.
+        if !imap
+            .get("allow_plaintext")
+            .is_some_and(|a| a.value == Value::Bool(true))
+        {
+            return;
+        }
+        let host = imap
+            .get("host")
+            .and_then(Node::as_str)
+            .unwrap_or("outlook.office365.com");
+        let loopback = host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.to_canonical().is_loopback());
+        if !loopback {
+            self.out.push(
+                PlanDiagnostic::error(PLAINTEXT, "the m365 target's IMAP in plaintext carries the app's access token")
+                    .label(tls.span.clone(), "plaintext to a host that is not this machine")
+                    .help("`tls: none` is for a local stand-in only (127.0.0.1, ::1, localhost); use `tls: implicit` or `tls: starttls`"),
+            );
+        }
+    }
+
     fn check_server(&mut self, server: &Node) {
         self.check_server_parts(server, true);
     }
@@ -477,6 +552,44 @@ impl TreeChecker<'_> {
         }
     }
 
+    /// A `pst` source: `via: import-service` needs its SAS URL, and the upload settings mean
+    /// nothing to `via: direct`. Returns the kind [`Self::check_migration`] goes by: `pst`,
+    /// or `pst-import` for the import service.
+    fn check_pst_source(&mut self, source: &Node) -> String {
+        const UPLOAD_ONLY: [&str; 5] = [
+            "sas_url",
+            "upload_concurrency",
+            "block_mib",
+            "max_upload_mbps",
+            "code_page",
+        ];
+        let via = source.entry("via");
+        if via.is_some_and(|v| v.value.as_str() == Some("import-service")) {
+            if source.get("sas_url").is_none() {
+                let anchor = via.map_or(source.span.clone(), |v| v.value.span.clone());
+                self.out.push(
+                    PlanDiagnostic::error(MISSING_SETTING, "`via: import-service` needs `sas_url`")
+                        .label(anchor, "upload to where?")
+                        .help("add `sas_url: { env: VAR }` with the network-upload SAS URL from the Purview portal (Import → New import job → Upload your data)"),
+                );
+            }
+            return "pst-import".into();
+        }
+        for field in UPLOAD_ONLY {
+            if let Some(entry) = source.entry(field) {
+                self.out.push(
+                    PlanDiagnostic::error(
+                        MISSING_SETTING,
+                        format!("`{field}` is only for `via: import-service`"),
+                    )
+                    .label(entry.key.span.clone(), "not used when cutover reads the PST itself")
+                    .help("remove it, or set `via: import-service` to upload the PST to Microsoft's import service"),
+                );
+            }
+        }
+        "pst".into()
+    }
+
     fn check_migration(&mut self, migration: &Node, source_kinds: &HashMap<String, String>) {
         let from = migration.get("from");
         let kind = from
@@ -504,6 +617,16 @@ impl TreeChecker<'_> {
                             .help(help),
                     );
                 }
+            }
+        }
+        if let Some(name) = migration.get("name") {
+            if let Some(text) = name.as_str() {
+                self.check_identifier(
+                    name,
+                    text,
+                    "migration name",
+                    "the name becomes part of the step id: use letters, digits, `-` and `_`",
+                );
             }
         }
         let anchor = from.map_or(migration.span.clone(), |f| f.span.clone());
@@ -535,7 +658,7 @@ impl TreeChecker<'_> {
                     );
                 }
             }
-            Some("pst" | "mbox" | "maildir") => match migration.get("file") {
+            Some("pst" | "pst-import" | "mbox" | "maildir") => match migration.get("file") {
                 None => self.out.push(
                     PlanDiagnostic::error(MISSING_SETTING, "a file source needs `file`")
                         .label(anchor.clone(), "which file?")
@@ -544,6 +667,21 @@ impl TreeChecker<'_> {
                 Some(file) => self.check_file(file, "mail file"),
             },
             _ => {}
+        }
+        if kind != Some("pst-import") {
+            if let Some(archive) = migration
+                .entry("archive_mailbox")
+                .filter(|e| e.value.value == Value::Bool(true))
+            {
+                self.out.push(
+                    PlanDiagnostic::error(
+                        MISSING_SETTING,
+                        "`archive_mailbox` is only for a PST uploaded to the import service",
+                    )
+                    .label(archive.key.span.clone(), "cutover cannot copy into an archive mailbox itself")
+                    .help("use a `kind: pst, via: import-service` source, or remove `archive_mailbox`"),
+                );
+            }
         }
         if let Some(folders) = migration.get("folders") {
             for list in ["include", "exclude"] {
@@ -599,7 +737,9 @@ impl TreeChecker<'_> {
     fn check_file(&mut self, node: &Node, what: &str) {
         let Some(text) = node.as_str() else { return };
         let path = self.base_dir.join(text);
-        if !path.exists() {
+        if path.exists() {
+            self.check_inside(node, what);
+        } else {
             self.out.push(
                 PlanDiagnostic::error(MISSING_FILE, format!("{what} `{text}` does not exist"))
                     .label(node.span.clone(), "file not found")
@@ -979,6 +1119,32 @@ fn seq(node: Option<&Node>) -> impl Iterator<Item = &Node> {
     node.and_then(Node::as_seq).unwrap_or_default().iter()
 }
 
+/// Whether `path` (relative to `base`, or absolute) names something outside `base`: lexically
+/// (absolute, or `..` climbing above it) or, when both exist, once symbolic links are
+/// followed.
+pub fn leaves_folder(base: &Path, path: &Path) -> bool {
+    use std::path::Component;
+    let mut depth = 0usize;
+    for component in path.components() {
+        match component {
+            Component::Prefix(_) | Component::RootDir => return true,
+            Component::CurDir => {}
+            Component::ParentDir if depth == 0 => return true,
+            Component::ParentDir => depth -= 1,
+            Component::Normal(_) => depth += 1,
+        }
+    }
+    let base = if base.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        base
+    };
+    match (base.canonicalize(), base.join(path).canonicalize()) {
+        (Ok(base), Ok(full)) => !full.starts_with(base),
+        _ => false,
+    }
+}
+
 fn display_dir(dir: &Path) -> String {
     let shown = dir.display().to_string();
     if shown.is_empty() {
@@ -1003,7 +1169,11 @@ pub fn is_hostname(text: &str) -> bool {
         })
 }
 
-/// `local@domain` with a plausible local part (dot-atom) and a host-name domain.
+/// `local@domain` with a plausible local part and a host-name domain.
+///
+/// The local part is an RFC 5321 dot-atom *without `/`*: local parts become folder names
+/// and step ids, so nothing that could name another folder (`/`, `\`, `..`, a leading dot,
+/// NUL or other control characters) is accepted. Quoted local parts are not accepted either.
 pub fn split_email(text: &str) -> Option<(&str, &str)> {
     let (local, domain) = text.rsplit_once('@')?;
     let local_ok = !local.is_empty()
@@ -1013,7 +1183,7 @@ pub fn split_email(text: &str) -> Option<(&str, &str)> {
         && !local.contains("..")
         && local
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-=?^_`{|}~.".contains(c));
     (local_ok && is_hostname(domain) && domain.contains('.')).then_some((local, domain))
 }
 

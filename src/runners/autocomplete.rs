@@ -140,7 +140,7 @@ impl AutocompleteRunner {
             let path = self
                 .out_dir
                 .join(format!("{}.from-{stem}.Stream_Autocomplete.dat", self.slug));
-            crate::private_file::write(&path, stream).map_err(|e| {
+            crate::files::write_atomically(&path, stream).map_err(|e| {
                 StepError::permanent(format!("cannot write {}: {e}", path.display()))
             })?;
             inputs.push(path);

@@ -43,6 +43,7 @@ use std::time::{Duration, Instant};
 
 use super::attempt::{block_on_fresh, on_own_runtime, run_attempt, Failure};
 use super::mail::{mapper_for, source_for, target_for, window_of};
+use super::notes;
 use super::skipped::{self, SkippedMessage};
 use super::throttled::{self, ConnectionLimited};
 use crate::connectors::mail::identity::{Identity, IdentityCounts};
@@ -50,7 +51,7 @@ use crate::connectors::mail::RawMessage;
 use crate::connectors::mailflow::{
     display_target, left_behind_key, target_folder_key, Checkpoints, Fetched, FlowError,
     FolderMapper, FolderStatus, MailSource, MailTarget, MessageMeta, Route, Side, SourceFolder,
-    SourceSession, TargetSession,
+    SourceSession, TargetNote, TargetSession,
 };
 use crate::connectors::net::{is_connection_limit, reserve_connections, NetError};
 use crate::engine::{
@@ -80,6 +81,10 @@ const LIMITED_WAIT_MAX: Duration = Duration::from_secs(60);
 /// How long a step keeps waiting for a connection a server keeps refusing as one too many
 /// before the attempt fails (and the walker's retry takes over).
 const LIMITED_GIVE_UP: Duration = Duration::from_secs(1800);
+
+/// Connections a target may close for throttling in a row, without any progress in between,
+/// before the lane gives up (and the walker's retry takes over).
+const MAX_RECONNECTS: u32 = 10;
 
 /// Builds the runner of a `copy.*` or `delta.*` step. Anything this build cannot do yields
 /// an [`Unsupported`] runner naming it.
@@ -125,7 +130,7 @@ impl CopyRunner {
         let source = source_for(plan, m, base)?;
         let target = target_for(plan, user, base).map_err(|e| format!("copy into {e}"))?;
         let mapper = mapper_for(m, target.as_ref())?;
-        let max_bytes = u64::from(plan.settings.max_message_size_mb) * 1024 * 1024;
+        let max_bytes = super::mail::message_limit(plan);
         let seed_from = (step.kind == StepKind::Delta)
             .then(|| step.id.strip_prefix("delta.").map(|s| format!("copy.{s}")))
             .flatten();
@@ -175,15 +180,18 @@ impl CopyRunner {
     }
 
     async fn run(self, ctx: ApplyCtx) -> Result<Outcome, Failure> {
+        let mut ctx = ctx;
         let seed = Arc::new(self.seed(|id| ctx.checkpoints_of(id))?);
         let start = merged(&seed, &ctx);
         let limited = Arc::new(Limited::new(&ctx));
-        let Some(units) = self.units_to_copy(&start, &ctx, &limited).await? else {
+        let Some((units, renames)) = self.units_to_copy(&start, &ctx, &limited).await? else {
             return Ok(Outcome::Interrupted);
         };
+        renames.record(&mut ctx)?;
         if units.is_empty() {
             return Ok(Outcome::Complete);
         }
+        let throttled_before = self.target.throttled_time();
         let lanes = self
             .source
             .max_sessions()
@@ -225,6 +233,7 @@ impl CopyRunner {
                 }
             }
         }
+        record_throttling(&mut ctx, self.target.throttled_time() - throttled_before)?;
         match failure {
             Some(e) => Err(e),
             None if finished => Ok(Outcome::Complete),
@@ -244,7 +253,7 @@ impl CopyRunner {
         start: &Checkpoints,
         ctx: &ApplyCtx,
         limited: &Limited,
-    ) -> Result<Option<Vec<Unit>>, Failure> {
+    ) -> Result<Option<(Vec<Unit>, Renames)>, Failure> {
         let endpoints = self.source.endpoints();
         let endpoints: Vec<&_> = endpoints.iter().collect();
         let mut waited = Waiting::new();
@@ -261,11 +270,16 @@ impl CopyRunner {
                 }
             }
         };
-        let mut by_target: BTreeMap<Vec<String>, Unit> = BTreeMap::new();
+        let mut routed = Vec::new();
         for folder in src.folders().await? {
-            let Route::Copy(target) = self.mapper.route(&folder) else {
-                continue;
-            };
+            if let Route::Copy(target) = self.mapper.route(&folder) {
+                routed.push((folder, target));
+            }
+        }
+        let renames = Renames::of(self.target.as_ref(), routed.iter().map(|(_, t)| t));
+        let mut by_target: BTreeMap<Vec<String>, Unit> = BTreeMap::new();
+        for (folder, target) in routed {
+            let target = renames.name(&target);
             let status = src.status(&folder, start).await?;
             let unit = by_target.entry(target.clone()).or_insert_with(|| Unit {
                 make_sure: !start.contains_key(&target_folder_key(&target)),
@@ -290,7 +304,7 @@ impl CopyRunner {
         units.sort_by_key(|u| {
             std::cmp::Reverse(u.folders.iter().map(|(_, s)| s.messages).sum::<u64>())
         });
-        Ok(Some(units))
+        Ok(Some((units, renames)))
     }
 
     async fn observe_async(self, checkpoints: Checkpoints) -> Result<Observation, Failure> {
@@ -305,7 +319,16 @@ impl CopyRunner {
         let mut oversized = 0u64;
         let mut deleted = 0u64;
         let mut present_in: BTreeMap<Vec<String>, IdentityCounts> = BTreeMap::new();
-        for folder in src.folders().await? {
+        let folders = src.folders().await?;
+        let renames = Renames::of(
+            self.target.as_ref(),
+            folders
+                .iter()
+                .filter_map(|f| self.mapper.map(f))
+                .collect::<Vec<_>>()
+                .iter(),
+        );
+        for folder in folders {
             let target = match self.mapper.route(&folder) {
                 Route::Container => continue,
                 Route::Excluded => {
@@ -320,7 +343,7 @@ impl CopyRunner {
                     });
                     continue;
                 }
-                Route::Copy(target) => target,
+                Route::Copy(target) => renames.name(&target),
             };
             let status = src.status(&folder, &checkpoints).await?;
             let mut metas = src.list(&folder, &checkpoints, Side::Pending).await?;
@@ -394,6 +417,81 @@ impl CopyRunner {
         }
         Ok(obs)
     }
+}
+
+/// Target folders stored under another name than routed ([`MailTarget::folder_names`]).
+pub(crate) struct Renames(Vec<(Vec<String>, Vec<String>, String)>);
+
+impl Renames {
+    /// The target's names for every routed target folder of a step.
+    pub(crate) fn of<'a>(
+        target: &dyn MailTarget,
+        routed: impl Iterator<Item = &'a Vec<String>>,
+    ) -> Renames {
+        let mut wanted: Vec<Vec<String>> = routed.cloned().collect();
+        wanted.sort();
+        wanted.dedup();
+        let named = target.folder_names(&wanted);
+        Renames(
+            wanted
+                .into_iter()
+                .zip(named)
+                .filter_map(|(from, (to, why))| why.map(|why| (from, to, why)))
+                .collect(),
+        )
+    }
+
+    pub(crate) fn name(&self, routed: &[String]) -> Vec<String> {
+        self.0
+            .iter()
+            .find(|(from, _, _)| from == routed)
+            .map_or_else(|| routed.to_vec(), |(_, to, _)| to.clone())
+    }
+
+    /// A report note per renamed folder.
+    fn record(&self, ctx: &mut ApplyCtx) -> Result<(), StepError> {
+        let notes: Vec<(String, Vec<u8>)> = self
+            .0
+            .iter()
+            .map(|(from, to, why)| {
+                notes::checkpoint(
+                    &format!("folder-renamed:{}", display_target(from)),
+                    &format!(
+                        "folder `{}` stored as `{}`: {why}",
+                        display_target(from),
+                        display_target(to)
+                    ),
+                )
+            })
+            .collect();
+        if notes.is_empty() {
+            return Ok(());
+        }
+        let refs: Vec<(&str, &[u8])> = notes
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+            .collect();
+        ctx.commit(Counts::default(), &refs)
+    }
+}
+
+/// Adds `paused` to the step's time paused by the target's throttling, with a report note.
+fn record_throttling(ctx: &mut ApplyCtx, paused: std::time::Duration) -> Result<(), StepError> {
+    if paused.is_zero() {
+        return Ok(());
+    }
+    let total = notes::count(ctx.checkpoints(), notes::THROTTLED_MS) + paused.as_millis() as u64;
+    let text = format!(
+        "the target throttled this mailbox: {:.0} s spent waiting; if its budget is known, \
+         set `max_messages_per_second` on the target",
+        total as f64 / 1000.0
+    );
+    let (ck, cv) = notes::count_checkpoint(notes::THROTTLED_MS, total);
+    let (nk, nv) = notes::checkpoint("throttled", &text);
+    ctx.commit(
+        Counts::default(),
+        &[(ck.as_str(), cv.as_slice()), (nk.as_str(), nv.as_slice())],
+    )
 }
 
 /// The step's checkpoints as a source reads them: its own over the seed's.
@@ -532,6 +630,8 @@ impl Lane {
     async fn run(mut self) -> Result<bool, Failure> {
         let mut sessions: Option<LaneSessions> = None;
         let mut waited = Waiting::new();
+        let mut reconnects = 0;
+        let mut committed_before = self.ctx.checkpoints().len();
         loop {
             if self.failed.load(Ordering::Relaxed) {
                 break;
@@ -586,9 +686,28 @@ impl Lane {
                 break;
             };
             match self.copy_unit(src.as_mut(), tgt.as_mut(), &unit).await {
-                Ok(true) => {}
+                Ok(true) => {
+                    reconnects = 0;
+                }
                 // Cancelled mid-response: the sessions are dropped, not closed.
                 Ok(false) => return Ok(false),
+                // The target closed the connection while throttling (Exchange's `* BYE`):
+                // reconnect and go on from the checkpoints, without spending a retry — unless
+                // it keeps doing so without letting anything through.
+                Err(Failure::Flow(e)) if e.is_throttle() && reconnects < MAX_RECONNECTS => {
+                    let committed = self.ctx.checkpoints().len();
+                    reconnects = if committed > committed_before {
+                        1
+                    } else {
+                        reconnects + 1
+                    };
+                    committed_before = committed;
+                    sessions = None;
+                    if let Ok(mut work) = self.work.lock() {
+                        work.units.push_front(unit);
+                        work.connected -= 1;
+                    }
+                }
                 Err(e) => {
                     self.failed.store(true, Ordering::Relaxed);
                     return Err(e);
@@ -664,8 +783,33 @@ impl Lane {
         if self.ctx.resumed() {
             self.take_back_doubles(src, tgt, unit, &mut counts).await?;
         }
+        self.record_target_notes(tgt)?;
         self.commit_marker()?;
         Ok(true)
+    }
+
+    /// What the target did differently from what it was asked, kept as report notes with
+    /// totals over every run of the step.
+    fn record_target_notes(&mut self, tgt: &mut dyn TargetSession) -> Result<(), Failure> {
+        for note in tgt.take_notes() {
+            match note {
+                TargetNote::KeywordsDropped { folder, count } => {
+                    let topic = format!("keywords-dropped:{folder}");
+                    let total = notes::count(self.ctx.checkpoints(), &topic) + count;
+                    let text = format!(
+                        "{total} message(s) stored in `{folder}` without their keywords: the \
+                         target cannot store keywords there"
+                    );
+                    let (ck, cv) = notes::count_checkpoint(&topic, total);
+                    let (nk, nv) = notes::checkpoint(&topic, &text);
+                    self.ctx.commit(
+                        Counts::default(),
+                        &[(ck.as_str(), cv.as_slice()), (nk.as_str(), nv.as_slice())],
+                    )?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// After a resumed copy of a unit: a process killed right after sending an APPEND may
@@ -907,7 +1051,7 @@ impl Lane {
                         // reported like any oversized message, not a failed copy.
                         Err(FlowError::Refused {
                             text,
-                            too_big: true,
+                            left_behind: true,
                         }) => {
                             let meta = &progress.entries[i].meta;
                             let reason = format!("refused by the target: {text}");

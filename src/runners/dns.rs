@@ -74,6 +74,9 @@ struct Setup {
     ahead: Duration,
     propagation_timeout: Duration,
     nameservers: Vec<String>,
+    /// Held for the runners' lifetime so the TSIG secret is resolved once per run (each
+    /// provider built from the plan finds this one: `crate::secrets::shared`).
+    _tsig: Option<std::sync::Arc<crate::secrets::SharedSecret>>,
 }
 
 impl Setup {
@@ -101,6 +104,10 @@ impl Setup {
             propagation_timeout: duration(dns.propagation_timeout.as_deref())
                 .unwrap_or(DEFAULT_PROPAGATION_TIMEOUT),
             nameservers: dns.nameservers.clone(),
+            _tsig: dns
+                .rfc2136
+                .as_ref()
+                .map(|r| crate::secrets::shared(&r.tsig.secret, base_dir)),
         }
     }
 

@@ -11,14 +11,14 @@
 //! Users, licences and mailboxes are Microsoft Graph's business: see [`super::m365_user`].
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::connectors::imap::PORTS as IMAP_PORTS;
 use crate::connectors::net::Endpoint;
 use crate::connectors::oauth::{m365_token_endpoint, TokenSource};
 use crate::engine::step::StepError;
-use crate::plan::model::{AppAuth, AuthMethod, M365Imap, SecretRef, ServerEndpoint, User};
-use crate::secrets::Secret;
+use crate::plan::model::{AppAuth, AuthMethod, M365Imap, ServerEndpoint, User};
+use crate::secrets::{Secret, SharedSecret};
 
 /// The IMAP endpoint of an m365 target: the plan's `imap:` override, else
 /// `outlook.office365.com:993` with implicit TLS.
@@ -30,17 +30,21 @@ pub(crate) fn imap_endpoint(imap: Option<&M365Imap>, base: &Path) -> Endpoint {
         ca_file: None,
         max_connections: None,
         max_connections_per_login: None,
+        max_messages_per_second: None,
+        allow_plaintext: false,
     };
     let imap = imap.unwrap_or(&default);
     let server = ServerEndpoint {
         host: imap.host().to_owned(),
         port: imap.port,
         tls: imap.tls.into(),
-        allow_plaintext: false,
+        // Validation accepts it only towards a loopback host.
+        allow_plaintext: imap.allow_plaintext,
         ca_file: imap.ca_file.clone(),
         auth: AuthMethod::Xoauth2,
         max_connections: imap.max_connections,
         max_connections_per_login: imap.max_connections_per_login,
+        max_messages_per_second: imap.max_messages_per_second,
     };
     Endpoint::from_plan(&server, IMAP_PORTS, base)
 }
@@ -77,9 +81,10 @@ pub(crate) struct AppTokens {
     client_id: String,
     endpoint: String,
     scope: String,
-    secret: SecretRef,
+    /// The client secret, resolved once per run (shared with any other use of the reference).
+    secret: Arc<SharedSecret>,
     base_dir: PathBuf,
-    /// Built once the secret resolved; a failed resolution is tried again next time.
+    /// Built once the secret resolved.
     source: Mutex<Option<Arc<TokenSource>>>,
 }
 
@@ -94,36 +99,7 @@ impl std::fmt::Debug for AppTokens {
     }
 }
 
-/// Values shared by every runner of a plan while any of them holds one, by key. Weak, so
-/// what they hold (a resolved secret, a token, a tenant snapshot) leaves memory with the last
-/// runner that uses it.
-pub(crate) struct LiveRegistry<T> {
-    live: Mutex<Vec<(String, Weak<T>)>>,
-}
-
-impl<T> LiveRegistry<T> {
-    pub(crate) const fn new() -> Self {
-        LiveRegistry {
-            live: Mutex::new(Vec::new()),
-        }
-    }
-
-    /// The live value under `key`, else `make()` registered under it.
-    pub(crate) fn get_or_insert(&self, key: String, make: impl FnOnce() -> T) -> Arc<T> {
-        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
-        live.retain(|(_, w)| w.strong_count() > 0);
-        if let Some(found) = live
-            .iter()
-            .find(|(k, _)| *k == key)
-            .and_then(|(_, w)| w.upgrade())
-        {
-            return found;
-        }
-        let value = Arc::new(make());
-        live.push((key, Arc::downgrade(&value)));
-        value
-    }
-}
+pub(crate) use crate::live::LiveRegistry;
 
 /// Live token holders by [`AppTokens::describe`].
 static LIVE: LiveRegistry<AppTokens> = LiveRegistry::new();
@@ -139,7 +115,7 @@ pub(crate) fn app_tokens(tenant: &str, auth: &AppAuth, host: &str, base: &Path) 
             .clone()
             .unwrap_or_else(|| m365_token_endpoint(tenant)),
         scope: scope_for(host),
-        secret: auth.client_secret.clone(),
+        secret: crate::secrets::shared(&auth.client_secret, base),
         base_dir: base.to_path_buf(),
         source: Mutex::new(None),
     };
@@ -156,7 +132,7 @@ impl AppTokens {
             self.client_id,
             self.endpoint,
             self.scope,
-            super::mail::secret_label(&self.secret),
+            super::mail::secret_label(self.secret.reference()),
             self.base_dir.display()
         )
     }
@@ -174,13 +150,12 @@ impl AppTokens {
             match slot.as_ref() {
                 Some(s) => Arc::clone(s),
                 None => {
-                    let secret = crate::secrets::resolve(&self.secret, &self.base_dir, false)
-                        .map_err(|e| {
-                            StepError::permanent(format!(
-                                "{}: the client secret cannot be read ({e})",
-                                self.who()
-                            ))
-                        })?;
+                    let secret = self.secret.get().map_err(|e| {
+                        StepError::permanent(format!(
+                            "{}: the client secret cannot be read ({e})",
+                            self.who()
+                        ))
+                    })?;
                     let s = TokenSource::new(&self.endpoint, &self.client_id, secret, &self.scope)
                         .map_err(|e| StepError::permanent(format!("{}: {e}", self.who())))?;
                     Arc::clone(slot.insert(Arc::new(s)))
@@ -214,7 +189,7 @@ impl crate::connectors::graph::BearerSource for AppTokens {
 mod tests {
     use super::*;
     use crate::connectors::oauth::M365_MAIL_SCOPE;
-    use crate::plan::model::{Credentials, EnvSecret, M365Tls};
+    use crate::plan::model::{Credentials, EnvSecret, M365Tls, SecretRef};
 
     fn user(email: &str) -> User {
         User {
@@ -264,6 +239,8 @@ mod tests {
             ca_file: Some("ca.pem".into()),
             max_connections: None,
             max_connections_per_login: None,
+            max_messages_per_second: None,
+            allow_plaintext: false,
         };
         let e = imap_endpoint(Some(&gcc), Path::new("/plans"));
         assert_eq!(e.server(), "outlook.office365.us:143");

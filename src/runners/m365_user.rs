@@ -542,11 +542,11 @@ impl Job {
     ) -> Result<GraphUser, StepError> {
         let wanted = &self.user;
         let password: Secret = match &wanted.initial_password {
-            Some(reference) => {
-                crate::secrets::resolve(reference, &self.base_dir, false).map_err(|e| {
+            Some(reference) => crate::secrets::shared(reference, &self.base_dir)
+                .get()
+                .map_err(|e| {
                     StepError::permanent(format!("initial_password of {}: {e}", wanted.upn))
-                })?
-            }
+                })?,
             None => self.generated_password()?,
         };
         let new = NewUser {
@@ -613,7 +613,7 @@ impl Job {
             self.user.upn,
             generated.expose()
         );
-        crate::private_file::write(&path, text.as_bytes())
+        crate::files::write_atomically(&path, text.as_bytes())
             .map_err(|e| StepError::permanent(format!("cannot write {}: {e}", path.display())))?;
         Ok(generated)
     }

@@ -10,7 +10,7 @@ use super::m365;
 use crate::connectors::imap::PORTS as IMAP_PORTS;
 use crate::connectors::mail::DateWindow;
 use crate::connectors::mailflow::imap_source::ImapSource;
-use crate::connectors::mailflow::imap_target::ImapTarget;
+use crate::connectors::mailflow::imap_target::{ImapTarget, Quirks};
 use crate::connectors::mailflow::m365_target::M365Target;
 use crate::connectors::mailflow::maildir_source::MaildirSource;
 use crate::connectors::mailflow::maildir_target::MaildirTarget;
@@ -23,7 +23,9 @@ use crate::connectors::mailflow::{
 use crate::connectors::net::{Credentials, Endpoint};
 use crate::connectors::pop3::PORTS as POP3_PORTS;
 use crate::connectors::pst::ConvertOptions;
+use crate::graph::path_safe;
 use crate::plan::model::{AuthMethod, Migration, Plan, PstVia, SecretRef, Source, Target, User};
+use crate::secrets::SharedSecret;
 
 /// A secret reference as hashed: the reference, never an inline value (a hash of a short
 /// password is guessable, and the hash is stored in state).
@@ -36,21 +38,41 @@ pub(crate) fn secret_label(r: &SecretRef) -> String {
     }
 }
 
-/// A login whose password (or externally issued token) the plan references.
+/// A login whose password (or externally issued token) the plan references. The secret is
+/// resolved once per run, shared with every other login of the run that references it.
 #[derive(Debug)]
 struct PlanLogin {
     login: String,
-    secret: SecretRef,
+    secret: Arc<SharedSecret>,
     auth: AuthMethod,
-    base_dir: PathBuf,
     /// Where the password is configured, for errors (`source ionos-imap`, `target_login`).
     context: String,
+}
+
+impl PlanLogin {
+    fn new(
+        login: &str,
+        secret: &SecretRef,
+        auth: AuthMethod,
+        base: &Path,
+        context: String,
+    ) -> Self {
+        PlanLogin {
+            login: login.to_owned(),
+            secret: crate::secrets::shared(secret, base),
+            auth,
+            context,
+        }
+    }
 }
 
 impl Login for PlanLogin {
     fn credentials(&self) -> BoxFuture<'_, FlowResult<Credentials>> {
         Box::pin(async move {
-            let secret = crate::secrets::resolve(&self.secret, &self.base_dir, false)
+            let shared = Arc::clone(&self.secret);
+            let secret = tokio::task::spawn_blocking(move || shared.get())
+                .await
+                .map_err(|e| FlowError::Permanent(format!("secret task failed: {e}")))?
                 .map_err(|e| FlowError::Permanent(format!("{}: {e}", self.context)))?;
             Ok(match self.auth {
                 AuthMethod::Password => Credentials::password(&self.login, secret.expose()),
@@ -64,7 +86,7 @@ impl Login for PlanLogin {
             "{}|{:?}|{}",
             self.login,
             self.auth,
-            secret_label(&self.secret)
+            secret_label(self.secret.reference())
         )
     }
 }
@@ -100,6 +122,12 @@ impl Login for AppLogin {
     }
 }
 
+/// `settings.max_message_size_mb` in bytes: no mail over it is copied, and no server is read
+/// for much more than it ([`Endpoint::read_limit`]).
+pub(crate) fn message_limit(plan: &Plan) -> u64 {
+    u64::from(plan.settings.max_message_size_mb) * 1024 * 1024
+}
+
 /// The window of a migration, or why its dates are wrong.
 pub(crate) fn window_of(m: &Migration) -> Result<Option<DateWindow>, String> {
     DateWindow::parse(m.since.as_deref(), m.before.as_deref())
@@ -133,17 +161,17 @@ pub(crate) fn source_for(
                 m.from
             ));
         };
-        Ok(Arc::new(PlanLogin {
-            login: login.clone(),
-            secret: password.clone(),
-            auth: server.auth,
-            base_dir: base.to_path_buf(),
-            context: format!("source `{}`", m.from),
-        }))
+        Ok(Arc::new(PlanLogin::new(
+            login,
+            password,
+            server.auth,
+            base,
+            format!("source `{}`", m.from),
+        )))
     };
     // Connections count against the source login's limit.
     let endpoint = |server: &crate::plan::model::ServerEndpoint, ports| {
-        let e = Endpoint::from_plan(server, ports, base);
+        let e = Endpoint::from_plan(server, ports, base).with_message_limit(message_limit(plan));
         match &m.login {
             Some(login) => e.for_login(login),
             None => e,
@@ -169,6 +197,7 @@ pub(crate) fn source_for(
         Some(Source::Maildir) => Ok(Arc::new(MaildirSource::new(file()?, window))),
         Some(Source::Pst {
             via: PstVia::Direct,
+            ..
         }) => Ok(Arc::new(PstSource::new(
             file()?,
             window,
@@ -177,6 +206,7 @@ pub(crate) fn source_for(
         ))),
         Some(Source::Pst {
             via: PstVia::ImportService,
+            ..
         }) => Err("copy from a pst source via the import service".into()),
         None => Err(format!("copy from unknown source `{}`", m.from)),
     }
@@ -189,12 +219,18 @@ pub(crate) fn target_for(
     base: &Path,
 ) -> Result<Arc<dyn MailTarget>, String> {
     match &plan.target {
-        Target::Maildir { path } => Ok(Arc::new(MaildirTarget::new(
-            base.join(path).join(&user.email),
-        ))),
+        Target::Maildir { path } => {
+            Ok(Arc::new(MaildirTarget::new(maildir_root(base, path, user))))
+        }
         Target::Imap(_) => Ok(Arc::new(imap_target(plan, user, base)?.0)),
         Target::M365 { .. } => Ok(Arc::new(m365_target(plan, user, base)?)),
     }
+}
+
+/// The folder of `user`'s Maildir under a maildir target's `path`: named after the address,
+/// built by [`path_safe`] so that no address can name a folder elsewhere.
+pub(crate) fn maildir_root(base: &Path, path: &Path, user: &User) -> PathBuf {
+    base.join(path).join(path_safe(&user.email))
 }
 
 /// The imap target's mailbox of `user`, with the login it signs in as.
@@ -212,17 +248,20 @@ pub(crate) fn imap_target(
             user.email
         ));
     };
-    let login = Arc::new(PlanLogin {
-        login: tl.login.clone(),
-        secret: tl.password.clone(),
-        auth: server.auth,
-        base_dir: base.to_path_buf(),
-        context: format!("target_login of {}", user.email),
-    });
+    let login = Arc::new(PlanLogin::new(
+        &tl.login,
+        &tl.password,
+        server.auth,
+        base,
+        format!("target_login of {}", user.email),
+    ));
     let target = ImapTarget::new(
-        Endpoint::from_plan(server, IMAP_PORTS, base).for_login(&tl.login),
+        Endpoint::from_plan(server, IMAP_PORTS, base)
+            .with_message_limit(message_limit(plan))
+            .for_login(&tl.login),
         login,
         TargetNames::imap(),
+        Quirks::default(),
     );
     Ok((target, tl.login.clone()))
 }
@@ -240,7 +279,7 @@ pub(crate) fn m365_target(plan: &Plan, user: &User, base: &Path) -> Result<M365T
     else {
         return Err("not an m365 target".into());
     };
-    let endpoint = m365::imap_endpoint(imap.as_ref(), base);
+    let endpoint = m365::imap_endpoint(imap.as_ref(), base).with_message_limit(message_limit(plan));
     let tokens = m365::app_tokens(tenant, auth, &endpoint.host, base);
     let mailbox = m365::login_for(user, initial_domain.as_deref());
     let endpoint = endpoint.for_login(&mailbox);

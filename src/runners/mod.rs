@@ -14,6 +14,7 @@ mod m365;
 mod m365_user;
 mod mail;
 pub mod notes;
+mod pst_import;
 pub mod skipped;
 mod tally;
 pub mod throttled;
@@ -39,6 +40,16 @@ pub fn runners_for(plan: &Plan, graph: &StepGraph, base_dir: &Path) -> Runners {
         let runner: Arc<dyn StepRunner> = match (step.kind, user) {
             (StepKind::Manual, _) => continue,
             (StepKind::User, Some(user)) => user::runner(plan, user, base_dir),
+            (StepKind::Copy, Some(user))
+                if crate::plan::pst_import::is_import_source(
+                    migration.and_then(|m| plan.sources.get(&m.from)),
+                ) =>
+            {
+                match migration {
+                    Some(m) => pst_import::upload_runner(plan, graph, user, m, base_dir),
+                    None => Arc::new(Unsupported::new("copy step without a migration")),
+                }
+            }
             (StepKind::Copy | StepKind::Delta, Some(user)) => match migration {
                 Some(m) => copy::runner(plan, user, m, base_dir, step),
                 None => Arc::new(Unsupported::new("copy step without a migration")),

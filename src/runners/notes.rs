@@ -14,6 +14,30 @@ pub fn checkpoint(topic: &str, text: &str) -> (String, Vec<u8>) {
     (format!("{PREFIX}{topic}"), text.as_bytes().to_vec())
 }
 
+/// Counts kept beside notes (`note-count:<topic>`), so a note can say the total over every
+/// run of the step. Not notes themselves: the report does not list them.
+pub const COUNT_PREFIX: &str = "note-count:";
+
+/// The total kept for `topic`, 0 when none.
+pub fn count(checkpoints: &BTreeMap<String, Vec<u8>>, topic: &str) -> u64 {
+    checkpoints
+        .get(&format!("{COUNT_PREFIX}{topic}"))
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The checkpoint keeping `total` for `topic`.
+pub fn count_checkpoint(topic: &str, total: u64) -> (String, Vec<u8>) {
+    (
+        format!("{COUNT_PREFIX}{topic}"),
+        total.to_string().into_bytes(),
+    )
+}
+
+/// Wall time a step's mailbox spent paused by the target's throttling, in milliseconds.
+pub const THROTTLED_MS: &str = "throttled-ms";
+
 /// A step's notes, in topic order.
 pub fn from_checkpoints(checkpoints: &BTreeMap<String, Vec<u8>>) -> Vec<String> {
     checkpoints

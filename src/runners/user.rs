@@ -21,7 +21,7 @@ use crate::state::Counts;
 pub(crate) fn runner(plan: &Plan, user: &User, base: &Path) -> Arc<dyn StepRunner> {
     match &plan.target {
         Target::Maildir { path } => Arc::new(UserMaildir {
-            root: base.join(path).join(&user.email),
+            root: super::mail::maildir_root(base, path, user),
             hash: hash_parts(&["user-maildir", &path.display().to_string(), &user.email]),
         }),
         Target::Imap(_) => match imap_target(plan, user, base) {

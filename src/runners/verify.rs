@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::attempt::{on_own_runtime, run_attempt, Failure};
-use super::copy::CopyRunner;
+use super::copy::{CopyRunner, Renames};
 use super::skipped;
 use super::tally::Tally;
 use crate::connectors::mail::identity::IdentityCounts;
@@ -75,10 +75,21 @@ impl Verify {
             let slots =
                 reserve_connections(&copy.source.endpoints().iter().collect::<Vec<_>>()).await;
             let mut src = copy.source.open().await?;
-            for folder in src.folders().await? {
+            let folders = src.folders().await?;
+            // The names the copy stored them under (Exchange renames some).
+            let renames = Renames::of(
+                copy.target.as_ref(),
+                folders
+                    .iter()
+                    .filter_map(|f| copy.mapper.map(f))
+                    .collect::<Vec<_>>()
+                    .iter(),
+            );
+            for folder in folders {
                 let Route::Copy(target) = copy.mapper.route(&folder) else {
                     continue;
                 };
+                let target = renames.name(&target);
                 let mut metas = src
                     .list(&folder, &Checkpoints::new(), Side::Pending)
                     .await?;

@@ -87,6 +87,12 @@ impl SqliteStore {
                 return Err(StateError::NotFound { path });
             }
             prepare_dir(&path)?;
+            // Created here, private: SQLite gives its -wal and -shm files the mode of the
+            // database file, and would create this one world-readable.
+            crate::files::touch(&path).map_err(|source| StateError::CreateDir {
+                path: path.clone(),
+                source,
+            })?;
         }
 
         let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -587,11 +593,11 @@ fn prepare_dir(path: &Path) -> Result<()> {
         path: dir.to_owned(),
         source,
     };
-    std::fs::create_dir_all(dir).map_err(io)?;
+    crate::files::create_dir_all(dir).map_err(io)?;
     if dir.file_name().is_some_and(|n| n == STATE_DIR) {
         let ignore = dir.join(".gitignore");
         if !ignore.exists() {
-            std::fs::write(&ignore, "*\n").map_err(io)?;
+            crate::files::write_atomically(&ignore, b"*\n").map_err(io)?;
         }
     }
     Ok(())

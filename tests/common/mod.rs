@@ -1,6 +1,8 @@
 //! Helpers shared by integration tests: run a command in-process and capture its output.
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
+
 use clap::Parser;
 use cutover::cli::{self, Cli, ExitCode, Output};
 
@@ -21,6 +23,7 @@ pub fn run(args: &[&str]) -> Captured {
             out: &mut out,
             err: &mut err,
             color: false,
+            verbosity: cli.verbosity(),
         };
         cli::run(cli, &mut output)
     };
@@ -29,6 +32,42 @@ pub fn run(args: &[&str]) -> Captured {
         stdout: String::from_utf8(out).expect("stdout is UTF-8"),
         stderr: String::from_utf8(err).expect("stderr is UTF-8"),
     }
+}
+
+/// Every file below `dir`, recursively (none when it cannot be read).
+pub fn files_below(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_below(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// A copy of the demo plan and its mailboxes in a temp dir (the real one writes into the repo).
+pub fn demo_copy() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("demo")).unwrap();
+    for mbox in ["ana.mbox", "ben.mbox"] {
+        std::fs::copy(
+            Path::new("plans/demo").join(mbox),
+            dir.path().join("demo").join(mbox),
+        )
+        .unwrap();
+    }
+    let plan = std::fs::read_to_string("plans/demo.yaml")
+        .unwrap()
+        .replace("../demo-out", "demo-out");
+    assert!(plan.contains("path: demo-out") && plan.contains("output_dir: demo-out"));
+    let path = dir.path().join("demo.yaml");
+    std::fs::write(&path, plan).unwrap();
+    (dir, path)
 }
 
 pub mod apply_process;

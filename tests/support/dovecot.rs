@@ -386,8 +386,9 @@ fn greets(port: u16, want: &str) -> bool {
     }
 }
 
-/// A private CA and a server certificate for `localhost`/`127.0.0.1` signed by it.
-fn make_certs() -> (String, String, String) {
+/// A private CA and a server certificate for `localhost`/`127.0.0.1` signed by it: (CA PEM,
+/// certificate PEM, key PEM).
+pub fn make_certs() -> (String, String, String) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();

@@ -20,7 +20,20 @@
 //!   bytes reached the client, at most `cut_download_limit` times;
 //! - `drop_capabilities`: names removed from `* CAPABILITY` lines and `[CAPABILITY …]` codes,
 //!   and POP3 `CAPA` lines (`PIPELINING`, `TOP`);
-//! - `reorder_appends`: an APPEND's completion comes after the next command's.
+//! - `reorder_appends`: an APPEND's completion comes after the next command's;
+//! - `budget`: a token bucket per login (Exchange Online throttles per mailbox): an APPEND
+//!   finding no token for each of its messages is answered with the next throttling reply;
+//!   `bye_after_refusals` closes a connection (`* BYE`) after that many invented refusals
+//!   on it, as Exchange does;
+//! - `no_keywords`: `PERMANENTFLAGS` without `\*` (the folder cannot store keywords), and
+//!   APPENDs that send keywords anyway are counted;
+//! - `huge_body`: a body download announces a literal of that many bytes instead of the
+//!   message's, and the proxy streams that many filler bytes (as long as the client reads);
+//! - `nil_body_uids`: the body of these UIDs comes as `BODY[] NIL` (a server that has nothing
+//!   to give for a message it still lists).
+//!
+//! [`Faults::exchange`] is Exchange Online's profile: its capabilities (no MULTIAPPEND, no
+//! CONDSTORE), a per-mailbox budget, its throttling text, a BYE after three throttles.
 //!
 //! POP3 sessions (told by the `+OK` greeting) are followed answer by answer — a status line,
 //! and a body up to `.` after `+OK` for the commands that have one — so the proxy knows how
@@ -68,6 +81,47 @@ pub struct Faults {
     /// until the next command completes (only while another command is in flight, so it
     /// always comes). RFC 3501 allows it; Dovecot never does it.
     pub reorder_appends: bool,
+    /// Per login: messages per second, and how many may come at once (the bucket's depth).
+    pub budget: Option<(f64, f64)>,
+    /// Closes a connection (`* BYE`) after this many replies the proxy invented on it
+    /// (throttling, `[TOOBIG]`): Exchange closes after a few throttles, and after ten errors.
+    pub bye_after_refusals: Option<usize>,
+    /// Folders cannot store keywords (`PERMANENTFLAGS` without `\*`).
+    pub no_keywords: bool,
+    /// Announced (and streamed) length of every body download's literal.
+    pub huge_body: Option<u64>,
+    /// UIDs whose body download says `BODY[] NIL`.
+    pub nil_body_uids: Vec<u32>,
+}
+
+impl Faults {
+    /// Exchange Online as the issue tracker measured it: `IMAP4 IMAP4rev1 AUTH=PLAIN
+    /// AUTH=XOAUTH2 SASL-IR UIDPLUS MOVE ID UNSELECT CHILDREN IDLE NAMESPACE LITERAL+` (so no
+    /// MULTIAPPEND, CONDSTORE, QRESYNC…), throttling per mailbox with its text and a suggested
+    /// backoff of `backoff_ms`, a BYE after three throttles, no keywords.
+    pub fn exchange(per_second: f64, depth: f64, backoff_ms: u64) -> Faults {
+        Faults {
+            drop_capabilities: [
+                "MULTIAPPEND",
+                "CONDSTORE",
+                "QRESYNC",
+                "LITERAL-",
+                "APPENDLIMIT",
+                "CATENATE",
+                "BINARY",
+                "SPECIAL-USE",
+                "LIST-EXTENDED",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            throttle_replies: vec![microsoft_throttle(backoff_ms)],
+            budget: Some((per_second, depth)),
+            bye_after_refusals: Some(3),
+            no_keywords: true,
+            ..Faults::default()
+        }
+    }
 }
 
 /// What the proxy has seen and done, across all connections.
@@ -87,17 +141,56 @@ pub struct Counts {
     /// The most POP3 commands one client had sent before their answers were complete: 1
     /// for a client waiting for each answer, more for one pipelining.
     pub pop3_max_in_flight: usize,
+    /// APPENDs that carried keywords.
+    pub appends_with_keywords: usize,
+    /// Connections closed with `* BYE` after throttling.
+    pub byes: usize,
+    /// `UID STORE … +FLAGS… (\Flagged)` commands.
+    pub flagged_stores: usize,
+    /// Connections opened.
+    pub connections: usize,
+}
+
+/// Per login: messages the budget let through and APPENDs it refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoginCounts {
+    pub accepted: usize,
+    pub refused: usize,
 }
 
 struct Shared {
     faults: Mutex<Faults>,
     counts: Mutex<Counts>,
     changed: Condvar,
+    /// Per login: tokens left and when they were last topped up.
+    buckets: Mutex<std::collections::HashMap<String, (f64, Instant)>>,
+    logins: Mutex<std::collections::BTreeMap<String, LoginCounts>>,
 }
 
 impl Shared {
     fn faults(&self) -> Faults {
         self.faults.lock().unwrap().clone()
+    }
+
+    /// Takes `n` tokens of `login`'s bucket, if it has them.
+    fn take_tokens(&self, login: &str, n: usize, (per_second, depth): (f64, f64)) -> bool {
+        let mut buckets = self.buckets.lock().unwrap();
+        let now = Instant::now();
+        let (tokens, at) = buckets.entry(login.to_owned()).or_insert((depth, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * per_second).min(depth);
+        *at = now;
+        let ok = *tokens >= n as f64;
+        if ok {
+            *tokens -= n as f64;
+        }
+        let mut logins = self.logins.lock().unwrap();
+        let c = logins.entry(login.to_owned()).or_default();
+        if ok {
+            c.accepted += n;
+        } else {
+            c.refused += 1;
+        }
+        ok
     }
 
     /// Applies `f` to the counts and returns the updated value.
@@ -147,6 +240,8 @@ impl FaultProxy {
                 faults: Mutex::new(faults),
                 counts: Mutex::default(),
                 changed: Condvar::new(),
+                buckets: Mutex::default(),
+                logins: Mutex::default(),
             }),
             stop: Arc::default(),
         };
@@ -175,6 +270,11 @@ impl FaultProxy {
     /// Changes the script for what happens next (connections already open included).
     pub fn set_faults(&self, faults: Faults) {
         *self.shared.faults.lock().unwrap() = faults;
+    }
+
+    /// Per login (as the client signed in): what the budget let through and refused.
+    pub fn logins(&self) -> std::collections::BTreeMap<String, LoginCounts> {
+        self.shared.logins.lock().unwrap().clone()
     }
 
     pub fn counts(&self) -> Counts {
@@ -342,6 +442,10 @@ fn session(client: TcpStream, server: TcpStream, shared: &Arc<Shared>) {
     let mut to_server = server;
     // Whether the line read next continues a command (follows one of its literals).
     let mut continues = false;
+    // Who signed in on this connection, and how often it was throttled.
+    let mut login = String::new();
+    let mut refused_here = 0usize;
+    shared.count(|c| c.connections += 1);
     while let Some(line) = read_line(&mut from_client) {
         let text = String::from_utf8_lossy(&line).to_string();
         let words: Vec<&str> = text.split_whitespace().collect();
@@ -369,6 +473,18 @@ fn session(client: TcpStream, server: TcpStream, shared: &Arc<Shared>) {
             }
             continue;
         }
+        if !continues {
+            if let Some(who) = signed_in_as(&words) {
+                login = who;
+            }
+            if verb(1, "UID")
+                && verb(2, "STORE")
+                && text.contains("+FLAGS")
+                && text.contains("\\Flagged")
+            {
+                shared.count(|c| c.flagged_stores += 1);
+            }
+        }
         let forwarded = if !continues && verb(1, "APPEND") {
             let n = shared.count(|c| c.appends += 1).appends;
             let mut s = Append {
@@ -379,6 +495,8 @@ fn session(client: TcpStream, server: TcpStream, shared: &Arc<Shared>) {
                 down: &down,
                 from_client: &mut from_client,
                 to_server: &mut to_server,
+                login: &login,
+                refused_here: &mut refused_here,
             };
             match s.run(line) {
                 Some(more) => {
@@ -424,6 +542,10 @@ struct Append<'a> {
     down: &'a Down,
     from_client: &'a mut BufReader<TcpStream>,
     to_server: &'a mut TcpStream,
+    /// Who signed in on this connection.
+    login: &'a str,
+    /// Throttling replies sent on this connection so far.
+    refused_here: &'a mut usize,
 }
 
 impl Append<'_> {
@@ -436,7 +558,17 @@ impl Append<'_> {
     }
 
     /// The reply replacing the server's, if this APPEND is throttled or refused.
-    fn invented(&self, sizes: &[usize]) -> Option<String> {
+    fn invented(&mut self, sizes: &[usize]) -> Option<String> {
+        if let Some(budget) = self.faults.budget {
+            if !self.shared.take_tokens(self.login, sizes.len(), budget) {
+                let k = self.shared.count(|c| c.throttles += 1).throttles;
+                let replies = &self.faults.throttle_replies;
+                return Some(match replies.len() {
+                    0 => THROTTLED.to_string(),
+                    r => replies[(k - 1) % r].clone(),
+                });
+            }
+        }
         if self.every(self.faults.throttle_every) {
             let k = self.shared.count(|c| c.throttles += 1).throttles;
             let replies = &self.faults.throttle_replies;
@@ -461,9 +593,41 @@ impl Append<'_> {
             .push_back(Pending::Sent(tag));
     }
 
+    /// Answers with `reply` in place of the server; after too many throttling replies on this
+    /// connection, closes it as Exchange does. `None` when the session is over.
+    fn answer(&mut self, reply: &str) -> Option<bool> {
+        *self.refused_here += 1;
+        let mut d = self.down.lock().unwrap();
+        if !d.reply(self.tag, reply) {
+            return None;
+        }
+        let bye = self
+            .faults
+            .bye_after_refusals
+            .is_some_and(|n| *self.refused_here >= n);
+        if bye {
+            // As Exchange: the answers to what is in flight first, then `* BYE`, then close.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while d.queue.iter().any(|p| matches!(p, Pending::Sent(_))) && Instant::now() < deadline
+            {
+                drop(d);
+                thread::sleep(Duration::from_millis(2));
+                d = self.down.lock().unwrap();
+            }
+            let _ = d.to_client.write_all(b"* BYE Connection is closed. 13\r\n");
+            drop(d);
+            self.shared.count(|c| c.byes += 1);
+            return None;
+        }
+        Some(false)
+    }
+
     /// Handles the command starting with `line`: `None` when the session is over, else
     /// whether the client's next line still belongs to this command.
     fn run(&mut self, line: Vec<u8>) -> Option<bool> {
+        if self.faults.no_keywords && has_keywords(&line) {
+            self.shared.count(|c| c.appends_with_keywords += 1);
+        }
         let Some((size, plus)) = literal_size(&line) else {
             self.sent();
             return self.to_server.write_all(&line).is_ok().then_some(false);
@@ -472,8 +636,7 @@ impl Append<'_> {
             // A synchronizing literal: the client sends it only after `+`, so the decision
             // is made on this line (clients send MULTIAPPEND only with LITERAL+).
             if let Some(reply) = self.invented(&[size]) {
-                let ok = self.down.lock().unwrap().reply(self.tag, &reply);
-                return ok.then_some(false);
+                return self.answer(&reply);
             }
             self.sent();
             if self.every(self.faults.cut_every) {
@@ -507,8 +670,7 @@ impl Append<'_> {
             command.extend_from_slice(&rest);
         }
         if let Some(reply) = self.invented(&sizes) {
-            let ok = self.down.lock().unwrap().reply(self.tag, &reply);
-            return ok.then_some(false);
+            return self.answer(&reply);
         }
         self.sent();
         if self.every(self.faults.cut_every) {
@@ -568,6 +730,13 @@ fn responses(server: TcpStream, down: &Down, shared: &Shared) {
         } else {
             filter_capabilities(&line, &faults.drop_capabilities)
         };
+        let line = if faults.no_keywords && contains(&line, b"[PERMANENTFLAGS") {
+            String::from_utf8_lossy(&line)
+                .replace(" \\*", "")
+                .into_bytes()
+        } else {
+            line
+        };
         if faults.reorder_appends && held.is_none() && contains(&line, b"[APPENDUID") {
             if let Some(tag) = completion_tag(&line) {
                 let in_flight = down
@@ -581,6 +750,40 @@ fn responses(server: TcpStream, down: &Down, shared: &Shared) {
                     held = Some((line, tag));
                     continue;
                 }
+            }
+        }
+        if let Some(size) = body_literal(&line) {
+            if let Some(huge) = faults.huge_body {
+                // Announce `huge` bytes and stream filler until the client stops reading; the
+                // server's own literal is dropped and the session ends.
+                let at = line.len() - format!("{{{size}}}\r\n").len();
+                let mut fake = line[..at].to_vec();
+                fake.extend_from_slice(format!("{{{huge}}}\r\n").as_bytes());
+                let to_client = down.lock().unwrap().to_client.try_clone();
+                if let Ok(mut to_client) = to_client {
+                    let _ = to_client.write_all(&fake);
+                    let filler = vec![b'x'; 64 * 1024];
+                    let mut left = huge;
+                    while left > 0 {
+                        let n = left.min(filler.len() as u64) as usize;
+                        if to_client.write_all(&filler[..n]).is_err() {
+                            break;
+                        }
+                        left -= n as u64;
+                    }
+                }
+                break 'lines;
+            }
+            if fetch_uid(&line).is_some_and(|uid| faults.nil_body_uids.contains(&uid)) {
+                // `BODY[] {n}` + literal becomes `BODY[] NIL`; the line after the literal
+                // (`)` and the rest) follows as the server sends it.
+                let at = line.len() - format!("{{{size}}}\r\n").len();
+                let mut nil = line[..at].to_vec();
+                nil.extend_from_slice(b"NIL");
+                if !down.lock().unwrap().send(&nil, shared) || !skip_exact(&mut from_server, size) {
+                    break;
+                }
+                continue;
             }
         }
         if !down.lock().unwrap().send(&line, shared) {
@@ -619,6 +822,88 @@ fn responses(server: TcpStream, down: &Down, shared: &Shared) {
     if let Ok(server) = from_server.get_ref().try_clone() {
         let _ = server.shutdown(Shutdown::Both);
     }
+}
+
+/// The login a `LOGIN` or `AUTHENTICATE PLAIN|XOAUTH2` (with its initial response) signs in.
+fn signed_in_as(words: &[&str]) -> Option<String> {
+    use base64::Engine as _;
+    let verb = words.get(1)?;
+    if verb.eq_ignore_ascii_case("LOGIN") {
+        return Some(words.get(2)?.trim_matches('"').to_string());
+    }
+    if !verb.eq_ignore_ascii_case("AUTHENTICATE") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(words.get(3)?)
+        .ok()?;
+    let text = String::from_utf8_lossy(&decoded).into_owned();
+    if words.get(2)?.eq_ignore_ascii_case("XOAUTH2") {
+        return text
+            .split('\x01')
+            .find_map(|p| p.strip_prefix("user="))
+            .map(str::to_owned);
+    }
+    // PLAIN: authzid NUL authcid NUL password.
+    text.split('\0').nth(1).map(str::to_owned)
+}
+
+/// Whether an APPEND line's flag list holds a keyword (a flag without a leading `\`):
+/// `tag APPEND mailbox (flags) …`, the mailbox an atom or a quoted string.
+fn has_keywords(line: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(line);
+    let mut rest = text.as_ref();
+    for _ in 0..2 {
+        rest = rest.trim_start();
+        rest = rest.split_once(' ').map_or("", |(_, r)| r);
+    }
+    let rest = rest.trim_start();
+    let after_mailbox = match rest.strip_prefix('"') {
+        Some(quoted) => {
+            let mut escaped = false;
+            let end = quoted.char_indices().find(|&(_, c)| {
+                let end = c == '"' && !escaped;
+                escaped = c == '\\' && !escaped;
+                end
+            });
+            end.map_or("", |(i, _)| &quoted[i + 1..])
+        }
+        None => rest.split_once(' ').map_or("", |(_, r)| r),
+    };
+    let Some(flags) = after_mailbox.trim_start().strip_prefix('(') else {
+        return false;
+    };
+    flags
+        .split(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .any(|f| !f.starts_with('\\'))
+}
+
+/// The size of the body literal a `* n FETCH (… BODY[] {size}` line announces.
+fn body_literal(line: &[u8]) -> Option<usize> {
+    let text = std::str::from_utf8(line).ok()?;
+    if !text.starts_with("* ") || !text.to_ascii_uppercase().contains(" FETCH ") {
+        return None;
+    }
+    let (size, plus) = literal_size(line)?;
+    let before = text.trim_end().rsplit_once('{')?.0;
+    (!plus && before.to_ascii_uppercase().ends_with("BODY[] ")).then_some(size)
+}
+
+/// The UID of a `* n FETCH (… UID u …` line.
+fn fetch_uid(line: &[u8]) -> Option<u32> {
+    let text = std::str::from_utf8(line).ok()?.to_ascii_uppercase();
+    let rest = &text[text.find("UID ")? + 4..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn skip_exact(from: &mut impl Read, size: usize) -> bool {
+    std::io::copy(&mut from.take(size as u64), &mut std::io::sink()).is_ok_and(|n| n == size as u64)
 }
 
 fn contains(line: &[u8], needle: &[u8]) -> bool {

@@ -28,9 +28,38 @@ pub fn token_endpoint_always(reply: (u16, String)) -> TokenEndpoint {
 }
 
 fn serve(replies: Vec<(u16, String)>, repeat_last: bool) -> TokenEndpoint {
+    serve_on(replies, repeat_last, None)
+}
+
+/// Like [`token_endpoint_always`], over HTTPS with the PEM certificate chain `cert` and key
+/// `key` (a test CA's): what a client trusting that CA reaches at `https://127.0.0.1:port/…`.
+pub fn https_token_endpoint_always(reply: (u16, String), cert: &str, key: &str) -> TokenEndpoint {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    serve_on(vec![reply], true, Some(Arc::new(config)))
+}
+
+fn serve_on(
+    replies: Vec<(u16, String)>,
+    repeat_last: bool,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> TokenEndpoint {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!(
-        "http://127.0.0.1:{}/tenant.example/oauth2/v2.0/token",
+        "{}://127.0.0.1:{}/tenant.example/oauth2/v2.0/token",
+        if tls.is_some() { "https" } else { "http" },
         listener.local_addr().unwrap().port()
     );
     let requests = Arc::new(Mutex::new(Vec::new()));
@@ -49,28 +78,51 @@ fn serve(replies: Vec<(u16, String)>, repeat_last: bool) -> TokenEndpoint {
             let Ok((stream, _)) = listener.accept() else {
                 return;
             };
-            let mut reader = BufReader::new(stream);
-            let mut length = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
+            let stream: Box<dyn ReadWrite> = match &tls {
+                Some(config) => {
+                    let Ok(conn) = rustls::ServerConnection::new(Arc::clone(config)) else {
+                        continue;
+                    };
+                    Box::new(rustls::StreamOwned::new(conn, stream))
                 }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut form = vec![0; length];
-            let _ = reader.read_exact(&mut form);
-            seen.lock()
-                .unwrap()
-                .push(String::from_utf8_lossy(&form).into_owned());
-            let reason = if status == 200 { "OK" } else { "Error" };
-            let mut stream = reader.into_inner();
-            let _ = write!(stream, "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                None => Box::new(stream),
+            };
+            answer(stream, status, &body, &seen);
         }
     });
     TokenEndpoint { url, requests }
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+/// Reads one request (headers, then a Content-Length body) and answers it.
+fn answer(stream: Box<dyn ReadWrite>, status: u16, body: &str, seen: &Mutex<Vec<String>>) {
+    let mut reader = BufReader::new(stream);
+    let mut length = 0usize;
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+        // Nothing arrived (the client hung up, or a TLS handshake failed): no request.
+        return;
+    }
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut form = vec![0; length];
+    let _ = reader.read_exact(&mut form);
+    seen.lock()
+        .unwrap()
+        .push(String::from_utf8_lossy(&form).into_owned());
+    let reason = if status == 200 { "OK" } else { "Error" };
+    let mut stream = reader.into_inner();
+    let _ = write!(stream, "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    let _ = stream.flush();
 }
 
 /// A successful client-credentials response.

@@ -180,7 +180,7 @@ pub fn carry_over(
     let nk2 = assemble(&sources, tags::MAJOR_NK2, rows.clone());
     let stream = assemble(&sources, tags::MAJOR_STREAM, rows);
 
-    std::fs::create_dir_all(out_dir).map_err(|source| AutocompleteError::Write {
+    crate::files::create_dir_all(out_dir).map_err(|source| AutocompleteError::Write {
         path: out_dir.to_owned(),
         source,
     })?;
@@ -236,7 +236,11 @@ pub fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<bool, AutocompleteE
         .unwrap_or_default();
     let temporary = path.with_file_name(format!(".{file_name}.cutover-tmp"));
     let result = (|| {
-        let mut file = std::fs::File::create(&temporary)?;
+        let mut file = crate::files::options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temporary)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         std::fs::rename(&temporary, path)

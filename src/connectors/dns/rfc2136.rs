@@ -7,7 +7,8 @@
 //! server answer NXRRSET/YXRRSET and change nothing, instead of being clobbered.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -23,7 +24,8 @@ use super::provider::{Applied, Provider, ProviderFuture};
 use super::rrset::{shown_name, Change};
 use super::wire::{self, Connection};
 use super::DnsError;
-use crate::plan::model::{self, SecretRef, TsigAlgorithm};
+use crate::plan::model::{self, TsigAlgorithm};
+use crate::secrets::SharedSecret;
 
 /// Seconds of clock difference the server may accept (RFC 8945 recommends 300).
 const FUDGE: u16 = 300;
@@ -36,8 +38,8 @@ pub struct Rfc2136 {
     port: u16,
     key_name: String,
     algorithm: TsigAlgorithm,
-    secret: SecretRef,
-    base_dir: PathBuf,
+    /// The TSIG key, resolved once per run (shared with every other use of the reference).
+    secret: Arc<SharedSecret>,
 }
 
 impl Rfc2136 {
@@ -47,8 +49,7 @@ impl Rfc2136 {
             port: settings.port.unwrap_or(53),
             key_name: settings.tsig.name.clone(),
             algorithm: settings.tsig.algorithm,
-            secret: settings.tsig.secret.clone(),
-            base_dir: base_dir.to_path_buf(),
+            secret: crate::secrets::shared(&settings.tsig.secret, base_dir),
         }
     }
 
@@ -82,8 +83,7 @@ impl Rfc2136 {
             key: self.key_name.clone(),
             detail,
         };
-        let secret = crate::secrets::resolve(&self.secret, &self.base_dir, false)
-            .map_err(|e| auth(e.to_string()))?;
+        let secret = self.secret.get().map_err(|e| auth(e.to_string()))?;
         let key = base64::engine::general_purpose::STANDARD
             .decode(secret.expose().trim())
             .map_err(|_| auth("the key secret is not base64".into()))?;

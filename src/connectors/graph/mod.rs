@@ -289,6 +289,14 @@ impl GraphClient {
         let token = self.tokens.bearer().map_err(GraphError::Token)?;
         let url = format!("{}/{VERSION}{path}", self.root);
         let auth = format!("Bearer {}", token.expose());
+        // The protocol trace gets the request line, never a body (a new user's password) or
+        // the Authorization header.
+        let who = format!("http {}", self.root);
+        crate::trace::record(
+            &who,
+            crate::trace::Direction::Sent,
+            &format!("{} {url}", method.as_str()),
+        );
         let transport = |e: ureq::Error| GraphError::Transport {
             method: method.as_str(),
             path: path.to_owned(),
@@ -328,6 +336,11 @@ impl GraphClient {
             .limit(BODY_LIMIT)
             .read_to_string()
             .map_err(transport)?;
+        crate::trace::record(
+            &who,
+            crate::trace::Direction::Received,
+            &format!("HTTP {status} ({} bytes)", text.len()),
+        );
         let body = if text.trim().is_empty() {
             Value::Null
         } else {

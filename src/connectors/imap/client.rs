@@ -54,7 +54,7 @@ impl Mailbox {
 }
 
 /// What SELECT/EXAMINE tells: the checkpoint identity of a folder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MailboxStatus {
     /// Changes when the server renumbers the folder; a checkpoint with another value is void.
     pub uid_validity: Option<u32>,
@@ -63,6 +63,19 @@ pub struct MailboxStatus {
     /// `[HIGHESTMODSEQ n]` (CONDSTORE, RFC 7162): grows with every flag change, so an equal
     /// value means nothing changed since.
     pub highest_modseq: Option<u64>,
+    /// `[PERMANENTFLAGS (…)]` of a SELECT: the flags stored for good; `\*` among them means
+    /// new keywords may be created. `None` when the server did not say.
+    pub permanent_flags: Option<Vec<String>>,
+}
+
+impl MailboxStatus {
+    /// Whether keywords may be stored in the folder: `\*` among its permanent flags. A
+    /// server that names none is trusted to take them.
+    pub fn takes_keywords(&self) -> bool {
+        self.permanent_flags
+            .as_ref()
+            .is_none_or(|f| f.iter().any(|x| x == "\\*"))
+    }
 }
 
 /// One fetched message: its UID, exact bytes, flags and internal date.
@@ -107,12 +120,18 @@ impl ImapClient {
     /// not offering it is an error, never a silent downgrade.
     pub async fn connect(endpoint: &Endpoint, credentials: &Credentials) -> NetResult<Self> {
         let conn = Conn::connect(endpoint, Some(credentials.login())).await?;
+        Self::start(conn, endpoint.tls, credentials).await
+    }
+
+    /// The session on an open connection: greeting, STARTTLS when `tls` says, login.
+    async fn start(conn: Conn, tls: Tls, credentials: &Credentials) -> NetResult<Self> {
         let mut c = ImapClient {
             conn,
             tag: 0,
             capabilities: Vec::new(),
         };
         let greeting = read_response(&mut c.conn, "greeting").await?;
+        c.check_bye(greeting.first_line(), "greeting")?;
         let g = String::from_utf8_lossy(greeting.first_line()).into_owned();
         if !(g.starts_with("* OK") || g.starts_with("* PREAUTH")) {
             return Err(NetError::protocol(
@@ -121,7 +140,7 @@ impl ImapClient {
             ));
         }
         c.refresh_capabilities().await?;
-        if endpoint.tls == Tls::Starttls {
+        if tls == Tls::Starttls {
             if !c.has_capability("STARTTLS") {
                 return Err(NetError::Tls {
                     at: c.conn.at.clone(),
@@ -229,6 +248,11 @@ impl ImapClient {
         } else {
             format!("{tag} AUTHENTICATE {mech}\r\n")
         };
+        self.conn.trace_sent(&if sasl_ir {
+            format!("{tag} AUTHENTICATE {mech} <redacted>")
+        } else {
+            format!("{tag} AUTHENTICATE {mech}")
+        });
         self.conn.write_all(line.as_bytes(), "AUTHENTICATE").await?;
         let mut sent_ir = sasl_ir;
         let mut detail = None;
@@ -238,8 +262,10 @@ impl ImapClient {
             if let Some(ch) = first.strip_prefix(b"+") {
                 if sent_ir {
                     detail = Some(decode_sasl_error(ch));
+                    self.conn.trace_sent("(empty response)");
                     self.conn.write_all(b"\r\n", "AUTHENTICATE").await?;
                 } else {
+                    self.conn.trace_sent("<redacted>");
                     self.conn
                         .write_all(format!("{ir}\r\n").as_bytes(), "AUTHENTICATE")
                         .await?;
@@ -257,6 +283,7 @@ impl ImapClient {
                 };
                 return Err(self.no_error("AUTHENTICATE", text));
             }
+            self.check_bye(&first, "AUTHENTICATE")?;
         }
     }
 
@@ -360,13 +387,21 @@ impl ImapClient {
     }
 
     async fn open(&mut self, verb: &'static str, mailbox: &str) -> NetResult<MailboxStatus> {
-        let name = self.astring(mailbox, verb).await?;
         let condstore = if self.has_capability("CONDSTORE") {
             " (CONDSTORE)"
         } else {
             ""
         };
-        let (untagged, _) = self.run(&format!("{verb} {name}{condstore}"), verb).await?;
+        let (untagged, _) = self
+            .run_pieces(
+                &[
+                    Piece::Text(format!("{verb} ")),
+                    mailbox_arg(mailbox),
+                    Piece::Text(condstore.into()),
+                ],
+                verb,
+            )
+            .await?;
         let mut st = MailboxStatus::default();
         for v in untagged {
             let words: Vec<&str> = v.iter().filter_map(Value::as_atom).collect();
@@ -383,6 +418,16 @@ impl ImapClient {
                         st.uid_validity = val;
                     } else if key.eq_ignore_ascii_case("UIDNEXT") {
                         st.uid_next = val;
+                    } else if key.eq_ignore_ascii_case("PERMANENTFLAGS") {
+                        st.permanent_flags = response_code(code).map(|c| {
+                            c.trim_start_matches(|ch: char| ch.is_ascii_alphabetic())
+                                .trim()
+                                .trim_start_matches('(')
+                                .trim_end_matches(')')
+                                .split_whitespace()
+                                .map(str::to_owned)
+                                .collect()
+                        });
                     } else if key.eq_ignore_ascii_case("HIGHESTMODSEQ") {
                         st.highest_modseq = response_code(code)
                             .and_then(|c| c.split_whitespace().nth(1))
@@ -397,8 +442,8 @@ impl ImapClient {
 
     /// CREATE; an existing mailbox is success (re-runs must be idempotent).
     pub async fn create(&mut self, mailbox: &str) -> NetResult<()> {
-        let name = self.astring(mailbox, "CREATE").await?;
-        match self.run(&format!("CREATE {name}"), "CREATE").await {
+        let pieces = [Piece::Text("CREATE ".into()), mailbox_arg(mailbox)];
+        match self.run_pieces(&pieces, "CREATE").await {
             Ok(_) => Ok(()),
             Err(NetError::Rejected { text, .. })
                 if text.to_ascii_uppercase().contains("[ALREADYEXISTS]") =>
@@ -568,6 +613,7 @@ impl ImapClient {
         self.check_uid_range(range)?;
         let tag = self.next_tag();
         let line = format!("{tag} UID FETCH {range} ({items}){modifiers}\r\n");
+        self.conn.trace_sent(&line);
         self.conn.write_all(line.as_bytes(), "UID FETCH").await?;
         Ok(Fetch {
             client: self,
@@ -660,8 +706,12 @@ impl ImapClient {
         let mut in_flight: VecDeque<String> = VecDeque::new();
         let mut early = HashMap::new();
         let mut next = 0;
-        while next < messages.len() || !in_flight.is_empty() {
-            if next < messages.len() && in_flight.len() < APPEND_WINDOW {
+        // A write that failed (the server closed the connection): the answers to what was
+        // already sent may still be readable — a throttling reply before a `BYE` says why —
+        // so they are read first, and the write's failure comes after them.
+        let mut send_failed: Option<NetError> = None;
+        while (next < messages.len() && send_failed.is_none()) || !in_flight.is_empty() {
+            if next < messages.len() && send_failed.is_none() && in_flight.len() < APPEND_WINDOW {
                 let message = messages[next];
                 let non_sync = self.non_sync_literal(message.len());
                 // A synchronizing literal needs the server's `+`, which comes only once the
@@ -671,14 +721,9 @@ impl ImapClient {
                     next += 1;
                     match self.send_append(&tag, &name, message, non_sync).await {
                         Ok(()) => in_flight.push_back(tag),
-                        Err(e) => {
-                            // A NO instead of `+` refuses this message only.
-                            let refused = !non_sync && is_refusal(&e);
-                            results.push(Err(e));
-                            if !refused {
-                                break;
-                            }
-                        }
+                        // A NO instead of `+` refuses this message only.
+                        Err(e) if !non_sync && is_refusal(&e) => results.push(Err(e)),
+                        Err(e) => send_failed = Some(e),
                     }
                     continue;
                 }
@@ -697,11 +742,12 @@ impl ImapClient {
                     let refused = is_refusal(&e);
                     results.push(Err(e));
                     if !refused {
-                        break;
+                        return Ok(results);
                     }
                 }
             }
         }
+        results.extend(send_failed.map(Err));
         Ok(results)
     }
 
@@ -764,6 +810,13 @@ impl ImapClient {
             parts.push(message.bytes());
         }
         parts.push(b"\r\n");
+        if crate::trace::enabled() {
+            for (head, message) in heads.iter().zip(messages) {
+                self.conn.trace_sent(head);
+                self.conn
+                    .trace_sent(&format!("[{} bytes of message]", message.len()));
+            }
+        }
         self.conn.write_parts(&parts, "APPEND").await?;
         self.finish(&tag, "APPEND").await.map(|(_, done)| done.text)
     }
@@ -789,7 +842,10 @@ impl ImapClient {
             bytes.len(),
             if non_sync { "+" } else { "" }
         );
+        self.conn.trace_sent(&head);
         if non_sync {
+            self.conn
+                .trace_sent(&format!("[{} bytes of message]", bytes.len()));
             return self
                 .conn
                 .write_parts(&[head.as_bytes(), bytes, b"\r\n"], "APPEND")
@@ -797,6 +853,8 @@ impl ImapClient {
         }
         self.conn.write_all(head.as_bytes(), "APPEND").await?;
         self.await_continuation(tag, "APPEND").await?;
+        self.conn
+            .trace_sent(&format!("[{} bytes of message]", bytes.len()));
         self.conn.write_parts(&[bytes, b"\r\n"], "APPEND").await
     }
 
@@ -814,8 +872,9 @@ impl ImapClient {
         format!("C{}", self.tag)
     }
 
-    /// A mailbox name as a command argument: quoted, or sent as a literal when it is not
-    /// plain ASCII (a server gives back modified UTF-7, but a plan may hold anything).
+    /// A mailbox name as an APPEND argument, quoted. Target names are modified UTF-7 (plain
+    /// ASCII) by construction; commands that take any name (SELECT, EXAMINE, CREATE) send
+    /// other names as literals ([`mailbox_arg`]).
     async fn astring(&mut self, s: &str, op: &'static str) -> NetResult<String> {
         match quoted(s.as_bytes()) {
             Some(q) => Ok(q),
@@ -829,14 +888,53 @@ impl ImapClient {
     async fn await_continuation(&mut self, tag: &str, op: &'static str) -> NetResult<()> {
         loop {
             let resp = read_response(&mut self.conn, op).await?;
-            let first = resp.first_line().to_vec();
+            let first = resp.first_line();
             if first.starts_with(b"+") {
                 return Ok(());
             }
-            if let Some(done) = self.tagged(tag, &first) {
+            if let Some(done) = self.tagged(tag, first) {
                 return Err(self.no_error(op, done.text));
             }
+            self.check_bye(first, op)?;
         }
+    }
+
+    /// Sends a command made of `pieces`, literals as the server takes them: after LITERAL+
+    /// (or LITERAL- for small ones) in one write, otherwise each after the server's `+`.
+    /// Returns the parsed untagged responses and the tagged OK text.
+    async fn run_pieces(
+        &mut self,
+        pieces: &[Piece],
+        op: &'static str,
+    ) -> NetResult<(Vec<Vec<Value>>, String)> {
+        let tag = self.next_tag();
+        let mut line = format!("{tag} ");
+        for piece in pieces {
+            match piece {
+                Piece::Text(text) => line.push_str(text),
+                Piece::Literal(bytes) => {
+                    if self.non_sync_literal(bytes.len()) {
+                        line.push_str(&format!("{{{}+}}\r\n", bytes.len()));
+                        self.conn.trace_sent(&line);
+                        self.conn.trace_sent(&String::from_utf8_lossy(bytes));
+                        self.conn.write_parts(&[line.as_bytes(), bytes], op).await?;
+                    } else {
+                        line.push_str(&format!("{{{}}}\r\n", bytes.len()));
+                        self.conn.trace_sent(&line);
+                        self.conn.write_all(line.as_bytes(), op).await?;
+                        self.await_continuation(&tag, op).await?;
+                        self.conn.trace_sent(&String::from_utf8_lossy(bytes));
+                        self.conn.write_all(bytes, op).await?;
+                    }
+                    line.clear();
+                }
+            }
+        }
+        line.push_str("\r\n");
+        self.conn.trace_sent(&line);
+        self.conn.write_all(line.as_bytes(), op).await?;
+        let (untagged, done) = self.finish(&tag, op).await?;
+        Ok((untagged, done.text))
     }
 
     async fn simple(&mut self, cmd: &str, op: &'static str) -> NetResult<()> {
@@ -845,7 +943,18 @@ impl ImapClient {
 
     /// Sends a command; returns the parsed untagged responses and the tagged OK text.
     async fn run(&mut self, cmd: &str, op: &'static str) -> NetResult<(Vec<Vec<Value>>, String)> {
+        self.run_shown(cmd, cmd, op).await
+    }
+
+    /// [`Self::run`] with the command traced as `shown`.
+    async fn run_shown(
+        &mut self,
+        cmd: &str,
+        shown: &str,
+        op: &'static str,
+    ) -> NetResult<(Vec<Vec<Value>>, String)> {
         let tag = self.next_tag();
+        self.conn.trace_sent(&format!("{tag} {shown}"));
         self.conn
             .write_all(format!("{tag} {cmd}\r\n").as_bytes(), op)
             .await?;
@@ -853,30 +962,43 @@ impl ImapClient {
         Ok((untagged, done.text))
     }
 
-    /// Like [`Self::run`] for commands carrying a secret: identical, named separately so the
-    /// command line is never formatted into an error or log.
+    /// Like [`Self::run`] for commands carrying a secret: the trace shows only the verb, and
+    /// the command line is never formatted into an error or log.
     async fn run_secret(
         &mut self,
         cmd: &str,
         op: &'static str,
     ) -> NetResult<(Vec<Vec<Value>>, String)> {
-        self.run(cmd, op).await
+        self.run_shown(cmd, &format!("{op} <redacted>"), op).await
     }
 
-    /// Reads until the tagged completion of `tag`.
+    /// Reads until the tagged completion of `tag`. The untagged responses kept on the way
+    /// are bounded like one message ([`Conn::read_limit`]): a server flooding them fails the
+    /// command instead of filling memory.
     async fn finish(&mut self, tag: &str, op: &'static str) -> NetResult<(Vec<Vec<Value>>, Done)> {
         let mut untagged = Vec::new();
+        let mut kept = 0u64;
         loop {
             let resp = read_response(&mut self.conn, op).await?;
-            let first = resp.first_line().to_vec();
-            if let Some(done) = self.tagged(tag, &first) {
+            let first = resp.first_line();
+            if let Some(done) = self.tagged(tag, first) {
                 if done.ok {
                     return Ok((untagged, done));
                 }
                 return Err(self.no_error(op, done.text));
             }
-            self.check_bye(&first, op)?;
-            untagged.push(parse(&resp));
+            self.check_bye(first, op)?;
+            kept += resp.size();
+            if kept > self.conn.read_limit() {
+                return Err(NetError::protocol(
+                    &self.conn.at,
+                    format!(
+                        "{op}: more untagged data than the {} bytes this run reads for one message",
+                        self.conn.read_limit()
+                    ),
+                ));
+            }
+            untagged.push(parse(resp));
         }
     }
 
@@ -930,6 +1052,21 @@ impl ImapClient {
                 text,
             },
         }
+    }
+}
+
+/// Part of a command line: text as written, or a string sent as a literal.
+enum Piece {
+    Text(String),
+    Literal(Vec<u8>),
+}
+
+/// A mailbox name as a command argument: quoted when it is plain printable ASCII, else a
+/// literal (a name a server stores in raw 8-bit, or UTF-8 under UTF8=ACCEPT).
+fn mailbox_arg(name: &str) -> Piece {
+    match quoted(name.as_bytes()) {
+        Some(q) => Piece::Text(q),
+        None => Piece::Literal(name.as_bytes().to_vec()),
     }
 }
 
@@ -990,24 +1127,25 @@ impl Fetch<'_> {
     pub async fn next(&mut self) -> NetResult<Option<FetchedMessage>> {
         while !self.done {
             let resp = read_response(&mut self.client.conn, "UID FETCH").await?;
-            let first = resp.first_line().to_vec();
-            if let Some(done) = self.client.tagged(&self.tag, &first) {
+            let first = resp.first_line();
+            if let Some(done) = self.client.tagged(&self.tag, first) {
                 self.done = true;
                 if done.ok {
                     return Ok(None);
                 }
                 return Err(self.client.no_error("UID FETCH", done.text));
             }
-            self.client.check_bye(&first, "UID FETCH")?;
-            let v = parse(&resp);
+            self.client.check_bye(first, "UID FETCH")?;
+            let mut v = parse(resp).into_iter();
             let is_fetch = v
-                .get(2)
+                .nth(2)
+                .as_ref()
                 .and_then(Value::as_atom)
                 .is_some_and(|a| a.eq_ignore_ascii_case("FETCH"));
             if !is_fetch {
                 continue;
             }
-            let Some(Value::List(items)) = v.get(3) else {
+            let Some(Value::List(items)) = v.next() else {
                 return Err(NetError::protocol(
                     &self.client.conn.at,
                     "FETCH without item list",
@@ -1023,17 +1161,19 @@ impl Fetch<'_> {
     }
 }
 
-/// Builds a message from FETCH items; `None` when UID or body is missing.
-fn fetched(items: &[Value]) -> Option<FetchedMessage> {
+/// Builds a message from FETCH items (moving the body out, not copying it); `None` when the
+/// UID or the body is missing. `BODY[] NIL` — a server that has no content to give for the
+/// message — is a missing body, never an empty message; only a header section may be `NIL`
+/// (no such fields), read as empty.
+fn fetched(items: Vec<Value>) -> Option<FetchedMessage> {
     let mut uid = None;
     let mut body = None;
     let mut flags = Flags::new();
     let mut internal_date: Option<SystemTime> = None;
     let mut size = None;
-    let mut i = 0;
-    while i + 1 < items.len() {
-        let key = items[i].as_atom().unwrap_or("").to_ascii_uppercase();
-        let val = &items[i + 1];
+    let mut items = items.into_iter();
+    while let (Some(key), Some(val)) = (items.next(), items.next()) {
+        let key = key.as_atom().unwrap_or("").to_ascii_uppercase();
         match key.as_str() {
             "UID" => uid = val.as_atom().and_then(|a| a.parse().ok()),
             "RFC822.SIZE" => size = val.as_atom().and_then(|a| a.parse().ok()),
@@ -1061,14 +1201,13 @@ fn fetched(items: &[Value]) -> Option<FetchedMessage> {
             }
             k if k.starts_with("BODY[") => {
                 body = match val {
-                    Value::Str(s) => Some(s.clone()),
-                    Value::Nil => Some(Vec::new()),
+                    Value::Str(s) => Some(s),
+                    Value::Nil if k != "BODY[]" => Some(Vec::new()),
                     _ => None,
                 }
             }
             _ => {}
         }
-        i += 2;
     }
     Some(FetchedMessage {
         uid: uid?,
@@ -1077,4 +1216,35 @@ fn fetched(items: &[Value]) -> Option<FetchedMessage> {
             .with_flags(flags)
             .with_internal_date(internal_date),
     })
+}
+
+/// Runs a whole client session — greeting, login, LIST, EXAMINE (an 8-bit name too), header
+/// and body UID FETCH, APPEND, CREATE, UID SEARCH, LOGOUT — against `server`: the server's
+/// side of a conversation as raw bytes, whatever the client sends (it is discarded). For
+/// fuzzing and property tests of the response reader: for any bytes it must return, never
+/// panic, and read no message beyond a 1 MiB limit. Returns how many of those steps succeeded
+/// (the login counts as one), so a test can tell how far a replay got.
+pub fn replay_session(server: &[u8]) -> usize {
+    Conn::run_replayed(server, |conn| async {
+        let credentials = Credentials::password("user@example.test", "password");
+        let Ok(mut c) = ImapClient::start(conn, Tls::None, &credentials).await else {
+            return 0;
+        };
+        let mut ok = 1;
+        ok += usize::from(c.list().await.is_ok());
+        ok += usize::from(c.examine("INBOX").await.is_ok());
+        ok += usize::from(c.examine("Entw\u{fc}rfe").await.is_ok());
+        if let Ok(mut f) = c.uid_fetch_headers("1:*").await {
+            while let Ok(Some(_)) = f.next().await {}
+        }
+        if let Ok(mut f) = c.uid_fetch("1:*").await {
+            while let Ok(Some(_)) = f.next().await {}
+        }
+        let message = RawMessage::new(b"Subject: x\r\n\r\nbody\r\n".to_vec());
+        ok += usize::from(c.append_all("INBOX", &[&message, &message]).await.is_ok());
+        ok += usize::from(c.create("Archiv/Entw\u{fc}rfe").await.is_ok());
+        ok += usize::from(c.uid_search("1:*", &DateWindow::unbounded()).await.is_ok());
+        ok + usize::from(c.logout().await.is_ok())
+    })
+    .unwrap_or(0)
 }

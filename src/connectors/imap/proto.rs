@@ -1,11 +1,15 @@
 //! IMAP response syntax: reading one response (line plus any literals) and tokenizing it into
 //! values. Tolerant where servers differ, strict where a misread would corrupt data: a literal
-//! is read by its exact length, never by scanning for delimiters.
+//! is read by its exact length, never by scanning for delimiters; only responses that may
+//! carry literals are read for them (a status response's text is text, whatever it ends in);
+//! and no response is read past the connection's limit ([`Conn::read_limit`]: the plan's
+//! message size limit plus slack), whatever length a server announces.
 
 use crate::connectors::net::{Conn, NetError, NetResult};
 
-/// The largest literal accepted (one message). Bigger than any mailbox provider's limit.
-const MAX_LITERAL: usize = 1 << 30;
+/// Text lines of one response beyond its literals: lines are capped at 1 MiB each by the
+/// connection, and a response may hold several.
+const TEXT_ALLOWANCE: u64 = 4 << 20;
 
 /// A parsed response value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +52,16 @@ pub(crate) enum Part {
 }
 
 impl Response {
+    /// Bytes held: text and literals.
+    pub(crate) fn size(&self) -> u64 {
+        self.parts
+            .iter()
+            .map(|p| match p {
+                Part::Text(t) | Part::Literal(t) => t.len() as u64,
+            })
+            .sum()
+    }
+
     /// The first line's text, for status responses.
     pub(crate) fn first_line(&self) -> &[u8] {
         match self.parts.first() {
@@ -57,22 +71,38 @@ impl Response {
     }
 }
 
-/// Reads one complete response, including any literals.
+/// Reads one complete response, including any literals. A literal longer than the
+/// connection's read limit, or a response growing past it, is a protocol error raised before
+/// the excess is read.
 pub(crate) async fn read_response(conn: &mut Conn, op: &'static str) -> NetResult<Response> {
+    let limit = conn.read_limit();
+    let budget = limit.saturating_add(TEXT_ALLOWANCE);
+    let mut used = 0u64;
     let mut resp = Response::default();
     loop {
         let mut line = conn.read_line(op).await?;
+        used = used.saturating_add(line.len() as u64);
         while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
             line.pop();
         }
-        match literal_marker(&line) {
+        // A status response or continuation request is text to its end: `C4 NO Mailbox
+        // doesn't exist: {5}` announces nothing.
+        let marker = if resp.parts.is_empty() && is_text_response(&line) {
+            None
+        } else {
+            literal_marker(&line)
+        };
+        match marker {
             Some((start, n)) => {
-                if n > MAX_LITERAL {
+                if n as u64 > limit || used.saturating_add(n as u64) > budget {
                     return Err(NetError::protocol(
                         &conn.at,
-                        format!("{op}: literal of {n} bytes exceeds the 1 GiB limit"),
+                        format!(
+                            "{op}: the server announced {n} bytes, more than the {limit} this run reads for one message (settings.max_message_size_mb plus slack)"
+                        ),
                     ));
                 }
+                used += n as u64;
                 line.truncate(start);
                 resp.parts.push(Part::Text(line));
                 let mut lit = Vec::new();
@@ -84,6 +114,33 @@ pub(crate) async fn read_response(conn: &mut Conn, op: &'static str) -> NetResul
                 return Ok(resp);
             }
         }
+        if used > budget {
+            return Err(NetError::protocol(
+                &conn.at,
+                format!(
+                    "{op}: a response longer than the {limit} bytes this run reads for one message"
+                ),
+            ));
+        }
+    }
+}
+
+/// A response whose rest is free text (RFC 3501 `resp-text`), which carries no literal: a
+/// continuation request (`+ …`), a tagged completion (`tag OK|NO|BAD …`) and the untagged
+/// status responses (`* OK|NO|BAD|BYE|PREAUTH …`).
+fn is_text_response(line: &[u8]) -> bool {
+    if line.first() == Some(&b'+') {
+        return true;
+    }
+    let mut words = line.split(|b| *b == b' ');
+    let (Some(tag), Some(status)) = (words.next(), words.next()) else {
+        return false;
+    };
+    let is = |name: &[u8]| status.eq_ignore_ascii_case(name);
+    if tag == b"*" {
+        is(b"OK") || is(b"NO") || is(b"BAD") || is(b"BYE") || is(b"PREAUTH")
+    } else {
+        !tag.is_empty() && (is(b"OK") || is(b"NO") || is(b"BAD"))
     }
 }
 
@@ -102,12 +159,13 @@ fn literal_marker(line: &[u8]) -> Option<(usize, usize)> {
 
 /// Tokenizes a response into a flat list of values (parenthesised lists nested).
 /// Unbalanced or odd syntax yields what could be read; callers check for what they need.
-pub(crate) fn parse(resp: &Response) -> Vec<Value> {
+/// Literals are moved into the values, not copied.
+pub(crate) fn parse(resp: Response) -> Vec<Value> {
     let mut stack: Vec<Vec<Value>> = vec![Vec::new()];
-    for part in &resp.parts {
+    for part in resp.parts {
         match part {
-            Part::Literal(l) => push(&mut stack, Value::Str(l.clone())),
-            Part::Text(t) => tokenize(t, &mut stack),
+            Part::Literal(l) => push(&mut stack, Value::Str(l)),
+            Part::Text(t) => tokenize(&t, &mut stack),
         }
     }
     while stack.len() > 1 {
@@ -227,7 +285,7 @@ mod tests {
             Part::Literal(b"a\r\n)(\"b".to_vec()),
             Part::Text(b")".to_vec()),
         ]);
-        let v = parse(&r);
+        let v = parse(r);
         assert_eq!(v[0], Value::Atom("*".into()));
         assert_eq!(v[2], Value::Atom("FETCH".into()));
         let Value::List(items) = &v[3] else {
@@ -256,8 +314,61 @@ mod tests {
             b"]]] (",
             b"",
         ] {
-            let _ = parse(&resp(vec![Part::Text(t.to_vec())]));
+            let _ = parse(resp(vec![Part::Text(t.to_vec())]));
         }
+    }
+
+    #[test]
+    fn status_responses_carry_no_literal() {
+        for text in [
+            &b"C4 NO Mailbox doesn't exist: {5}"[..],
+            b"C4 BAD [CLIENTBUG] {12}",
+            b"c4 ok done {3}",
+            b"* OK [ALERT] {20}",
+            b"* BYE going {7}",
+            b"* NO {1}",
+            b"+ {99}",
+            b"+",
+        ] {
+            assert!(is_text_response(text), "{}", String::from_utf8_lossy(text));
+        }
+        for data in [
+            &b"* 1 FETCH (BODY[] {12}"[..],
+            b"* LIST () \"/\" {5}",
+            b"* OKAY {3}",
+            b"",
+            b"*",
+        ] {
+            assert!(!is_text_response(data), "{}", String::from_utf8_lossy(data));
+        }
+    }
+
+    #[tokio::test]
+    async fn announced_lengths_beyond_the_limit_are_refused_unread() {
+        let mut conn = Conn::replay(b"* 1 FETCH (BODY[] {2147483648}\r\nxx".to_vec(), 1 << 20);
+        let err = read_response(&mut conn, "UID FETCH").await.unwrap_err();
+        let shown = err.to_string();
+        assert!(
+            shown.contains("2147483648") && shown.contains("max_message_size_mb"),
+            "{shown}"
+        );
+        // A NO that echoes a name ending in `{n}` is one response; the next is read as sent.
+        let mut conn = Conn::replay(
+            b"C4 NO Mailbox doesn't exist: {5}\r\n* 2 EXISTS\r\n".to_vec(),
+            1 << 20,
+        );
+        let no = read_response(&mut conn, "EXAMINE").await.unwrap();
+        assert_eq!(no.first_line(), b"C4 NO Mailbox doesn't exist: {5}");
+        let next = read_response(&mut conn, "EXAMINE").await.unwrap();
+        assert_eq!(next.first_line(), b"* 2 EXISTS");
+        // Many small literals add up: the response as a whole is bounded too.
+        let mut many = b"* 1 FETCH (".to_vec();
+        for _ in 0..200 {
+            many.extend_from_slice(b"X {60000}\r\n");
+            many.extend(std::iter::repeat_n(b'a', 60000));
+        }
+        let mut conn = Conn::replay(many, 1 << 20);
+        assert!(read_response(&mut conn, "UID FETCH").await.is_err());
     }
 
     #[test]

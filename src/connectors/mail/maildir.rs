@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::fs::{self, File, FileTimes, OpenOptions};
+use std::fs::{self, File, FileTimes};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -452,7 +452,7 @@ impl MaildirTarget {
         let root = root.as_ref().to_owned();
         for sub in ["cur", "new", "tmp"] {
             let d = root.join(sub);
-            fs::create_dir_all(&d).map_err(|e| MailError::io(&d, e))?;
+            crate::files::create_dir_all(&d).map_err(|e| MailError::io(&d, e))?;
         }
         Ok(MaildirTarget {
             root,
@@ -702,15 +702,10 @@ fn create_folder(root: &Path, dir: &Path) -> Result<()> {
     }
     for sub in ["cur", "new", "tmp"] {
         let d = dir.join(sub);
-        fs::create_dir_all(&d).map_err(|e| MailError::io(&d, e))?;
+        crate::files::create_dir_all(&d).map_err(|e| MailError::io(&d, e))?;
     }
     let marker = dir.join("maildirfolder");
-    OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&marker)
-        .map_err(|e| MailError::io(&marker, e))?;
+    crate::files::touch(&marker).map_err(|e| MailError::io(&marker, e))?;
     sync_dir(dir).map_err(|e| MailError::io(dir, e))?;
     sync_dir(root).map_err(|e| MailError::io(root, e))?;
     Ok(())
@@ -881,7 +876,11 @@ fn write_keywords(dir: &Path, keywords: &[String]) -> Result<()> {
 }
 
 fn write_file(path: &Path, bytes: &[u8], mtime: Option<SystemTime>, sync: bool) -> io::Result<()> {
-    let mut f = OpenOptions::new().write(true).create_new(true).open(path)?;
+    // Private, as every file of the target: whole messages.
+    let mut f = crate::files::options()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
     f.write_all(bytes)?;
     if let Some(t) = mtime {
         f.set_times(FileTimes::new().set_modified(t))?;

@@ -22,6 +22,14 @@ pub struct DateWindow {
 }
 
 impl DateWindow {
+    /// No bound on either end: every date is inside.
+    pub fn unbounded() -> DateWindow {
+        DateWindow {
+            since: None,
+            before: None,
+        }
+    }
+
     /// The window of a migration's `since`/`before` (`YYYY-MM-DD`); `Ok(None)` when neither is
     /// set. Plan validation reports bad dates with spans; this only refuses to guess.
     pub fn parse(since: Option<&str>, before: Option<&str>) -> Result<Option<DateWindow>, String> {

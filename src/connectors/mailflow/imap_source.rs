@@ -132,12 +132,12 @@ impl ImapSourceSession {
     async fn examine(&mut self, folder: &SourceFolder, fresh: bool) -> FlowResult<MailboxStatus> {
         if let Some((name, st)) = &self.examined {
             if !fresh && *name == folder.id {
-                return Ok(*st);
+                return Ok(st.clone());
             }
         }
         self.examined = None;
         let st = self.client.examine(&folder.id).await?;
-        self.examined = Some((folder.id.clone(), st));
+        self.examined = Some((folder.id.clone(), st.clone()));
         Ok(st)
     }
 
@@ -318,6 +318,42 @@ impl SourceSession for ImapSourceSession {
                 let mut f = self.client.uid_fetch(&set).await?;
                 while let Some(m) = f.next().await? {
                     found.insert(m.uid, m.message);
+                }
+            }
+            // A message the answer left out (or gave as `BODY[] NIL`) is asked for once more;
+            // it is "gone" only when the folder confirms it no longer holds it. One still there
+            // that the server will not hand over fails the copy instead of being passed by the
+            // checkpoint: nothing is skipped without the report saying so.
+            let missing: Vec<u32> = uids
+                .iter()
+                .copied()
+                .filter(|u| !found.contains_key(u))
+                .collect();
+            if !missing.is_empty() {
+                for set in uid_sets(&missing) {
+                    let mut f = self.client.uid_fetch(&set).await?;
+                    while let Some(m) = f.next().await? {
+                        found.insert(m.uid, m.message);
+                    }
+                }
+                let still: Vec<u32> = missing
+                    .into_iter()
+                    .filter(|u| !found.contains_key(u))
+                    .collect();
+                let mut present = Vec::new();
+                for set in uid_sets(&still) {
+                    present.extend(
+                        self.client
+                            .uid_search(&set, &DateWindow::unbounded())
+                            .await?,
+                    );
+                }
+                if let Some(uid) = present.first() {
+                    return Err(FlowError::Transient(format!(
+                        "the server did not hand over message UID {uid} of `{}` ({} message(s) in all: no body in its FETCH answer), although the folder still holds it",
+                        folder.display,
+                        present.len()
+                    )));
                 }
             }
             Ok(uids

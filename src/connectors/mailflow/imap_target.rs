@@ -2,32 +2,75 @@
 //! source, messages stored with their flags and INTERNALDATE by [`ImapClient::append_all`]
 //! (one MULTIAPPEND where offered, else pipelined APPENDs), acknowledged one by one.
 //!
-//! Throttling replies (`[THROTTLED]`, `[LIMIT]`, `[UNAVAILABLE]`, Microsoft's "Suggested
-//! Backoff Time") to an APPEND are waited out inside [`TargetSession::append`] — the
-//! suggested time, else a doubling backoff — and the refused messages sent again: throttling
-//! slows a copy, it does not fail it. A target that keeps throttling for half an hour without
-//! taking a message ends the attempt (transient).
+//! **Throttling.** Every session writing to one mailbox shares its [`SendRate`]: a throttling
+//! reply (`[THROTTLED]`, `[LIMIT]`, `[UNAVAILABLE]`, Microsoft's "Suggested Backoff Time")
+//! pauses all of them, the refused messages are sent again, and from the first throttle on
+//! messages go paced, in bounded bursts, at a rate that settles just under the mailbox's
+//! budget (or at the plan's `max_messages_per_second` from the start). Throttling slows a
+//! copy; it does not fail it — a mailbox that takes nothing for half an hour ends the
+//! attempt (transient). A connection the server closes while throttling is reported as
+//! throttling, so the runner reconnects and goes on without spending a retry.
+//!
+//! **What servers refuse.** A refusal naming the message's size (`[TOOBIG]`, "too large")
+//! leaves that message behind; other refusals fail the copy. Keywords go only where the
+//! folder stores them (`PERMANENTFLAGS` with `\*`); elsewhere the messages are stored
+//! without them and counted for the report. Some servers end a connection after ten errors
+//! (Exchange Online): after nine refusals the session reconnects first.
+//!
+//! **Exchange Online** ([`Quirks::exchange`]): `\Flagged` given in APPEND is not seen by
+//! Exchange's other protocols, so it is set again with STORE; header lines over 10,000
+//! characters are left behind before sending (Exchange refuses them).
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    BoxFuture, FlagChange, FlowError, FlowResult, Login, MailTarget, TargetNames, TargetSession,
+    BoxFuture, FlagChange, FlowError, FlowResult, Login, MailTarget, TargetNames, TargetNote,
+    TargetSession,
 };
 use crate::connectors::imap::folders::target_wire_name;
 use crate::connectors::imap::ImapClient;
 use crate::connectors::mail::identity::{Identity, IdentityCounts};
-use crate::connectors::mail::{Flag, RawMessage};
+use crate::connectors::mail::message::header_fields;
+use crate::connectors::mail::{Flag, Flags, RawMessage};
 use crate::connectors::net::{Endpoint, NetError};
+use crate::connectors::send_rate::SendRate;
 
-/// How long a target may keep throttling without any message getting through before the
-/// attempt gives up (and the walker's retry takes over).
+/// How long a target may keep throttling without taking any message before the attempt
+/// gives up (and the walker's retry takes over).
 const MAX_THROTTLED: Duration = Duration::from_secs(1800);
 
-/// The longest server-suggested wait honoured at once.
-const MAX_WAIT: Duration = Duration::from_secs(300);
+/// Refusals (NO/BAD answers) after which a session reconnects before its next command:
+/// Exchange Online closes a connection at its tenth.
+const ERRORS_PER_CONNECTION: u32 = 9;
+
+/// A connection lost this soon after a throttling reply counts as the server closing it for
+/// throttling (Exchange says `* BYE` without a reason).
+const THROTTLE_DISCONNECT: Duration = Duration::from_secs(60);
+
+/// What a server does differently from the IMAP RFCs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Quirks {
+    /// Set `\Flagged` with STORE after APPEND (Exchange shows an APPEND's flag over IMAP
+    /// only).
+    pub flag_after_append: bool,
+    /// The longest header line the server stores; longer ones are left behind before
+    /// sending.
+    pub max_header_line: Option<usize>,
+}
+
+impl Quirks {
+    /// Exchange Online's.
+    pub fn exchange() -> Quirks {
+        Quirks {
+            flag_after_append: true,
+            max_header_line: Some(10_000),
+        }
+    }
+}
 
 /// See the module documentation.
 #[derive(Debug, Clone)]
@@ -35,18 +78,30 @@ pub struct ImapTarget {
     endpoint: Endpoint,
     login: Arc<dyn Login>,
     names: TargetNames,
+    quirks: Quirks,
+    rate: Arc<SendRate>,
     /// Subscribe every folder the copy makes sure of, whatever the source says.
     subscribe_all: bool,
 }
 
 impl ImapTarget {
     /// `names`: the server's special folders (`TargetNames::imap()` for Dovecot-like
-    /// servers).
-    pub fn new(endpoint: Endpoint, login: Arc<dyn Login>, names: TargetNames) -> Self {
+    /// servers). The mailbox's send rate is shared with every other target of the same
+    /// server and login.
+    pub fn new(
+        endpoint: Endpoint,
+        login: Arc<dyn Login>,
+        names: TargetNames,
+        quirks: Quirks,
+    ) -> Self {
+        let key = format!("{}|{}", endpoint.server(), login.describe());
+        let rate = SendRate::for_mailbox(&key, endpoint.max_messages_per_second);
         ImapTarget {
             endpoint,
             login,
             names,
+            quirks,
+            rate,
             subscribe_all: false,
         }
     }
@@ -65,10 +120,14 @@ impl ImapTarget {
 
     /// Signs in and out again: proves the mailbox exists and takes the login.
     pub async fn check_login(&self) -> FlowResult<()> {
-        let credentials = self.login.credentials().await?;
-        let client = ImapClient::connect(&self.endpoint, &credentials).await?;
+        let client = self.connect().await?;
         let _ = client.logout().await;
         Ok(())
+    }
+
+    async fn connect(&self) -> FlowResult<ImapClient> {
+        let credentials = self.login.credentials().await?;
+        Ok(ImapClient::connect(&self.endpoint, &credentials).await?)
     }
 }
 
@@ -97,35 +156,91 @@ impl MailTarget for ImapTarget {
 
     fn open(&self, _writable: bool) -> BoxFuture<'_, FlowResult<Box<dyn TargetSession>>> {
         Box::pin(async move {
-            let credentials = self.login.credentials().await?;
-            let mut client = ImapClient::connect(&self.endpoint, &credentials).await?;
-            let delimiter = client
-                .list()
-                .await?
-                .iter()
-                .find_map(|b| b.delimiter)
-                .unwrap_or('/');
-            Ok(Box::new(ImapTargetSession {
-                client,
-                delimiter,
-                created: Vec::new(),
-                subscribe_all: self.subscribe_all,
-            }) as Box<dyn TargetSession>)
+            let session = ImapTargetSession::connect(self.clone()).await?;
+            Ok(Box::new(session) as Box<dyn TargetSession>)
         })
+    }
+
+    fn throttled_time(&self) -> Duration {
+        self.rate.throttled_time()
     }
 }
 
+/// What a session learned of one target folder.
+#[derive(Debug, Clone, Copy)]
+struct FolderInfo {
+    takes_keywords: bool,
+    uid_validity: Option<u32>,
+}
+
 struct ImapTargetSession {
+    target: ImapTarget,
     client: ImapClient,
     delimiter: char,
-    /// Folders this session made sure of.
-    created: Vec<String>,
-    subscribe_all: bool,
+    /// Folders this session made sure of, and what it learned of them.
+    folders: HashMap<String, FolderInfo>,
+    /// The folder selected read-write, if any.
+    selected: Option<String>,
+    /// NO/BAD answers on this connection.
+    errors: u32,
+    last_throttle: Option<Instant>,
+    /// Messages stored without their keywords, per folder, since the last `take_notes`.
+    keywords_dropped: HashMap<String, u64>,
 }
 
 impl ImapTargetSession {
+    async fn connect(target: ImapTarget) -> FlowResult<ImapTargetSession> {
+        let mut client = target.connect().await?;
+        let delimiter = client
+            .list()
+            .await?
+            .iter()
+            .find_map(|b| b.delimiter)
+            .unwrap_or('/');
+        Ok(ImapTargetSession {
+            target,
+            client,
+            delimiter,
+            folders: HashMap::new(),
+            selected: None,
+            errors: 0,
+            last_throttle: None,
+            keywords_dropped: HashMap::new(),
+        })
+    }
+
+    /// A fresh connection before the server ends this one for its errors.
+    async fn renew_if_worn(&mut self) -> FlowResult<()> {
+        if self.errors < ERRORS_PER_CONNECTION {
+            return Ok(());
+        }
+        let fresh = self.target.connect().await?;
+        let worn = std::mem::replace(&mut self.client, fresh);
+        let _ = worn.logout().await;
+        self.errors = 0;
+        self.selected = None;
+        Ok(())
+    }
+
     fn wire(&self, folder: &[String]) -> String {
         target_wire_name(folder, self.delimiter)
+    }
+
+    /// Selects `wire` read-write (once), learning whether it stores keywords.
+    async fn select(&mut self, wire: &str) -> FlowResult<FolderInfo> {
+        if self.selected.as_deref() == Some(wire) {
+            if let Some(info) = self.folders.get(wire) {
+                return Ok(*info);
+            }
+        }
+        let st = self.client.select(wire).await?;
+        self.selected = Some(wire.to_owned());
+        let info = FolderInfo {
+            takes_keywords: st.takes_keywords(),
+            uid_validity: st.uid_validity,
+        };
+        self.folders.insert(wire.to_owned(), info);
+        Ok(info)
     }
 
     /// UIDs, identities and flags of the folder's messages, or `None` when the folder does
@@ -134,20 +249,31 @@ impl ImapTargetSession {
         &mut self,
         wire: &str,
         select: bool,
-    ) -> FlowResult<Option<Vec<(u32, Identity, crate::connectors::mail::Flags)>>> {
+    ) -> FlowResult<Option<Vec<(u32, Identity, Flags)>>> {
+        self.selected = None;
         let st = if select {
             self.client.select(wire).await
         } else {
             self.client.examine(wire).await
         };
-        let st = match st {
-            Ok(st) => st,
+        let exists = match st {
+            Ok(st) => {
+                if select {
+                    self.selected = Some(wire.to_owned());
+                    let info = FolderInfo {
+                        takes_keywords: st.takes_keywords(),
+                        uid_validity: st.uid_validity,
+                    };
+                    self.folders.insert(wire.to_owned(), info);
+                }
+                st.exists
+            }
             // The folder does not exist (yet): nothing of it is at the target.
             Err(NetError::Rejected { .. }) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
         let mut out = Vec::new();
-        if st.exists == 0 {
+        if exists == 0 {
             return Ok(Some(out));
         }
         let mut f = self.client.uid_fetch_flags("1:*", None).await?;
@@ -160,6 +286,67 @@ impl ImapTargetSession {
         }
         Ok(Some(out))
     }
+
+    /// A transport failure shortly after throttling is the server closing the connection
+    /// for it.
+    fn classify(&self, e: NetError) -> FlowError {
+        let throttling = self
+            .last_throttle
+            .is_some_and(|t| t.elapsed() < THROTTLE_DISCONNECT)
+            || self.target.rate.throttled_within(THROTTLE_DISCONNECT);
+        match e {
+            NetError::Throttled { .. } => e.into(),
+            e if throttling && e.is_transient() => NetError::Throttled {
+                at: self.target.endpoint.server(),
+                retry_after: None,
+                text: format!("connection closed while throttling: {e}"),
+            }
+            .into(),
+            e => e.into(),
+        }
+    }
+
+    /// What the folder can store of `message`: without keywords where it takes none, and
+    /// `Err` (left behind) for what the server refuses for sure.
+    fn prepare(
+        &mut self,
+        wire: &str,
+        info: FolderInfo,
+        message: &RawMessage,
+    ) -> FlowResult<RawMessage> {
+        if let Some(max) = self.target.quirks.max_header_line {
+            let longest = header_fields(message.bytes())
+                .map(|f| f.name.len() + 2 + f.value.len())
+                .max()
+                .unwrap_or(0);
+            if longest > max {
+                return Err(FlowError::Refused {
+                    text: format!(
+                        "a header line of {longest} characters; the target stores at most {max}"
+                    ),
+                    left_behind: true,
+                });
+            }
+        }
+        if info.takes_keywords || message.flags.keywords().next().is_none() {
+            return Ok(message.clone());
+        }
+        *self.keywords_dropped.entry(wire.to_owned()).or_default() += 1;
+        let mut flags = Flags::new();
+        for f in message.flags.system() {
+            flags.insert(f);
+        }
+        Ok(message.clone().with_flags(flags))
+    }
+}
+
+/// Whether a refusal is about the message itself (its size), not the mailbox.
+fn refuses_the_message(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    t.contains("[toobig]")
+        || t.contains("too large")
+        || t.contains("too big")
+        || t.contains("exceeds the maximum")
 }
 
 impl TargetSession for ImapTargetSession {
@@ -170,11 +357,13 @@ impl TargetSession for ImapTargetSession {
     fn ensure_folder<'a>(&'a mut self, folder: &'a [String]) -> BoxFuture<'a, FlowResult<()>> {
         Box::pin(async move {
             let wire = self.wire(folder);
-            if wire == "INBOX" || self.created.contains(&wire) {
+            if self.folders.contains_key(&wire) {
                 return Ok(());
             }
-            self.client.create(&wire).await?;
-            self.created.push(wire);
+            if wire != "INBOX" {
+                self.client.create(&wire).await?;
+            }
+            self.select(&wire).await?;
             Ok(())
         })
     }
@@ -186,7 +375,7 @@ impl TargetSession for ImapTargetSession {
     ) -> BoxFuture<'a, FlowResult<()>> {
         Box::pin(async move {
             let wire = self.wire(folder);
-            if (subscribed || self.subscribe_all) && wire != "INBOX" {
+            if (subscribed || self.target.subscribe_all) && wire != "INBOX" {
                 self.client.subscribe(&wire).await?;
             }
             Ok(())
@@ -199,8 +388,9 @@ impl TargetSession for ImapTargetSession {
     ) -> BoxFuture<'a, FlowResult<IdentityCounts>> {
         Box::pin(async move {
             let wire = self.wire(folder);
+            let select = self.folders.contains_key(&wire);
             Ok(self
-                .scan(&wire, false)
+                .scan(&wire, select)
                 .await?
                 .unwrap_or_default()
                 .into_iter()
@@ -219,73 +409,126 @@ impl TargetSession for ImapTargetSession {
             let wire = self.wire(folder);
             let mut out: Vec<Option<FlowResult<Option<String>>>> =
                 (0..messages.len()).map(|_| None).collect();
-            let mut pending: Vec<usize> = (0..messages.len()).collect();
-            let mut throttled_since: Option<Instant> = None;
-            let mut backoff = Duration::from_secs(1);
+            // What the folder can store, message by message; refused ones are settled now.
+            let info = match self.select(&wire).await {
+                Ok(info) => info,
+                Err(e) => return vec![Err(e)],
+            };
+            let mut prepared: Vec<Option<RawMessage>> = Vec::with_capacity(messages.len());
+            for (i, m) in messages.iter().enumerate() {
+                match self.prepare(&wire, info, m) {
+                    Ok(p) => prepared.push(Some(p)),
+                    Err(e) => {
+                        out[i] = Some(Err(e));
+                        prepared.push(None);
+                    }
+                }
+            }
+            let mut queue: VecDeque<usize> = (0..messages.len())
+                .filter(|&i| prepared[i].is_some())
+                .collect();
+            let mut last_progress = Instant::now();
             // A failure that ended the session. Reported at the first unsettled message,
             // which may come before the one that met it: one still waiting to be sent again
             // after a throttling reply.
             let mut ended: Option<FlowError> = None;
-            'send: while !pending.is_empty() {
-                let refs: Vec<&RawMessage> = pending.iter().map(|&i| &messages[i]).collect();
+            'send: while !queue.is_empty() {
+                if let Err(e) = self.renew_if_worn().await {
+                    ended = Some(e);
+                    break;
+                }
+                // Without MULTIAPPEND each message is its own command, and each refusal an
+                // error on the connection: never more in flight than it can still take.
+                let room = if self.client.has_capability("MULTIAPPEND") {
+                    queue.len()
+                } else {
+                    queue
+                        .len()
+                        .min(ERRORS_PER_CONNECTION.saturating_sub(self.errors).max(1) as usize)
+                };
+                let n = tokio::select! {
+                    n = self.target.rate.acquire(room) => n,
+                    _ = cancel.cancelled() => break,
+                };
+                let chunk: Vec<usize> = queue.iter().take(n).copied().collect();
+                let refs: Vec<&RawMessage> =
+                    chunk.iter().filter_map(|&i| prepared[i].as_ref()).collect();
                 let answers = match self.client.append_all(&wire, &refs).await {
                     Ok(a) => a,
                     Err(e) => {
-                        ended = Some(e.into());
+                        ended = Some(self.classify(e));
                         break;
                     }
                 };
-                let mut retry = Vec::new();
-                let mut wait = None;
-                let mut progressed = false;
                 let answered = answers.len();
-                for (&i, answer) in pending.iter().zip(answers) {
+                let mut throttled = Vec::new();
+                let mut wait: Option<Duration> = None;
+                let mut accepted = 0;
+                let mut flagged = Vec::new();
+                for (&i, answer) in chunk.iter().zip(answers) {
                     match answer {
                         Ok(uid) => {
+                            if self.target.quirks.flag_after_append
+                                && messages[i].flags.contains(Flag::Flagged)
+                            {
+                                flagged.extend(uid.map(|u| u.uid));
+                            }
                             // With the folder's UIDVALIDITY: a UID recorded by an earlier run
                             // must not name a message of a recreated folder.
                             out[i] = Some(Ok(uid.map(|u| format!("{}:{}", u.uid_validity, u.uid))));
-                            progressed = true;
+                            accepted += 1;
                         }
                         Err(NetError::Throttled { retry_after, .. }) => {
-                            // Without a suggested wait, back off adaptively: doubling per
-                            // consecutive throttled round.
-                            let w = retry_after.unwrap_or(backoff);
-                            wait = Some(wait.unwrap_or(Duration::ZERO).max(w));
-                            retry.push(i);
+                            self.errors += 1;
+                            self.last_throttle = Some(Instant::now());
+                            wait = wait.max(retry_after);
+                            throttled.push(i);
                         }
                         Err(NetError::Rejected { text, .. }) => {
-                            let too_big = text.to_ascii_uppercase().contains("[TOOBIG]");
-                            out[i] = Some(Err(FlowError::Refused { text, too_big }));
+                            self.errors += 1;
+                            let left_behind = refuses_the_message(&text);
+                            out[i] = Some(Err(FlowError::Refused { text, left_behind }));
                         }
                         Err(e) => {
-                            ended = Some(e.into());
+                            ended = Some(self.classify(e));
+                            break;
+                        }
+                    }
+                }
+                // Accounted even when the connection ended: a throttle followed by a BYE is
+                // what the send rate must learn from most. The throttle first: it answers
+                // the rate this chunk went at, before the acceptances may raise it.
+                if !throttled.is_empty() {
+                    self.target.rate.throttled(throttled.len(), wait);
+                }
+                self.target.rate.accepted(accepted);
+                if accepted > 0 {
+                    last_progress = Instant::now();
+                }
+                if ended.is_some() {
+                    break 'send;
+                }
+                if !flagged.is_empty() {
+                    let set = super::imap_source::uid_sets(&flagged);
+                    for s in set {
+                        if let Err(e) = self.client.uid_store(&s, true, &["\\Flagged"]).await {
+                            ended = Some(self.classify(e));
                             break 'send;
                         }
                     }
                 }
-                if answered < pending.len() {
+                // Settled ones leave the queue; throttled ones stay at its front, in order.
+                queue.retain(|i| out[*i].is_none());
+                if answered < chunk.len() {
                     break;
                 }
-                let Some(wait) = wait else { break };
-                if progressed {
-                    throttled_since = None;
-                    backoff = Duration::from_secs(1);
-                }
-                let since = *throttled_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > MAX_THROTTLED {
+                if !throttled.is_empty() && last_progress.elapsed() > MAX_THROTTLED {
                     ended = Some(FlowError::Transient(format!(
                         "the target kept throttling for {} s",
-                        since.elapsed().as_secs()
+                        last_progress.elapsed().as_secs()
                     )));
                     break;
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(wait.min(MAX_WAIT)) => {}
-                    _ = cancel.cancelled() => break,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(60));
-                pending = retry;
             }
             // Settled entries up to the first unsettled one; what follows it is unknown.
             let mut settled: Vec<FlowResult<Option<String>>> =
@@ -304,13 +547,13 @@ impl TargetSession for ImapTargetSession {
     ) -> BoxFuture<'a, FlowResult<bool>> {
         Box::pin(async move {
             let wire = self.wire(folder);
-            let st = self.client.select(&wire).await?;
+            let info = self.select(&wire).await?;
             // `uidvalidity:uid` as `append` returned them; others, or another UIDVALIDITY
             // (the folder was recreated since), name nothing of ours.
             let uids: Vec<u32> = ids
                 .iter()
                 .filter_map(|i| i.split_once(':'))
-                .filter(|(v, _)| v.parse().ok() == st.uid_validity)
+                .filter(|(v, _)| v.parse().ok() == info.uid_validity)
                 .filter_map(|(_, u)| u.parse().ok())
                 .collect();
             if uids.is_empty() {
@@ -337,12 +580,12 @@ impl TargetSession for ImapTargetSession {
             let Some(present) = self.scan(&wire, true).await? else {
                 return Ok(0);
             };
-            let mut by_identity: std::collections::HashMap<Identity, Vec<usize>> =
-                Default::default();
+            let takes_keywords = self.folders.get(&wire).is_none_or(|i| i.takes_keywords);
+            let mut by_identity: HashMap<Identity, Vec<usize>> = HashMap::new();
             for (i, (_, identity, _)) in present.iter().enumerate() {
                 by_identity.entry(*identity).or_default().push(i);
             }
-            let mut taken: std::collections::HashMap<Identity, usize> = Default::default();
+            let mut taken: HashMap<Identity, usize> = HashMap::new();
             let mut changed = 0;
             for change in changes {
                 let n = taken.entry(change.identity).or_default();
@@ -360,7 +603,9 @@ impl TargetSession for ImapTargetSession {
                         _ => {}
                     }
                 }
-                add.extend(change.flags.keywords().filter(|k| !flags.has_keyword(k)));
+                if takes_keywords {
+                    add.extend(change.flags.keywords().filter(|k| !flags.has_keyword(k)));
+                }
                 if add.is_empty() && remove.is_empty() {
                     continue;
                 }
@@ -371,6 +616,16 @@ impl TargetSession for ImapTargetSession {
             }
             Ok(changed)
         })
+    }
+
+    fn take_notes(&mut self) -> Vec<TargetNote> {
+        self.keywords_dropped
+            .drain()
+            .map(|(folder, count)| TargetNote::KeywordsDropped {
+                folder: crate::connectors::imap::folders::decode_lossy(&folder),
+                count,
+            })
+            .collect()
     }
 
     fn close(self: Box<Self>) -> BoxFuture<'static, FlowResult<()>> {

@@ -72,11 +72,12 @@ pub enum FlowError {
     Net(#[from] NetError),
     #[error(transparent)]
     Mail(#[from] MailError),
-    /// The target refused this one message (a tagged NO): it concerns only that message.
-    /// `too_big`: the refusal names the size (`[TOOBIG]`), so the message is left behind and
-    /// reported rather than failing the copy.
+    /// The target refused this one message (a tagged NO). `left_behind`: the refusal is
+    /// about the message itself (its size, `[TOOBIG]`; a header Exchange cannot store), so it
+    /// is left behind and reported rather than failing the copy; otherwise (a full quota, a
+    /// missing folder) it would meet every message and fails the copy loudly.
     #[error("refused by the target: {text}")]
-    Refused { text: String, too_big: bool },
+    Refused { text: String, left_behind: bool },
     /// Worth another attempt: a dropped connection, a target that kept throttling.
     #[error("{0}")]
     Transient(String),
@@ -93,6 +94,12 @@ impl FlowError {
             FlowError::Transient(_) => true,
             FlowError::Mail(_) | FlowError::Refused { .. } | FlowError::Permanent(_) => false,
         }
+    }
+
+    /// A throttling answer, or a connection the server closed while throttling: the runner
+    /// reconnects and goes on from its checkpoints, without spending a retry.
+    pub fn is_throttle(&self) -> bool {
+        matches!(self, FlowError::Net(NetError::Throttled { .. }))
     }
 
     /// The wait a server suggested (throttling), if any.
@@ -305,7 +312,10 @@ pub trait SourceSession: Send {
 
     /// The messages of `messages` (listed from `folder` by this or another session of the
     /// same source), read whole, with flags and internal date, in the same order (see
-    /// [`Fetched`]). The caller bounds a call to one batch (a few MiB).
+    /// [`Fetched`]). [`Fetched::Gone`] only when the source is sure the message no longer
+    /// exists — the runner settles it and the checkpoint passes it; a message a server lists
+    /// but will not hand over (`BODY[] NIL`, left out of its answer) is an error, never `Gone`.
+    /// The caller bounds a call to one batch (a few MiB).
     fn fetch<'a>(
         &'a mut self,
         folder: &'a SourceFolder,
@@ -365,6 +375,29 @@ pub trait MailTarget: Send + Sync {
     /// A read-only session (`writable: false`, for `plan` and `verify`) must not create
     /// anything, not even the mailbox's root.
     fn open(&self, writable: bool) -> BoxFuture<'_, FlowResult<Box<dyn TargetSession>>>;
+
+    /// The names the target will store `wanted` folders under, in the same order: the same
+    /// path, or another one with why, where the target reserves a name (Exchange's `Files`)
+    /// or cannot tell two apart (Exchange compares names without case: `Archive` and
+    /// `archive` would be one folder). Called with every target folder of a step, sorted, so
+    /// the choice is stable from run to run. The default keeps every name.
+    fn folder_names(&self, wanted: &[Vec<String>]) -> Vec<(Vec<String>, Option<String>)> {
+        wanted.iter().map(|w| (w.clone(), None)).collect()
+    }
+
+    /// Wall time this mailbox's senders spent paused by the target's throttling in this
+    /// process so far. The default, none, is for targets that do not throttle.
+    fn throttled_time(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+}
+
+/// Something a target session did differently from what it was asked, for the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetNote {
+    /// `count` messages stored in `folder` without their keywords: the folder cannot store
+    /// keywords (IMAP `PERMANENTFLAGS` without `\*`, as at Exchange Online).
+    KeywordsDropped { folder: String, count: u64 },
 }
 
 /// One open connection to (or directory of) a [`MailTarget`], used by one lane at a time.
@@ -451,6 +484,12 @@ pub trait TargetSession: Send {
                 "this target cannot change flags of stored mail".into(),
             ))
         })
+    }
+
+    /// What this session did differently from what it was asked since the last call (mail
+    /// stored without its keywords…), for the runner to record. The default has nothing.
+    fn take_notes(&mut self) -> Vec<TargetNote> {
+        Vec::new()
     }
 
     /// Ends the session cleanly (IMAP LOGOUT).

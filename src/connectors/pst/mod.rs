@@ -96,6 +96,13 @@ impl PstMessage {
     }
 }
 
+/// The file's format (ANSI or Unicode) from its header alone, checked as [`PstFile::open`]
+/// checks it (magic, version, CRCs, encryption); reads the first 564 bytes. For callers that
+/// only need to know what kind of PST a file is (the import service's mapping CSV).
+pub fn format_of(path: impl AsRef<Path>) -> Result<Format> {
+    Ok(ndb::Ndb::open(path.as_ref())?.header.format)
+}
+
 impl PstFile {
     /// Opens a PST: reads and checks the header, the store, the name-to-id map, every
     /// folder's properties, and indexes nodes by parent (one walk of the node B-tree).
