@@ -65,7 +65,13 @@ const BROKEN: &[(&str, &[&str], (usize, usize))] = &[
     ),
     (
         "pst-import",
-        &["missing-setting", "missing-setting", "missing-setting"],
+        &[
+            "missing-setting",
+            "missing-setting",
+            "outside-plan-folder",
+            "outside-plan-folder",
+            "missing-setting",
+        ],
         (6, 29),
     ),
 ];
