@@ -113,7 +113,9 @@ fn well_formed_sessions_replay_to_the_end() {
         * SEARCH 1\r\nC12 OK\r\n\
         * BYE bye\r\nC13 OK\r\n";
     assert_eq!(imap::client::replay_session(imap_server.as_bytes()), 8);
+    // CAPA is asked again after the login (servers may offer more then).
     let pop3_server = "+OK ready\r\n+OK\r\nUSER\r\nUIDL\r\n.\r\n+OK\r\n+OK\r\n\
+        +OK\r\nUSER\r\nUIDL\r\n.\r\n\
         +OK 1 5\r\n+OK\r\n1 5\r\n.\r\n+OK\r\n1 abc\r\n.\r\n\
         +OK\r\nhello\r\n.\r\n+OK\r\nhello\r\n.\r\n+OK\r\n+OK bye\r\n";
     assert_eq!(pop3::replay_session(pop3_server.as_bytes()), 7);

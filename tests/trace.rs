@@ -103,7 +103,8 @@ users:
         "bytes of literal]",
         "bytes of message]",
         "PASS <redacted>",
-        "RETR 1",
+        // POP3 reads with TOP n <all lines>, which leaves unread mail unread.
+        "TOP 1 ",
         "bytes of message, then .]",
         "POST http://127.0.0.1:",
         "GET http://127.0.0.1:",
