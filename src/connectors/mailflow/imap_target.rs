@@ -21,6 +21,7 @@
 //! Exchange's other protocols, so it is set again with STORE; header lines over 10,000
 //! characters are left behind before sending (Exchange refuses them).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -307,13 +308,14 @@ impl ImapTargetSession {
     }
 
     /// What the folder can store of `message`: without keywords where it takes none, and
-    /// `Err` (left behind) for what the server refuses for sure.
-    fn prepare(
+    /// `Err` (left behind) for what the server refuses for sure. Borrowed when sent as it
+    /// is, so a batch is not copied on its way.
+    fn prepare<'m>(
         &mut self,
         wire: &str,
         info: FolderInfo,
-        message: &RawMessage,
-    ) -> FlowResult<RawMessage> {
+        message: &'m RawMessage,
+    ) -> FlowResult<Cow<'m, RawMessage>> {
         if let Some(max) = self.target.quirks.max_header_line {
             let longest = header_fields(message.bytes())
                 .map(|f| f.name.len() + 2 + f.value.len())
@@ -329,14 +331,14 @@ impl ImapTargetSession {
             }
         }
         if info.takes_keywords || message.flags.keywords().next().is_none() {
-            return Ok(message.clone());
+            return Ok(Cow::Borrowed(message));
         }
         *self.keywords_dropped.entry(wire.to_owned()).or_default() += 1;
         let mut flags = Flags::new();
         for f in message.flags.system() {
             flags.insert(f);
         }
-        Ok(message.clone().with_flags(flags))
+        Ok(Cow::Owned(message.clone().with_flags(flags)))
     }
 }
 
@@ -414,7 +416,7 @@ impl TargetSession for ImapTargetSession {
                 Ok(info) => info,
                 Err(e) => return vec![Err(e)],
             };
-            let mut prepared: Vec<Option<RawMessage>> = Vec::with_capacity(messages.len());
+            let mut prepared: Vec<Option<Cow<RawMessage>>> = Vec::with_capacity(messages.len());
             for (i, m) in messages.iter().enumerate() {
                 match self.prepare(&wire, info, m) {
                     Ok(p) => prepared.push(Some(p)),
@@ -451,8 +453,10 @@ impl TargetSession for ImapTargetSession {
                     _ = cancel.cancelled() => break,
                 };
                 let chunk: Vec<usize> = queue.iter().take(n).copied().collect();
-                let refs: Vec<&RawMessage> =
-                    chunk.iter().filter_map(|&i| prepared[i].as_ref()).collect();
+                let refs: Vec<&RawMessage> = chunk
+                    .iter()
+                    .filter_map(|&i| prepared[i].as_deref())
+                    .collect();
                 let answers = match self.client.append_all(&wire, &refs).await {
                     Ok(a) => a,
                     Err(e) => {
