@@ -106,11 +106,14 @@ async fn copy_into_faulty_target(tag: usize, faults: Faults, retries: u32) -> Fa
     let seeded = corpus(tag);
     seed(&d, &src, &seeded).await;
     let proxy = FaultProxy::start(d.imap_port, faults);
+    // These faults throttle every Nth APPEND whatever the rate: a known budget keeps the send
+    // rate from chasing them (tests/exchange_target.rs covers finding a budget).
+    let target = format!("{}, max_messages_per_second: 1000", via(&proxy));
     let fx = fixture_for(
         "imap",
         &direct(&d, d.imaps_port),
         &src,
-        &via(&proxy),
+        &target,
         &dst,
         retries,
     );

@@ -17,7 +17,12 @@
 //!   shrinks multiplicatively on a later throttle (AIMD). Bursts (APPENDs in flight) are what
 //!   a quarter second of the rate allows, bounding what one throttle can refuse.
 //! * **A known budget** (`max_messages_per_second` in the plan, like imapsync's
-//!   `--maxmessagespersecond`) starts there and is never exceeded.
+//!   `--maxmessagespersecond`) starts there and is never exceeded. It is trusted: a throttle
+//!   then pauses the senders but does not lower the rate (the mailbox's other clients spent
+//!   the budget for a moment; the plan knows what it allows).
+//! * **One decrease per second.** Throttles that come regardless of the rate (a busy server,
+//!   another client's burst) would otherwise drive the rate to its floor, one decrease each;
+//!   like TCP's one reduction per round trip, the throttles of one second count as one.
 //!
 //! Time spent paused is counted per mailbox, for `status` and the report.
 
@@ -37,6 +42,9 @@ const BELOW_BUDGET: f64 = 0.95;
 const DECREASE: f64 = 0.85;
 /// Additive increase per second without a throttle, as a share of the rate.
 const INCREASE: f64 = 0.01;
+/// Throttles within this time after a decrease (counted from the end of its pause) do not
+/// decrease the rate again.
+const DECREASE_WINDOW: Duration = Duration::from_secs(1);
 /// Backoff when a throttling reply suggests no wait: doubled per consecutive throttle.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -214,6 +222,16 @@ impl SendRate {
         let rate = s.rate;
         match (&mut s.phase, rate) {
             (Phase::Unpaced { accepted }, _) => *accepted += n,
+            // Acknowledged during the first pause: part of the unpaced burst the mailbox took
+            // (its answers came after the throttle's), so the bucket is that much deeper.
+            (Phase::SlowStart { rates, depth }, Some(_))
+                if rates.len() == 1 && rates.first().is_some_and(|(from, _)| now < *from) =>
+            {
+                *depth += n as f64;
+                let start = depth.max(1.0).min(cap);
+                rates[0].1 = start;
+                s.rate = Some(start);
+            }
             (Phase::SlowStart { rates, .. }, Some(rate))
                 if rates
                     .last()
@@ -261,13 +279,28 @@ impl SendRate {
         s.paused_until = Some(s.paused_until.map_or(until, |p| p.max(until)));
         let cap = s.configured.unwrap_or(f64::INFINITY);
         let (rate, phase) = match (&s.phase, s.rate) {
+            // Another answer to the unpaced burst (other lanes' commands were in flight when
+            // the first throttle came): still the first throttle, the pause grows.
+            (Phase::SlowStart { rates, depth }, Some(rate))
+                if rates.len() == 1 && rates.first().is_some_and(|(from, _)| now < *from) =>
+            {
+                let (from, start) = rates[0];
+                (
+                    rate,
+                    Phase::SlowStart {
+                        rates: vec![(from.max(until), start)],
+                        depth: *depth,
+                    },
+                )
+            }
             // The unpaced burst the mailbox took is its bucket's depth: start there.
             (Phase::Unpaced { accepted }, _) => {
-                let depth = (*accepted as f64).max(1.0);
+                let depth = *accepted as f64;
+                let start = depth.max(1.0);
                 (
-                    depth,
+                    start,
                     Phase::SlowStart {
-                        rates: vec![(until, depth)],
+                        rates: vec![(until, start)],
                         depth,
                     },
                 )
@@ -278,13 +311,22 @@ impl SendRate {
                 let budget = refill_rate(*depth, rates, now);
                 ((budget * BELOW_BUDGET).max(0.5), Phase::Steady)
             }
+            // A known budget is trusted: pause, keep the rate.
+            (Phase::Steady, Some(rate)) if s.configured.is_some() => (rate, Phase::Steady),
+            // One decrease per window: later throttles of the same window are its echo.
+            (Phase::Steady, Some(rate)) if now < s.adjusted + DECREASE_WINDOW => {
+                (rate, Phase::Steady)
+            }
             (_, rate) => ((rate.unwrap_or(1.0) * DECREASE).max(0.5), Phase::Steady),
         };
+        let decreased = s.rate != Some(rate.min(cap)) || s.phase != phase;
         s.rate = Some(rate.min(cap));
         s.phase = phase;
         s.tokens = 0.0;
         s.refilled = until;
-        s.adjusted = until;
+        if decreased {
+            s.adjusted = until;
+        }
     }
 
     /// Wall time the mailbox's senders spent paused by throttling so far.
@@ -389,6 +431,55 @@ mod tests {
         let _ = refill_rate(10.0, &rates, Instant::now());
         r.throttled(1, Some(Duration::ZERO));
         assert_eq!(r.lock().phase, Phase::Steady);
+    }
+
+    #[test]
+    fn the_whole_first_burst_measures_the_depth() {
+        // Three lanes' bursts in flight: one throttled answer comes before the others'
+        // acknowledgements and throttles.
+        let r = SendRate::new(None);
+        r.throttled(3, Some(Duration::from_secs(5)));
+        r.accepted(5);
+        r.throttled(2, Some(Duration::from_secs(5)));
+        r.accepted(3);
+        let s = r.lock();
+        match &s.phase {
+            Phase::SlowStart { rates, depth } => {
+                assert_eq!((*depth, rates.len()), (8.0, 1), "{:?}", s.phase);
+                assert_eq!(rates[0].1, 8.0);
+            }
+            other => panic!("still finding the bucket: {other:?}"),
+        }
+        assert_eq!(s.rate, Some(8.0));
+    }
+
+    #[test]
+    fn a_known_budget_is_kept_through_throttles() {
+        let r = SendRate::new(Some(20.0));
+        r.throttled(3, Some(Duration::ZERO));
+        r.throttled(3, None);
+        let s = r.lock();
+        assert_eq!((s.rate, &s.phase), (Some(20.0), &Phase::Steady));
+        assert!(s.paused_until.is_some(), "still paused as asked");
+    }
+
+    #[test]
+    fn the_throttles_of_one_second_decrease_the_rate_once() {
+        let r = SendRate::new(None);
+        {
+            let mut s = r.lock();
+            s.phase = Phase::Steady;
+            s.rate = Some(100.0);
+            s.adjusted = Instant::now() - Duration::from_secs(5);
+        }
+        r.throttled(1, Some(Duration::ZERO));
+        r.throttled(1, Some(Duration::ZERO));
+        r.throttled(1, Some(Duration::ZERO));
+        assert_eq!(r.lock().rate, Some(100.0 * DECREASE));
+        // A second later, a throttle is news again.
+        r.lock().adjusted -= DECREASE_WINDOW;
+        r.throttled(1, Some(Duration::ZERO));
+        assert_eq!(r.lock().rate, Some(100.0 * DECREASE * DECREASE));
     }
 
     #[test]
