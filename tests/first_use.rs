@@ -30,6 +30,13 @@ fn plan_dir(yaml: &str) -> (tempfile::TempDir, PathBuf) {
     (dir, plan)
 }
 
+/// A plan into a maildir with `rest` (its `sources:` and `users:`).
+fn maildir_plan(rest: &str) -> (tempfile::TempDir, PathBuf) {
+    plan_dir(&format!(
+        "version: 1\nname: firstuse\ndomain: acme.test\ntarget: {{ kind: maildir, path: out }}\n{rest}"
+    ))
+}
+
 /// Replaces the parts of `text` that change from run to run.
 fn stable(text: &str, dir: &Path) -> String {
     text.replace(dir.to_str().unwrap(), "<dir>")
@@ -203,12 +210,8 @@ fn the_readme_commands_parse_and_name_what_exists() {
 
 #[test]
 fn steps_this_build_cannot_run_are_warned_about_and_blocked() {
-    let (dir, plan) = plan_dir(
-        r#"version: 1
-name: firstuse
-domain: acme.test
-target: { kind: maildir, path: out }
-sources:
+    let (dir, plan) = maildir_plan(
+        r#"sources:
   import: { kind: pst, via: import-service, sas_url: { env: FIRST_USE_UNSET_SAS } }
 users:
   - email: carol@acme.test
@@ -281,12 +284,8 @@ users:
 fn plan_detailed_exitcode_is_1_when_any_step_is_blocked_and_names_them() {
     // ben's PST was cut short when it was copied off his PC: his copy is blocked, ana's
     // is not.
-    let (dir, plan) = plan_dir(
-        r#"version: 1
-name: firstuse
-domain: acme.test
-target: { kind: maildir, path: out }
-sources:
+    let (dir, plan) = maildir_plan(
+        r#"sources:
   thunderbird: { kind: mbox }
   pc: { kind: pst }
 users:
@@ -553,14 +552,7 @@ fn state_unlock_never_frees_a_live_apply_and_forces_another_hosts_with_a_warning
     guard.release().unwrap();
 
     // Another host's: refused without --force, released with it and a warning.
-    rusqlite::Connection::open(&db)
-        .unwrap()
-        .execute(
-            "INSERT INTO lock (singleton, run_id, pid, host, acquired_at)
-             VALUES (1, 'r-1', 4242, 'laptop-of-jo.example', 1772373909000)",
-            [],
-        )
-        .unwrap();
+    lock_row(&db, "r-1", 4242, "laptop-of-jo.example");
     let out = run(&["state", "unlock", plan]);
     assert_eq!(out.code, ExitCode::Failure);
     assert!(store.lock_holder().unwrap().is_some());
@@ -574,18 +566,23 @@ fn state_unlock_never_frees_a_live_apply_and_forces_another_hosts_with_a_warning
     let mut child = Command::new("true").spawn().unwrap();
     let dead_pid = child.id();
     child.wait().unwrap();
-    rusqlite::Connection::open(&db)
-        .unwrap()
-        .execute(
-            "INSERT INTO lock (singleton, run_id, pid, host, acquired_at)
-             VALUES (1, 'r-2', ?1, ?2, 1772373909000)",
-            rusqlite::params![dead_pid, host],
-        )
-        .unwrap();
+    lock_row(&db, "r-2", dead_pid, &host);
     let out = run(&["state", "unlock", plan]);
     assert_eq!(out.code, ExitCode::Ok, "{}", out.stderr);
     assert!(out.stdout.contains("no longer running"), "{}", out.stdout);
     assert!(store.lock_holder().unwrap().is_none());
+}
+
+/// The lock as an apply of pid `pid` on `host` left it at 2026-03-01T14:05:09Z.
+fn lock_row(db: &Path, run_id: &str, pid: u32, host: &str) {
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .execute(
+            "INSERT INTO lock (singleton, run_id, pid, host, acquired_at)
+             VALUES (1, ?1, ?2, ?3, 1772373909000)",
+            rusqlite::params![run_id, pid, host],
+        )
+        .unwrap();
 }
 
 // ---- Ctrl-C ----------------------------------------------------------------------------
