@@ -16,7 +16,7 @@ use super::yaml::ByteSpan;
 /// Lines of one label's span shown at most; a longer span shows its first line.
 pub const MAX_LABEL_LINES: usize = 3;
 /// Characters of one source line shown at most, in a window around the label.
-pub const MAX_LINE_CHARS: usize = 160;
+pub const MAX_LINE_CHARS: usize = 400;
 /// Characters of a label's span underlined at most.
 const MAX_LABEL_CHARS: usize = 80;
 /// Lines of context miette shows around a label (its default), kept in the excerpt.
