@@ -439,6 +439,26 @@ fn a_huge_plan_gets_a_few_lines_of_snippet() {
     insta::assert_snapshot!("snippet-many-lines", stable(&out.stderr, dir.path()));
     let out = run(&["validate", one.to_str().unwrap()]);
     insta::assert_snapshot!("snippet-one-line", stable(&out.stderr, dir.path()));
+
+    // The mistake far into the line: the snippet starts with `…`, the header still gives
+    // the file's own column.
+    let domains: Vec<String> = (0..60).map(|i| format!("d{i}.acme.test")).collect();
+    let deep_line = format!(
+        "{{version: 1, name: big, domain: acme.test, extra_domains: [{}], target: \
+         {{kind: maildir, path: out}}, users: [], notes: \"{}\"}}",
+        domains.join(", "),
+        "y".repeat(5 << 20)
+    );
+    let deep = dir.path().join("deep.yaml");
+    std::fs::write(&deep, &deep_line).unwrap();
+    let out = run(&["validate", deep.to_str().unwrap()]);
+    let column = deep_line.find("notes:").unwrap() + 1;
+    assert!(
+        out.stderr.contains(&format!("deep.yaml:1:{column}]")),
+        "column {column}: {}",
+        out.stderr
+    );
+    insta::assert_snapshot!("snippet-deep-in-a-line", stable(&out.stderr, dir.path()));
 }
 
 // ---- Connection errors that say what to change ------------------------------------------

@@ -21,6 +21,8 @@ pub const MAX_LINE_CHARS: usize = 400;
 const MAX_LABEL_CHARS: usize = 80;
 /// Lines of context miette shows around a label (its default), kept in the excerpt.
 const CONTEXT_LINES: usize = 1;
+/// Bytes of the `…` marking a cut.
+const ELLIPSIS: usize = '…'.len_utf8();
 /// A secondary label further than this many lines from the primary one is left out of an
 /// excerpt (it would show the whole stretch in between).
 const MAX_LABEL_DISTANCE: usize = 10;
@@ -52,9 +54,9 @@ pub struct Excerpt {
     text: String,
     /// 0-based line of the source the excerpt's first line is.
     first_line: usize,
-    /// Per excerpt line: characters of the original line left out before the window, less
-    /// the `…` put in their place (added to miette's column to give the original column).
-    column_shift: Vec<usize>,
+    /// Per excerpt line: bytes of the original line left out before the window, less the `…`
+    /// put in their place (added to miette's column, in bytes, to give the original column).
+    column_shift: Vec<isize>,
 }
 
 impl Excerpt {
@@ -116,8 +118,9 @@ impl Excerpt {
                 text.push('…');
             }
             text.push('\n');
-            column_shift
-                .push(source[line_start..window_start].chars().count() - usize::from(cut_before));
+            // miette counts columns in bytes: those cut, less the `…` standing for them.
+            let ellipsis = if cut_before { ELLIPSIS } else { 0 };
+            column_shift.push((window_start - line_start) as isize - ellipsis as isize);
             for (slot, (_, (start, end), _)) in moved.iter_mut().zip(&kept) {
                 if (line_start..=line_end).contains(start) && slot.is_none() {
                     let at = |offset: usize| {
@@ -160,12 +163,13 @@ impl SourceCode for Excerpt {
             .text
             .read_span(span, context_lines_before, context_lines_after)?;
         let shift = self.column_shift.get(inner.line()).copied().unwrap_or(0);
+        let column = inner.column().saturating_add_signed(shift);
         Ok(Box::new(MietteSpanContents::new_named(
             self.name.clone(),
             inner.data(),
             *inner.span(),
             inner.line() + self.first_line,
-            inner.column() + shift,
+            column,
             inner.line_count(),
         )))
     }
