@@ -116,7 +116,7 @@ users:
     assert!(
         result
             .stdout
-            .contains("1 step blocked — nothing was changed."),
+            .contains("1 step blocked (copy.ana.pc) — nothing was changed."),
         "{}",
         result.stdout
     );
@@ -129,7 +129,7 @@ users:
     assert!(
         preview
             .stdout
-            .contains("1 step blocked: apply cannot run it"),
+            .contains("1 step blocked (copy.ana.pc): apply cannot run it"),
         "{}",
         preview.stdout
     );

@@ -376,3 +376,47 @@ async fn cancelled_before_start_runs_nothing_and_reports_interrupted() {
     );
     assert!(fx.store.steps().expect("steps").is_empty());
 }
+
+/// Fails transiently with a different message each attempt: a dropped connection first,
+/// then what reconnecting meets.
+struct EchoingFailure {
+    calls: AtomicU32,
+}
+
+impl StepRunner for EchoingFailure {
+    fn config_hash(&self) -> String {
+        "ab".into()
+    }
+
+    fn apply<'a>(&'a self, _ctx: &'a mut ApplyCtx) -> BoxFuture<'a, Result<Outcome, StepError>> {
+        Box::pin(async move {
+            let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            Err(StepError::transient(if call == 1 {
+                "imap.example: read: connection reset by peer".to_string()
+            } else {
+                format!("imap.example: login rejected: too many sessions ({call})")
+            }))
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_that_gives_up_names_what_failed_first() {
+    let fx = fixture();
+    let (mut runners, _) = make_runners(&fx.graph, vec![]);
+    runners.insert(
+        "copy.alice.export".into(),
+        Arc::new(EchoingFailure {
+            calls: AtomicU32::new(0),
+        }),
+    );
+    let (report, _) = walk(&fx, &runners, &options()).await;
+    let StepResult::Failed { error } = &report.steps["copy.alice.export"] else {
+        panic!("{report:#?}")
+    };
+    assert_eq!(
+        error,
+        "imap.example: login rejected: too many sessions (3) (gave up after 3 attempts; the \
+         first failed with: imap.example: read: connection reset by peer)"
+    );
+}

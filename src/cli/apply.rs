@@ -5,11 +5,13 @@ use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::interrupt::Interrupt;
 use super::progress::{Expected, Progress, ProgressMode};
 use super::{open_workspace, report_ops_error, ExitCode, Output, SelectArgs, StateArgs, Verbosity};
-use crate::engine::{ApplyOptions, CancellationToken, WalkOutcome};
-use crate::ops::{self, Action, ApplyRequest, PlanView, Workspace};
+use crate::engine::{ApplyOptions, WalkOutcome};
+use crate::ops::{self, Action, ApplyLock, ApplyRequest, PlanView, Workspace};
 use crate::plan::Options;
+use crate::state::RunOutcome;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -51,6 +53,8 @@ pub(crate) fn parse_timeout(text: &str) -> Result<Duration, String> {
 }
 
 pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
+    // From the first instant: Ctrl-C while the servers are being checked stops too.
+    let interrupt = Interrupt::preparing();
     // From the preview on: it talks to the servers too.
     let _trace = match &args.trace {
         Some(path) => match crate::trace::start(path) {
@@ -69,14 +73,13 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
     let options = Options {
         allow_inline_secrets: args.state.allow_inline_secrets,
     };
-    let saved = is_saved_plan(&args.file);
-    let (ws, selection, view) = if saved {
+    let saved = if is_saved_plan(&args.file) {
         match ops::load_saved_plan(&args.file, options, args.state.state.as_deref()) {
             Ok((ws, saved)) => {
                 match crate::graph::Selection::new(&saved.targets, &saved.excludes)
                     .and_then(|s| s.replacing(&saved.replace))
                 {
-                    Ok(selection) => (ws, selection, saved.view),
+                    Ok(selection) => Some((ws, selection, saved.view)),
                     Err(e) => {
                         let _ = writeln!(output.err, "error: {e}");
                         return ExitCode::Usage;
@@ -86,51 +89,121 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
             Err(e) => return report_ops_error(&e, output),
         }
     } else {
-        let ws = match open_workspace(&args.file, &args.state, output) {
-            Ok(ws) => ws,
-            Err(code) => return code,
-        };
-        let selection = match args.select.selection() {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = writeln!(output.err, "error: {e}");
-                return ExitCode::Usage;
-            }
-        };
-        let view = match ops::plan(&ws, &selection, false) {
-            Ok(view) => view,
-            Err(e) => return report_ops_error(&e, output),
-        };
-        if output.verbosity > Verbosity::Quiet {
-            let _ = write!(output.out, "{}", super::render::plan(&view, ws.graph()));
-        }
-        let blocked = view.count(Action::Blocked);
-        if !view.has_changes() {
-            if blocked > 0 {
-                // Not "nothing to do": those steps are not done, they cannot run.
-                let _ = writeln!(
-                    output.out,
-                    "\n{} — nothing was changed.",
-                    super::render::steps_blocked(blocked)
-                );
-                return ExitCode::Failure;
-            }
-            let _ = writeln!(output.out, "\nNo changes. Nothing to do.");
-            return ExitCode::Ok;
-        }
-        if blocked > 0 {
-            let _ = writeln!(
-                output.err,
-                "note: {}; apply runs the others.",
-                super::render::steps_blocked(blocked)
-            );
-        }
-        if !args.yes && !confirm(output) {
-            return ExitCode::Usage;
-        }
-        (ws, selection, view)
+        None
     };
-    execute(args, &ws, selection, &view, output)
+    let (ws, selection) = match &saved {
+        Some((ws, selection, _)) => (ws, selection.clone()),
+        None => {
+            let ws = match open_workspace(&args.file, &args.state, output) {
+                Ok(ws) => ws,
+                Err(code) => return code,
+            };
+            let selection = match args.select.selection() {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = writeln!(output.err, "error: {e}");
+                    return ExitCode::Usage;
+                }
+            };
+            return with_lock(args, &ws, selection, None, &interrupt, output);
+        }
+    };
+    with_lock(
+        args,
+        ws,
+        selection,
+        saved.as_ref().map(|s| &s.2),
+        &interrupt,
+        output,
+    )
+}
+
+/// Takes the apply lock before anything talks to a server — a second apply learns at once
+/// that one is running — then previews (unless the plan was saved), asks, and applies.
+fn with_lock(
+    args: &Args,
+    ws: &Workspace,
+    selection: crate::graph::Selection,
+    saved_view: Option<&PlanView>,
+    interrupt: &Interrupt,
+    output: &mut Output<'_>,
+) -> ExitCode {
+    let lock = match ops::lock(ws, args.lock_timeout) {
+        Ok(lock) => lock,
+        Err(e) => return report_ops_error(&e, output),
+    };
+    interrupt.hold(lock.clone());
+    if let Some(previous) = &lock.took_over_from {
+        let _ = writeln!(
+            output.err,
+            "note: took over the lock of a dead apply ({previous})"
+        );
+    }
+    let (code, ran) = match saved_view {
+        Some(view) => execute(args, ws, &lock, selection, view, interrupt, output),
+        None => preview_then_execute(args, ws, &lock, selection, interrupt, output),
+    };
+    if !ran {
+        // Nothing was applied: record the run for what it was and release the lock.
+        let outcome = match code {
+            ExitCode::Ok => RunOutcome::Succeeded,
+            ExitCode::Interrupted => RunOutcome::Interrupted,
+            _ => RunOutcome::Failed,
+        };
+        if let Err(e) = lock.finish(outcome) {
+            return report_ops_error(&e, output);
+        }
+    }
+    code
+}
+
+/// The preview, the blocked-steps and nothing-to-do exits, the question, then the walk.
+/// Returns the exit code and whether the walk ran (it then recorded the run itself).
+fn preview_then_execute(
+    args: &Args,
+    ws: &Workspace,
+    lock: &ApplyLock,
+    selection: crate::graph::Selection,
+    interrupt: &Interrupt,
+    output: &mut Output<'_>,
+) -> (ExitCode, bool) {
+    let view = match ops::plan(ws, &selection, false) {
+        Ok(view) => view,
+        Err(e) => return (report_ops_error(&e, output), false),
+    };
+    if output.verbosity > Verbosity::Quiet {
+        let _ = write!(output.out, "{}", super::render::plan(&view, ws.graph()));
+    }
+    let blocked_steps: Vec<&str> = view
+        .rows
+        .iter()
+        .filter(|r| r.action == Action::Blocked)
+        .map(|r| r.step.as_str())
+        .collect();
+    if !view.has_changes() {
+        if !blocked_steps.is_empty() {
+            // Not "nothing to do": those steps are not done, they cannot run.
+            let _ = writeln!(
+                output.out,
+                "\n{} — nothing was changed.",
+                super::render::steps_blocked(&blocked_steps)
+            );
+            return (ExitCode::Failure, false);
+        }
+        let _ = writeln!(output.out, "\nNo changes. Nothing to do.");
+        return (ExitCode::Ok, false);
+    }
+    if !blocked_steps.is_empty() {
+        let _ = writeln!(
+            output.err,
+            "note: {}; apply runs the others.",
+            super::render::steps_blocked(&blocked_steps)
+        );
+    }
+    if !args.yes && !confirm(output) {
+        return (ExitCode::Usage, false);
+    }
+    execute(args, ws, lock, selection, &view, interrupt, output)
 }
 
 fn is_saved_plan(path: &std::path::Path) -> bool {
@@ -161,12 +234,13 @@ fn confirm(output: &mut Output<'_>) -> bool {
 fn execute(
     args: &Args,
     ws: &Workspace,
+    lock: &ApplyLock,
     selection: crate::graph::Selection,
     view: &PlanView,
+    interrupt: &Interrupt,
     output: &mut Output<'_>,
-) -> ExitCode {
-    let cancel = CancellationToken::new();
-    install_interrupt_handler(cancel.clone());
+) -> (ExitCode, bool) {
+    interrupt.start_working();
     let expected: HashMap<String, Expected> = view
         .rows
         .iter()
@@ -187,22 +261,15 @@ fn execute(
             wait: args.wait,
             ..ApplyOptions::default()
         },
-        lock_timeout: args.lock_timeout,
     };
     let result = {
         let mut progress = Progress::new(args.progress, output.verbosity, output.err, expected);
-        ops::apply(ws, &request, &mut progress, cancel)
+        ops::apply(ws, lock, &request, &mut progress, interrupt.cancel_token())
     };
     let outcome = match result {
         Ok(outcome) => outcome,
-        Err(e) => return report_ops_error(&e, output),
+        Err(e) => return (report_ops_error(&e, output), false),
     };
-    if let Some(previous) = &outcome.took_over_from {
-        let _ = writeln!(
-            output.err,
-            "note: took over the lock of a dead apply ({previous})"
-        );
-    }
     let steps = &outcome.report.steps;
     let count = |f: fn(&crate::engine::StepResult) -> bool| steps.values().filter(|r| f(r)).count();
     use crate::engine::StepResult as R;
@@ -231,31 +298,10 @@ fn execute(
             report_ops_error(&e, output);
         }
     }
-    match outcome.report.outcome {
+    let code = match outcome.report.outcome {
         WalkOutcome::Succeeded => ExitCode::Ok,
         WalkOutcome::Failed => ExitCode::Failure,
         WalkOutcome::Interrupted => ExitCode::Interrupted,
-    }
-}
-
-/// First Ctrl-C: stop scheduling, let in-flight steps checkpoint. Second: abort at once
-/// (state stays consistent: every commit is a transaction).
-pub(crate) fn install_interrupt_handler(cancel: CancellationToken) {
-    let _ = ctrlc::set_handler(move || {
-        if cancel.is_cancelled() {
-            say_now("\naborting\n");
-            std::process::exit(ExitCode::Interrupted as i32);
-        }
-        cancel.cancel();
-        say_now("\ninterrupted: finishing in-flight steps and saving checkpoints (Ctrl-C again aborts)\n");
-    });
-}
-
-/// Writes straight to file descriptor 2: the command holds the stderr lock for its whole run,
-/// so `eprintln!` from the signal thread would wait forever.
-fn say_now(text: &str) {
-    // SAFETY: write(2) on fd 2 with a valid buffer and length.
-    unsafe {
-        libc::write(2, text.as_ptr().cast(), text.len());
-    }
+    };
+    (code, true)
 }

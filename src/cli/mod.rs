@@ -9,6 +9,7 @@ pub mod autocomplete;
 pub mod completions;
 pub mod demo;
 pub mod graph;
+pub mod interrupt;
 pub mod man;
 pub mod plan;
 pub mod progress;

@@ -13,7 +13,8 @@ pub struct Args {
     pub select: SelectArgs,
     #[command(flatten)]
     pub state: StateArgs,
-    /// Exit 0 when nothing would change, 2 when something would, 1 on error.
+    /// Exit 0 when nothing would change, 2 when something would, 1 on error or when a step is
+    /// blocked.
     #[arg(long)]
     pub detailed_exitcode: bool,
     /// Print the preview as JSON.
@@ -29,7 +30,10 @@ pub struct Args {
 
 pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
     match (preview(args, output), args.detailed_exitcode) {
-        (Ok(changes), true) if changes => ExitCode::Usage,
+        // Blocked is not "no changes": those steps are not done and apply cannot do them,
+        // which CI must not read as success.
+        (Ok(Preview { blocked: true, .. }), true) => ExitCode::Failure,
+        (Ok(Preview { changes: true, .. }), true) => ExitCode::Usage,
         (Ok(_), _) => ExitCode::Ok,
         // Terraform's convention, exactly: 0 nothing to change, 2 changes, 1 any error — a
         // usage or read error too, so CI can tell "changes" from "broken".
@@ -38,8 +42,16 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
     }
 }
 
-/// Prints the preview; `Ok(true)` when something would change.
-fn preview(args: &Args, output: &mut Output<'_>) -> Result<bool, ExitCode> {
+/// What a preview found, for the exit code.
+struct Preview {
+    /// Something would change.
+    changes: bool,
+    /// Some step cannot run.
+    blocked: bool,
+}
+
+/// Prints the preview.
+fn preview(args: &Args, output: &mut Output<'_>) -> Result<Preview, ExitCode> {
     let ws = open_workspace(&args.file, &args.state, output)?;
     let selection = args.select.selection().map_err(|e| {
         let _ = writeln!(output.err, "error: {e}");
@@ -55,13 +67,13 @@ fn preview(args: &Args, output: &mut Output<'_>) -> Result<bool, ExitCode> {
         );
     } else {
         let _ = write!(output.out, "{}", super::render::plan(&view, ws.graph()));
-        let blocked = view.count(ops::Action::Blocked);
-        if blocked > 0 {
+        let blocked = view.blocked_steps(ws.graph());
+        if !blocked.is_empty() {
             let _ = writeln!(
                 output.out,
                 "{}: apply cannot run {} until that is fixed (the reasons are above).",
-                super::render::steps_blocked(blocked),
-                if blocked == 1 { "it" } else { "them" }
+                super::render::steps_blocked(&blocked),
+                if blocked.len() == 1 { "it" } else { "them" }
             );
         }
     }
@@ -86,5 +98,8 @@ fn preview(args: &Args, output: &mut Output<'_>) -> Result<bool, ExitCode> {
             );
         }
     }
-    Ok(view.has_changes())
+    Ok(Preview {
+        changes: view.has_changes(),
+        blocked: !view.blocked_steps(ws.graph()).is_empty(),
+    })
 }

@@ -18,7 +18,6 @@ use crate::connectors::azure_blob::{
     ContainerSas, StagedBlock, UploadObserver, UploadOutcome, UploadReport, UploadSettings,
     UploadStart,
 };
-use crate::engine::CancellationToken;
 use crate::plan::model::{EnvSecret, FileSecret, SecretRef};
 use crate::redact::redact;
 
@@ -94,9 +93,9 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
         },
         record_dir: None,
     };
-    let cancel = CancellationToken::new();
     // First Ctrl-C: stop, keeping what the service acknowledged; second: exit at once.
-    super::apply::install_interrupt_handler(cancel.clone());
+    let interrupt = super::interrupt::Interrupt::working();
+    let cancel = interrupt.cancel_token();
     let bars = match args.progress {
         ProgressMode::Bar => true,
         ProgressMode::Plain => false,

@@ -97,10 +97,66 @@ fn render_dns(out: &mut String, dns: &crate::runners::dns::DnsPreview) {
     out.push('\n');
 }
 
-/// `1 step blocked`, `3 steps blocked`.
-pub fn steps_blocked(n: usize) -> String {
-    format!("{n} step{} blocked", if n == 1 { "" } else { "s" })
+/// The report's section on steps that needed more than one attempt or were throttled, so a
+/// run that "succeeded" the hard way says so.
+fn retries_and_throttling(md: &mut String, report: &Report) {
+    let struggled: Vec<&StepReport> = report
+        .users
+        .iter()
+        .flat_map(|u| &u.steps)
+        .chain(&report.other_steps)
+        .filter(|s| s.struggled())
+        .collect();
+    if struggled.is_empty() {
+        return;
+    }
+    let retried = struggled.iter().filter(|s| s.attempts > 1).count();
+    let throttled = struggled
+        .iter()
+        .filter(|s| s.throttled_secs.is_some())
+        .count();
+    let _ = write!(
+        md,
+        "\n## Retries and throttling\n\n{retried} step{} needed more than one attempt and {throttled} \
+         {} throttled by the target (the event log beside the state has every retry's error).\n\n\
+         | step | attempts | throttled |\n|---|---:|---:|\n",
+        plural(retried as u64),
+        if throttled == 1 { "was" } else { "were" }
+    );
+    for s in struggled {
+        let _ = writeln!(
+            md,
+            "| `{}` | {} | {} |",
+            s.step,
+            s.attempts,
+            s.throttled_secs
+                .map_or_else(|| "—".to_string(), |secs| format!("{secs} s"))
+        );
+    }
 }
+
+/// `1 step blocked (copy.ana.pc)`, `3 steps blocked (a, b, c)`: the steps named, so a
+/// summary at the end of a long preview says which lines to look for (the first
+/// [`NAMED_BLOCKED`], then how many more).
+pub fn steps_blocked(blocked: &[&str]) -> String {
+    let n = blocked.len();
+    let mut names = blocked
+        .iter()
+        .take(NAMED_BLOCKED)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if n > NAMED_BLOCKED {
+        names.push_str(&format!(" and {} more", n - NAMED_BLOCKED));
+    }
+    format!(
+        "{n} step{} blocked ({names})",
+        if n == 1 { "" } else { "s" }
+    )
+}
+
+/// How many blocked steps a summary line names.
+const NAMED_BLOCKED: usize = 8;
 
 /// The folder mapping under a step's line, one folder per line, aligned:
 ///
@@ -323,6 +379,7 @@ pub fn report_markdown(report: &Report) -> String {
         md.push_str("\n## DNS and gates\n");
         table(&mut md, &report.other_steps);
     }
+    retries_and_throttling(&mut md, report);
     if let Some(script) = &report.exchange_script {
         let _ = write!(
             md,

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{open_workspace, report_ops_error, ExitCode, Output, StateArgs};
-use crate::engine::CancellationToken;
 use crate::ops::rollback::{self, RollbackOutcome};
 
 /// What to roll back.
@@ -65,8 +64,8 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
         let _ = writeln!(output.err, "Rollback cancelled.");
         return ExitCode::Usage;
     }
-    let cancel = CancellationToken::new();
-    super::apply::install_interrupt_handler(cancel.clone());
+    let interrupt = super::interrupt::Interrupt::working();
+    let cancel = interrupt.cancel_token();
     let _ = writeln!(
         output.err,
         "checking every authoritative server until all publish the restored records…"

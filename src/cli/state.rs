@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use super::{open_workspace, report_ops_error, ExitCode, Output, StateArgs};
-use crate::ops::OpsError;
+use crate::ops::{OpsError, Unlocked};
 use crate::state::{self, StateStore};
 
 #[derive(Debug, clap::Args)]
@@ -27,11 +27,15 @@ pub enum StateCommand {
         #[command(flatten)]
         state: StateArgs,
     },
-    /// Release the apply lock of a process that is gone (another host, or a crashed run).
+    /// Release the apply lock of a process that is gone (killed, crashed). Refused while
+    /// that apply still runs on this host; one on another host needs `--force`.
     Unlock {
         file: PathBuf,
         #[command(flatten)]
         state: StateArgs,
+        /// Release the lock of an apply on another host, which cannot be checked from here.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -39,8 +43,11 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
     let (file, state_args) = match &args.command {
         StateCommand::List { file, state }
         | StateCommand::Show { file, state, .. }
-        | StateCommand::Unlock { file, state } => (file, state),
+        | StateCommand::Unlock { file, state, .. } => (file, state),
     };
+    if let StateCommand::Unlock { force, .. } = &args.command {
+        return unlock(file, state_args, *force, output);
+    }
     let ws = match open_workspace(file, state_args, output) {
         Ok(ws) => ws,
         Err(code) => return code,
@@ -112,25 +119,57 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
                     }
                 }
             },
-            StateCommand::Unlock { .. } => match store.force_unlock()? {
-                Some(h) => {
-                    let _ = writeln!(
-                        output.out,
-                        "released the lock of pid {} on {} (taken {})",
-                        h.pid,
-                        h.host,
-                        state::format_utc(h.since)
-                    );
-                }
-                None => {
-                    let _ = writeln!(output.out, "the state was not locked");
-                }
-            },
+            StateCommand::Unlock { .. } => {}
         }
         Ok(())
     })();
     match result {
         Ok(()) => ExitCode::Ok,
         Err(e) => report_ops_error(&e, output),
+    }
+}
+
+fn unlock(
+    file: &std::path::Path,
+    state_args: &StateArgs,
+    force: bool,
+    output: &mut Output<'_>,
+) -> ExitCode {
+    let ws = match open_workspace(file, state_args, output) {
+        Ok(ws) => ws,
+        Err(code) => return code,
+    };
+    match crate::ops::unlock(&ws, force) {
+        Err(e) => report_ops_error(&e, output),
+        Ok(Err(refused)) => {
+            let _ = writeln!(output.err, "error: {refused}");
+            ExitCode::Failure
+        }
+        Ok(Ok(Unlocked::NotLocked)) => {
+            let _ = writeln!(output.out, "the state was not locked");
+            ExitCode::Ok
+        }
+        Ok(Ok(Unlocked::Dead(h))) => {
+            let _ = writeln!(
+                output.out,
+                "released the lock of pid {} on {} (taken {}; that process is no longer running)",
+                h.pid,
+                h.host,
+                state::format_utc(h.since)
+            );
+            ExitCode::Ok
+        }
+        Ok(Ok(Unlocked::Forced(h))) => {
+            let _ = writeln!(
+                output.err,
+                "warning: released the lock of pid {} on host {} (taken {}) without being able \
+                 to check that apply from here; if it is still running, two applies now share \
+                 this state — stop one",
+                h.pid,
+                h.host,
+                state::format_utc(h.since)
+            );
+            ExitCode::Ok
+        }
     }
 }

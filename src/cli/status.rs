@@ -36,7 +36,7 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
     }
     let _ = writeln!(
         output.out,
-        "{:<34} {:<8} {:>8} {:>10} {:>10} {:>13} {:>11}  LAST ERROR / NOTE",
+        "{:<34} {:<11} {:>8} {:>10} {:>10} {:>13} {:>11}  LAST ERROR / NOTE",
         "STEP", "STATUS", "ATTEMPTS", "COPIED", "SIZE", "ALREADY THERE", "LEFT BEHIND"
     );
     for row in &rows {
@@ -52,7 +52,7 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
             .unwrap_or("");
         let _ = writeln!(
             output.out,
-            "{:<34} {:<8} {:>8} {:>10} {:>10} {:>13} {:>11}  {error}",
+            "{:<34} {:<11} {:>8} {:>10} {:>10} {:>13} {:>11}  {error}",
             row.step,
             row.status,
             row.attempts,

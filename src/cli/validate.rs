@@ -52,7 +52,14 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
     let mut unreadable = false;
     for file in &args.files {
         match plan::load_file(file, options) {
-            Ok(loaded) => reports.push(loaded.report),
+            Ok(loaded) => {
+                // Valid is not the same as runnable: say which steps this build cannot do.
+                let warnings = crate::ops::unsupported_warnings(&loaded);
+                let mut report = loaded.report;
+                report.diagnostics.extend(warnings);
+                report.diagnostics.sort_by_key(|d| d.offset());
+                reports.push(report);
+            }
             Err(e) => {
                 unreadable = true;
                 let _ = writeln!(output.err, "error: cannot read {}: {e}", file.display());

@@ -226,6 +226,18 @@ pub enum NetError {
     },
     #[error("{at}: TLS: {reason}")]
     Tls { at: String, reason: String },
+    /// The answer to the TLS ClientHello was not TLS: a plaintext server (an IMAP `* OK`
+    /// greeting read as a TLS record), the commonest mistake in a plan's `tls`.
+    #[error("{at}: the server at {server} did not start TLS — is it plaintext or STARTTLS on this port? (tls: starttls / tls: none + allow_plaintext)")]
+    NotTls { at: String, server: String },
+    /// The server's name does not exist in DNS — a typo far more often than an outage, so
+    /// not retried.
+    #[error("{at}: the name {host} does not resolve ({reason}); check `host` in the plan")]
+    NoSuchHost {
+        at: String,
+        host: String,
+        reason: String,
+    },
     #[error("{at}: refusing to connect without TLS: set `tls: none` together with `allow_plaintext: true` to send passwords and mail unencrypted")]
     PlaintextRefused { at: String },
     #[error("{at}: login rejected: {text}")]
@@ -298,6 +310,48 @@ pub(crate) fn decode_sasl_error(challenge: &[u8]) -> String {
         Ok(json) => server_text(&json),
         Err(_) => server_text(challenge),
     }
+}
+
+/// Whether a failed TLS handshake read something that is not TLS at all (the server spoke
+/// its protocol in plaintext), as opposed to a TLS failure proper (trust, names, versions).
+fn not_tls(error: &io::Error) -> bool {
+    error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| matches!(e, rustls::Error::InvalidMessage(_)))
+}
+
+/// Resolves `host:port` before connecting, so a name that does not exist (EAI_NONAME: the
+/// resolver answered that it does not) is told apart from a resolver that could not answer
+/// (EAI_AGAIN and the rest, worth retrying). The C library's reason is the only thing the
+/// standard library passes on, hence the text match on glibc's and musl's wording.
+async fn resolve(at: &str, endpoint: &Endpoint) -> NetResult<Vec<std::net::SocketAddr>> {
+    let lookup = timed(at, "resolve", endpoint.timeout, async {
+        tokio::net::lookup_host((endpoint.host.as_str(), endpoint.port)).await
+    });
+    match lookup.await {
+        Ok(addrs) => Ok(addrs.collect()),
+        Err(NetError::Io { source, .. }) if is_no_such_name(&source) => Err(NetError::NoSuchHost {
+            at: at.to_owned(),
+            host: endpoint.host.clone(),
+            reason: source
+                .to_string()
+                .trim_start_matches("failed to lookup address information: ")
+                .to_owned(),
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+fn is_no_such_name(error: &io::Error) -> bool {
+    let text = error.to_string();
+    [
+        "Name or service not known",
+        "No address associated with hostname",
+        "Name does not resolve",
+    ]
+    .iter()
+    .any(|known| text.contains(known))
 }
 
 /// TCP or TLS over TCP, so one reader type serves before and after STARTTLS.
@@ -469,8 +523,9 @@ impl Conn {
         if endpoint.tls == Tls::None && !endpoint.allow_plaintext {
             return Err(NetError::PlaintextRefused { at });
         }
+        let addrs = resolve(&at, endpoint).await?;
         let tcp = timed(&at, "connect", endpoint.timeout, async {
-            TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await
+            TcpStream::connect(addrs.as_slice()).await
         })
         .await?;
         let _ = tcp.set_nodelay(true);
@@ -593,6 +648,12 @@ impl Conn {
         let tls =
             match tokio::time::timeout(self.endpoint.timeout, connector.connect(name, tcp)).await {
                 Ok(Ok(tls)) => tls,
+                Ok(Err(e)) if not_tls(&e) => {
+                    return Err(NetError::NotTls {
+                        at,
+                        server: self.endpoint.server(),
+                    })
+                }
                 Ok(Err(e)) => {
                     return Err(NetError::Tls {
                         at,

@@ -17,8 +17,8 @@ use sha2::{Digest, Sha256};
 
 pub use events::{Event, EventKind, EventSink, JsonlEventLog, NullSink, Tee, VecSink};
 pub use step::{
-    ApplyCtx, BoxFuture, ExcludedFolder, FolderObservation, Observation, ObserveCtx, Outcome,
-    StepApproval, StepError, StepRunner, Unsupported, APPROVAL_CHECKPOINT,
+    unsupported_reason, ApplyCtx, BoxFuture, ExcludedFolder, FolderObservation, Observation,
+    ObserveCtx, Outcome, StepApproval, StepError, StepRunner, Unsupported, APPROVAL_CHECKPOINT,
 };
 pub use tokio_util::sync::CancellationToken;
 pub use walk::{

@@ -431,6 +431,17 @@ pub trait StepRunner: Send + Sync {
         Ok(None)
     }
 
+    /// What this build cannot do for the step: `None` (the default) for a runner that does
+    /// its work; the missing piece (`verify of copy from a pst source via the import
+    /// service`) for one standing in for it, like [`Unsupported`].
+    ///
+    /// Called by `validate` (a warning) and `plan --offline` (the step blocked) without any
+    /// network or secret, so it must be answered from the plan alone. A runner returning
+    /// `Some` must also fail [`apply`](Self::apply) and [`observe`](Self::observe) with it.
+    fn unsupported(&self) -> Option<&str> {
+        None
+    }
+
     /// Does (or resumes) the step's work.
     ///
     /// Called when all dependencies are done, after the walker marked the step `running`.
@@ -467,8 +478,14 @@ impl Unsupported {
     }
 
     fn error(&self) -> StepError {
-        StepError::permanent(format!("not supported yet by this build: {}", self.what))
+        StepError::permanent(unsupported_reason(&self.what))
     }
+}
+
+/// How a step this build cannot run is described wherever it shows: `what` is
+/// [`StepRunner::unsupported`]'s answer.
+pub fn unsupported_reason(what: &str) -> String {
+    format!("not supported yet by this build: {what}")
 }
 
 impl StepRunner for Unsupported {
@@ -478,6 +495,10 @@ impl StepRunner for Unsupported {
 
     fn observe(&self, _ctx: &ObserveCtx<'_>) -> Result<Observation, StepError> {
         Err(self.error())
+    }
+
+    fn unsupported(&self) -> Option<&str> {
+        Some(&self.what)
     }
 
     fn apply<'a>(&'a self, _ctx: &'a mut ApplyCtx) -> BoxFuture<'a, Result<Outcome, StepError>> {

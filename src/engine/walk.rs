@@ -796,6 +796,9 @@ async fn run_job(job: Job) -> (String, TaskEnd) {
         return (id, end);
     }
     let mut attempt = 0u32;
+    // What failed first: after several attempts the last error is often only an echo of it
+    // (a reconnect refused after a dropped connection), and the first is what to fix.
+    let mut first_error: Option<String> = None;
     let end = loop {
         attempt += 1;
         if let Err(e) = job.store.mark_running(&id) {
@@ -838,6 +841,7 @@ async fn run_job(job: Job) -> (String, TaskEnd) {
                 Err(e) => break TaskEnd::Failed(redacted(&format!("state: {e}"))),
             },
             Err(e) if e.transient && attempt < job.attempts && !job.cancel.is_cancelled() => {
+                first_error.get_or_insert_with(|| e.message.clone());
                 let delay = backoff(job.backoff_base, job.backoff_max, attempt, &id);
                 send(EventKind::StepRetry {
                     attempt,
@@ -850,10 +854,13 @@ async fn run_job(job: Job) -> (String, TaskEnd) {
                 }
             }
             Err(e) => {
-                let message = if e.transient {
-                    format!("{} (gave up after {attempt} attempts)", e.message)
-                } else {
-                    e.message
+                let message = match first_error.take() {
+                    Some(first) if first != e.message => format!(
+                        "{} (gave up after {attempt} attempts; the first failed with: {first})",
+                        e.message
+                    ),
+                    _ if attempt > 1 => format!("{} (gave up after {attempt} attempts)", e.message),
+                    _ => e.message,
                 };
                 break TaskEnd::Failed(message);
             }

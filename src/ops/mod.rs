@@ -10,16 +10,20 @@ pub mod pst;
 pub mod report;
 pub mod rollback;
 mod status;
+mod unlock;
+mod unsupported;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use apply::{apply, ApplyOutcome, ApplyRequest};
+pub use apply::{apply, lock, ApplyLock, ApplyOutcome, ApplyRequest};
 pub use approve::{approve, current_user};
 pub use plan::{load_saved_plan, plan, save_plan, Action, PlanRow, PlanView, SavedPlan};
 pub use report::{build_report, outcome_text, Report, StepReport, UserReport};
-pub use status::{status, StatusRow};
+pub use status::{status, StatusRow, INTERRUPTED, INTERRUPTED_NOTE};
+pub use unlock::{unlock, UnlockRefused, Unlocked};
+pub use unsupported::{unsupported_steps, unsupported_warnings, UNSUPPORTED_STEP};
 
 use crate::engine::Runners;
 use crate::graph::{Selection, StepGraph};

@@ -75,6 +75,22 @@ impl PlanView {
         self.rows.iter().filter(|r| r.action == action).count()
     }
 
+    /// The blocked steps apply cannot run until something is fixed, in plan order: every
+    /// `!` row but manual gates waiting for their approval, which is the runbook working as
+    /// written rather than something broken.
+    pub fn blocked_steps<'v>(&'v self, graph: &crate::graph::StepGraph) -> Vec<&'v str> {
+        self.rows
+            .iter()
+            .filter(|r| r.action == Action::Blocked)
+            .filter(|r| {
+                graph
+                    .step(&r.step)
+                    .is_none_or(|s| s.kind != StepKind::Manual)
+            })
+            .map(|r| r.step.as_str())
+            .collect()
+    }
+
     pub fn has_changes(&self) -> bool {
         self.rows
             .iter()
@@ -205,7 +221,8 @@ fn offline_rows(
         .filter(|id| selected.contains(*id))
         .map(|id| {
             let record = records.get(id);
-            let hash = runners.get(id).map(|r| r.config_hash());
+            let runner = runners.get(id);
+            let hash = runner.map(|r| r.config_hash());
             let base = PlanRow {
                 step: id.to_string(),
                 action: Action::Create,
@@ -218,6 +235,14 @@ fn offline_rows(
                 excluded: Vec::new(),
                 detail: Vec::new(),
             };
+            // Known without reading anything: this build cannot run the step at all.
+            if let Some(what) = runner.and_then(|r| r.unsupported()) {
+                return PlanRow {
+                    action: Action::Blocked,
+                    reason: Some(engine::unsupported_reason(what)),
+                    ..base
+                };
+            }
             match record {
                 Some(r)
                     if r.status == state::StepStatus::Done

@@ -68,6 +68,20 @@ pub struct StepReport {
     /// What the step left for the reader: files it wrote, what it changed at the target.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// Attempts the step took since it last started from scratch (more than 1: transient
+    /// errors were retried, in this apply or an earlier one).
+    pub attempts: u32,
+    /// Seconds its mailbox spent paused by the target's throttling, over every run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub throttled_secs: Option<u64>,
+}
+
+impl StepReport {
+    /// Whether the step was retried or throttled: worth a line of its own in the report, as
+    /// "succeeded" alone would hide it.
+    pub fn struggled(&self) -> bool {
+        self.attempts > 1 || self.throttled_secs.is_some()
+    }
 }
 
 pub fn build_report(
@@ -101,7 +115,10 @@ pub fn build_report(
             StepResult::Interrupted => ("interrupted (resumes on the next apply)", None),
         };
         let checkpoints = store.checkpoints(id).unwrap_or_default();
+        let throttled_ms = notes::count(&checkpoints, notes::THROTTLED_MS);
         StepReport {
+            attempts: records.get(id).map_or(0, |r| r.attempts),
+            throttled_secs: (throttled_ms > 0).then(|| throttled_ms.div_ceil(1000)),
             step: id.to_string(),
             result: label.to_string(),
             messages: counts.items,

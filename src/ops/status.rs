@@ -6,7 +6,13 @@ use serde::Serialize;
 
 use super::{OpsError, Workspace};
 use crate::engine::Runners;
-use crate::state::{StateStore, StepRecord};
+use crate::state::{Liveness, StateStore, StepRecord, StepStatus};
+
+/// `status` of a step a run left `running` in state while no apply holds the lock.
+pub const INTERRUPTED: &str = "interrupted";
+/// The note beside it.
+pub const INTERRUPTED_NOTE: &str =
+    "the last apply stopped before this step finished; the next apply resumes it";
 
 /// One line of `cutover status`.
 #[derive(Debug, Clone, Serialize)]
@@ -65,10 +71,21 @@ pub fn status(ws: &Workspace) -> Result<Vec<StatusRow>, OpsError> {
             .collect(),
         None => BTreeMap::new(),
     };
+    // A step is only running while an apply holds the lock; `running` in state with no live
+    // holder is a run that ended without finishing it (Ctrl-C, a kill, a crash).
+    let apply_running = match &store {
+        Some(store) => matches!(
+            store.lock_holder()?,
+            Some((_, Liveness::Alive | Liveness::OtherHost))
+        ),
+        None => false,
+    };
     let runners = ws.runners();
     let store: Option<&dyn StateStore> = store.as_ref().map(|s| s.as_ref() as &dyn StateStore);
+    let interrupted = |r: &StepRecord| r.status == StepStatus::Running && !apply_running;
     let note = |id: &str| match records.get(id) {
-        Some(r) if r.status == crate::state::StepStatus::Done => None,
+        Some(r) if r.status == StepStatus::Done => None,
+        Some(r) if interrupted(r) => Some(INTERRUPTED_NOTE.to_string()),
         _ => time_note(ws, &runners, store, id),
     };
     let throttled = |id: &str| {
@@ -84,7 +101,11 @@ pub fn status(ws: &Workspace) -> Result<Vec<StatusRow>, OpsError> {
         .map(|id| match records.get(id) {
             Some(r) => StatusRow {
                 step: id.to_string(),
-                status: r.status.to_string(),
+                status: if interrupted(r) {
+                    INTERRUPTED.to_string()
+                } else {
+                    r.status.to_string()
+                },
                 attempts: r.attempts,
                 messages: r.counts.items,
                 bytes: r.counts.bytes,

@@ -100,11 +100,26 @@ impl FileReport {
         line_col(&self.source, offset)
     }
 
-    /// The diagnostics as miette reports, ready for a handler to render.
+    /// The diagnostics as miette reports, ready for a handler to render. A diagnostic whose
+    /// snippet would be huge (a label over thousands of lines, a megabyte-long line) gets a
+    /// bounded excerpt of the source instead ([`super::snippet`]).
     pub fn miette_reports(&self) -> impl Iterator<Item = Rendered<'_>> {
-        self.diagnostics.iter().map(move |d| Rendered {
-            diagnostic: d,
-            source: NamedSource::new(self.file.clone(), self.source.clone()),
+        self.diagnostics.iter().map(move |d| {
+            if super::snippet::needs_excerpt(&self.source, &d.labels) {
+                let (excerpt, labels) =
+                    super::snippet::Excerpt::new(&self.file, &self.source, &d.labels);
+                Rendered {
+                    diagnostic: d,
+                    source: Source::Excerpt(excerpt),
+                    labels: Some(labels),
+                }
+            } else {
+                Rendered {
+                    diagnostic: d,
+                    source: Source::Whole(NamedSource::new(self.file.clone(), self.source.clone())),
+                    labels: None,
+                }
+            }
         })
     }
 
@@ -160,7 +175,20 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
 /// A diagnostic paired with its source for miette.
 pub struct Rendered<'a> {
     diagnostic: &'a PlanDiagnostic,
-    source: NamedSource<Arc<String>>,
+    source: Source,
+    /// The labels moved into an excerpt, when the source is one.
+    labels: Option<Vec<Label>>,
+}
+
+enum Source {
+    Whole(NamedSource<Arc<String>>),
+    Excerpt(super::snippet::Excerpt),
+}
+
+impl Rendered<'_> {
+    fn labels(&self) -> &[Label] {
+        self.labels.as_deref().unwrap_or(&self.diagnostic.labels)
+    }
 }
 
 impl fmt::Debug for Rendered<'_> {
@@ -197,18 +225,21 @@ impl miette::Diagnostic for Rendered<'_> {
     }
 
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
-        if self.diagnostic.labels.is_empty() {
+        if Rendered::labels(self).is_empty() {
             None
         } else {
-            Some(&self.source)
+            match &self.source {
+                Source::Whole(source) => Some(source),
+                Source::Excerpt(excerpt) => Some(excerpt),
+            }
         }
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
-        if self.diagnostic.labels.is_empty() {
+        if Rendered::labels(self).is_empty() {
             return None;
         }
-        Some(Box::new(self.diagnostic.labels.iter().enumerate().map(
+        Some(Box::new(Rendered::labels(self).iter().enumerate().map(
             |(i, l)| {
                 let span = SourceSpan::new(l.span.start.into(), l.span.len());
                 let text = (!l.text.is_empty()).then(|| l.text.clone());

@@ -6,6 +6,7 @@ pub mod diagnostic;
 pub mod model;
 pub mod pst_import;
 pub mod schema_check;
+pub mod snippet;
 pub mod validate;
 pub mod yaml;
 

@@ -212,6 +212,16 @@ impl SqliteStore {
             .map_err(|e| self.err("read step", e))
     }
 
+    /// Removes the apply lock only if run `run_id` still holds it (`cutover state unlock`,
+    /// which judged that holder): `false` when the lock is gone or another run holds it.
+    pub fn release_lock_of(&self, run_id: &str) -> Result<bool> {
+        let removed = self
+            .conn()
+            .execute("DELETE FROM lock WHERE run_id = ?1", [run_id])
+            .map_err(|e| self.err("release lock", e))?;
+        Ok(removed > 0)
+    }
+
     fn try_acquire(&self, steal_dead: bool) -> Result<Result<LockGuard, (LockHolder, Liveness)>> {
         let mut conn = self.conn();
         let tx = conn
