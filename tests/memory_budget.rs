@@ -1,0 +1,204 @@
+//! Memory of a copy, counted by the allocator (this test binary's global allocator counts
+//! every live heap byte and the peak): a message larger than a lane's share of
+//! `settings.memory_budget_mb` goes from the source's FETCH literal into the target's APPEND
+//! literal without ever being held whole, and a message held whole is held once — read
+//! buffer to target, never a second copy (no clone for the target's flags, no literal grown
+//! by doubling). And when the source is cut mid-literal, the target's APPEND is abandoned:
+//! nothing partial is stored, and the retry stores the message exactly once.
+
+mod support;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use cutover::connectors::mail::RawMessage;
+use cutover::engine::CancellationToken;
+use support::dovecot::Dovecot;
+use support::fault_proxy::{FaultProxy, Faults};
+use support::mailbox::{assert_same, imap_contents};
+use support::remote::{apply, done, fixture_in, open_store, pw_file, seed};
+
+/// The global allocator, counting: live bytes now and the most live at once since reset.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn grew(by: usize) {
+    let now = LIVE.fetch_add(by, Ordering::Relaxed) + by;
+    PEAK.fetch_max(now, Ordering::Relaxed);
+}
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc(layout);
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc_zeroed(layout);
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout);
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = System.realloc(ptr, layout, new_size);
+        if !p.is_null() {
+            if new_size >= layout.size() {
+                grew(new_size - layout.size());
+            } else {
+                LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
+            }
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+const MB: usize = 1 << 20;
+
+/// The test Dovecot's IMAPS endpoint as plan fields.
+fn imaps(d: &Dovecot) -> String {
+    format!(
+        "host: 127.0.0.1, port: {}, tls: implicit, ca_file: {}",
+        d.imaps_port,
+        d.ca_file().display()
+    )
+}
+
+/// A message of a little over `size` bytes: a short text and a base64 attachment of
+/// pseudo-random bytes (lines of 76), as a mail client sends a large file.
+fn big_message(n: usize, size: usize) -> RawMessage {
+    let mut m = format!(
+        "From: big{n}@example.test\r\nTo: kim@example.test\r\nSubject: big attachment {n}\r\nMessage-ID: <big{n}.{}@example.test>\r\nDate: Mon, 1 Jan 2024 10:00:{:02} +0000\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nThe file.\r\n--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\"f{n}.bin\"\r\n\r\n",
+        std::process::id(),
+        n % 60
+    )
+    .into_bytes();
+    const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut x = 0x9E37_79B9_7F4A_7C15_u64 ^ n as u64;
+    while m.len() < size {
+        for _ in 0..76 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            m.push(B64[(x % 64) as usize]);
+        }
+        m.extend_from_slice(b"\r\n");
+    }
+    m.extend_from_slice(b"--b--\r\n");
+    RawMessage::new(m)
+}
+
+/// One message over a lane's share (16 MB of the default 128 MB budget) is streamed: the
+/// copy's heap never holds it. One under it is held once: the heap's peak stays below two
+/// copies of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_message_is_streamed_and_a_whole_one_held_once() {
+    const STREAMED: usize = 40 * MB;
+    const WHOLE: usize = 14 * MB;
+    let d = Dovecot::shared();
+    let (src, dst) = (d.add_user("memsrc"), d.add_user("memdst"));
+    seed(
+        &d,
+        &src,
+        &vec![
+            ("INBOX".to_string(), vec![big_message(1, STREAMED)]),
+            ("Whole".to_string(), vec![big_message(2, WHOLE)]),
+        ],
+    )
+    .await;
+    let expected = imap_contents(&d, &src).await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "version: 1\nname: mem\ndomain: example.test\ntarget: {{ kind: imap, {} }}\nsources:\n  old: {{ kind: imap, {} }}\nsettings: {{ max_message_size_mb: 50 }}\nusers:\n  - email: kim@example.test\n    target_login: {{ login: {}, password: {} }}\n    migrate:\n      - {{ from: old, login: {}, password: {} }}\n",
+        imaps(&d),
+        imaps(&d),
+        dst.login,
+        pw_file(dir.path(), "dst.pw", &dst.password),
+        src.login,
+        pw_file(dir.path(), "src.pw", &src.password),
+    );
+    let base = dir.path().to_path_buf();
+    let fx = fixture_in(dir, base, &yaml);
+    let store = open_store(&fx, "state.db");
+
+    let before = LIVE.load(Ordering::Relaxed);
+    PEAK.store(before, Ordering::Relaxed);
+    let report = apply(&fx, store, CancellationToken::new()).await;
+    let peak = PEAK.load(Ordering::Relaxed).saturating_sub(before);
+
+    let counts = done(&report, "copy.kim.old");
+    assert_eq!(counts.items, 2, "{report:#?}");
+    assert_same(&expected, &imap_contents(&d, &dst).await);
+    println!(
+        "heap peak during the copy: {:.1} MB (streamed message {} MB, whole message {} MB)",
+        peak as f64 / MB as f64,
+        STREAMED / MB,
+        WHOLE / MB
+    );
+    // Two copies of the whole message would need 28 MB; the streamed one alone 40 MB. The
+    // rest of a copy (TLS, state, sessions, the streamed message's pieces) stays under 6 MB.
+    assert!(
+        peak < WHOLE + 6 * MB,
+        "heap peak {peak} bytes: a message was held more than once, or the large one whole"
+    );
+}
+
+/// The source cut in the middle of a streamed message's FETCH literal: the target's APPEND
+/// literal is cut short too (its connection abandoned), so the server stores nothing of it;
+/// the step's retry copies it whole, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_cut_mid_literal_stores_nothing_partial() {
+    let d = Dovecot::shared();
+    let (src, dst) = (d.add_user("cutsrc"), d.add_user("cutdst"));
+    seed(
+        &d,
+        &src,
+        &vec![(
+            "INBOX".to_string(),
+            vec![big_message(3, 6 * MB), big_message(4, 5 * MB)],
+        )],
+    )
+    .await;
+    let expected = imap_contents(&d, &src).await;
+    // Plaintext through the proxy, which cuts the first body download after 3 MB.
+    let proxy = FaultProxy::start(
+        d.imap_port,
+        Faults {
+            cut_download_every: Some(1),
+            cut_download_after: 3 * MB,
+            cut_download_limit: Some(1),
+            ..Faults::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "version: 1\nname: cut\ndomain: example.test\ntarget: {{ kind: imap, {} }}\nsources:\n  old: {{ kind: imap, host: 127.0.0.1, port: {}, tls: none, allow_plaintext: true }}\nsettings: {{ memory_budget_mb: 16 }}\nusers:\n  - email: kim@example.test\n    target_login: {{ login: {}, password: {} }}\n    migrate:\n      - {{ from: old, login: {}, password: {} }}\n",
+        imaps(&d),
+        proxy.port,
+        dst.login,
+        pw_file(dir.path(), "dst.pw", &dst.password),
+        src.login,
+        pw_file(dir.path(), "src.pw", &src.password),
+    );
+    let base = dir.path().to_path_buf();
+    let fx = fixture_in(dir, base, &yaml);
+    let report = apply(&fx, open_store(&fx, "state.db"), CancellationToken::new()).await;
+    assert_eq!(proxy.counts().download_cuts, 1, "the cut happened");
+    assert_eq!(done(&report, "copy.kim.old").items, 2, "{report:#?}");
+    assert_same(&expected, &imap_contents(&d, &dst).await);
+}
