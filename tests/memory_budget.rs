@@ -12,10 +12,10 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cutover::engine::CancellationToken;
-use support::dovecot::Dovecot;
+use support::dovecot::{Dovecot, User};
 use support::fault_proxy::{FaultProxy, Faults};
 use support::mailbox::{assert_same, imap_contents};
-use support::remote::{apply, big_message, done, fixture_in, open_store, pw_file, seed};
+use support::remote::{apply, big_message, done, fixture_in, open_store, pw_file, seed, Fx};
 
 /// The global allocator, counting: live bytes now and the most live at once since reset.
 struct Counting;
@@ -69,6 +69,21 @@ static ALLOCATOR: Counting = Counting;
 
 const MB: usize = 1 << 20;
 
+/// A plan copying `src`'s mailbox at `source` into `dst`'s at `target` (endpoints as plan
+/// fields) with `settings`, its password files beside it.
+fn copy_plan(target: &str, source: &str, settings: &str, src: &User, dst: &User) -> Fx {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "version: 1\nname: mem\ndomain: example.test\ntarget: {{ kind: imap, {target} }}\nsources:\n  old: {{ kind: imap, {source} }}\nsettings: {{ {settings} }}\nusers:\n  - email: kim@example.test\n    target_login: {{ login: {}, password: {} }}\n    migrate:\n      - {{ from: old, login: {}, password: {} }}\n",
+        dst.login,
+        pw_file(dir.path(), "dst.pw", &dst.password),
+        src.login,
+        pw_file(dir.path(), "src.pw", &src.password),
+    );
+    let base = dir.path().to_path_buf();
+    fixture_in(dir, base, &yaml)
+}
+
 /// The test Dovecot's IMAPS endpoint as plan fields.
 fn imaps(d: &Dovecot) -> String {
     format!(
@@ -97,18 +112,13 @@ async fn a_large_message_is_streamed_and_a_whole_one_held_once() {
     )
     .await;
     let expected = imap_contents(&d, &src).await;
-    let dir = tempfile::tempdir().unwrap();
-    let yaml = format!(
-        "version: 1\nname: mem\ndomain: example.test\ntarget: {{ kind: imap, {} }}\nsources:\n  old: {{ kind: imap, {} }}\nsettings: {{ max_message_size_mb: 50 }}\nusers:\n  - email: kim@example.test\n    target_login: {{ login: {}, password: {} }}\n    migrate:\n      - {{ from: old, login: {}, password: {} }}\n",
-        imaps(&d),
-        imaps(&d),
-        dst.login,
-        pw_file(dir.path(), "dst.pw", &dst.password),
-        src.login,
-        pw_file(dir.path(), "src.pw", &src.password),
+    let fx = copy_plan(
+        &imaps(&d),
+        &imaps(&d),
+        "max_message_size_mb: 50",
+        &src,
+        &dst,
     );
-    let base = dir.path().to_path_buf();
-    let fx = fixture_in(dir, base, &yaml);
     let store = open_store(&fx, "state.db");
 
     let before = LIVE.load(Ordering::Relaxed);
@@ -160,18 +170,11 @@ async fn a_source_cut_mid_literal_stores_nothing_partial() {
             ..Faults::default()
         },
     );
-    let dir = tempfile::tempdir().unwrap();
-    let yaml = format!(
-        "version: 1\nname: cut\ndomain: example.test\ntarget: {{ kind: imap, {} }}\nsources:\n  old: {{ kind: imap, host: 127.0.0.1, port: {}, tls: none, allow_plaintext: true }}\nsettings: {{ memory_budget_mb: 16 }}\nusers:\n  - email: kim@example.test\n    target_login: {{ login: {}, password: {} }}\n    migrate:\n      - {{ from: old, login: {}, password: {} }}\n",
-        imaps(&d),
-        proxy.port,
-        dst.login,
-        pw_file(dir.path(), "dst.pw", &dst.password),
-        src.login,
-        pw_file(dir.path(), "src.pw", &src.password),
+    let source = format!(
+        "host: 127.0.0.1, port: {}, tls: none, allow_plaintext: true",
+        proxy.port
     );
-    let base = dir.path().to_path_buf();
-    let fx = fixture_in(dir, base, &yaml);
+    let fx = copy_plan(&imaps(&d), &source, "memory_budget_mb: 16", &src, &dst);
     let report = apply(&fx, open_store(&fx, "state.db"), CancellationToken::new()).await;
     assert_eq!(proxy.counts().download_cuts, 1, "the cut happened");
     assert_eq!(done(&report, "copy.kim.old").items, 2, "{report:#?}");

@@ -943,16 +943,17 @@ impl Lane {
                 let result = tgt
                     .append_streamed(&unit.target, body.as_mut(), self.ctx.cancel_token())
                     .await;
-                // Refused before the target read it all: the rest is read and dropped, so the
-                // source session can go on.
-                if matches!(
+                // Settled without the target reading it all (refused at once): the rest is
+                // read and dropped, so the source session can go on.
+                let settled = matches!(
                     result,
-                    Err(FlowError::Refused {
-                        left_behind: true,
-                        ..
-                    })
-                ) && !body.is_done()
-                {
+                    Ok(_)
+                        | Err(FlowError::Refused {
+                            left_behind: true,
+                            ..
+                        })
+                );
+                if settled && !body.is_done() {
                     let mut rest = Vec::new();
                     while body.next_piece(&mut rest).await? {}
                 }
