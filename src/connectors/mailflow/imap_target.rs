@@ -633,6 +633,9 @@ impl TargetSession for ImapTargetSession {
                 Ok(tag) => tag,
                 Err(e) => return Err(self.append_refusal(e)),
             };
+            // Two pieces in turn: the next is read from the source while this one is
+            // written to the target, so neither connection waits for the other.
+            let mut next = Vec::with_capacity(STREAM_PIECE);
             let mut sent = 0u64;
             while more {
                 sent += piece.len() as u64;
@@ -642,11 +645,13 @@ impl TargetSession for ImapTargetSession {
                         "the source handed out more than the {size} bytes it announced"
                     )));
                 }
-                if let Err(e) = self.client.append_piece(&piece).await {
+                let (written, read) =
+                    tokio::join!(self.client.append_piece(&piece), body.next_piece(&mut next));
+                if let Err(e) = written {
                     self.client.abandon().await;
                     return Err(self.classify(e));
                 }
-                more = match body.next_piece(&mut piece).await {
+                more = match read {
                     Ok(more) => more,
                     Err(e) => {
                         // The literal cannot be taken back: cut it short, so the server
@@ -655,6 +660,7 @@ impl TargetSession for ImapTargetSession {
                         return Err(e);
                     }
                 };
+                std::mem::swap(&mut piece, &mut next);
             }
             if sent != size {
                 self.client.abandon().await;
