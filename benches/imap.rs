@@ -182,13 +182,15 @@ async fn scenario(label: &str, yaml: &str, base: &Path, msgs: u64, bytes: u64) {
 /// that one child. The child is spawned sharing this process's memory until it executes
 /// (`vfork`), and Linux carries that memory's peak over into the child's: so this process's
 /// peak is reset to what it holds now first, which then is the floor of the figure.
-fn run_measured(cmd: &mut Command, what: &str) -> (f64, f64) {
+fn run_measured(cmd: &mut Command, what: &str, stderr: &Path) -> (f64, f64) {
     reset_peak_rss();
     let started = Instant::now();
+    // Reaped below by `wait4`, which `Child` does not offer, for the child's own usage.
+    #[allow(clippy::zombie_processes)]
     let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(std::fs::File::create(stderr).expect("stderr file"))
         .spawn()
         .unwrap_or_else(|e| panic!("{what}: {e}"));
     let pid = child.id() as libc::pid_t;
@@ -201,10 +203,7 @@ fn run_measured(cmd: &mut Command, what: &str) -> (f64, f64) {
     };
     let secs = started.elapsed().as_secs_f64();
     if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr {
-            let _ = std::io::Read::read_to_string(&mut e, &mut err);
-        }
+        let err = std::fs::read_to_string(stderr).unwrap_or_default();
         panic!("{what} failed ({status}): {err}");
     }
     (secs, usage.ru_maxrss as f64 / 1024.0)
@@ -293,6 +292,7 @@ async fn big() {
             .arg("plan.yaml")
             .current_dir(base),
         "cutover apply",
+        &base.join("cutover.stderr"),
     );
     assert_eq!(count_messages(&b, &dst).await, msgs, "cutover copied all");
 
@@ -325,6 +325,7 @@ async fn big() {
             .arg(&config)
             .args(["-q", "-a"]),
         "mbsync",
+        &base.join("mbsync.stderr"),
     );
     assert_eq!(count_messages(&b, &peer).await, msgs, "mbsync copied all");
 
@@ -339,9 +340,13 @@ async fn big() {
         mb / secs,
         std::env::var("CUTOVER_BENCH_BUDGET_MB").unwrap_or_else(|_| "128, the default".into())
     );
+    let version = Command::new("mbsync")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
     println!(
-        "big imap->imap, mbsync {}: {peer_secs:.2} s ({:.1} MB/s), peak RSS {peer_rss:.0} MB",
-        "1.4",
+        "big imap->imap, mbsync ({version}): {peer_secs:.2} s ({:.1} MB/s), peak RSS {peer_rss:.0} MB",
         mb / peer_secs
     );
     println!(
