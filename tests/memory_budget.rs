@@ -67,14 +67,19 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
+/// The counts are the process's: tests of this binary run one at a time, so none measures
+/// another's allocations.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const MB: usize = 1 << 20;
 
-/// A plan copying `src`'s mailbox at `source` into `dst`'s at `target` (endpoints as plan
-/// fields) with `settings`, its password files beside it.
+/// A plan copying `src`'s mailbox at `source` (kind and endpoint as plan fields) into
+/// `dst`'s IMAP mailbox at `target` (endpoint fields) with `settings`, its password files
+/// beside it.
 fn copy_plan(target: &str, source: &str, settings: &str, src: &User, dst: &User) -> Fx {
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
-        "version: 1\nname: mem\ndomain: example.test\ntarget: {{ kind: imap, {target} }}\nsources:\n  old: {{ kind: imap, {source} }}\nsettings: {{ {settings} }}\nusers:\n  - email: kim@example.test\n    target_login: {{ login: {}, password: {} }}\n    migrate:\n      - {{ from: old, login: {}, password: {} }}\n",
+        "version: 1\nname: mem\ndomain: example.test\ntarget: {{ kind: imap, {target} }}\nsources:\n  old: {{ {source} }}\nsettings: {{ {settings} }}\nusers:\n  - email: kim@example.test\n    target_login: {{ login: {}, password: {} }}\n    migrate:\n      - {{ from: old, login: {}, password: {} }}\n",
         dst.login,
         pw_file(dir.path(), "dst.pw", &dst.password),
         src.login,
@@ -98,6 +103,7 @@ fn imaps(d: &Dovecot) -> String {
 /// copies of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_message_is_streamed_and_a_whole_one_held_once() {
+    let _serial = SERIAL.lock().await;
     const STREAMED: usize = 40 * MB;
     const WHOLE: usize = 14 * MB;
     let d = Dovecot::shared();
@@ -112,13 +118,8 @@ async fn a_large_message_is_streamed_and_a_whole_one_held_once() {
     )
     .await;
     let expected = imap_contents(&d, &src).await;
-    let fx = copy_plan(
-        &imaps(&d),
-        &imaps(&d),
-        "max_message_size_mb: 50",
-        &src,
-        &dst,
-    );
+    let source = format!("kind: imap, {}", imaps(&d));
+    let fx = copy_plan(&imaps(&d), &source, "max_message_size_mb: 50", &src, &dst);
     let store = open_store(&fx, "state.db");
 
     let before = LIVE.load(Ordering::Relaxed);
@@ -148,6 +149,7 @@ async fn a_large_message_is_streamed_and_a_whole_one_held_once() {
 /// the step's retry copies it whole, exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_cut_mid_literal_stores_nothing_partial() {
+    let _serial = SERIAL.lock().await;
     let d = Dovecot::shared();
     let (src, dst) = (d.add_user("cutsrc"), d.add_user("cutdst"));
     seed(
@@ -171,7 +173,7 @@ async fn a_source_cut_mid_literal_stores_nothing_partial() {
         },
     );
     let source = format!(
-        "host: 127.0.0.1, port: {}, tls: none, allow_plaintext: true",
+        "kind: imap, host: 127.0.0.1, port: {}, tls: none, allow_plaintext: true",
         proxy.port
     );
     let fx = copy_plan(&imaps(&d), &source, "memory_budget_mb: 16", &src, &dst);
@@ -179,4 +181,47 @@ async fn a_source_cut_mid_literal_stores_nothing_partial() {
     assert_eq!(proxy.counts().download_cuts, 1, "the cut happened");
     assert_eq!(done(&report, "copy.kim.old").items, 2, "{report:#?}");
     assert_same(&expected, &imap_contents(&d, &dst).await);
+}
+
+/// POP3 cannot stream into an APPEND (a dot-stuffed answer's exact size shows only at its
+/// end): a message over a lane's share is spooled to an unnamed private file line by line and
+/// appended from there — never held in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_pop3_message_is_spooled_not_held() {
+    let _serial = SERIAL.lock().await;
+    const SPOOLED: usize = 12 * MB;
+    let d = Dovecot::shared();
+    let (src, dst) = (d.add_user("popmemsrc"), d.add_user("popmemdst"));
+    let big = big_message(5, SPOOLED);
+    d.deliver(&src, "1700000000.M1P1.big", big.bytes());
+    let source = format!(
+        "kind: pop3, host: 127.0.0.1, port: {}, tls: implicit, ca_file: {}",
+        d.pop3s_port,
+        d.ca_file().display()
+    );
+    let fx = copy_plan(&imaps(&d), &source, "memory_budget_mb: 16", &src, &dst);
+    let store = open_store(&fx, "state.db");
+
+    let before = LIVE.load(Ordering::Relaxed);
+    PEAK.store(before, Ordering::Relaxed);
+    let report = apply(&fx, store, CancellationToken::new()).await;
+    let peak = PEAK.load(Ordering::Relaxed).saturating_sub(before);
+
+    assert_eq!(done(&report, "copy.kim.old").items, 1, "{report:#?}");
+    let copied: Vec<Vec<u8>> = imap_contents(&d, &dst)
+        .await
+        .into_values()
+        .flatten()
+        .map(|(bytes, _, _)| bytes)
+        .collect();
+    assert!(copied == vec![big.bytes().to_vec()], "byte-identical, once");
+    println!(
+        "heap peak during the POP3 copy: {:.1} MB (message {} MB)",
+        peak as f64 / MB as f64,
+        SPOOLED / MB
+    );
+    assert!(
+        peak < SPOOLED / 2,
+        "heap peak {peak} bytes: the {SPOOLED}-byte message was held"
+    );
 }

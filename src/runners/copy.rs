@@ -1029,6 +1029,21 @@ impl Lane {
             if !unnamed.is_empty() {
                 src.identify(folder, &mut round).await?;
             }
+            // A message to stream needs its identity before its body (POP3: a `TOP n 0`).
+            let share = self.runner.budget.share();
+            let large: Vec<usize> = (0..round.len())
+                .filter(|&i| {
+                    let m = &round[i];
+                    m.identity.is_none() && m.size > share && m.size <= limit && m.in_window
+                })
+                .collect();
+            if !large.is_empty() {
+                let mut metas: Vec<MessageMeta> = large.iter().map(|&i| round[i].clone()).collect();
+                src.identify(folder, &mut metas).await?;
+                for (&i, meta) in large.iter().zip(metas) {
+                    round[i] = meta;
+                }
+            }
             let mut progress = Progress::new(round);
             for i in 0..progress.entries.len() {
                 let meta = &progress.entries[i].meta;
@@ -1073,7 +1088,6 @@ impl Lane {
                 .collect();
             // A message larger than a lane's share of the budget is streamed on its own (its
             // identity known: one only the body tells goes whole, in a batch of its own).
-            let share = self.runner.budget.share();
             let mut batches: Vec<Batch> = Vec::new();
             let mut bytes = 0u64;
             for i in wanted {

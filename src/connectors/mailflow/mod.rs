@@ -338,6 +338,75 @@ impl BodyReader for InMemoryBody {
     }
 }
 
+/// A [`BodyReader`] over a message spooled to an unnamed private file (`tempfile`: `0600`,
+/// never linked into a folder, so nothing is left behind by a crash): for a source that can
+/// only read a message whole in one go (a POP3 `RETR` is dot-stuffed, so its exact size is
+/// known only at its end), yet must not hold it in memory.
+pub struct SpooledBody {
+    file: std::fs::File,
+    size: u64,
+    read: u64,
+    flags: Flags,
+    internal_date: Option<SystemTime>,
+    done: bool,
+}
+
+impl SpooledBody {
+    /// `file` holds the message (`size` bytes) and is read from its start.
+    pub fn new(
+        mut file: std::fs::File,
+        size: u64,
+        flags: Flags,
+        internal_date: Option<SystemTime>,
+    ) -> std::io::Result<SpooledBody> {
+        std::io::Seek::rewind(&mut file)?;
+        Ok(SpooledBody {
+            file,
+            size,
+            read: 0,
+            flags,
+            internal_date,
+            done: false,
+        })
+    }
+}
+
+impl BodyReader for SpooledBody {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn flags(&self) -> &Flags {
+        &self.flags
+    }
+
+    fn internal_date(&self) -> Option<SystemTime> {
+        self.internal_date
+    }
+
+    fn next_piece<'a>(&'a mut self, buf: &'a mut Vec<u8>) -> BoxFuture<'a, FlowResult<bool>> {
+        Box::pin(async move {
+            let left = self.size - self.read;
+            if left == 0 {
+                self.done = true;
+                return Ok(false);
+            }
+            let n = left.min(STREAM_PIECE as u64) as usize;
+            buf.clear();
+            buf.resize(n, 0);
+            std::io::Read::read_exact(&mut self.file, buf).map_err(|e| {
+                FlowError::Transient(format!("reading a spooled message back: {e}"))
+            })?;
+            self.read += n as u64;
+            Ok(true)
+        })
+    }
+
+    fn is_done(&self) -> bool {
+        self.done
+    }
+}
+
 /// A flag change a later pass carries over: the message's identity and its flags now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlagChange {
