@@ -797,7 +797,9 @@ mod tests {
 
     #[tokio::test]
     async fn an_endless_answer_is_cut_at_the_read_limit() {
-        let mut server = b"+OK ready\r\n+OK\r\n.\r\n+OK\r\n+OK\r\n+OK 1 octets\r\n".to_vec();
+        // Greeting, CAPA, USER, PASS, CAPA again after login (refused), then RETR.
+        let mut server =
+            b"+OK ready\r\n+OK\r\n.\r\n+OK\r\n+OK\r\n-ERR\r\n+OK 1 octets\r\n".to_vec();
         for _ in 0..40_000 {
             server.extend_from_slice(b"0123456789012345678901234567890123456789\r\n");
         }
