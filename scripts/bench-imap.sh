@@ -9,6 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = big ]; then
+  command -v mbsync >/dev/null || { echo "the big scenario runs mbsync beside cutover: apt-get install isync" >&2; exit 1; }
   CUTOVER_BENCH_SCENARIO=big CUTOVER_BENCH_MSGS="${2:-24}" CUTOVER_BENCH_ATTACH_KB="${3:-22528}" \
     cargo bench --bench imap
   exit
