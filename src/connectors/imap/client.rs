@@ -882,8 +882,14 @@ impl ImapClient {
         let line = format!("{tag} UID FETCH {uid} (UID BODY.PEEK[])\r\n");
         self.conn.trace_sent(&line);
         self.conn.write_all(line.as_bytes(), "UID FETCH").await?;
+        // What comes before the body is passed by, bounded like one message.
+        let mut passed = 0u64;
         loop {
+            if passed > self.conn.read_limit() {
+                return Err(self.flooded("UID FETCH"));
+            }
             let raw = self.conn.read_line("UID FETCH").await?;
+            passed += raw.len() as u64;
             let mut line = raw.clone();
             while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
                 line.pop();
@@ -920,7 +926,9 @@ impl ImapClient {
                 }));
             }
             // Another response carrying a literal (an unsolicited FETCH): read to its end.
-            read_response_from(&mut self.conn, Some(raw), "UID FETCH").await?;
+            passed += read_response_from(&mut self.conn, Some(raw), "UID FETCH")
+                .await?
+                .size();
         }
     }
 
@@ -1161,6 +1169,17 @@ impl ImapClient {
         })
     }
 
+    /// A server sending more untagged data around one message than a message may hold.
+    fn flooded(&self, op: &str) -> NetError {
+        NetError::protocol(
+            &self.conn.at,
+            format!(
+                "{op}: more untagged data than the {} bytes this run reads for one message",
+                self.conn.read_limit()
+            ),
+        )
+    }
+
     /// A tagged NO/BAD as a typed error: throttling codes become [`NetError::Throttled`].
     fn no_error(&self, op: &str, text: String) -> NetError {
         match detect_throttle(&text) {
@@ -1326,10 +1345,17 @@ impl BodyStream<'_> {
         if self.done {
             return Ok(false);
         }
-        // The rest of the FETCH response (`)`, or items after the body), then the completion.
-        read_response(&mut self.client.conn, "UID FETCH").await?;
+        // The rest of the FETCH response (`)`, or items after the body), then the completion;
+        // bounded like one message.
+        let mut passed = read_response(&mut self.client.conn, "UID FETCH")
+            .await?
+            .size();
         loop {
+            if passed > self.client.conn.read_limit() {
+                return Err(self.client.flooded("UID FETCH"));
+            }
             let resp = read_response(&mut self.client.conn, "UID FETCH").await?;
+            passed += resp.size();
             let first = resp.first_line();
             if let Some(done) = self.client.tagged(&self.tag, first) {
                 self.done = true;
@@ -1459,4 +1485,61 @@ pub fn replay_session(server: &[u8]) -> usize {
         ok + usize::from(c.logout().await.is_ok())
     })
     .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The login a replayed session starts with: greeting, CAPABILITY, AUTHENTICATE (SASL-IR),
+    /// CAPABILITY again.
+    const LOGIN: &str = "* OK ready\r\n* CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR LITERAL+\r\nC1 OK\r\nC2 OK logged in\r\n* CAPABILITY IMAP4rev1 LITERAL+\r\nC3 OK\r\n";
+
+    async fn client(rest: &str, read_limit: u64) -> ImapClient {
+        let conn = Conn::replay(format!("{LOGIN}{rest}").into_bytes(), read_limit);
+        ImapClient::start(conn, Tls::None, &Credentials::password("u", "p"))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_body_is_handed_out_in_pieces_and_its_answer_read_to_the_end() {
+        // An unsolicited FETCH with a literal first, then the body, items after it, the OK.
+        let mut c = client(
+            "* 2 FETCH (UID 8 BODY[HEADER] {3}\r\nabc)\r\n* 1 FETCH (UID 7 BODY[] {11}\r\nhello world FLAGS (\\Seen))\r\nC4 OK done\r\nC5 OK created\r\n",
+            1 << 20,
+        )
+        .await;
+        let mut body = c.uid_fetch_body(7).await.unwrap().expect("a body");
+        assert_eq!(body.size(), 11);
+        let mut got = Vec::new();
+        let mut piece = Vec::new();
+        while body.next_piece(&mut piece, 4).await.unwrap() {
+            assert!(piece.len() <= 4);
+            got.extend_from_slice(&piece);
+        }
+        assert!(body.is_done());
+        assert_eq!(got, b"hello world");
+        // The session goes on.
+        c.create("X").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn no_body_and_oversized_bodies_are_told_apart() {
+        let mut c = client("* 1 FETCH (UID 7 BODY[] NIL)\r\nC4 OK done\r\n", 1 << 20).await;
+        assert!(c.uid_fetch_body(7).await.unwrap().is_none());
+        // Announced beyond the read limit: refused before a byte of it is read.
+        let mut c = client("* 1 FETCH (UID 7 BODY[] {999999}\r\n", 1000).await;
+        let err = c.uid_fetch_body(7).await.err().expect("refused");
+        assert!(err.to_string().contains("announced 999999 bytes"), "{err}");
+    }
+
+    #[test]
+    fn only_the_body_of_the_asked_uid_is_streamed() {
+        assert!(is_body_of(b"* 1 FETCH (UID 7 BODY[] ", 7));
+        assert!(is_body_of(b"* 1 FETCH (BODY[] ", 7));
+        assert!(!is_body_of(b"* 1 FETCH (UID 8 BODY[] ", 7));
+        assert!(!is_body_of(b"* 1 FETCH (UID 7 BODY[HEADER] ", 7));
+        assert!(!is_body_of(b"* OK [ALERT] BODY[] ", 7));
+    }
 }
