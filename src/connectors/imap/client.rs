@@ -1457,7 +1457,7 @@ fn fetched(items: Vec<Value>) -> Option<FetchedMessage> {
 }
 
 /// Runs a whole client session — greeting, login, LIST, EXAMINE (an 8-bit name too), header
-/// and body UID FETCH, APPEND, CREATE, UID SEARCH, LOGOUT — against `server`: the server's
+/// and body UID FETCH, a streamed body FETCH, APPEND, CREATE, UID SEARCH, LOGOUT — against `server`: the server's
 /// side of a conversation as raw bytes, whatever the client sends (it is discarded). For
 /// fuzzing and property tests of the response reader: for any bytes it must return, never
 /// panic, and read no message beyond a 1 MiB limit. Returns how many of those steps succeeded
@@ -1477,6 +1477,10 @@ pub fn replay_session(server: &[u8]) -> usize {
         }
         if let Ok(mut f) = c.uid_fetch("1:*").await {
             while let Ok(Some(_)) = f.next().await {}
+        }
+        if let Ok(Some(mut body)) = c.uid_fetch_body(1).await {
+            let mut piece = Vec::new();
+            while let Ok(true) = body.next_piece(&mut piece, 4096).await {}
         }
         let message = RawMessage::new(b"Subject: x\r\n\r\nbody\r\n".to_vec());
         ok += usize::from(c.append_all("INBOX", &[&message, &message]).await.is_ok());
