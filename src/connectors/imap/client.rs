@@ -876,7 +876,7 @@ impl ImapClient {
     /// first byte of the body's literal: the [`BodyStream`] then hands the body out piece by
     /// piece, never holding it whole. `Ok(None)`: the answer held no body for `uid` (expunged,
     /// or `BODY[] NIL`), and the command is complete. The literal's length is checked against
-    /// [`Conn::read_limit`] before anything of it is read.
+    /// the connection's read limit ([`Endpoint::read_limit`]) before anything of it is read.
     pub async fn uid_fetch_body(&mut self, uid: u32) -> NetResult<Option<BodyStream<'_>>> {
         let tag = self.next_tag();
         let line = format!("{tag} UID FETCH {uid} (UID BODY.PEEK[])\r\n");

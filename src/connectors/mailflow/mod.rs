@@ -29,6 +29,9 @@
 //! 4. Bodies are fetched in bounded batches ([`SourceSession::fetch`]), appended as one batch
 //!    ([`TargetSession::append`]); what the target acknowledged is committed in one state
 //!    transaction with the checkpoints of the settled prefix ([`MessageMeta::checkpoint`]).
+//!    A message larger than a lane's share of the apply's memory budget goes on its own,
+//!    piece by piece ([`SourceSession::open_body`] → [`TargetSession::append_streamed`]),
+//!    committed the same way once the target acknowledged it.
 //! 5. A pass over mail copied earlier (a delta or catch-up) also carries flag changes:
 //!    [`SourceSession::flag_changes`] → [`TargetSession::set_flags`].
 //!
