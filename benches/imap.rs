@@ -6,6 +6,15 @@
 //! Scale: `CUTOVER_BENCH_MSGS` (default 5000), `CUTOVER_BENCH_ATTACH_KB` (attachment size
 //! before base64, default 512; one message in 20 has one), `CUTOVER_BENCH_SEED`.
 //! Run: `scripts/bench-imap.sh` (release build).
+//!
+//! `CUTOVER_BENCH_SCENARIO=big` (`scripts/bench-imap.sh big`): the mailbox consultants dread
+//! instead — `CUTOVER_BENCH_MSGS` (default 24) messages each with one attachment of
+//! `CUTOVER_BENCH_ATTACH_KB` (default 22 MiB, ~32 MB a message in base64) in four folders,
+//! copied IMAP → IMAP by `cutover apply --target 'copy.*'` (a child process; the copy and the
+//! login check it depends on, no verify; `max_message_size_mb: 40`, the
+//! default `memory_budget_mb` unless `CUTOVER_BENCH_BUDGET_MB`) and by mbsync (isync), the
+//! peer, into two accounts of the same target server in the same run: wall time and peak RSS
+//! of each process (`wait4`), and their ratios.
 
 #[allow(dead_code)]
 #[path = "../tests/support/dovecot.rs"]
@@ -15,10 +24,11 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use cutover::connectors::imap::ImapClient;
-use cutover::connectors::mail::{corpus, utf7, FolderPath, RawMessage};
+use cutover::connectors::mail::{corpus, utf7, Flags, FolderPath, RawMessage};
 use cutover::connectors::net::{Credentials, Endpoint};
 use cutover::engine::StepResult;
 use cutover::plan::model::Tls;
@@ -31,6 +41,16 @@ fn endpoint(d: &Dovecot) -> Endpoint {
 
 /// APPENDs the corpus to `user` on `d`; returns (messages, bytes).
 async fn load(d: &Dovecot, user: &User, spec: &corpus::CorpusSpec) -> (u64, u64) {
+    load_messages(d, user, corpus::generate(spec)).await
+}
+
+/// APPENDs `messages` to `user` on `d`, in batches of up to 64 per folder; returns
+/// (messages, bytes).
+async fn load_messages(
+    d: &Dovecot,
+    user: &User,
+    messages: impl IntoIterator<Item = corpus::CorpusMessage>,
+) -> (u64, u64) {
     let mut c = ImapClient::connect(
         &endpoint(d),
         &Credentials::password(&user.login, &user.password),
@@ -58,7 +78,7 @@ async fn load(d: &Dovecot, user: &User, spec: &corpus::CorpusSpec) -> (u64, u64)
     let mut created = BTreeSet::new();
     let (mut n, mut bytes) = (0u64, 0u64);
     let mut pending: BTreeMap<String, Vec<RawMessage>> = BTreeMap::new();
-    for m in corpus::generate(spec) {
+    for m in messages {
         let name = wire(&m.folder);
         if name != "INBOX" && created.insert(name.clone()) {
             c.create(&name).await.expect("create");
@@ -66,8 +86,9 @@ async fn load(d: &Dovecot, user: &User, spec: &corpus::CorpusSpec) -> (u64, u64)
         n += 1;
         bytes += m.message.len() as u64;
         let batch = pending.entry(name.clone()).or_default();
+        let size = m.message.len();
         batch.push(m.message);
-        if batch.len() == 64 {
+        if batch.len() == 64 || batch.len() * size > 128 << 20 {
             let batch = std::mem::take(batch);
             store(&mut c, &name, &batch).await;
         }
@@ -160,8 +181,190 @@ async fn scenario(label: &str, yaml: &str, base: &Path, msgs: u64, bytes: u64) {
     );
 }
 
+/// Wall seconds and peak RSS (MB) of `cmd` run to its end, from `wait4`'s resource usage of
+/// that one child. The child is spawned sharing this process's memory until it executes
+/// (`vfork`), and Linux carries that memory's peak over into the child's: so this process's
+/// peak is reset to what it holds now first, which then is the floor of the figure.
+fn run_measured(cmd: &mut Command, what: &str, stderr: &Path) -> (f64, f64) {
+    reset_peak_rss();
+    let started = Instant::now();
+    // Reaped below by `wait4`, which `Child` does not offer, for the child's own usage.
+    #[allow(clippy::zombie_processes)]
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(stderr).expect("stderr file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: waits for our own child and fills the struct it is given.
+    let usage = unsafe {
+        assert_eq!(libc::wait4(pid, &mut status, 0, usage.as_mut_ptr()), pid);
+        usage.assume_init()
+    };
+    let secs = started.elapsed().as_secs_f64();
+    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+        let err = std::fs::read_to_string(stderr).unwrap_or_default();
+        panic!("{what} failed ({status}): {err}");
+    }
+    (secs, usage.ru_maxrss as f64 / 1024.0)
+}
+
+/// How many messages `user` holds in all folders of `d`.
+async fn count_messages(d: &Dovecot, user: &User) -> u64 {
+    let mut c = ImapClient::connect(
+        &endpoint(d),
+        &Credentials::password(&user.login, &user.password),
+    )
+    .await
+    .expect("login");
+    let mut n = 0;
+    for b in c.list().await.expect("list") {
+        if b.is_selectable() {
+            n += u64::from(c.examine(&b.name).await.expect("examine").exists);
+        }
+    }
+    c.logout().await.expect("logout");
+    n
+}
+
+/// The big-attachment scenario (see the module documentation).
+async fn big() {
+    let messages = env_num("CUTOVER_BENCH_MSGS", 24);
+    let attachment = env_num("CUTOVER_BENCH_ATTACH_KB", 22 * 1024) * 1024;
+    let spec = corpus::CorpusSpec {
+        seed: env_num("CUTOVER_BENCH_SEED", 7) as u64,
+        messages,
+        attachment_every: 1,
+        attachment_size: attachment,
+    };
+    let folders = ["INBOX", "Archive", "Projects", "Sent"].map(|f| {
+        if f == "INBOX" {
+            FolderPath::inbox()
+        } else {
+            FolderPath::parse(f, '/').expect("folder")
+        }
+    });
+    let corpus = corpus::generate(&spec).enumerate().map(|(i, mut m)| {
+        m.folder = folders[i % folders.len()].clone();
+        m.message.flags = Flags::new();
+        m
+    });
+    let (a, b) = (Dovecot::start(), Dovecot::start());
+    let (src, dst, peer) = (a.add_user("src"), b.add_user("dst"), b.add_user("peer"));
+    let t = Instant::now();
+    let (msgs, bytes) = load_messages(&a, &src, corpus).await;
+    println!(
+        "corpus: {msgs} msgs of {:.1} MB ({} KiB attachments) in {} folders, {:.1} MB, loaded in {:.1} s",
+        bytes as f64 / msgs as f64 / 1e6,
+        attachment / 1024,
+        folders.len(),
+        bytes as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = dir.path();
+    std::fs::write(base.join("src.pw"), &src.password).expect("pw");
+    std::fs::write(base.join("dst.pw"), &dst.password).expect("pw");
+    let budget = std::env::var("CUTOVER_BENCH_BUDGET_MB")
+        .map(|mb| format!(", memory_budget_mb: {mb}"))
+        .unwrap_or_default();
+    std::fs::write(
+        base.join("plan.yaml"),
+        format!(
+            "version: 1\nname: big\ndomain: example.test\nsettings: {{ max_message_size_mb: 40, deleted_messages: copy{budget} }}\ntarget: {{ kind: imap, {} }}\nsources:\n  old: {{ kind: imap, {} }}\nusers:\n  - email: bench@example.test\n    target_login: {{ login: {}, password: {{ file: dst.pw }} }}\n    migrate:\n      - {{ from: old, login: {}, password: {{ file: src.pw }} }}\n",
+            server(&b),
+            server(&a),
+            dst.login,
+            src.login
+        ),
+    )
+    .expect("plan");
+    let (secs, rss) = run_measured(
+        Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .args([
+                "apply",
+                "--yes",
+                "--progress",
+                "plain",
+                "--target",
+                "copy.*",
+            ])
+            .arg("plan.yaml")
+            .current_dir(base),
+        "cutover apply",
+        &base.join("cutover.stderr"),
+    );
+    assert_eq!(count_messages(&b, &dst).await, msgs, "cutover copied all");
+
+    // mbsync, the peer: the same source into another account of the same target server.
+    let account = |name: &str, d: &Dovecot, u: &User| {
+        format!(
+            "IMAPAccount {name}\nHost localhost\nPort {}\nUser {}\nPass {}\nSSLType IMAPS\nCertificateFile {}\n\nIMAPStore {name}-store\nAccount {name}\n\n",
+            d.imaps_port,
+            u.login,
+            u.password,
+            d.ca_file().display()
+        )
+    };
+    let state = base.join("mbsync-state");
+    std::fs::create_dir(&state).expect("state dir");
+    let config = base.join("mbsyncrc");
+    std::fs::write(
+        &config,
+        format!(
+            "{}{}Channel big\nFar :far-store:\nNear :near-store:\nPatterns *\nCreate Near\nSync Pull\nSyncState {}/\n",
+            account("far", &a, &src),
+            account("near", &b, &peer),
+            state.display()
+        ),
+    )
+    .expect("mbsyncrc");
+    let (peer_secs, peer_rss) = run_measured(
+        Command::new("mbsync")
+            .arg("-c")
+            .arg(&config)
+            .args(["-q", "-a"]),
+        "mbsync",
+        &base.join("mbsync.stderr"),
+    );
+    assert_eq!(count_messages(&b, &peer).await, msgs, "mbsync copied all");
+
+    let mb = bytes as f64 / 1e6;
+    reset_peak_rss();
+    println!(
+        "measurement floor (this process's RSS when spawning): {:.0} MB",
+        peak_rss_kb() as f64 / 1024.0
+    );
+    println!(
+        "big imap->imap, cutover: {secs:.2} s ({:.1} MB/s), peak RSS {rss:.0} MB (memory_budget_mb {})",
+        mb / secs,
+        std::env::var("CUTOVER_BENCH_BUDGET_MB").unwrap_or_else(|_| "128, the default".into())
+    );
+    let version = Command::new("mbsync")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    println!(
+        "big imap->imap, mbsync ({version}): {peer_secs:.2} s ({:.1} MB/s), peak RSS {peer_rss:.0} MB",
+        mb / peer_secs
+    );
+    println!(
+        "big imap->imap, cutover/mbsync: wall time {:.2}x, peak RSS {:.2}x",
+        secs / peer_secs,
+        rss / peer_rss
+    );
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    if std::env::var("CUTOVER_BENCH_SCENARIO").as_deref() == Ok("big") {
+        big().await;
+        return;
+    }
     let messages = env_num("CUTOVER_BENCH_MSGS", 5000);
     let spec = corpus::CorpusSpec {
         seed: env_num("CUTOVER_BENCH_SEED", 7) as u64,

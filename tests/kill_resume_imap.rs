@@ -17,6 +17,7 @@ use common::apply_process::{apply, resume_until_done};
 use cutover::connectors::mail::corpus::{self, CorpusSpec};
 use cutover::state::{SqliteStore, StateStore, StepStatus};
 use support::dovecot::Dovecot;
+use support::fault_proxy::{FaultProxy, Faults};
 use support::mailbox::{assert_same, imap_contents};
 use support::remote::seed;
 
@@ -237,6 +238,62 @@ async fn sigkill_mid_pop3_window_then_resume_delivers_exactly_once() {
     println!(
         "pop3 kill test: {mid_copy} SIGKILLs mid-copy, {resumes} final run(s), {:.1}s: every message exactly once",
         started.elapsed().as_secs_f64()
+    );
+}
+
+/// A kill while a message too large for a lane's share (budget 16 MB: 2 MB) is being
+/// streamed from the source's FETCH literal into the target's APPEND literal: the target
+/// (behind a proxy that reports each APPEND as it starts) gets a literal cut short, which it
+/// discards; the resumed run stores that message once. Each kill waits for an APPEND to
+/// start and lands at once, mid-literal of a 6 MB message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_streamed_message_then_resume_delivers_exactly_once() {
+    const BIG: usize = 5;
+    let d = Dovecot::shared();
+    let (src, dst) = (d.add_user("stream-src"), d.add_user("stream-dst"));
+    let big: Vec<_> = (0..BIG)
+        .map(|i| support::remote::big_message(100 + i, 6 << 20))
+        .collect();
+    seed(&d, &src, &vec![("INBOX".to_string(), big)]).await;
+    let expected = imap_contents(&d, &src).await;
+    let proxy = FaultProxy::start(d.imap_port, Faults::default());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("src.pw"), &src.password).unwrap();
+    std::fs::write(dir.path().join("dst.pw"), &dst.password).unwrap();
+    std::fs::write(
+        dir.path().join("plan.yaml"),
+        format!(
+            "version: 1\nname: kill-imap\ndomain: example.test\ntarget: {{ kind: imap, host: 127.0.0.1, port: {}, tls: none, allow_plaintext: true }}\nsources:\n  old: {{ kind: imap, host: 127.0.0.1, port: {}, tls: implicit, ca_file: {} }}\nsettings: {{ output_dir: reports, memory_budget_mb: 16 }}\nusers:\n  - email: kim@example.test\n    target_login: {{ login: {}, password: {{ file: dst.pw }} }}\n    migrate:\n      - {{ from: old, login: {}, password: {{ file: src.pw }} }}\n",
+            proxy.port,
+            d.imaps_port,
+            d.ca_file().display(),
+            dst.login,
+            src.login
+        ),
+    )
+    .unwrap();
+    let watch = proxy.watch();
+    let mut mid_literal = 0;
+    for _ in 0..3 {
+        let started = proxy.counts().appends;
+        let mut child = apply(dir.path()).spawn().expect("cutover runs");
+        let began = watch.wait_until(Duration::from_secs(60), |c| c.appends > started);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        if !began {
+            break;
+        }
+        // Every APPEND that started and is not at the target was cut mid-literal.
+        let stored = imap_contents(&d, &dst).await.values().flatten().count();
+        if stored < proxy.counts().appends {
+            mid_literal += 1;
+        }
+    }
+    assert!(mid_literal >= 1, "no kill landed mid-literal");
+    let resumes = resume_until_done(dir.path(), 4);
+    assert_same(&expected, &imap_contents(&d, &dst).await);
+    println!(
+        "streamed kill test: {mid_literal} SIGKILLs mid-literal, {resumes} final run(s): every message exactly once"
     );
 }
 

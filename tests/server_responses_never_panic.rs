@@ -108,10 +108,11 @@ fn well_formed_sessions_replay_to_the_end() {
         C6 OK [READ-ONLY] examined\r\n\
         * 1 FETCH (UID 1 RFC822.SIZE 5 BODY[HEADER.FIELDS (MESSAGE-ID DATE SUBJECT)] {2}\r\n\r\n)\r\nC7 OK\r\n\
         * 1 FETCH (UID 1 BODY[] {5}\r\nhello)\r\nC8 OK\r\n\
-        C9 OK [APPENDUID 1 2] ok\r\nC10 OK [APPENDUID 1 3] ok\r\n\
-        C11 OK created\r\n\
-        * SEARCH 1\r\nC12 OK\r\n\
-        * BYE bye\r\nC13 OK\r\n";
+        * 1 FETCH (UID 1 BODY[] {5}\r\nhello)\r\nC9 OK\r\n\
+        C10 OK [APPENDUID 1 2] ok\r\nC11 OK [APPENDUID 1 3] ok\r\n\
+        C12 OK created\r\n\
+        * SEARCH 1\r\nC13 OK\r\n\
+        * BYE bye\r\nC14 OK\r\n";
     assert_eq!(imap::client::replay_session(imap_server.as_bytes()), 8);
     // CAPA is asked again after the login (servers may offer more then).
     let pop3_server = "+OK ready\r\n+OK\r\nUSER\r\nUIDL\r\n.\r\n+OK\r\n+OK\r\n\

@@ -730,6 +730,11 @@ impl Conn {
         // line may take minutes, but a line that stalls for `timeout` fails.
         while remaining > 0 {
             let piece = remaining.min(IO_PIECE);
+            // Once the server has sent a first piece, room for the rest is reserved at once:
+            // growing by doubling would hold up to twice the literal (and copy it).
+            if remaining < n && out.capacity() < out.len() + remaining {
+                out.reserve_exact(remaining);
+            }
             let start = out.len();
             out.resize(start + piece, 0);
             timed(&at, op, timeout, async {

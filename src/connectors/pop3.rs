@@ -24,6 +24,7 @@
 //! it, one command at a time.
 
 use std::collections::HashMap;
+use std::io::Write;
 
 use sha2::{Digest, Sha256};
 
@@ -360,6 +361,47 @@ impl Pop3Client {
         Ok(out)
     }
 
+    /// The whole of message `number`, as [`download`](Self::download) reads it (`TOP n
+    /// <all>` where the server has TOP, else `RETR`), written line by line into `out` as it
+    /// arrives (dot-unstuffed), never held: for a message too large to keep in memory.
+    /// Returns the bytes written; bounded like one message ([`Endpoint::read_limit`]). A
+    /// failure to write is an I/O error at `spool`.
+    pub async fn download_into(
+        &mut self,
+        number: u32,
+        out: &mut (dyn Write + Send),
+        spool: &str,
+    ) -> NetResult<u64> {
+        let name = loop {
+            if self.top == Some(false) {
+                self.marked_read = true;
+                self.command(&format!("RETR {number}"), "RETR").await?;
+                break "RETR";
+            }
+            match self
+                .command(&format!("TOP {number} {ALL_LINES}"), "TOP")
+                .await
+            {
+                Ok(_) => {
+                    self.top = Some(true);
+                    break "TOP";
+                }
+                // No CAPA: whether TOP exists shows on the first message.
+                Err(NetError::Rejected { .. }) if self.top.is_none() => self.top = Some(false),
+                Err(e) => return Err(e),
+            }
+        };
+        self.conn.trace_reads(false);
+        let written = self.multiline_into(name, out, spool).await;
+        self.conn.trace_reads(true);
+        let written = written?;
+        if crate::trace::enabled() {
+            self.conn
+                .trace_received(&format!("[{written} bytes of message, then .]"));
+        }
+        Ok(written)
+    }
+
     /// The headers and the first `lines` body lines of message `number` (TOP).
     pub async fn top(&mut self, number: u32, lines: u32) -> NetResult<Vec<u8>> {
         self.command(&format!("TOP {number} {lines}"), "TOP")
@@ -520,21 +562,39 @@ impl Pop3Client {
     /// Bounded like one message ([`Endpoint::read_limit`]): a server that never ends the
     /// answer fails the command before memory fills.
     async fn multiline(&mut self, name: &'static str) -> NetResult<Vec<u8>> {
-        let limit = self.conn.read_limit();
         let mut out = Vec::new();
+        self.multiline_into(name, &mut out, "memory").await?;
+        Ok(out)
+    }
+
+    /// [`multiline`](Self::multiline) written into `out` line by line; returns the bytes
+    /// written.
+    async fn multiline_into(
+        &mut self,
+        name: &'static str,
+        out: &mut (dyn Write + Send),
+        spool: &str,
+    ) -> NetResult<u64> {
+        let limit = self.conn.read_limit();
+        let mut written = 0u64;
         loop {
             let line = self.conn.read_line(name).await?;
             if line == b".\r\n" || line == b".\n" {
-                return Ok(out);
+                return Ok(written);
             }
             let line = line.strip_prefix(b".").unwrap_or(&line);
-            if (out.len() + line.len()) as u64 > limit {
+            if written + line.len() as u64 > limit {
                 return Err(NetError::protocol(
                     &self.conn.at,
                     format!("{name}: the answer is longer than the {limit} bytes this run reads for one message (settings.max_message_size_mb plus slack)"),
                 ));
             }
-            out.extend_from_slice(line);
+            out.write_all(line).map_err(|source| NetError::Io {
+                at: spool.to_owned(),
+                op: name,
+                source,
+            })?;
+            written += line.len() as u64;
         }
     }
 }

@@ -681,6 +681,17 @@ pub struct Settings {
     /// with the flag — where the target's next expunge removes them unseen.
     #[serde(default, skip_serializing_if = "DeletedMessages::is_default")]
     pub deleted_messages: DeletedMessages,
+    /// Bytes of mail held in memory at once by the whole apply, in MB (default 128): every
+    /// message fetched whole takes its size from this budget before it is read and gives it
+    /// back once the target acknowledged it; copies wait for budget instead of allocating.
+    /// A message larger than an eighth of it is not held whole but streamed from source to
+    /// target. At least 16.
+    #[serde(
+        default = "default_memory_budget_mb",
+        skip_serializing_if = "is_default_memory_budget"
+    )]
+    #[schemars(range(min = 16))]
+    pub memory_budget_mb: u32,
 }
 
 /// See [`Settings::deleted_messages`].
@@ -708,6 +719,7 @@ impl Default for Settings {
             max_message_size_mb: default_max_message_size_mb(),
             output_dir: default_output_dir(),
             deleted_messages: DeletedMessages::default(),
+            memory_budget_mb: default_memory_budget_mb(),
         }
     }
 }
@@ -720,6 +732,12 @@ fn default_retries() -> u32 {
 }
 fn default_max_message_size_mb() -> u32 {
     35
+}
+fn default_memory_budget_mb() -> u32 {
+    128
+}
+fn is_default_memory_budget(mb: &u32) -> bool {
+    *mb == default_memory_budget_mb()
 }
 fn default_output_dir() -> PathBuf {
     PathBuf::from("cutover-out")

@@ -42,6 +42,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::attempt::{block_on_fresh, on_own_runtime, run_attempt, Failure};
+use super::budget::{ByteBudget, STREAM_HOLD};
 use super::mail::{mapper_for, source_for, target_for, window_of};
 use super::notes;
 use super::skipped::{self, SkippedMessage};
@@ -50,8 +51,8 @@ use crate::connectors::mail::identity::{Identity, IdentityCounts};
 use crate::connectors::mail::RawMessage;
 use crate::connectors::mailflow::{
     display_target, left_behind_key, target_folder_key, Checkpoints, Fetched, FlowError,
-    FolderMapper, FolderStatus, MailSource, MailTarget, MessageMeta, Route, Side, SourceFolder,
-    SourceSession, TargetNote, TargetSession,
+    FolderMapper, FolderStatus, MailSource, MailTarget, MessageMeta, Opened, Route, Side,
+    SourceFolder, SourceSession, TargetNote, TargetSession,
 };
 use crate::connectors::net::{is_connection_limit, reserve_connections, NetError};
 use crate::engine::{
@@ -66,7 +67,8 @@ use crate::state::Counts;
 pub const LANES_PER_STEP: usize = 4;
 
 /// Messages (and bytes) fetched before they are appended as one batch and committed in one
-/// state transaction. Bounds memory; large enough to fill an APPEND pipeline.
+/// state transaction; large enough to fill an APPEND pipeline. Memory is bounded by the
+/// apply's byte budget ([`ByteBudget`]), which a batch takes its bytes from before fetching.
 pub const BATCH_MESSAGES: usize = 64;
 pub const BATCH_BYTES: u64 = 4 << 20;
 
@@ -94,9 +96,13 @@ pub(crate) fn runner(
     m: &Migration,
     base: &Path,
     step: &Step,
+    budget: &ByteBudget,
 ) -> Arc<dyn StepRunner> {
     match CopyRunner::new(plan, user, m, base, step) {
-        Ok(r) => Arc::new(r),
+        Ok(r) => Arc::new(CopyRunner {
+            budget: budget.clone(),
+            ..r
+        }),
         Err(what) => Arc::new(Unsupported::new(what)),
     }
 }
@@ -117,6 +123,9 @@ pub(crate) struct CopyRunner {
     /// For a delta step: the copy step whose checkpoints it starts from.
     seed_from: Option<String>,
     pub(crate) hash: String,
+    /// Bytes of mail this step's lanes may hold at once, shared with every other step of the
+    /// apply (`settings.memory_budget_mb`).
+    budget: ByteBudget,
 }
 
 impl CopyRunner {
@@ -158,6 +167,7 @@ impl CopyRunner {
             copy_deleted,
             seed_from,
             hash,
+            budget: ByteBudget::new(plan.settings.memory_budget_mb),
         })
     }
 
@@ -897,6 +907,103 @@ impl Lane {
         Ok(())
     }
 
+    /// Copies message `i` of `progress`, one larger than a lane's share of the budget, from
+    /// source to target without holding it whole: the source hands its body out piece by
+    /// piece ([`SourceSession::open_body`]) and the target writes each on as it comes
+    /// ([`TargetSession::append_streamed`]). It takes only [`STREAM_HOLD`] from the budget —
+    /// or, where either side cannot stream, the message's size (clamped to the budget, so it
+    /// waits for the others but never forever). Committed, as any message, once the target
+    /// acknowledged it; a failure of either side (the target connection then abandoned
+    /// mid-literal) commits nothing of it. `Ok(false)` when cancelled.
+    #[allow(clippy::too_many_arguments)]
+    async fn copy_streamed(
+        &mut self,
+        src: &mut dyn SourceSession,
+        tgt: &mut dyn TargetSession,
+        folder: &SourceFolder,
+        unit: &Unit,
+        counts: &mut UnitCounts,
+        progress: &mut Progress,
+        i: usize,
+    ) -> Result<bool, Failure> {
+        let meta = progress.entries[i].meta.clone();
+        let hold = if src.streams() && tgt.streams() {
+            STREAM_HOLD
+        } else {
+            meta.size
+        };
+        let Some(_held) = self.runner.budget.take(hold, self.ctx.cancel_token()).await else {
+            return Ok(false);
+        };
+        let outcome = match src.open_body(folder, &meta).await? {
+            Opened::Gone => None,
+            Opened::Unreadable(why) => Some(Err(why)),
+            Opened::Body(mut body) => {
+                let size = body.size();
+                let result = tgt
+                    .append_streamed(&unit.target, body.as_mut(), self.ctx.cancel_token())
+                    .await;
+                // Settled without the target reading it all (refused at once): the rest is
+                // read and dropped, so the source session can go on.
+                let settled = matches!(
+                    result,
+                    Ok(_)
+                        | Err(FlowError::Refused {
+                            left_behind: true,
+                            ..
+                        })
+                );
+                if settled && !body.is_done() {
+                    let mut rest = Vec::new();
+                    while body.next_piece(&mut rest).await? {}
+                }
+                Some(Ok((result, size)))
+            }
+        };
+        let entry = &mut progress.entries[i];
+        entry.settle = match outcome {
+            // Expunged at the source since it was listed: nothing to copy.
+            None => Settle::Done(Counts::default(), None),
+            Some(Err(why)) => {
+                let reason = format!("the source cannot read it: {why}");
+                Settle::Done(
+                    left_behind_count(),
+                    Some(left_behind(folder, &meta, &reason)),
+                )
+            }
+            Some(Ok((Ok(stored_as), size))) => {
+                let resumed = self.ctx.resumed();
+                entry.stored(counts, &unit.target, stored_as, resumed, size as usize);
+                std::mem::replace(&mut entry.settle, Settle::Open)
+            }
+            Some(Ok((
+                Err(FlowError::Refused {
+                    text,
+                    left_behind: true,
+                }),
+                _,
+            ))) => {
+                let reason = format!("refused by the target: {text}");
+                Settle::Done(
+                    left_behind_count(),
+                    Some(left_behind(folder, &meta, &reason)),
+                )
+            }
+            // Nothing of this message is committed; the sessions are dropped by the caller
+            // (the target's mid-literal, the source's perhaps too).
+            Some(Ok((Err(e), _))) => {
+                if self.ctx.is_cancelled() {
+                    return Ok(false);
+                }
+                return Err(e.into());
+            }
+        };
+        progress
+            .advance(&mut self.ctx, src, folder, &mut self.marker)
+            .await?;
+        Ok(true)
+    }
+
     /// Copies one source folder's pending mail; `Ok(false)` when cancelled.
     async fn copy_folder(
         &mut self,
@@ -921,6 +1028,21 @@ impl Lane {
                 .collect();
             if !unnamed.is_empty() {
                 src.identify(folder, &mut round).await?;
+            }
+            // A message to stream needs its identity before its body (POP3: a `TOP n 0`).
+            let share = self.runner.budget.share();
+            let large: Vec<usize> = (0..round.len())
+                .filter(|&i| {
+                    let m = &round[i];
+                    m.identity.is_none() && m.size > share && m.size <= limit && m.in_window
+                })
+                .collect();
+            if !large.is_empty() {
+                let mut metas: Vec<MessageMeta> = large.iter().map(|&i| round[i].clone()).collect();
+                src.identify(folder, &mut metas).await?;
+                for (&i, meta) in large.iter().zip(metas) {
+                    round[i] = meta;
+                }
             }
             let mut progress = Progress::new(round);
             for i in 0..progress.entries.len() {
@@ -964,19 +1086,30 @@ impl Lane {
             let wanted: Vec<usize> = (0..progress.entries.len())
                 .filter(|&i| matches!(progress.entries[i].settle, Settle::Fetch))
                 .collect();
-            let mut batches: Vec<Vec<usize>> = Vec::new();
+            // A message larger than a lane's share of the budget is streamed on its own (its
+            // identity known: one only the body tells goes whole, in a batch of its own).
+            let mut batches: Vec<Batch> = Vec::new();
             let mut bytes = 0u64;
             for i in wanted {
-                let size = progress.entries[i].meta.size;
-                let full = batches.last().is_none_or(|b| {
-                    b.len() >= BATCH_MESSAGES || (bytes + size > BATCH_BYTES && !b.is_empty())
-                });
+                let meta = &progress.entries[i].meta;
+                let size = meta.size;
+                if size > share && meta.identity.is_some() {
+                    batches.push(Batch::Streamed(i));
+                    continue;
+                }
+                let full = match batches.last() {
+                    Some(Batch::Whole(b)) => {
+                        b.len() >= BATCH_MESSAGES
+                            || (bytes + size > BATCH_BYTES.min(share) && !b.is_empty())
+                    }
+                    _ => true,
+                };
                 if full {
-                    batches.push(Vec::new());
+                    batches.push(Batch::Whole(Vec::new()));
                     bytes = 0;
                 }
                 bytes += size;
-                if let Some(b) = batches.last_mut() {
+                if let Some(Batch::Whole(b)) = batches.last_mut() {
                     b.push(i);
                 }
             }
@@ -984,8 +1117,31 @@ impl Lane {
                 if self.ctx.is_cancelled() {
                     return Ok(false);
                 }
+                let batch = match batch {
+                    Batch::Whole(batch) => batch,
+                    Batch::Streamed(i) => {
+                        if !self
+                            .copy_streamed(src, tgt, folder, unit, counts, &mut progress, i)
+                            .await?
+                        {
+                            return Ok(false);
+                        }
+                        continue;
+                    }
+                };
                 let metas: Vec<&MessageMeta> =
                     batch.iter().map(|&i| &progress.entries[i].meta).collect();
+                // The batch's bytes are taken before they are read, and given back once the
+                // target acknowledged them and the state committed them (end of this turn).
+                let wanted_bytes: u64 = metas.iter().map(|m| m.size).sum();
+                let Some(_held) = self
+                    .runner
+                    .budget
+                    .take(wanted_bytes, self.ctx.cancel_token())
+                    .await
+                else {
+                    return Ok(false);
+                };
                 let fetched = src.fetch(folder, &metas).await?;
                 let mut to_send: Vec<(usize, RawMessage)> = Vec::new();
                 for (&i, fetched) in batch.iter().zip(fetched) {
@@ -1027,25 +1183,9 @@ impl Lane {
                 for ((&i, message), result) in slots.iter().zip(&messages).zip(results) {
                     match result {
                         Ok(stored_as) => {
-                            if let Some(identity) = progress.entries[i].meta.identity {
-                                counts.present.add(identity);
-                                // A resumed run records what it stores, with the message's
-                                // checkpoint (see `take_back_doubles`).
-                                if let (Some(id), true) = (stored_as, self.ctx.resumed()) {
-                                    progress.entries[i].record_stored = Some((
-                                        stored_key(&unit.target, &id),
-                                        identity.to_bytes().to_vec(),
-                                    ));
-                                }
-                            }
-                            progress.entries[i].settle = Settle::Done(
-                                Counts {
-                                    items: 1,
-                                    bytes: message.len() as u64,
-                                    ..Counts::default()
-                                },
-                                None,
-                            );
+                            let resumed = self.ctx.resumed();
+                            let entry = &mut progress.entries[i];
+                            entry.stored(counts, &unit.target, stored_as, resumed, message.len());
                         }
                         // The target's own limit, lower than the plan's: left behind and
                         // reported like any oversized message, not a failed copy.
@@ -1228,6 +1368,41 @@ struct Entry {
     settle: Settle,
     /// The record of its copy, when a resumed run stored it ([`stored_key`]).
     record_stored: Option<(String, Vec<u8>)>,
+}
+
+impl Entry {
+    /// Settles the message as stored at the target (`stored_as`: the target's id of the
+    /// copy) with `bytes` copied: counted among the copies `target` holds and, in a resumed
+    /// run, recorded with its checkpoint (see `take_back_doubles`).
+    fn stored(
+        &mut self,
+        counts: &mut UnitCounts,
+        target: &[String],
+        stored_as: Option<String>,
+        resumed: bool,
+        bytes: usize,
+    ) {
+        if let Some(identity) = self.meta.identity {
+            counts.present.add(identity);
+            if let (Some(id), true) = (stored_as, resumed) {
+                self.record_stored = Some((stored_key(target, &id), identity.to_bytes().to_vec()));
+            }
+        }
+        self.settle = Settle::Done(
+            Counts {
+                items: 1,
+                bytes: bytes as u64,
+                ..Counts::default()
+            },
+            None,
+        );
+    }
+}
+
+/// Messages fetched and appended together, or one streamed on its own.
+enum Batch {
+    Whole(Vec<usize>),
+    Streamed(usize),
 }
 
 /// One round's listing and how far it is committed: in listing order, every settled message

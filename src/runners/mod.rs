@@ -8,6 +8,7 @@
 
 mod attempt;
 pub mod autocomplete;
+pub mod budget;
 mod copy;
 pub mod dns;
 mod m365;
@@ -34,6 +35,8 @@ pub use copy::{BATCH_BYTES, BATCH_MESSAGES, LANES_PER_STEP};
 /// `base_dir` is the plan file's folder; relative plan paths resolve against it.
 pub fn runners_for(plan: &Plan, graph: &StepGraph, base_dir: &Path) -> Runners {
     let mut runners: Runners = Runners::new();
+    // One budget for every copy of the apply.
+    let budget = budget::ByteBudget::new(plan.settings.memory_budget_mb);
     for step in graph.steps() {
         let user = step.user.and_then(|u| plan.users.get(u));
         let migration = user.and_then(|u| step.migration.and_then(|m| u.migrate.get(m)));
@@ -51,7 +54,7 @@ pub fn runners_for(plan: &Plan, graph: &StepGraph, base_dir: &Path) -> Runners {
                 }
             }
             (StepKind::Copy | StepKind::Delta, Some(user)) => match migration {
-                Some(m) => copy::runner(plan, user, m, base_dir, step),
+                Some(m) => copy::runner(plan, user, m, base_dir, step, &budget),
                 None => Arc::new(Unsupported::new("copy step without a migration")),
             },
             (StepKind::Verify, Some(user)) => {

@@ -48,6 +48,30 @@ pub fn message(n: usize, id: bool, size: usize) -> RawMessage {
     RawMessage::new(b.into_bytes())
 }
 
+/// A message of a little over `size` bytes: a short text and a base64 attachment of
+/// pseudo-random bytes (lines of 76), as a mail client sends a large file.
+pub fn big_message(n: usize, size: usize) -> RawMessage {
+    let mut m = format!(
+        "From: big{n}@example.test\r\nTo: kim@example.test\r\nSubject: big attachment {n}\r\nMessage-ID: <big{n}.{}@example.test>\r\nDate: Mon, 1 Jan 2024 10:00:{:02} +0000\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nThe file.\r\n--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\"f{n}.bin\"\r\n\r\n",
+        std::process::id(),
+        n % 60
+    )
+    .into_bytes();
+    const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut x = 0x9E37_79B9_7F4A_7C15_u64 ^ n as u64;
+    while m.len() < size {
+        for _ in 0..76 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            m.push(B64[(x % 64) as usize]);
+        }
+        m.extend_from_slice(b"\r\n");
+    }
+    m.extend_from_slice(b"--b--\r\n");
+    RawMessage::new(m)
+}
+
 /// Source folder (Unicode, `/`-separated) → messages, as seeded.
 pub type Seed = Vec<(String, Vec<RawMessage>)>;
 

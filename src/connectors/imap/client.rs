@@ -8,7 +8,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::SystemTime;
 
-use super::proto::{parse, quoted, read_response, response_code, Value};
+use super::proto::{
+    is_text_response, literal_marker, parse, quoted, read_response, read_response_from,
+    response_code, Part, Response, Value,
+};
 use crate::connectors::mail::date;
 use crate::connectors::mail::{DateWindow, Flag, Flags, RawMessage};
 use crate::connectors::net::{
@@ -656,6 +659,17 @@ impl ImapClient {
         mailbox: &str,
         messages: &[&RawMessage],
     ) -> NetResult<Vec<NetResult<Option<AppendUid>>>> {
+        let flagged: Vec<Outgoing<'_>> = messages.iter().map(|m| (*m, &m.flags)).collect();
+        self.append_all_flagged(mailbox, &flagged).await
+    }
+
+    /// [`append_all`](Self::append_all), each message with the flags given beside it instead
+    /// of its own (a folder that cannot store keywords), without copying the message.
+    pub async fn append_all_flagged(
+        &mut self,
+        mailbox: &str,
+        messages: &[Outgoing<'_>],
+    ) -> NetResult<Vec<NetResult<Option<AppendUid>>>> {
         if messages.len() > 1
             && self.has_capability("MULTIAPPEND")
             && self.has_capability("LITERAL+")
@@ -699,7 +713,7 @@ impl ImapClient {
     async fn append_pipelined(
         &mut self,
         mailbox: &str,
-        messages: &[&RawMessage],
+        messages: &[Outgoing<'_>],
     ) -> NetResult<Vec<NetResult<Option<AppendUid>>>> {
         let name = self.astring(mailbox, "APPEND").await?;
         let mut results = Vec::with_capacity(messages.len());
@@ -713,7 +727,7 @@ impl ImapClient {
         while (next < messages.len() && send_failed.is_none()) || !in_flight.is_empty() {
             if next < messages.len() && send_failed.is_none() && in_flight.len() < APPEND_WINDOW {
                 let message = messages[next];
-                let non_sync = self.non_sync_literal(message.len());
+                let non_sync = self.non_sync_literal(message.0.len());
                 // A synchronizing literal needs the server's `+`, which comes only once the
                 // commands before it are answered: drain those first.
                 if non_sync || in_flight.is_empty() {
@@ -788,11 +802,11 @@ impl ImapClient {
     /// One MULTIAPPEND (RFC 3502) command for all `messages`: atomic — on a tagged NO none of
     /// them was stored. Needs MULTIAPPEND and LITERAL+.
     /// One MULTIAPPEND command; returns the tagged OK's text.
-    async fn multiappend(&mut self, mailbox: &str, messages: &[&RawMessage]) -> NetResult<String> {
+    async fn multiappend(&mut self, mailbox: &str, messages: &[Outgoing<'_>]) -> NetResult<String> {
         let name = self.astring(mailbox, "APPEND").await?;
         let tag = self.next_tag();
         let mut heads = Vec::with_capacity(messages.len());
-        for (i, message) in messages.iter().enumerate() {
+        for (i, (message, flags)) in messages.iter().enumerate() {
             let lead = if i == 0 {
                 format!("{tag} APPEND {name}")
             } else {
@@ -800,18 +814,18 @@ impl ImapClient {
             };
             heads.push(format!(
                 "{lead} {} {{{}+}}\r\n",
-                append_attributes(message),
+                attributes_of(flags, message.internal_date),
                 message.len()
             ));
         }
         let mut parts: Vec<&[u8]> = Vec::with_capacity(messages.len() * 2 + 1);
-        for (head, message) in heads.iter().zip(messages) {
+        for (head, (message, _)) in heads.iter().zip(messages) {
             parts.push(head.as_bytes());
             parts.push(message.bytes());
         }
         parts.push(b"\r\n");
         if crate::trace::enabled() {
-            for (head, message) in heads.iter().zip(messages) {
+            for (head, (message, _)) in heads.iter().zip(messages) {
                 self.conn.trace_sent(head);
                 self.conn
                     .trace_sent(&format!("[{} bytes of message]", message.len()));
@@ -832,13 +846,13 @@ impl ImapClient {
         &mut self,
         tag: &str,
         name: &str,
-        message: &RawMessage,
+        (message, flags): Outgoing<'_>,
         non_sync: bool,
     ) -> NetResult<()> {
         let bytes = message.bytes();
         let head = format!(
             "{tag} APPEND {name} {} {{{}{}}}\r\n",
-            append_attributes(message),
+            attributes_of(flags, message.internal_date),
             bytes.len(),
             if non_sync { "+" } else { "" }
         );
@@ -856,6 +870,123 @@ impl ImapClient {
         self.conn
             .trace_sent(&format!("[{} bytes of message]", bytes.len()));
         self.conn.write_parts(&[bytes, b"\r\n"], "APPEND").await
+    }
+
+    /// Starts `UID FETCH uid (UID BODY.PEEK[])` on the selected mailbox and reads up to the
+    /// first byte of the body's literal: the [`BodyStream`] then hands the body out piece by
+    /// piece, never holding it whole. `Ok(None)`: the answer held no body for `uid` (expunged,
+    /// or `BODY[] NIL`), and the command is complete. The literal's length is checked against
+    /// the connection's read limit ([`Endpoint::read_limit`]) before anything of it is read.
+    pub async fn uid_fetch_body(&mut self, uid: u32) -> NetResult<Option<BodyStream<'_>>> {
+        let tag = self.next_tag();
+        let line = format!("{tag} UID FETCH {uid} (UID BODY.PEEK[])\r\n");
+        self.conn.trace_sent(&line);
+        self.conn.write_all(line.as_bytes(), "UID FETCH").await?;
+        // What comes before the body is passed by, bounded like one message.
+        let mut passed = 0u64;
+        loop {
+            if passed > self.conn.read_limit() {
+                return Err(self.flooded("UID FETCH"));
+            }
+            let raw = self.conn.read_line("UID FETCH").await?;
+            passed += raw.len() as u64;
+            let mut line = raw.clone();
+            while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                line.pop();
+            }
+            if let Some(done) = self.tagged(&tag, &line) {
+                if done.ok {
+                    return Ok(None);
+                }
+                return Err(self.no_error("UID FETCH", done.text));
+            }
+            self.check_bye(&line, "UID FETCH")?;
+            let marker = (!is_text_response(&line))
+                .then(|| literal_marker(&line))
+                .flatten();
+            let Some((start, n)) = marker else {
+                continue;
+            };
+            if is_body_of(&line[..start], uid) {
+                let limit = self.conn.read_limit();
+                if n as u64 > limit {
+                    return Err(NetError::protocol(
+                        &self.conn.at,
+                        format!(
+                            "UID FETCH: the server announced {n} bytes, more than the {limit} this run reads for one message (settings.max_message_size_mb plus slack)"
+                        ),
+                    ));
+                }
+                return Ok(Some(BodyStream {
+                    client: self,
+                    tag,
+                    size: n as u64,
+                    remaining: n as u64,
+                    done: false,
+                }));
+            }
+            // Another response carrying a literal (an unsolicited FETCH): read to its end.
+            passed += read_response_from(&mut self.conn, Some(raw), "UID FETCH")
+                .await?
+                .size();
+        }
+    }
+
+    /// Starts an APPEND of a message of exactly `size` bytes, to be written with
+    /// [`append_piece`](Self::append_piece) and completed with
+    /// [`append_finish`](Self::append_finish). With LITERAL+ nothing is waited for; otherwise
+    /// this waits for the server's continuation, and a NO instead refuses the message before
+    /// anything of it was sent (the session goes on). Once a piece was written, the literal
+    /// can only be completed or the connection dropped: a server reads whatever follows as
+    /// the message.
+    pub async fn append_start(
+        &mut self,
+        mailbox: &str,
+        flags: &Flags,
+        internal_date: Option<SystemTime>,
+        size: u64,
+    ) -> NetResult<String> {
+        let name = self.astring(mailbox, "APPEND").await?;
+        let tag = self.next_tag();
+        let non_sync = self.non_sync_literal(usize::try_from(size).unwrap_or(usize::MAX));
+        let head = format!(
+            "{tag} APPEND {name} {} {{{size}{}}}\r\n",
+            attributes_of(flags, internal_date),
+            if non_sync { "+" } else { "" }
+        );
+        self.conn.trace_sent(&head);
+        self.conn.write_all(head.as_bytes(), "APPEND").await?;
+        if !non_sync {
+            self.await_continuation(&tag, "APPEND").await?;
+        }
+        self.conn
+            .trace_sent(&format!("[{size} bytes of message, streamed]"));
+        Ok(tag)
+    }
+
+    /// Writes the next piece of the literal [`append_start`](Self::append_start) announced.
+    pub async fn append_piece(&mut self, piece: &[u8]) -> NetResult<()> {
+        self.conn.write_all(piece, "APPEND").await
+    }
+
+    /// Ends the literal of APPEND `tag` and reads its completion: the new UID under UIDPLUS.
+    pub async fn append_finish(&mut self, tag: &str) -> NetResult<Option<AppendUid>> {
+        self.conn.write_all(b"\r\n", "APPEND").await?;
+        let (_, done) = self.finish(tag, "APPEND").await?;
+        Ok(append_uids(&done.text).and_then(|(v, u)| {
+            (u.len() == 1).then(|| AppendUid {
+                uid_validity: v,
+                uid: u[0],
+            })
+        }))
+    }
+
+    /// Closes the connection at once, in the middle of whatever was being sent (an APPEND
+    /// literal the server must then discard). The client must not be used again: every
+    /// command on it fails.
+    pub async fn abandon(&mut self) {
+        self.conn.trace_sent("(connection abandoned)");
+        self.conn.shutdown().await;
     }
 
     /// LOGOUT and close.
@@ -1038,6 +1169,17 @@ impl ImapClient {
         })
     }
 
+    /// A server sending more untagged data around one message than a message may hold.
+    fn flooded(&self, op: &str) -> NetError {
+        NetError::protocol(
+            &self.conn.at,
+            format!(
+                "{op}: more untagged data than the {} bytes this run reads for one message",
+                self.conn.read_limit()
+            ),
+        )
+    }
+
     /// A tagged NO/BAD as a typed error: throttling codes become [`NetError::Throttled`].
     fn no_error(&self, op: &str, text: String) -> NetError {
         match detect_throttle(&text) {
@@ -1070,12 +1212,15 @@ fn mailbox_arg(name: &str) -> Piece {
     }
 }
 
+/// A message to APPEND, with the flags to store it with.
+pub type Outgoing<'a> = (&'a RawMessage, &'a Flags);
+
 /// An APPEND's flag list and internal date: `(\\Seen $Label1) "01-Jan-2020 10:00:00 +0000"`.
-fn append_attributes(message: &RawMessage) -> String {
-    let mut flags: Vec<&str> = message.flags.system().map(Flag::imap_name).collect();
-    flags.extend(message.flags.keywords());
-    let mut out = format!("({})", flags.join(" "));
-    if let Some(t) = message.internal_date {
+fn attributes_of(flags: &Flags, internal_date: Option<SystemTime>) -> String {
+    let mut names: Vec<&str> = flags.system().map(Flag::imap_name).collect();
+    names.extend(flags.keywords());
+    let mut out = format!("({})", names.join(" "));
+    if let Some(t) = internal_date {
         out.push_str(&format!(" \"{}\"", date::format_imap(t)));
     }
     out
@@ -1161,6 +1306,99 @@ impl Fetch<'_> {
     }
 }
 
+/// A body being read from [`ImapClient::uid_fetch_body`]: call
+/// [`next_piece`](BodyStream::next_piece) until it returns `false`. Dropping it earlier
+/// leaves the connection mid-literal; such a client must not be used again.
+pub struct BodyStream<'a> {
+    client: &'a mut ImapClient,
+    tag: String,
+    size: u64,
+    remaining: u64,
+    done: bool,
+}
+
+impl BodyStream<'_> {
+    /// The literal's exact length.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Whether the whole answer was read: the client is ready for its next command.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Replaces `buf`'s content with up to `max` next bytes of the body and returns `true`;
+    /// after the last byte, reads the rest of the answer up to its tagged OK and returns
+    /// `false`.
+    pub async fn next_piece(&mut self, buf: &mut Vec<u8>, max: usize) -> NetResult<bool> {
+        if self.remaining > 0 {
+            let n = self.remaining.min(max.max(1) as u64) as usize;
+            buf.clear();
+            self.client
+                .conn
+                .read_exact_into(n, buf, "UID FETCH")
+                .await?;
+            self.remaining -= n as u64;
+            return Ok(true);
+        }
+        if self.done {
+            return Ok(false);
+        }
+        // The rest of the FETCH response (`)`, or items after the body), then the completion;
+        // bounded like one message.
+        let mut passed = read_response(&mut self.client.conn, "UID FETCH")
+            .await?
+            .size();
+        loop {
+            if passed > self.client.conn.read_limit() {
+                return Err(self.client.flooded("UID FETCH"));
+            }
+            let resp = read_response(&mut self.client.conn, "UID FETCH").await?;
+            passed += resp.size();
+            let first = resp.first_line();
+            if let Some(done) = self.client.tagged(&self.tag, first) {
+                self.done = true;
+                if done.ok {
+                    return Ok(false);
+                }
+                return Err(self.client.no_error("UID FETCH", done.text));
+            }
+            self.client.check_bye(first, "UID FETCH")?;
+        }
+    }
+}
+
+/// Whether a response line up to its literal marker announces the `BODY[]` of `uid`:
+/// `* 3 FETCH (UID 7 BODY[]` (a UID, where given, must be `uid`).
+fn is_body_of(prefix: &[u8], uid: u32) -> bool {
+    let values = parse(Response {
+        parts: vec![Part::Text(prefix.to_vec())],
+    });
+    let is_fetch = values.first().and_then(Value::as_atom) == Some("*")
+        && values
+            .get(2)
+            .and_then(Value::as_atom)
+            .is_some_and(|a| a.eq_ignore_ascii_case("FETCH"));
+    let Some(Value::List(items)) = values.get(3) else {
+        return false;
+    };
+    if !is_fetch || items.len() % 2 == 0 {
+        return false;
+    }
+    let body_last = items
+        .last()
+        .and_then(Value::as_atom)
+        .is_some_and(|a| a.eq_ignore_ascii_case("BODY[]"));
+    let uid_ok = items.chunks(2).all(|kv| match kv {
+        [k, v] if k.as_atom().is_some_and(|k| k.eq_ignore_ascii_case("UID")) => {
+            v.as_atom().and_then(|v| v.parse::<u32>().ok()) == Some(uid)
+        }
+        _ => true,
+    });
+    body_last && uid_ok
+}
+
 /// Builds a message from FETCH items (moving the body out, not copying it); `None` when the
 /// UID or the body is missing. `BODY[] NIL` — a server that has no content to give for the
 /// message — is a missing body, never an empty message; only a header section may be `NIL`
@@ -1219,7 +1457,7 @@ fn fetched(items: Vec<Value>) -> Option<FetchedMessage> {
 }
 
 /// Runs a whole client session — greeting, login, LIST, EXAMINE (an 8-bit name too), header
-/// and body UID FETCH, APPEND, CREATE, UID SEARCH, LOGOUT — against `server`: the server's
+/// and body UID FETCH, a streamed body FETCH, APPEND, CREATE, UID SEARCH, LOGOUT — against `server`: the server's
 /// side of a conversation as raw bytes, whatever the client sends (it is discarded). For
 /// fuzzing and property tests of the response reader: for any bytes it must return, never
 /// panic, and read no message beyond a 1 MiB limit. Returns how many of those steps succeeded
@@ -1240,6 +1478,10 @@ pub fn replay_session(server: &[u8]) -> usize {
         if let Ok(mut f) = c.uid_fetch("1:*").await {
             while let Ok(Some(_)) = f.next().await {}
         }
+        if let Ok(Some(mut body)) = c.uid_fetch_body(1).await {
+            let mut piece = Vec::new();
+            while let Ok(true) = body.next_piece(&mut piece, 4096).await {}
+        }
         let message = RawMessage::new(b"Subject: x\r\n\r\nbody\r\n".to_vec());
         ok += usize::from(c.append_all("INBOX", &[&message, &message]).await.is_ok());
         ok += usize::from(c.create("Archiv/Entw\u{fc}rfe").await.is_ok());
@@ -1247,4 +1489,61 @@ pub fn replay_session(server: &[u8]) -> usize {
         ok + usize::from(c.logout().await.is_ok())
     })
     .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The login a replayed session starts with: greeting, CAPABILITY, AUTHENTICATE (SASL-IR),
+    /// CAPABILITY again.
+    const LOGIN: &str = "* OK ready\r\n* CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR LITERAL+\r\nC1 OK\r\nC2 OK logged in\r\n* CAPABILITY IMAP4rev1 LITERAL+\r\nC3 OK\r\n";
+
+    async fn client(rest: &str, read_limit: u64) -> ImapClient {
+        let conn = Conn::replay(format!("{LOGIN}{rest}").into_bytes(), read_limit);
+        ImapClient::start(conn, Tls::None, &Credentials::password("u", "p"))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_body_is_handed_out_in_pieces_and_its_answer_read_to_the_end() {
+        // An unsolicited FETCH with a literal first, then the body, items after it, the OK.
+        let mut c = client(
+            "* 2 FETCH (UID 8 BODY[HEADER] {3}\r\nabc)\r\n* 1 FETCH (UID 7 BODY[] {11}\r\nhello world FLAGS (\\Seen))\r\nC4 OK done\r\nC5 OK created\r\n",
+            1 << 20,
+        )
+        .await;
+        let mut body = c.uid_fetch_body(7).await.unwrap().expect("a body");
+        assert_eq!(body.size(), 11);
+        let mut got = Vec::new();
+        let mut piece = Vec::new();
+        while body.next_piece(&mut piece, 4).await.unwrap() {
+            assert!(piece.len() <= 4);
+            got.extend_from_slice(&piece);
+        }
+        assert!(body.is_done());
+        assert_eq!(got, b"hello world");
+        // The session goes on.
+        c.create("X").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn no_body_and_oversized_bodies_are_told_apart() {
+        let mut c = client("* 1 FETCH (UID 7 BODY[] NIL)\r\nC4 OK done\r\n", 1 << 20).await;
+        assert!(c.uid_fetch_body(7).await.unwrap().is_none());
+        // Announced beyond the read limit: refused before a byte of it is read.
+        let mut c = client("* 1 FETCH (UID 7 BODY[] {999999}\r\n", 1000).await;
+        let err = c.uid_fetch_body(7).await.err().expect("refused");
+        assert!(err.to_string().contains("announced 999999 bytes"), "{err}");
+    }
+
+    #[test]
+    fn only_the_body_of_the_asked_uid_is_streamed() {
+        assert!(is_body_of(b"* 1 FETCH (UID 7 BODY[] ", 7));
+        assert!(is_body_of(b"* 1 FETCH (BODY[] ", 7));
+        assert!(!is_body_of(b"* 1 FETCH (UID 8 BODY[] ", 7));
+        assert!(!is_body_of(b"* 1 FETCH (UID 7 BODY[HEADER] ", 7));
+        assert!(!is_body_of(b"* OK [ALERT] BODY[] ", 7));
+    }
 }

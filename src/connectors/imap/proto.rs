@@ -75,12 +75,26 @@ impl Response {
 /// connection's read limit, or a response growing past it, is a protocol error raised before
 /// the excess is read.
 pub(crate) async fn read_response(conn: &mut Conn, op: &'static str) -> NetResult<Response> {
+    read_response_from(conn, None, op).await
+}
+
+/// [`read_response`] of a response whose first line (with its line ending) the caller read
+/// already, to see whether it starts a literal it streams itself.
+pub(crate) async fn read_response_from(
+    conn: &mut Conn,
+    first: Option<Vec<u8>>,
+    op: &'static str,
+) -> NetResult<Response> {
     let limit = conn.read_limit();
     let budget = limit.saturating_add(TEXT_ALLOWANCE);
     let mut used = 0u64;
     let mut resp = Response::default();
+    let mut first = first;
     loop {
-        let mut line = conn.read_line(op).await?;
+        let mut line = match first.take() {
+            Some(line) => line,
+            None => conn.read_line(op).await?,
+        };
         used = used.saturating_add(line.len() as u64);
         while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
             line.pop();
@@ -128,7 +142,7 @@ pub(crate) async fn read_response(conn: &mut Conn, op: &'static str) -> NetResul
 /// A response whose rest is free text (RFC 3501 `resp-text`), which carries no literal: a
 /// continuation request (`+ …`), a tagged completion (`tag OK|NO|BAD …`) and the untagged
 /// status responses (`* OK|NO|BAD|BYE|PREAUTH …`).
-fn is_text_response(line: &[u8]) -> bool {
+pub(crate) fn is_text_response(line: &[u8]) -> bool {
     if line.first() == Some(&b'+') {
         return true;
     }
@@ -145,7 +159,7 @@ fn is_text_response(line: &[u8]) -> bool {
 }
 
 /// `{123}` or `{123+}` at the end of a line: (where it starts, length).
-fn literal_marker(line: &[u8]) -> Option<(usize, usize)> {
+pub(crate) fn literal_marker(line: &[u8]) -> Option<(usize, usize)> {
     let body = line.strip_suffix(b"}")?;
     let open = body.iter().rposition(|b| *b == b'{')?;
     let digits = &body[open + 1..];

@@ -539,13 +539,20 @@ impl MaildirTarget {
     /// checkpoint as soon as it returns.
     pub fn store(&mut self, folder: &FolderPath, message: &RawMessage) -> Result<PathBuf> {
         let identity = Identity::of_message(message.bytes());
+        let mut delivery = self.begin(folder, &message.flags, message.len() as u64)?;
+        delivery.write(message.bytes())?;
+        self.finish(delivery, message.internal_date, identity)
+    }
+
+    /// Starts a new message of `size` bytes in `folder` (created if missing): a private
+    /// file in the folder's `tmp/`, written with [`Delivery::write`] and moved into `cur/` by
+    /// [`finish`](Self::finish). Dropped before, the file is removed: nothing partial is
+    /// ever in `cur/`.
+    pub fn begin(&mut self, folder: &FolderPath, flags: &Flags, size: u64) -> Result<Delivery> {
         let host = self.host.clone();
         let pid = self.pid;
-        let sync = self.sync;
         let state = self.folder_state(folder, true)?;
-        let letters = info_letters(state, &message.flags)?;
-
-        let bytes = message.bytes();
+        let letters = info_letters(state, flags)?;
         let (path, tmp) = loop {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -558,7 +565,7 @@ impl MaildirTarget {
                 pid,
                 n,
                 host,
-                bytes.len()
+                size
             );
             let path = state.dir.join("cur").join(format!("{base}:2,{letters}"));
             let tmp = state.dir.join("tmp").join(format!("{base}{TMP_SUFFIX}"));
@@ -566,15 +573,54 @@ impl MaildirTarget {
                 break (path, tmp);
             }
         };
+        // Private, as every file of the target: whole messages.
+        let file = crate::files::options()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| MailError::io(&tmp, e))?;
+        Ok(Delivery {
+            folder: folder.clone(),
+            tmp,
+            path,
+            file: Some(file),
+            finished: false,
+        })
+    }
 
-        if let Err(e) = write_file(&tmp, bytes, message.internal_date, sync) {
-            let _ = fs::remove_file(&tmp);
-            return Err(MailError::io(&tmp, e));
+    /// Makes `delivery` durable and visible: its file time set to `internal_date`, fsynced,
+    /// renamed into `cur/`, the directory fsynced. Only then may the engine checkpoint it.
+    pub fn finish(
+        &mut self,
+        mut delivery: Delivery,
+        internal_date: Option<SystemTime>,
+        identity: Identity,
+    ) -> Result<PathBuf> {
+        let sync = self.sync;
+        let tmp = delivery.tmp.clone();
+        let path = delivery.path.clone();
+        if let Some(file) = delivery.file.take() {
+            let done = (|| {
+                if let Some(t) = internal_date {
+                    file.set_times(FileTimes::new().set_modified(t))?;
+                }
+                if sync {
+                    file.sync_all()?;
+                }
+                Ok::<(), io::Error>(())
+            })();
+            drop(file);
+            if let Err(e) = done {
+                let _ = fs::remove_file(&tmp);
+                return Err(MailError::io(&tmp, e));
+            }
         }
+        delivery.finished = true;
         if let Err(e) = fs::rename(&tmp, &path) {
             let _ = fs::remove_file(&tmp);
             return Err(MailError::io(&path, e));
         }
+        let state = self.folder_state(&delivery.folder, true)?;
         if sync {
             let cur = state.dir.join("cur");
             sync_dir(&cur).map_err(|e| MailError::io(&cur, e))?;
@@ -873,6 +919,36 @@ fn write_keywords(dir: &Path, keywords: &[String]) -> Result<()> {
     write_file(&tmp, text.as_bytes(), None, true).map_err(|e| MailError::io(&tmp, e))?;
     fs::rename(&tmp, &path).map_err(|e| MailError::io(&path, e))?;
     sync_dir(dir).map_err(|e| MailError::io(dir, e))
+}
+
+/// A message being written into a folder's `tmp/` ([`MaildirTarget::begin`]).
+pub struct Delivery {
+    folder: FolderPath,
+    tmp: PathBuf,
+    path: PathBuf,
+    file: Option<File>,
+    finished: bool,
+}
+
+impl Delivery {
+    /// Appends `piece` to the file.
+    pub fn write(&mut self, piece: &[u8]) -> Result<()> {
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
+        file.write_all(piece)
+            .map_err(|e| MailError::io(&self.tmp, e))
+    }
+}
+
+impl Drop for Delivery {
+    /// Never finished: the partial file goes.
+    fn drop(&mut self) {
+        if !self.finished {
+            self.file = None;
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 fn write_file(path: &Path, bytes: &[u8], mtime: Option<SystemTime>, sync: bool) -> io::Result<()> {

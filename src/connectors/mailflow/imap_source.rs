@@ -16,13 +16,15 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    BoxFuture, Checkpoints, Fetched, FlagChange, FlagChanges, FlowError, FlowResult, FolderStatus,
-    Login, MailSource, MessageMeta, Side, SourceFolder, SourceSession,
+    BodyReader, BoxFuture, Checkpoints, Fetched, FlagChange, FlagChanges, FlowError, FlowResult,
+    FolderStatus, Login, MailSource, MessageMeta, Opened, Side, SourceFolder, SourceSession,
+    STREAM_PIECE,
 };
+use crate::connectors::imap::client::BodyStream;
 use crate::connectors::imap::folders::{decode_lossy, source_path};
 use crate::connectors::imap::{FetchedMessage, ImapClient, MailboxStatus};
 use crate::connectors::mail::identity::Identity;
-use crate::connectors::mail::{DateWindow, Flag, RawMessage};
+use crate::connectors::mail::{DateWindow, Flag, Flags, RawMessage};
 use crate::connectors::mailflow::SpecialUse;
 use crate::connectors::net::Endpoint;
 
@@ -363,6 +365,49 @@ impl SourceSession for ImapSourceSession {
         })
     }
 
+    fn streams(&self) -> bool {
+        true
+    }
+
+    /// The message's flags and internal date first (a header fetch: they go before the body
+    /// in the target's APPEND), then `UID FETCH uid (BODY.PEEK[])`, whose literal is handed
+    /// out as it arrives.
+    fn open_body<'a>(
+        &'a mut self,
+        folder: &'a SourceFolder,
+        message: &'a MessageMeta,
+    ) -> BoxFuture<'a, FlowResult<Opened<'a>>> {
+        Box::pin(async move {
+            self.examine(folder, false).await?;
+            let uid = message
+                .id
+                .parse::<u32>()
+                .map_err(|_| FlowError::Permanent(format!("not an IMAP UID: {:?}", message.id)))?;
+            let mut head = None;
+            let mut f = self.client.uid_fetch_headers(&uid.to_string()).await?;
+            while let Some(m) = f.next().await? {
+                if m.uid == uid {
+                    head = Some(m.message);
+                }
+            }
+            let Some(head) = head else {
+                return Ok(Opened::Gone);
+            };
+            let (flags, internal_date) = (head.flags.clone(), head.internal_date);
+            match self.client.uid_fetch_body(uid).await? {
+                Some(stream) => Ok(Opened::Body(Box::new(ImapBody {
+                    stream,
+                    flags,
+                    internal_date,
+                }))),
+                None => Err(FlowError::Transient(format!(
+                    "the server did not hand over message UID {uid} of `{}` (no body in its FETCH answer), although the folder still holds it",
+                    folder.display
+                ))),
+            }
+        })
+    }
+
     fn flag_changes<'a>(
         &'a mut self,
         folder: &'a SourceFolder,
@@ -418,6 +463,35 @@ impl SourceSession for ImapSourceSession {
             self.client.logout().await?;
             Ok(())
         })
+    }
+}
+
+/// A message's body streamed from its FETCH literal ([`SourceSession::open_body`]).
+struct ImapBody<'a> {
+    stream: BodyStream<'a>,
+    flags: Flags,
+    internal_date: Option<std::time::SystemTime>,
+}
+
+impl BodyReader for ImapBody<'_> {
+    fn size(&self) -> u64 {
+        self.stream.size()
+    }
+
+    fn flags(&self) -> &Flags {
+        &self.flags
+    }
+
+    fn internal_date(&self) -> Option<std::time::SystemTime> {
+        self.internal_date
+    }
+
+    fn next_piece<'b>(&'b mut self, buf: &'b mut Vec<u8>) -> BoxFuture<'b, FlowResult<bool>> {
+        Box::pin(async move { Ok(self.stream.next_piece(buf, STREAM_PIECE).await?) })
+    }
+
+    fn is_done(&self) -> bool {
+        self.stream.is_done()
     }
 }
 

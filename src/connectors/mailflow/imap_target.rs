@@ -21,7 +21,6 @@
 //! Exchange's other protocols, so it is set again with STORE; header lines over 10,000
 //! characters are left behind before sending (Exchange refuses them).
 
-use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,8 +28,8 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    BoxFuture, FlagChange, FlowError, FlowResult, Login, MailTarget, TargetNames, TargetNote,
-    TargetSession,
+    BodyReader, BoxFuture, FlagChange, FlowError, FlowResult, Login, MailTarget, TargetNames,
+    TargetNote, TargetSession, STREAM_PIECE,
 };
 use crate::connectors::imap::folders::target_wire_name;
 use crate::connectors::imap::ImapClient;
@@ -308,16 +307,24 @@ impl ImapTargetSession {
     }
 
     /// What the folder can store of `message`: without keywords where it takes none, and
-    /// `Err` (left behind) for what the server refuses for sure. Borrowed when sent as it
-    /// is, so a batch is not copied on its way.
-    fn prepare<'m>(
+    /// `Err` (left behind) for what the server refuses for sure.
+    /// Returns the flags to store it with where they differ from its own — never a copy of
+    /// the message.
+    fn prepare(
         &mut self,
         wire: &str,
         info: FolderInfo,
-        message: &'m RawMessage,
-    ) -> FlowResult<Cow<'m, RawMessage>> {
+        message: &RawMessage,
+    ) -> FlowResult<Option<Flags>> {
+        self.check_header(message.bytes())?;
+        Ok(self.storable_flags(wire, info, &message.flags))
+    }
+
+    /// `Err` (left behind) for a header the server refuses for sure. `head`: the message, or
+    /// its first piece (a header line longer than that is caught by the server instead).
+    fn check_header(&self, head: &[u8]) -> FlowResult<()> {
         if let Some(max) = self.target.quirks.max_header_line {
-            let longest = header_fields(message.bytes())
+            let longest = header_fields(head)
                 .map(|f| f.name.len() + 2 + f.value.len())
                 .max()
                 .unwrap_or(0);
@@ -330,15 +337,51 @@ impl ImapTargetSession {
                 });
             }
         }
-        if info.takes_keywords || message.flags.keywords().next().is_none() {
-            return Ok(Cow::Borrowed(message));
+        Ok(())
+    }
+
+    /// The flags the folder can store of `flags`: `None` for all of them; without keywords
+    /// where it takes none (counted for the report).
+    fn storable_flags(&mut self, wire: &str, info: FolderInfo, flags: &Flags) -> Option<Flags> {
+        if info.takes_keywords || flags.keywords().next().is_none() {
+            return None;
         }
         *self.keywords_dropped.entry(wire.to_owned()).or_default() += 1;
-        let mut flags = Flags::new();
-        for f in message.flags.system() {
-            flags.insert(f);
+        let mut system = Flags::new();
+        for f in flags.system() {
+            system.insert(f);
         }
-        Ok(Cow::Owned(message.clone().with_flags(flags)))
+        Some(system)
+    }
+}
+
+impl ImapTargetSession {
+    /// An APPEND's failure as the copy sees it: a refusal of the message (left behind or
+    /// not), throttling (learned by the send rate), or the end of the session.
+    fn append_refusal(&mut self, e: NetError) -> FlowError {
+        match e {
+            NetError::Rejected { text, .. } => {
+                self.errors += 1;
+                let left_behind = refuses_the_message(&text);
+                FlowError::Refused { text, left_behind }
+            }
+            NetError::Throttled {
+                at,
+                retry_after,
+                text,
+            } => {
+                self.errors += 1;
+                self.last_throttle = Some(Instant::now());
+                self.target.rate.throttled(1, retry_after);
+                NetError::Throttled {
+                    at,
+                    retry_after,
+                    text,
+                }
+                .into()
+            }
+            e => self.classify(e),
+        }
     }
 }
 
@@ -416,7 +459,8 @@ impl TargetSession for ImapTargetSession {
                 Ok(info) => info,
                 Err(e) => return vec![Err(e)],
             };
-            let mut prepared: Vec<Option<Cow<RawMessage>>> = Vec::with_capacity(messages.len());
+            // Per message: its flags as the folder stores them; `None` where it is refused.
+            let mut prepared: Vec<Option<Option<Flags>>> = Vec::with_capacity(messages.len());
             for (i, m) in messages.iter().enumerate() {
                 match self.prepare(&wire, info, m) {
                     Ok(p) => prepared.push(Some(p)),
@@ -453,11 +497,14 @@ impl TargetSession for ImapTargetSession {
                     _ = cancel.cancelled() => break,
                 };
                 let chunk: Vec<usize> = queue.iter().take(n).copied().collect();
-                let refs: Vec<&RawMessage> = chunk
+                let refs: Vec<(&RawMessage, &Flags)> = chunk
                     .iter()
-                    .filter_map(|&i| prepared[i].as_deref())
+                    .filter_map(|&i| {
+                        let flags = prepared[i].as_ref()?;
+                        Some((&messages[i], flags.as_ref().unwrap_or(&messages[i].flags)))
+                    })
                     .collect();
-                let answers = match self.client.append_all(&wire, &refs).await {
+                let answers = match self.client.append_all_flagged(&wire, &refs).await {
                     Ok(a) => a,
                     Err(e) => {
                         ended = Some(self.classify(e));
@@ -541,6 +588,100 @@ impl TargetSession for ImapTargetSession {
                 settled.extend(ended.map(Err));
             }
             settled
+        })
+    }
+
+    fn streams(&self) -> bool {
+        true
+    }
+
+    /// One APPEND whose literal (of the size the source's FETCH literal announced) is written
+    /// piece by piece as the source hands pieces out. The first piece is read before anything
+    /// is sent (the header check needs it, and a source failing at once leaves the target
+    /// untouched). Once the literal started, a source failure abandons the connection: the
+    /// server, reading fewer bytes than announced, discards the message.
+    fn append_streamed<'a>(
+        &'a mut self,
+        folder: &'a [String],
+        body: &'a mut dyn BodyReader,
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, FlowResult<Option<String>>> {
+        Box::pin(async move {
+            let wire = self.wire(folder);
+            self.renew_if_worn().await?;
+            let info = self.select(&wire).await?;
+            let mut piece = Vec::with_capacity(STREAM_PIECE);
+            let mut more = body.next_piece(&mut piece).await?;
+            if more {
+                self.check_header(&piece)?;
+            }
+            let flags = self
+                .storable_flags(&wire, info, body.flags())
+                .unwrap_or_else(|| body.flags().clone());
+            tokio::select! {
+                _ = self.target.rate.acquire(1) => {}
+                _ = cancel.cancelled() => {
+                    return Err(FlowError::Transient("cancelled before the message was sent".into()));
+                }
+            }
+            let size = body.size();
+            let tag = match self
+                .client
+                .append_start(&wire, &flags, body.internal_date(), size)
+                .await
+            {
+                Ok(tag) => tag,
+                Err(e) => return Err(self.append_refusal(e)),
+            };
+            // Two pieces in turn: the next is read from the source while this one is
+            // written to the target, so neither connection waits for the other.
+            let mut next = Vec::with_capacity(STREAM_PIECE);
+            let mut sent = 0u64;
+            while more {
+                sent += piece.len() as u64;
+                if sent > size {
+                    self.client.abandon().await;
+                    return Err(FlowError::Transient(format!(
+                        "the source handed out more than the {size} bytes it announced"
+                    )));
+                }
+                let (written, read) =
+                    tokio::join!(self.client.append_piece(&piece), body.next_piece(&mut next));
+                if let Err(e) = written {
+                    self.client.abandon().await;
+                    return Err(self.classify(e));
+                }
+                more = match read {
+                    Ok(more) => more,
+                    Err(e) => {
+                        // The literal cannot be taken back: cut it short, so the server
+                        // stores nothing.
+                        self.client.abandon().await;
+                        return Err(e);
+                    }
+                };
+                std::mem::swap(&mut piece, &mut next);
+            }
+            if sent != size {
+                self.client.abandon().await;
+                return Err(FlowError::Transient(format!(
+                    "the source handed out {sent} of the {size} bytes it announced"
+                )));
+            }
+            let uid = match self.client.append_finish(&tag).await {
+                Ok(uid) => uid,
+                Err(e) => return Err(self.append_refusal(e)),
+            };
+            self.target.rate.accepted(1);
+            if self.target.quirks.flag_after_append && flags.contains(Flag::Flagged) {
+                if let Some(u) = uid {
+                    self.client
+                        .uid_store(&u.uid.to_string(), true, &["\\Flagged"])
+                        .await
+                        .map_err(|e| self.classify(e))?;
+                }
+            }
+            Ok(uid.map(|u| format!("{}:{}", u.uid_validity, u.uid)))
         })
     }
 

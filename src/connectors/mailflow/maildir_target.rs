@@ -6,8 +6,11 @@ use std::path::PathBuf;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{BoxFuture, FlagChange, FlowError, FlowResult, MailTarget, TargetNames, TargetSession};
-use crate::connectors::mail::identity::IdentityCounts;
+use super::{
+    BodyReader, BoxFuture, FlagChange, FlowError, FlowResult, MailTarget, TargetNames,
+    TargetSession, STREAM_PIECE,
+};
+use crate::connectors::mail::identity::{Identity, IdentityCounts};
 use crate::connectors::mail::{FolderPath, Maildir, MaildirTarget as Writer, RawMessage};
 
 /// See the module documentation.
@@ -143,6 +146,37 @@ impl TargetSession for MaildirSession {
                 }
             }
             out
+        })
+    }
+
+    fn streams(&self) -> bool {
+        true
+    }
+
+    /// Into a private file in the folder's `tmp/`, piece by piece, renamed into `cur/` once
+    /// complete and fsynced; a source failing midway leaves no file behind.
+    fn append_streamed<'a>(
+        &'a mut self,
+        folder: &'a [String],
+        body: &'a mut dyn BodyReader,
+        _cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, FlowResult<Option<String>>> {
+        Box::pin(async move {
+            let folder = maildir_folder(folder)?;
+            let mut piece = Vec::with_capacity(STREAM_PIECE);
+            let mut more = body.next_piece(&mut piece).await?;
+            // The identity of the writer's index, from the header fields in the first piece.
+            let identity = Identity::of_message(&piece);
+            let flags = body.flags().clone();
+            let writer = self.writer()?;
+            let mut delivery = writer.begin(&folder, &flags, body.size())?;
+            while more {
+                delivery.write(&piece)?;
+                more = body.next_piece(&mut piece).await?;
+            }
+            let writer = self.writer()?;
+            writer.finish(delivery, body.internal_date(), identity)?;
+            Ok(None)
         })
     }
 

@@ -29,6 +29,9 @@
 //! 4. Bodies are fetched in bounded batches ([`SourceSession::fetch`]), appended as one batch
 //!    ([`TargetSession::append`]); what the target acknowledged is committed in one state
 //!    transaction with the checkpoints of the settled prefix ([`MessageMeta::checkpoint`]).
+//!    A message larger than a lane's share of the apply's memory budget goes on its own,
+//!    piece by piece ([`SourceSession::open_body`] → [`TargetSession::append_streamed`]),
+//!    committed the same way once the target acknowledged it.
 //! 5. A pass over mail copied earlier (a delta or catch-up) also carries flag changes:
 //!    [`SourceSession::flag_changes`] → [`TargetSession::set_flags`].
 //!
@@ -221,6 +224,192 @@ pub enum Fetched {
     Unreadable(String),
 }
 
+/// Pieces a [`BodyReader`] hands out at most, and the piece size of streamed copies.
+pub const STREAM_PIECE: usize = 512 * 1024;
+
+/// One message read piece by piece, from [`SourceSession::open_body`]: for a message larger
+/// than a copy lane may hold, which goes from source to target without ever being whole in
+/// memory. It borrows its source session: nothing else may be asked of that session until the
+/// reader is read to its end (or dropped — then the session must not be used again, see
+/// [`is_done`](Self::is_done)).
+pub trait BodyReader: Send {
+    /// Exact size in bytes of what [`next_piece`](Self::next_piece) will hand out in all
+    /// (IMAP: the FETCH literal's length), known before the first piece — what an IMAP
+    /// APPEND announces.
+    fn size(&self) -> u64;
+
+    /// The message's flags at the source.
+    fn flags(&self) -> &Flags;
+
+    /// When the source received it (IMAP INTERNALDATE), if known.
+    fn internal_date(&self) -> Option<SystemTime>;
+
+    /// Replaces `buf`'s content with the next piece (at most [`STREAM_PIECE`] bytes, never
+    /// empty) and returns `Ok(true)`; `Ok(false)` once all [`size`](Self::size) bytes were
+    /// handed out and the source's session is ready for its next command. An error leaves
+    /// the session unusable (a connection cut mid-literal): the caller drops it, and with it
+    /// whatever it was writing the pieces to.
+    fn next_piece<'a>(&'a mut self, buf: &'a mut Vec<u8>) -> BoxFuture<'a, FlowResult<bool>>;
+
+    /// Whether [`next_piece`](Self::next_piece) returned `Ok(false)`: the session is usable
+    /// again. A caller that gives up early (the target refused the message) reads the rest
+    /// first, or drops the session.
+    fn is_done(&self) -> bool;
+
+    /// The whole message at once, if the reader holds it whole already (a source that cannot
+    /// stream, see [`InMemoryBody`]): a target that stores messages whole takes it instead
+    /// of gathering pieces, so it is not copied. The default, `None`, is for true streams.
+    fn take_whole(&mut self) -> Option<RawMessage> {
+        None
+    }
+}
+
+/// What [`SourceSession::open_body`] found.
+pub enum Opened<'a> {
+    /// The message, to be read piece by piece.
+    Body(Box<dyn BodyReader + 'a>),
+    /// Gone since it was listed (as [`Fetched::Gone`]).
+    Gone,
+    /// There, but unreadable (as [`Fetched::Unreadable`]).
+    Unreadable(String),
+}
+
+/// A [`BodyReader`] over a message already read whole: what the default
+/// [`SourceSession::open_body`] gives, for sources that cannot stream.
+pub struct InMemoryBody {
+    message: Option<RawMessage>,
+    flags: Flags,
+    internal_date: Option<SystemTime>,
+    size: u64,
+    at: usize,
+}
+
+impl InMemoryBody {
+    pub fn new(message: RawMessage) -> InMemoryBody {
+        InMemoryBody {
+            flags: message.flags.clone(),
+            internal_date: message.internal_date,
+            size: message.len() as u64,
+            message: Some(message),
+            at: 0,
+        }
+    }
+}
+
+impl BodyReader for InMemoryBody {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn flags(&self) -> &Flags {
+        &self.flags
+    }
+
+    fn internal_date(&self) -> Option<SystemTime> {
+        self.internal_date
+    }
+
+    fn next_piece<'a>(&'a mut self, buf: &'a mut Vec<u8>) -> BoxFuture<'a, FlowResult<bool>> {
+        Box::pin(async move {
+            let Some(message) = &self.message else {
+                self.at = self.size as usize;
+                return Ok(false);
+            };
+            let bytes = message.bytes();
+            if self.at >= bytes.len() {
+                self.message = None;
+                return Ok(false);
+            }
+            let end = (self.at + STREAM_PIECE).min(bytes.len());
+            buf.clear();
+            buf.extend_from_slice(&bytes[self.at..end]);
+            self.at = end;
+            Ok(true)
+        })
+    }
+
+    fn is_done(&self) -> bool {
+        self.message.is_none() || self.at as u64 >= self.size
+    }
+
+    fn take_whole(&mut self) -> Option<RawMessage> {
+        if self.at > 0 {
+            return None;
+        }
+        self.at = self.size as usize;
+        self.message.take()
+    }
+}
+
+/// A [`BodyReader`] over a message spooled to an unnamed private file (`tempfile`: `0600`,
+/// never linked into a folder, so nothing is left behind by a crash): for a source that can
+/// only read a message whole in one go (a POP3 `RETR` is dot-stuffed, so its exact size is
+/// known only at its end), yet must not hold it in memory.
+pub struct SpooledBody {
+    file: std::fs::File,
+    size: u64,
+    read: u64,
+    flags: Flags,
+    internal_date: Option<SystemTime>,
+    done: bool,
+}
+
+impl SpooledBody {
+    /// `file` holds the message (`size` bytes) and is read from its start.
+    pub fn new(
+        mut file: std::fs::File,
+        size: u64,
+        flags: Flags,
+        internal_date: Option<SystemTime>,
+    ) -> std::io::Result<SpooledBody> {
+        std::io::Seek::rewind(&mut file)?;
+        Ok(SpooledBody {
+            file,
+            size,
+            read: 0,
+            flags,
+            internal_date,
+            done: false,
+        })
+    }
+}
+
+impl BodyReader for SpooledBody {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn flags(&self) -> &Flags {
+        &self.flags
+    }
+
+    fn internal_date(&self) -> Option<SystemTime> {
+        self.internal_date
+    }
+
+    fn next_piece<'a>(&'a mut self, buf: &'a mut Vec<u8>) -> BoxFuture<'a, FlowResult<bool>> {
+        Box::pin(async move {
+            let left = self.size - self.read;
+            if left == 0 {
+                self.done = true;
+                return Ok(false);
+            }
+            let n = left.min(STREAM_PIECE as u64) as usize;
+            buf.clear();
+            buf.resize(n, 0);
+            std::io::Read::read_exact(&mut self.file, buf).map_err(|e| {
+                FlowError::Transient(format!("reading a spooled message back: {e}"))
+            })?;
+            self.read += n as u64;
+            Ok(true)
+        })
+    }
+
+    fn is_done(&self) -> bool {
+        self.done
+    }
+}
+
 /// A flag change a later pass carries over: the message's identity and its flags now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlagChange {
@@ -321,6 +510,34 @@ pub trait SourceSession: Send {
         folder: &'a SourceFolder,
         messages: &'a [&'a MessageMeta],
     ) -> BoxFuture<'a, FlowResult<Vec<Fetched>>>;
+
+    /// Whether [`open_body`](Self::open_body) streams (hands out pieces as they arrive, never
+    /// holding the message whole). The default, `false`, is for sources whose `open_body` is
+    /// the default: the runner then counts such a message whole against its memory budget.
+    fn streams(&self) -> bool {
+        false
+    }
+
+    /// One message of `folder` (listed by this or another session of the same source), to be
+    /// read piece by piece: for a message larger than the runner's share of its memory budget.
+    /// Called only for messages whose [`identity`](MessageMeta::identity) is known. Until the
+    /// reader is done, the session serves nothing else. [`Opened::Gone`] and
+    /// [`Opened::Unreadable`] as for [`fetch`](Self::fetch). The default fetches the message
+    /// whole ([`fetch`](Self::fetch)) and hands it out as an [`InMemoryBody`].
+    fn open_body<'a>(
+        &'a mut self,
+        folder: &'a SourceFolder,
+        message: &'a MessageMeta,
+    ) -> BoxFuture<'a, FlowResult<Opened<'a>>> {
+        Box::pin(async move {
+            let mut fetched = self.fetch(folder, &[message]).await?;
+            Ok(match fetched.pop() {
+                Some(Fetched::Message(m)) => Opened::Body(Box::new(InMemoryBody::new(m))),
+                Some(Fetched::Unreadable(why)) => Opened::Unreadable(why),
+                Some(Fetched::Gone) | None => Opened::Gone,
+            })
+        })
+    }
 
     /// Called after the runner committed the checkpoints of `messages` (their copies are
     /// durable at the target). The default does nothing; a POP3 source configured to delete
@@ -452,6 +669,53 @@ pub trait TargetSession: Send {
         messages: &'a [RawMessage],
         cancel: &'a CancellationToken,
     ) -> BoxFuture<'a, Vec<FlowResult<Option<String>>>>;
+
+    /// Whether [`append_streamed`](Self::append_streamed) writes pieces on as they come
+    /// (never holding the message whole). The default, `false`, is for targets whose
+    /// `append_streamed` is the default.
+    fn streams(&self) -> bool {
+        false
+    }
+
+    /// Stores one message read piece by piece from `body` in `folder`, as [`append`](Self::append)
+    /// stores one: `Ok(id)` once the target acknowledged it durably, `Err(Refused)` for a
+    /// refusal of that message alone (the body may then be left unread: the caller reads it
+    /// to its end), any other error ends the session. A target that cannot take back what it
+    /// received of a message cut short (an IMAP APPEND literal) must fail — and be dropped by
+    /// the caller, never closed — when `body` fails, so nothing partial is ever stored.
+    /// Throttling is not waited out here: it is an error (the runner reconnects and goes on
+    /// from its checkpoints), as the body cannot be read twice. The default gathers the
+    /// pieces (or takes the message whole, [`BodyReader::take_whole`]) and calls `append`.
+    fn append_streamed<'a>(
+        &'a mut self,
+        folder: &'a [String],
+        body: &'a mut dyn BodyReader,
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, FlowResult<Option<String>>> {
+        Box::pin(async move {
+            let message = match body.take_whole() {
+                Some(m) => m,
+                None => {
+                    let mut bytes = Vec::with_capacity(body.size() as usize);
+                    let mut piece = Vec::new();
+                    while body.next_piece(&mut piece).await? {
+                        bytes.extend_from_slice(&piece);
+                    }
+                    RawMessage::new(bytes)
+                        .with_flags(body.flags().clone())
+                        .with_internal_date(body.internal_date())
+                }
+            };
+            let mut results = self
+                .append(folder, std::slice::from_ref(&message), cancel)
+                .await;
+            results.pop().unwrap_or_else(|| {
+                Err(FlowError::Transient(
+                    "the target left a message unanswered".into(),
+                ))
+            })
+        })
+    }
 
     /// Removes the messages `ids` (as [`append`](Self::append) returned them, in this or an
     /// earlier run: ids are kept in checkpoints, so they must stay meaningful across

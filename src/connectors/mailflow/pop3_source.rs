@@ -32,11 +32,11 @@ use std::time::SystemTime;
 
 use super::{
     BoxFuture, Checkpoints, Fetched, FlowError, FlowResult, FolderStatus, Login, MailSource,
-    MessageMeta, Side, SourceFolder, SourceSession,
+    MessageMeta, Opened, Side, SourceFolder, SourceSession, SpooledBody, STREAM_PIECE,
 };
 use crate::connectors::mail::date::parse_rfc5322;
 use crate::connectors::mail::identity::Identity;
-use crate::connectors::mail::{DateWindow, RawMessage};
+use crate::connectors::mail::{DateWindow, Flags, RawMessage};
 use crate::connectors::net::{Endpoint, NetError};
 use crate::connectors::pop3::{Part, Pop3Client, Pop3Message};
 
@@ -369,6 +369,46 @@ impl SourceSession for Pop3Session {
                 out.push(Fetched::Message(message.with_internal_date(received)));
             }
             Ok(out)
+        })
+    }
+
+    fn streams(&self) -> bool {
+        true
+    }
+
+    /// Downloaded (as [`fetch`](SourceSession::fetch) does) into an unnamed private spool
+    /// file, line by line, and handed out from there: a dot-stuffed answer's exact size,
+    /// which a target's APPEND announces first, is known only at its end.
+    fn open_body<'a>(
+        &'a mut self,
+        _folder: &'a SourceFolder,
+        message: &'a MessageMeta,
+    ) -> BoxFuture<'a, FlowResult<Opened<'a>>> {
+        Box::pin(async move {
+            let number = self.number_of(&message.id).await?;
+            let spool_error = |e: std::io::Error| {
+                FlowError::Transient(format!("a spool file for message {}: {e}", message.id))
+            };
+            let file = tempfile::tempfile().map_err(spool_error)?;
+            let mut out = std::io::BufWriter::with_capacity(STREAM_PIECE, file);
+            let size = self
+                .client
+                .download_into(number, &mut out, "the spool file")
+                .await
+                .map_err(download_error)?;
+            let file = out.into_inner().map_err(|e| spool_error(e.into_error()))?;
+            if !self.heads.contains_key(&message.id) {
+                // What a header read would have told: from the spooled message's start.
+                let mut head = Vec::new();
+                let mut reader = std::io::Read::take(&file, 64 * 1024);
+                std::io::Seek::rewind(&mut reader.get_mut()).map_err(spool_error)?;
+                std::io::Read::read_to_end(&mut reader, &mut head).map_err(spool_error)?;
+                self.heads
+                    .insert(message.id.clone(), Head::of(&RawMessage::new(head)));
+            }
+            let received = self.heads.get(&message.id).and_then(|h| h.received);
+            let body = SpooledBody::new(file, size, Flags::new(), received).map_err(spool_error)?;
+            Ok(Opened::Body(Box::new(body)))
         })
     }
 

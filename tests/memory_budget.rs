@@ -1,0 +1,227 @@
+//! Memory of a copy, counted by the allocator (this test binary's global allocator counts
+//! every live heap byte and the peak): a message larger than a lane's share of
+//! `settings.memory_budget_mb` goes from the source's FETCH literal into the target's APPEND
+//! literal without ever being held whole, and a message held whole is held once — read
+//! buffer to target, never a second copy (no clone for the target's flags, no literal grown
+//! by doubling). And when the source is cut mid-literal, the target's APPEND is abandoned:
+//! nothing partial is stored, and the retry stores the message exactly once.
+
+mod support;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use cutover::engine::CancellationToken;
+use support::dovecot::{Dovecot, User};
+use support::fault_proxy::{FaultProxy, Faults};
+use support::mailbox::{assert_same, imap_contents};
+use support::remote::{apply, big_message, done, fixture_in, open_store, pw_file, seed, Fx};
+
+/// The global allocator, counting: live bytes now and the most live at once since reset.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn grew(by: usize) {
+    let now = LIVE.fetch_add(by, Ordering::Relaxed) + by;
+    PEAK.fetch_max(now, Ordering::Relaxed);
+}
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc(layout);
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc_zeroed(layout);
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout);
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = System.realloc(ptr, layout, new_size);
+        if !p.is_null() {
+            if new_size >= layout.size() {
+                grew(new_size - layout.size());
+            } else {
+                LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
+            }
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// The counts are the process's: tests of this binary run one at a time, so none measures
+/// another's allocations.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const MB: usize = 1 << 20;
+
+/// A plan copying `src`'s mailbox at `source` (kind and endpoint as plan fields) into
+/// `dst`'s IMAP mailbox at `target` (endpoint fields) with `settings`, its password files
+/// beside it.
+fn copy_plan(target: &str, source: &str, settings: &str, src: &User, dst: &User) -> Fx {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "version: 1\nname: mem\ndomain: example.test\ntarget: {{ kind: imap, {target} }}\nsources:\n  old: {{ {source} }}\nsettings: {{ {settings} }}\nusers:\n  - email: kim@example.test\n    target_login: {{ login: {}, password: {} }}\n    migrate:\n      - {{ from: old, login: {}, password: {} }}\n",
+        dst.login,
+        pw_file(dir.path(), "dst.pw", &dst.password),
+        src.login,
+        pw_file(dir.path(), "src.pw", &src.password),
+    );
+    let base = dir.path().to_path_buf();
+    fixture_in(dir, base, &yaml)
+}
+
+/// The test Dovecot's IMAPS endpoint as plan fields.
+fn imaps(d: &Dovecot) -> String {
+    format!(
+        "host: 127.0.0.1, port: {}, tls: implicit, ca_file: {}",
+        d.imaps_port,
+        d.ca_file().display()
+    )
+}
+
+/// One message over a lane's share (16 MB of the default 128 MB budget) is streamed: the
+/// copy's heap never holds it. One under it is held once: the heap's peak stays below two
+/// copies of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_message_is_streamed_and_a_whole_one_held_once() {
+    let _serial = SERIAL.lock().await;
+    const STREAMED: usize = 40 * MB;
+    const WHOLE: usize = 14 * MB;
+    let d = Dovecot::shared();
+    let (src, dst) = (d.add_user("memsrc"), d.add_user("memdst"));
+    seed(
+        &d,
+        &src,
+        &vec![
+            ("INBOX".to_string(), vec![big_message(1, STREAMED)]),
+            ("Whole".to_string(), vec![big_message(2, WHOLE)]),
+        ],
+    )
+    .await;
+    let expected = imap_contents(&d, &src).await;
+    let source = format!("kind: imap, {}", imaps(&d));
+    let fx = copy_plan(&imaps(&d), &source, "max_message_size_mb: 50", &src, &dst);
+    let store = open_store(&fx, "state.db");
+
+    let before = LIVE.load(Ordering::Relaxed);
+    PEAK.store(before, Ordering::Relaxed);
+    let report = apply(&fx, store, CancellationToken::new()).await;
+    let peak = PEAK.load(Ordering::Relaxed).saturating_sub(before);
+
+    let counts = done(&report, "copy.kim.old");
+    assert_eq!(counts.items, 2, "{report:#?}");
+    assert_same(&expected, &imap_contents(&d, &dst).await);
+    println!(
+        "heap peak during the copy: {:.1} MB (streamed message {} MB, whole message {} MB)",
+        peak as f64 / MB as f64,
+        STREAMED / MB,
+        WHOLE / MB
+    );
+    // Two copies of the whole message would need 28 MB; the streamed one alone 40 MB. The
+    // rest of a copy (TLS, state, sessions, the streamed message's pieces) stays under 6 MB.
+    assert!(
+        peak < WHOLE + 6 * MB,
+        "heap peak {peak} bytes: a message was held more than once, or the large one whole"
+    );
+}
+
+/// The source cut in the middle of a streamed message's FETCH literal: the target's APPEND
+/// literal is cut short too (its connection abandoned), so the server stores nothing of it;
+/// the step's retry copies it whole, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_cut_mid_literal_stores_nothing_partial() {
+    let _serial = SERIAL.lock().await;
+    let d = Dovecot::shared();
+    let (src, dst) = (d.add_user("cutsrc"), d.add_user("cutdst"));
+    seed(
+        &d,
+        &src,
+        &vec![(
+            "INBOX".to_string(),
+            vec![big_message(3, 6 * MB), big_message(4, 5 * MB)],
+        )],
+    )
+    .await;
+    let expected = imap_contents(&d, &src).await;
+    // Plaintext through the proxy, which cuts the first body download after 3 MB.
+    let proxy = FaultProxy::start(
+        d.imap_port,
+        Faults {
+            cut_download_every: Some(1),
+            cut_download_after: 3 * MB,
+            cut_download_limit: Some(1),
+            ..Faults::default()
+        },
+    );
+    let source = format!(
+        "kind: imap, host: 127.0.0.1, port: {}, tls: none, allow_plaintext: true",
+        proxy.port
+    );
+    let fx = copy_plan(&imaps(&d), &source, "memory_budget_mb: 16", &src, &dst);
+    let report = apply(&fx, open_store(&fx, "state.db"), CancellationToken::new()).await;
+    assert_eq!(proxy.counts().download_cuts, 1, "the cut happened");
+    assert_eq!(done(&report, "copy.kim.old").items, 2, "{report:#?}");
+    assert_same(&expected, &imap_contents(&d, &dst).await);
+}
+
+/// POP3 cannot stream into an APPEND (a dot-stuffed answer's exact size shows only at its
+/// end): a message over a lane's share is spooled to an unnamed private file line by line and
+/// appended from there — never held in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_pop3_message_is_spooled_not_held() {
+    let _serial = SERIAL.lock().await;
+    const SPOOLED: usize = 12 * MB;
+    let d = Dovecot::shared();
+    let (src, dst) = (d.add_user("popmemsrc"), d.add_user("popmemdst"));
+    let big = big_message(5, SPOOLED);
+    d.deliver(&src, "1700000000.M1P1.big", big.bytes());
+    let source = format!(
+        "kind: pop3, host: 127.0.0.1, port: {}, tls: implicit, ca_file: {}",
+        d.pop3s_port,
+        d.ca_file().display()
+    );
+    let fx = copy_plan(&imaps(&d), &source, "memory_budget_mb: 16", &src, &dst);
+    let store = open_store(&fx, "state.db");
+
+    let before = LIVE.load(Ordering::Relaxed);
+    PEAK.store(before, Ordering::Relaxed);
+    let report = apply(&fx, store, CancellationToken::new()).await;
+    let peak = PEAK.load(Ordering::Relaxed).saturating_sub(before);
+
+    assert_eq!(done(&report, "copy.kim.old").items, 1, "{report:#?}");
+    let copied: Vec<Vec<u8>> = imap_contents(&d, &dst)
+        .await
+        .into_values()
+        .flatten()
+        .map(|(bytes, _, _)| bytes)
+        .collect();
+    assert!(copied == vec![big.bytes().to_vec()], "byte-identical, once");
+    println!(
+        "heap peak during the POP3 copy: {:.1} MB (message {} MB)",
+        peak as f64 / MB as f64,
+        SPOOLED / MB
+    );
+    assert!(
+        peak < SPOOLED / 2,
+        "heap peak {peak} bytes: the {SPOOLED}-byte message was held"
+    );
+}
