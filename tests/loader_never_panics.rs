@@ -6,7 +6,7 @@ use proptest::prelude::*;
 
 const SEED: &str = include_str!("../plans/acme-to-m365.yaml");
 
-fn load(text: &str) {
+fn load(text: &str) -> cutover::plan::Loaded {
     let loaded = load_str(
         text.to_string(),
         "fuzz.yaml",
@@ -24,6 +24,7 @@ fn load(text: &str) {
             assert!(label.span.start <= label.span.end);
         }
     }
+    loaded
 }
 
 proptest! {
@@ -71,5 +72,7 @@ fn arbitrary_bytes_from_a_file() {
 #[test]
 fn deep_nesting_is_refused_not_a_stack_overflow() {
     let text = format!("a: {}{}", "[".repeat(100_000), "]".repeat(100_000));
-    load(&text);
+    let loaded = load(&text);
+    assert!(loaded.plan.is_none(), "refused");
+    assert!(!loaded.report.diagnostics.is_empty(), "with a diagnostic");
 }

@@ -801,14 +801,3 @@ pub fn json_schema() -> serde_json::Value {
     let schema = schemars::schema_for!(Plan);
     serde_json::to_value(schema).unwrap_or_default()
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn print_schema() {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&super::json_schema()).unwrap()
-        );
-    }
-}
