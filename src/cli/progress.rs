@@ -197,8 +197,8 @@ impl EventSink for Progress<'_> {
                         committed: true,
                     },
                 ) => Some(format!(
-                    "{step}: committed {} copied, {}{}",
-                    thousands(*items),
+                    "{step}: committed {}, {}{}",
+                    super::render::items_done(&step, *items),
                     human_bytes(*bytes),
                     already_there_left_behind(*present, *left_behind)
                 )),
@@ -321,8 +321,8 @@ pub fn plain_line(step: &str, kind: &EventKind) -> Option<String> {
         } => {
             let more = already_there_left_behind(*present, *left_behind);
             format!(
-                "{step}: done ({} copied, {}{more})",
-                thousands(*items),
+                "{step}: done ({}, {}{more})",
+                super::render::items_done(step, *items),
                 human_bytes(*bytes)
             )
         }

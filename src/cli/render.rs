@@ -313,6 +313,24 @@ pub fn human_bytes(bytes: u64) -> String {
     }
 }
 
+/// What a step's counted items are, by its kind, for progress lines, `status` and the report:
+/// a copy step copies messages, a verify step verifies them, a user step makes a mailbox ready.
+pub fn items_word(step: &str) -> &'static str {
+    match step.split('.').next() {
+        Some("copy" | "delta") => "copied",
+        Some("verify") => "verified",
+        Some("user") => "ready",
+        Some("autocomplete") => "carried over",
+        Some("dns") => "changed",
+        _ => "done",
+    }
+}
+
+/// `39 copied`, `1 ready`: a step's item count with its word.
+pub fn items_done(step: &str, items: u64) -> String {
+    format!("{} {}", thousands(items), items_word(step))
+}
+
 fn plural(n: u64) -> &'static str {
     if n == 1 {
         ""
@@ -327,7 +345,7 @@ pub fn report_markdown(report: &Report) -> String {
         report.plan, report.outcome
     );
     let table = |md: &mut String, steps: &[StepReport]| {
-        md.push_str("\n| step | result | copied | size | already there | left behind | detail |\n|---|---|---:|---:|---:|---:|---|\n");
+        md.push_str("\n| step | result | done | size | already there | left behind | detail |\n|---|---|---:|---:|---:|---:|---|\n");
         for s in steps {
             let detail = s
                 .detail
@@ -343,7 +361,7 @@ pub fn report_markdown(report: &Report) -> String {
                 "| `{}` | {} | {} | {} | {} | {} | {} |",
                 s.step,
                 s.result,
-                thousands(s.messages),
+                items_done(&s.step, s.messages),
                 human_bytes(s.bytes),
                 thousands(s.present),
                 thousands(s.left_behind_count),

@@ -96,8 +96,11 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
                     );
                     let _ = writeln!(
                         output.out,
-                        "copied:      {}\nbytes:       {}\nalready there: {}\nleft behind: {}",
-                        r.counts.items, r.counts.bytes, r.counts.present, r.counts.left_behind
+                        "done:        {}\nbytes:       {}\nalready there: {}\nleft behind: {}",
+                        super::render::items_done(&r.id, r.counts.items),
+                        r.counts.bytes,
+                        r.counts.present,
+                        r.counts.left_behind
                     );
                     if let Some(a) = &r.approval {
                         let _ = writeln!(

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::render::{human_bytes, thousands};
+use super::render::{human_bytes, items_done, thousands};
 use super::{open_workspace, report_ops_error, ExitCode, Output, StateArgs};
 use crate::ops;
 
@@ -36,8 +36,8 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
     }
     let _ = writeln!(
         output.out,
-        "{:<34} {:<11} {:>8} {:>10} {:>10} {:>13} {:>11}  LAST ERROR / NOTE",
-        "STEP", "STATUS", "ATTEMPTS", "COPIED", "SIZE", "ALREADY THERE", "LEFT BEHIND"
+        "{:<34} {:<11} {:>8} {:>16} {:>10} {:>13} {:>11}  LAST ERROR / NOTE",
+        "STEP", "STATUS", "ATTEMPTS", "DONE", "SIZE", "ALREADY THERE", "LEFT BEHIND"
     );
     for row in &rows {
         let throttled = row
@@ -52,11 +52,11 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
             .unwrap_or("");
         let _ = writeln!(
             output.out,
-            "{:<34} {:<11} {:>8} {:>10} {:>10} {:>13} {:>11}  {error}",
+            "{:<34} {:<11} {:>8} {:>16} {:>10} {:>13} {:>11}  {error}",
             row.step,
             row.status,
             row.attempts,
-            thousands(row.messages),
+            items_done(&row.step, row.messages),
             human_bytes(row.bytes),
             thousands(row.present),
             thousands(row.left_behind)
