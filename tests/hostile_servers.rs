@@ -177,7 +177,7 @@ users:
   - email: bob@example.test
     migrate:
       - {{ from: old, login: {login}, password: {pw} }}
-settings: {{ retries: 2, max_message_size_mb: {limit_mb} }}
+settings: {{ retries: 2, max_message_size_mb: {limit_mb}, memory_budget_mb: 16 }}
 "#
         )
     }
@@ -227,6 +227,52 @@ settings: {{ retries: 2, max_message_size_mb: {limit_mb} }}
             stored.values().map(Vec::len).sum::<usize>(),
             3,
             "{stored:?}"
+        );
+    }
+
+    /// The same for a message large enough to be streamed (over an eighth of a 16 MB budget):
+    /// a server leaving it out of its answer (the header FETCH that precedes the body) does
+    /// not get it passed by the checkpoint either.
+    #[tokio::test]
+    async fn a_streamed_message_left_out_of_an_answer_is_not_skipped() {
+        let d = Dovecot::shared();
+        let src = d.add_user("left-out");
+        let messages = vec![
+            message(7200, true, 400),
+            message(7201, true, 3 << 20),
+            message(7202, true, 400),
+        ];
+        seed(&d, &src, &vec![("INBOX".to_string(), messages)]).await;
+        let proxy = FaultProxy::start(
+            d.imap_port,
+            Faults {
+                omit_fetch_uids: vec![2],
+                ..Faults::default()
+            },
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().to_path_buf();
+        let yaml = plan(&base, proxy.port, &src.login, &src.password, 35);
+        let fx = fixture_in(dir, base, &yaml);
+        let store = open_store(&fx, "state.db");
+        let report = apply(&fx, Arc::clone(&store), CancellationToken::new()).await;
+        assert_eq!(report.outcome, WalkOutcome::Failed, "{report:#?}");
+        let StepResult::Failed { error } = &report.steps["copy.bob.old"] else {
+            panic!("{report:#?}");
+        };
+        assert!(
+            error.contains("UID 2") && error.contains("still holds it"),
+            "{error}"
+        );
+        proxy.set_faults(Faults::default());
+        let report = apply(&fx, store, CancellationToken::new()).await;
+        assert_eq!(report.outcome, WalkOutcome::Succeeded, "{report:#?}");
+        let stored = maildir_contents(&fx.base.join("out/bob@example.test"));
+        let sizes: Vec<usize> = stored.values().flatten().map(|m| m.0.len()).collect();
+        assert_eq!(sizes.len(), 3, "each once: {sizes:?}");
+        assert!(
+            sizes.iter().any(|&n| n >= 3 << 20),
+            "the large one too: {sizes:?}"
         );
     }
 

@@ -29,6 +29,8 @@
 //!   APPENDs that send keywords anyway are counted;
 //! - `huge_body`: a body download announces a literal of that many bytes instead of the
 //!   message's, and the proxy streams that many filler bytes (as long as the client reads);
+//! - `omit_fetch_uids`: a `UID FETCH` of one of these UIDs alone is answered without its
+//!   `* n FETCH` line (a server leaving a message it still holds out of an answer);
 //! - `nil_body_uids`: the body of these UIDs comes as `BODY[] NIL` (a server that has nothing
 //!   to give for a message it still lists).
 //!
@@ -92,6 +94,7 @@ pub struct Faults {
     pub huge_body: Option<u64>,
     /// UIDs whose body download says `BODY[] NIL`.
     pub nil_body_uids: Vec<u32>,
+    pub omit_fetch_uids: Vec<u32>,
 }
 
 impl Faults {
@@ -320,6 +323,8 @@ struct Downstream {
     pop3: bool,
     /// POP3 commands sent and not yet fully answered, in order.
     pop3_pending: VecDeque<Pop3Command>,
+    /// A `UID FETCH` of this UID alone is in flight: its FETCH lines are left out.
+    omit_uid: Option<u32>,
 }
 
 /// What the proxy needs to know of a POP3 command to follow its answer.
@@ -433,6 +438,7 @@ fn session(client: TcpStream, server: TcpStream, shared: &Arc<Shared>) {
         budget: None,
         pop3: false,
         pop3_pending: VecDeque::new(),
+        omit_uid: None,
     }));
     let pump = {
         let (shared, down) = (shared.clone(), down.clone());
@@ -476,6 +482,12 @@ fn session(client: TcpStream, server: TcpStream, shared: &Arc<Shared>) {
         if !continues {
             if let Some(who) = signed_in_as(&words) {
                 login = who;
+            }
+            if verb(1, "UID") && verb(2, "FETCH") {
+                let alone = words.get(3).and_then(|w| w.parse::<u32>().ok());
+                if let Some(uid) = alone.filter(|u| faults.omit_fetch_uids.contains(u)) {
+                    down.lock().unwrap().omit_uid = Some(uid);
+                }
             }
             if verb(1, "UID")
                 && verb(2, "STORE")
@@ -751,6 +763,19 @@ fn responses(server: TcpStream, down: &Down, shared: &Shared) {
                     continue;
                 }
             }
+        }
+        let omit = down.lock().unwrap().omit_uid;
+        if omit.is_some() && line.starts_with(b"* ") && fetch_uid(&line) == omit {
+            // Left out: the line, its literal and the rest of the response after it.
+            if let Some((size, _)) = literal_size(&line) {
+                if !skip_exact(&mut from_server, size) || read_line(&mut from_server).is_none() {
+                    break;
+                }
+            }
+            continue;
+        }
+        if omit.is_some() && completion_tag(&line).is_some() {
+            down.lock().unwrap().omit_uid = None;
         }
         if let Some(size) = body_literal(&line) {
             if let Some(huge) = faults.huge_body {

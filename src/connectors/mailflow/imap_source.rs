@@ -390,7 +390,18 @@ impl SourceSession for ImapSourceSession {
                     head = Some(m.message);
                 }
             }
+            // Left out of the answer: gone only when the folder confirms it, as in `fetch`.
             let Some(head) = head else {
+                let present = self
+                    .client
+                    .uid_search(&uid.to_string(), &DateWindow::unbounded())
+                    .await?;
+                if present.contains(&uid) {
+                    return Err(FlowError::Transient(format!(
+                        "the server left message UID {uid} of `{}` out of its FETCH answer, although the folder still holds it",
+                        folder.display
+                    )));
+                }
                 return Ok(Opened::Gone);
             };
             let (flags, internal_date) = (head.flags.clone(), head.internal_date);
