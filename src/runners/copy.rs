@@ -294,6 +294,7 @@ impl CopyRunner {
             let unit = by_target.entry(target.clone()).or_insert_with(|| Unit {
                 make_sure: !start.contains_key(&target_folder_key(&target)),
                 takes_back: !stored_records(start, &target).is_empty(),
+                reopened: false,
                 target,
                 folders: Vec::new(),
                 routed: Vec::new(),
@@ -532,6 +533,17 @@ struct Unit {
     /// Copies stored by an earlier, killed run are recorded for this folder
     /// ([`stored_records`]): check them for doubles.
     takes_back: bool,
+    /// Taken up again after the target closed a lane's connection while throttling: the
+    /// server may still commit an APPEND of the closed connection after the new one read the
+    /// folder, as after a kill — so copies are recorded and doubles taken back, as on resume.
+    reopened: bool,
+}
+
+impl Unit {
+    /// Whether copies are recorded (`stored:`) and doubles taken back at the unit's end.
+    fn records_copies(&self, ctx: &ApplyCtx) -> bool {
+        ctx.resumed() || self.reopened
+    }
 }
 
 /// What the lanes of a step share: the units left, and how many lanes hold connections.
@@ -713,6 +725,8 @@ impl Lane {
                     };
                     committed_before = committed;
                     sessions = None;
+                    let mut unit = unit;
+                    unit.reopened = true;
                     if let Ok(mut work) = self.work.lock() {
                         work.units.push_front(unit);
                         work.connected -= 1;
@@ -790,7 +804,7 @@ impl Lane {
                 return Ok(false);
             }
         }
-        if self.ctx.resumed() {
+        if unit.records_copies(&self.ctx) {
             self.take_back_doubles(src, tgt, unit, &mut counts).await?;
         }
         self.record_target_notes(tgt)?;
@@ -972,8 +986,8 @@ impl Lane {
                 )
             }
             Some(Ok((Ok(stored_as), size))) => {
-                let resumed = self.ctx.resumed();
-                entry.stored(counts, &unit.target, stored_as, resumed, size as usize);
+                let record = unit.records_copies(&self.ctx);
+                entry.stored(counts, &unit.target, stored_as, record, size as usize);
                 std::mem::replace(&mut entry.settle, Settle::Open)
             }
             Some(Ok((
@@ -1183,9 +1197,9 @@ impl Lane {
                 for ((&i, message), result) in slots.iter().zip(&messages).zip(results) {
                     match result {
                         Ok(stored_as) => {
-                            let resumed = self.ctx.resumed();
+                            let record = unit.records_copies(&self.ctx);
                             let entry = &mut progress.entries[i];
-                            entry.stored(counts, &unit.target, stored_as, resumed, message.len());
+                            entry.stored(counts, &unit.target, stored_as, record, message.len());
                         }
                         // The target's own limit, lower than the plan's: left behind and
                         // reported like any oversized message, not a failed copy.
@@ -1372,19 +1386,20 @@ struct Entry {
 
 impl Entry {
     /// Settles the message as stored at the target (`stored_as`: the target's id of the
-    /// copy) with `bytes` copied: counted among the copies `target` holds and, in a resumed
-    /// run, recorded with its checkpoint (see `take_back_doubles`).
+    /// copy) with `bytes` copied: counted among the copies `target` holds and, when `record`
+    /// ([`Unit::records_copies`]: a resumed run, or a unit taken up again after its
+    /// connection was closed), recorded with its checkpoint (see `take_back_doubles`).
     fn stored(
         &mut self,
         counts: &mut UnitCounts,
         target: &[String],
         stored_as: Option<String>,
-        resumed: bool,
+        record: bool,
         bytes: usize,
     ) {
         if let Some(identity) = self.meta.identity {
             counts.present.add(identity);
-            if let (Some(id), true) = (stored_as, resumed) {
+            if let (Some(id), true) = (stored_as, record) {
                 self.record_stored = Some((stored_key(target, &id), identity.to_bytes().to_vec()));
             }
         }
