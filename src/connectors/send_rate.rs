@@ -15,14 +15,16 @@
 //!   was full when the rate went up empties in `depth ÷ (rate − budget)` seconds. From there
 //!   the rate sits just under that budget, grows additively while everything is taken and
 //!   shrinks multiplicatively on a later throttle (AIMD). Bursts (APPENDs in flight) are what
-//!   a quarter second of the rate allows, bounding what one throttle can refuse.
+//!   a quarter second of the rate allows, bounding what one throttle can refuse. Once the
+//!   bucket is measured, what it refills during a pause (up to its depth) goes when the pause
+//!   ends, as the first burst did, instead of being given away.
 //! * **A known budget** (`max_messages_per_second` in the plan, like imapsync's
 //!   `--maxmessagespersecond`) starts there and is never exceeded. It is trusted: a throttle
 //!   then pauses the senders but does not lower the rate (the mailbox's other clients spent
 //!   the budget for a moment; the plan knows what it allows).
-//! * **One decrease per second.** Throttles that come regardless of the rate (a busy server,
-//!   another client's burst) would otherwise drive the rate to its floor, one decrease each;
-//!   like TCP's one reduction per round trip, the throttles of one second count as one.
+//! * **One decrease per pause.** The answers to commands already in flight when a throttle
+//!   paused the senders are throttled too; like TCP's one reduction per round trip, they are
+//!   echoes of that one event, not reasons to slow down again.
 //!
 //! Time spent paused is counted per mailbox, for `status` and the report.
 
@@ -42,9 +44,6 @@ const BELOW_BUDGET: f64 = 0.95;
 const DECREASE: f64 = 0.85;
 /// Additive increase per second without a throttle, as a share of the rate.
 const INCREASE: f64 = 0.01;
-/// Throttles within this time after a decrease (counted from the end of its pause) do not
-/// decrease the rate again.
-const DECREASE_WINDOW: Duration = Duration::from_secs(1);
 /// Backoff when a throttling reply suggests no wait: doubled per consecutive throttle.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -130,6 +129,8 @@ struct State {
     refusals: u64,
     /// When the mailbox last throttled.
     last_throttle: Option<Instant>,
+    /// The depth of the mailbox's bucket, once two throttles measured it.
+    bucket: Option<f64>,
 }
 
 /// Live controllers by mailbox key. Weak, so a finished walk forgets them.
@@ -173,6 +174,7 @@ impl SendRate {
                 throttled: Duration::ZERO,
                 refusals: 0,
                 last_throttle: None,
+                bucket: None,
             }),
         }
     }
@@ -278,6 +280,10 @@ impl SendRate {
         }
         s.paused_until = Some(s.paused_until.map_or(until, |p| p.max(until)));
         let cap = s.configured.unwrap_or(f64::INFINITY);
+        let measured_depth = match &s.phase {
+            Phase::SlowStart { depth, .. } => Some(*depth),
+            _ => None,
+        };
         let (rate, phase) = match (&s.phase, s.rate) {
             // Another answer to the unpaced burst (other lanes' commands were in flight when
             // the first throttle came): still the first throttle, the pause grows.
@@ -313,16 +319,27 @@ impl SendRate {
             }
             // A known budget is trusted: pause, keep the rate.
             (Phase::Steady, Some(rate)) if s.configured.is_some() => (rate, Phase::Steady),
-            // One decrease per window: later throttles of the same window are its echo.
-            (Phase::Steady, Some(rate)) if now < s.adjusted + DECREASE_WINDOW => {
-                (rate, Phase::Steady)
-            }
+            // One decrease per pause: throttles arriving while the senders wait (answers to
+            // commands already in flight) are echoes of the one that paused them.
+            (Phase::Steady, Some(rate)) if now < s.adjusted => (rate, Phase::Steady),
             (_, rate) => ((rate.unwrap_or(1.0) * DECREASE).max(0.5), Phase::Steady),
         };
         let decreased = s.rate != Some(rate.min(cap)) || s.phase != phase;
+        if phase == Phase::Steady && s.bucket.is_none() && s.configured.is_none() {
+            s.bucket = measured_depth;
+        }
         s.rate = Some(rate.min(cap));
         s.phase = phase;
-        s.tokens = 0.0;
+        // The mailbox's bucket refills while every sender waits: once its depth and refill
+        // are measured, what it will hold when the pause ends may go at once, as it did in
+        // the first burst (not more than it holds, and not more than the pause refills).
+        // Only for the throttle that decided this pause: the echoes of one event (other
+        // lanes' commands in flight, the first answers after it) must not hand it out again.
+        let paused = s.paused_until.map_or(0.0, |p| (p - now).as_secs_f64());
+        s.tokens = match (s.bucket, &s.phase) {
+            (Some(depth), Phase::Steady) if decreased => depth.min(rate.min(cap) * paused),
+            _ => 0.0,
+        };
         s.refilled = until;
         if decreased {
             s.adjusted = until;
@@ -349,10 +366,15 @@ impl SendRate {
 }
 
 impl State {
+    /// Tops the pacing tokens up to a burst's worth; a larger credit (the bucket refilled
+    /// during a pause) is spent first, not cut.
     fn refill(&mut self, now: Instant, rate: f64, depth: usize) {
         if now > self.refilled {
             let add = now.duration_since(self.refilled).as_secs_f64() * rate;
-            self.tokens = (self.tokens + add).min(depth.max(1) as f64);
+            let burst = depth.max(1) as f64;
+            if self.tokens < burst {
+                self.tokens = (self.tokens + add).min(burst);
+            }
             self.refilled = now;
         }
     }
@@ -454,6 +476,47 @@ mod tests {
     }
 
     #[test]
+    fn a_measured_bucket_refilled_during_a_pause_may_go_at_once() {
+        let r = SendRate::new(None);
+        r.accepted(10);
+        r.throttled(1, Some(Duration::ZERO));
+        {
+            // Slow start ran at 10/s, then 20/s, then 40/s, which emptied it.
+            let t0 = Instant::now() - Duration::from_millis(1500);
+            let mut s = r.lock();
+            s.rate = Some(40.0);
+            s.phase = Phase::SlowStart {
+                rates: vec![
+                    (t0, 10.0),
+                    (t0 + Duration::from_millis(500), 20.0),
+                    (t0 + Duration::from_millis(1000), 40.0),
+                ],
+                depth: 10.0,
+            };
+        }
+        // A second's pause refills a 10-deep bucket at ~20/s: full again.
+        r.throttled(1, Some(Duration::from_secs(1)));
+        let s = r.lock();
+        assert_eq!((s.bucket, &s.phase), (Some(10.0), &Phase::Steady));
+        assert!((s.tokens - 10.0).abs() < 1e-9, "{}", s.tokens);
+        drop(s);
+        // Later (that pause over), a short pause refills only what the rate gives in it.
+        {
+            let mut s = r.lock();
+            s.adjusted -= Duration::from_secs(2);
+            s.paused_until = None;
+        }
+        r.throttled(1, Some(Duration::from_millis(100)));
+        let s = r.lock();
+        let expected = s.rate.unwrap() * 0.1;
+        assert!(
+            (s.tokens - expected).abs() < 0.05,
+            "{} vs {expected}",
+            s.tokens
+        );
+    }
+
+    #[test]
     fn a_known_budget_is_kept_through_throttles() {
         let r = SendRate::new(Some(20.0));
         r.throttled(3, Some(Duration::ZERO));
@@ -464,7 +527,7 @@ mod tests {
     }
 
     #[test]
-    fn the_throttles_of_one_second_decrease_the_rate_once() {
+    fn the_throttles_of_one_pause_decrease_the_rate_once() {
         let r = SendRate::new(None);
         {
             let mut s = r.lock();
@@ -472,12 +535,13 @@ mod tests {
             s.rate = Some(100.0);
             s.adjusted = Instant::now() - Duration::from_secs(5);
         }
-        r.throttled(1, Some(Duration::ZERO));
-        r.throttled(1, Some(Duration::ZERO));
-        r.throttled(1, Some(Duration::ZERO));
+        r.throttled(1, Some(Duration::from_secs(1)));
+        // Answers to commands in flight, throttled too while the senders wait.
+        r.throttled(1, Some(Duration::from_secs(1)));
+        r.throttled(1, None);
         assert_eq!(r.lock().rate, Some(100.0 * DECREASE));
-        // A second later, a throttle is news again.
-        r.lock().adjusted -= DECREASE_WINDOW;
+        // After the pause, a throttle is news again.
+        r.lock().adjusted -= Duration::from_secs(2);
         r.throttled(1, Some(Duration::ZERO));
         assert_eq!(r.lock().rate, Some(100.0 * DECREASE * DECREASE));
     }
