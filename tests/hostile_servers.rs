@@ -151,6 +151,7 @@ mod copies {
     //! The same misbehaviour through a whole copy: a real Dovecot behind the fault proxy.
     use std::sync::Arc;
 
+    use cutover::connectors::mail::RawMessage;
     use cutover::engine::{CancellationToken, StepResult, WalkOutcome};
 
     use super::support::dovecot::Dovecot;
@@ -182,22 +183,21 @@ settings: {{ retries: 2, max_message_size_mb: {limit_mb}, memory_budget_mb: 16 }
         )
     }
 
-    /// A message the server lists but answers `BODY[] NIL` for is neither appended as an
-    /// empty message nor passed by the checkpoint: the copy fails saying which, and copies
-    /// everything once the server hands it over.
-    #[tokio::test]
-    async fn a_message_the_server_withholds_is_not_skipped() {
+    /// Copies `messages` (UIDs 1, 2, 3…) from behind a proxy with `faults` that keep UID 2
+    /// from the client: the copy must fail naming it, with nothing stored; then, the faults
+    /// lifted, copy everything exactly once. `stored_before`: how many the failed copy stored
+    /// if the test knows. Returns the stored messages' sizes.
+    async fn withheld_then_copied(
+        user: &str,
+        messages: Vec<RawMessage>,
+        faults: Faults,
+        stored_before: Option<usize>,
+    ) -> Vec<usize> {
         let d = Dovecot::shared();
-        let src = d.add_user("withheld");
-        let messages: Vec<_> = (0..3).map(|i| message(7100 + i, true, 400)).collect();
-        seed(&d, &src, &vec![("INBOX".to_string(), messages.clone())]).await;
-        let proxy = FaultProxy::start(
-            d.imap_port,
-            Faults {
-                nil_body_uids: vec![2],
-                ..Faults::default()
-            },
-        );
+        let src = d.add_user(user);
+        let count = messages.len();
+        seed(&d, &src, &vec![("INBOX".to_string(), messages)]).await;
+        let proxy = FaultProxy::start(d.imap_port, faults);
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path().to_path_buf();
         let yaml = plan(&base, proxy.port, &src.login, &src.password, 35);
@@ -213,21 +213,32 @@ settings: {{ retries: 2, max_message_size_mb: {limit_mb}, memory_budget_mb: 16 }
             "{error}"
         );
         let out = fx.base.join("out/bob@example.test");
-        assert_eq!(
-            maildir_contents(&out).len(),
-            0,
-            "nothing of that batch is stored"
-        );
+        let before = maildir_contents(&out).values().flatten().count();
+        assert!(before < count, "UID 2 is not stored, nor passed");
+        if let Some(expected) = stored_before {
+            assert_eq!(before, expected);
+        }
         proxy.set_faults(Faults::default());
         let report = apply(&fx, store, CancellationToken::new()).await;
         assert_eq!(report.outcome, WalkOutcome::Succeeded, "{report:#?}");
-        assert_eq!(done(&report, "copy.bob.old").items, 3);
         let stored = maildir_contents(&out);
-        assert_eq!(
-            stored.values().map(Vec::len).sum::<usize>(),
-            3,
-            "{stored:?}"
-        );
+        let sizes: Vec<usize> = stored.values().flatten().map(|m| m.0.len()).collect();
+        assert_eq!(sizes.len(), count, "each once: {sizes:?}");
+        sizes
+    }
+
+    /// A message the server lists but answers `BODY[] NIL` for is neither appended as an
+    /// empty message nor passed by the checkpoint: the copy fails saying which, and copies
+    /// everything once the server hands it over.
+    #[tokio::test]
+    async fn a_message_the_server_withholds_is_not_skipped() {
+        let messages: Vec<_> = (0..3).map(|i| message(7100 + i, true, 400)).collect();
+        let faults = Faults {
+            nil_body_uids: vec![2],
+            ..Faults::default()
+        };
+        // Nothing of that batch is stored.
+        withheld_then_copied("withheld", messages, faults, Some(0)).await;
     }
 
     /// The same for a message large enough to be streamed (over an eighth of a 16 MB budget):
@@ -235,41 +246,16 @@ settings: {{ retries: 2, max_message_size_mb: {limit_mb}, memory_budget_mb: 16 }
     /// not get it passed by the checkpoint either.
     #[tokio::test]
     async fn a_streamed_message_left_out_of_an_answer_is_not_skipped() {
-        let d = Dovecot::shared();
-        let src = d.add_user("left-out");
         let messages = vec![
             message(7200, true, 400),
             message(7201, true, 3 << 20),
             message(7202, true, 400),
         ];
-        seed(&d, &src, &vec![("INBOX".to_string(), messages)]).await;
-        let proxy = FaultProxy::start(
-            d.imap_port,
-            Faults {
-                omit_fetch_uids: vec![2],
-                ..Faults::default()
-            },
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let base = dir.path().to_path_buf();
-        let yaml = plan(&base, proxy.port, &src.login, &src.password, 35);
-        let fx = fixture_in(dir, base, &yaml);
-        let store = open_store(&fx, "state.db");
-        let report = apply(&fx, Arc::clone(&store), CancellationToken::new()).await;
-        assert_eq!(report.outcome, WalkOutcome::Failed, "{report:#?}");
-        let StepResult::Failed { error } = &report.steps["copy.bob.old"] else {
-            panic!("{report:#?}");
+        let faults = Faults {
+            omit_fetch_uids: vec![2],
+            ..Faults::default()
         };
-        assert!(
-            error.contains("UID 2") && error.contains("still holds it"),
-            "{error}"
-        );
-        proxy.set_faults(Faults::default());
-        let report = apply(&fx, store, CancellationToken::new()).await;
-        assert_eq!(report.outcome, WalkOutcome::Succeeded, "{report:#?}");
-        let stored = maildir_contents(&fx.base.join("out/bob@example.test"));
-        let sizes: Vec<usize> = stored.values().flatten().map(|m| m.0.len()).collect();
-        assert_eq!(sizes.len(), 3, "each once: {sizes:?}");
+        let sizes = withheld_then_copied("left-out", messages, faults, None).await;
         assert!(
             sizes.iter().any(|&n| n >= 3 << 20),
             "the large one too: {sizes:?}"
