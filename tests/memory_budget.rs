@@ -225,3 +225,57 @@ async fn a_large_pop3_message_is_spooled_not_held() {
         "heap peak {peak} bytes: the {SPOOLED}-byte message was held"
     );
 }
+
+/// A POP3 server without TOP: a large message's identity can only be read by downloading it
+/// whole, so those reads go one message at a time — never a round of large messages held at
+/// once before the spooled copy of each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_top_large_pop3_messages_are_read_one_at_a_time() {
+    let _serial = SERIAL.lock().await;
+    const EACH: usize = 6 * MB;
+    let d = Dovecot::shared();
+    let (src, dst) = (d.add_user("poptopless"), d.add_user("poptoplessdst"));
+    let big: Vec<_> = (0..3).map(|i| big_message(20 + i, EACH)).collect();
+    for (i, m) in big.iter().enumerate() {
+        d.deliver(&src, &format!("170000000{i}.M1P1.big"), m.bytes());
+    }
+    let proxy = FaultProxy::start(
+        d.pop3_port,
+        Faults {
+            drop_capabilities: vec!["TOP".into()],
+            ..Faults::default()
+        },
+    );
+    let source = format!(
+        "kind: pop3, host: 127.0.0.1, port: {}, tls: none, allow_plaintext: true",
+        proxy.port
+    );
+    let fx = copy_plan(&imaps(&d), &source, "memory_budget_mb: 16", &src, &dst);
+    let store = open_store(&fx, "state.db");
+
+    let before = LIVE.load(Ordering::Relaxed);
+    PEAK.store(before, Ordering::Relaxed);
+    let report = apply(&fx, store, CancellationToken::new()).await;
+    let peak = PEAK.load(Ordering::Relaxed).saturating_sub(before);
+
+    assert_eq!(done(&report, "copy.kim.old").items, 3, "{report:#?}");
+    let mut copied: Vec<Vec<u8>> = imap_contents(&d, &dst)
+        .await
+        .into_values()
+        .flatten()
+        .map(|(bytes, _, _)| bytes)
+        .collect();
+    let mut expected: Vec<Vec<u8>> = big.iter().map(|m| m.bytes().to_vec()).collect();
+    copied.sort();
+    expected.sort();
+    assert!(copied == expected, "byte-identical, each once");
+    println!(
+        "heap peak, POP3 without TOP: {:.1} MB (3 messages of {} MB)",
+        peak as f64 / MB as f64,
+        EACH / MB
+    );
+    assert!(
+        peak < 2 * EACH,
+        "heap peak {peak} bytes: more than one {EACH}-byte message was held at once"
+    );
+}

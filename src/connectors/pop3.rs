@@ -148,6 +148,11 @@ impl Pop3Client {
         self.top == Some(false)
     }
 
+    /// Whether this session is known to have `TOP` (from CAPA or a first answer).
+    pub fn reads_with_top(&self) -> bool {
+        self.top == Some(true)
+    }
+
     /// Capabilities from CAPA (empty when the server does not know CAPA).
     pub fn capabilities(&self) -> &[String] {
         &self.capabilities

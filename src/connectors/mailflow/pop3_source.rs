@@ -194,7 +194,14 @@ impl Pop3Session {
                 wanted.push((uid.clone(), self.number_of(uid).await?));
             }
         }
-        for chunk in wanted.chunks(HEADERS_AT_ONCE) {
+        // Without TOP a header read downloads the whole message: one at a time, so a round
+        // of large messages is never held at once (outside the byte budget).
+        let at_once = if self.client.reads_with_top() {
+            HEADERS_AT_ONCE
+        } else {
+            1
+        };
+        for chunk in wanted.chunks(at_once) {
             let numbers: Vec<u32> = chunk.iter().map(|(_, n)| *n).collect();
             let heads = self.client.download(&numbers, Part::Headers).await?;
             if heads.len() < chunk.len() {
