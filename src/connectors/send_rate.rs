@@ -406,10 +406,18 @@ mod tests {
     async fn a_throttle_pauses_every_sender_and_starts_pacing() {
         let r = Arc::new(SendRate::new(None));
         r.accepted(10);
+        let at = Instant::now();
         r.throttled(6, Some(Duration::from_millis(80)));
-        let started = Instant::now();
+        let until = r.lock().paused_until.expect("paused");
+        assert!(
+            until >= at + Duration::from_millis(80),
+            "for the suggested time"
+        );
         let n = r.acquire(64).await;
-        assert!(started.elapsed() >= Duration::from_millis(70));
+        assert!(
+            Instant::now() >= until,
+            "nothing goes before the pause ends"
+        );
         assert!((1..=burst(10.0)).contains(&n), "{n}");
         assert_eq!(r.refusals(), 6);
         assert!(r.throttled_time() >= Duration::from_millis(80));

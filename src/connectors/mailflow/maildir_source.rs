@@ -175,9 +175,11 @@ impl SourceSession for MaildirSession {
         checkpoints: &'a Checkpoints,
     ) -> BoxFuture<'a, FlowResult<FolderStatus>> {
         Box::pin(async move {
+            let dir = self.folder(folder)?;
+            let messages = self.maildir.entries(&dir)?.len() as u64;
             let pending = self.entries(folder, checkpoints, Side::Pending)?;
             Ok(FolderStatus {
-                messages: pending.len() as u64,
+                messages,
                 has_pending: !pending.is_empty(),
                 flags_may_have_changed: false,
             })

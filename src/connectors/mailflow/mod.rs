@@ -157,7 +157,8 @@ pub struct SourceFolder {
 /// What a cheap look at one folder tells ([`SourceSession::status`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct FolderStatus {
-    /// Messages in the folder (all of them, not only those after the checkpoint).
+    /// Messages in the folder (all of them, not only those after the checkpoint); 0 from a
+    /// source that could only count them by reading them all (an mbox file).
     pub messages: u64,
     /// Whether anything may lie after the checkpoint; `false` only when the source is sure
     /// (IMAP: the checkpoint reaches UIDNEXT).
