@@ -17,6 +17,8 @@ mod dovecot;
 #[allow(dead_code)]
 #[path = "../tests/support/fault_proxy.rs"]
 mod fault_proxy;
+#[allow(dead_code)]
+mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -29,7 +31,6 @@ use cutover::connectors::net::{Credentials, Endpoint};
 use cutover::engine::{self, ApplyOptions, CancellationToken, EventKind, VecSink, WalkOutcome};
 use cutover::graph::Selection;
 use cutover::plan::model::Tls;
-use cutover::plan::{self, Options};
 use cutover::state::{SqliteStore, StateStore};
 use dovecot::{Dovecot, User};
 use fault_proxy::{FaultProxy, Faults};
@@ -103,15 +104,7 @@ async fn run(
         d.imaps_port,
         d.ca_file().display()
     );
-    let loaded = plan::load_str(yaml, "bench.yaml", base, Options::default());
-    assert_eq!(
-        loaded.report.errors(),
-        0,
-        "{:#?}",
-        loaded.report.diagnostics
-    );
-    let (plan, graph) = (loaded.plan.expect("plan"), loaded.graph.expect("graph"));
-    let runners = cutover::runners::runners_for(&plan, &graph, base);
+    let (plan, graph, runners) = support::load(&yaml, base);
     let selected = graph.select(&Selection::new(&["copy.*".into()], &[]).expect("selection"));
     let store: Arc<dyn StateStore> =
         Arc::new(SqliteStore::open(base.join("state.db")).expect("state"));

@@ -12,7 +12,7 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::apply_process::{apply, resume_until_done};
+use common::apply_process::{apply, resume_until_done, settled_so_far};
 
 use cutover::connectors::mail::corpus::{self, CorpusSpec};
 use cutover::state::{SqliteStore, StateStore, StepStatus};
@@ -28,18 +28,7 @@ const TWINS: usize = 40;
 
 /// Messages the state says were settled (committed) so far.
 fn copied_so_far(dir: &Path) -> u64 {
-    let path = dir.join(".cutover").join("kill-imap.db");
-    if !path.exists() {
-        return 0;
-    }
-    SqliteStore::open(path)
-        .unwrap()
-        .steps()
-        .unwrap()
-        .iter()
-        .filter(|s| s.id.starts_with("copy."))
-        .map(|s| s.counts.items + s.counts.present + s.counts.left_behind)
-        .sum()
+    settled_so_far(&dir.join(".cutover").join("kill-imap.db"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

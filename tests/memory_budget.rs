@@ -73,6 +73,29 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const MB: usize = 1 << 20;
 
+/// Applies `fx`'s plan; returns the report and the heap's peak above where it started.
+async fn apply_measured(
+    fx: &Fx,
+    store: std::sync::Arc<dyn cutover::state::StateStore>,
+) -> (cutover::engine::WalkReport, usize) {
+    let before = LIVE.load(Ordering::Relaxed);
+    PEAK.store(before, Ordering::Relaxed);
+    let report = apply(fx, store, CancellationToken::new()).await;
+    (report, PEAK.load(Ordering::Relaxed).saturating_sub(before))
+}
+
+/// The bytes of every message in `user`'s IMAP mailbox, sorted.
+async fn stored_bytes(d: &Dovecot, user: &User) -> Vec<Vec<u8>> {
+    let mut all: Vec<Vec<u8>> = imap_contents(d, user)
+        .await
+        .into_values()
+        .flatten()
+        .map(|(bytes, _, _)| bytes)
+        .collect();
+    all.sort();
+    all
+}
+
 /// A plan copying `src`'s mailbox at `source` (kind and endpoint as plan fields) into
 /// `dst`'s IMAP mailbox at `target` (endpoint fields) with `settings`, its password files
 /// beside it.
@@ -122,10 +145,7 @@ async fn a_large_message_is_streamed_and_a_whole_one_held_once() {
     let fx = copy_plan(&imaps(&d), &source, "max_message_size_mb: 50", &src, &dst);
     let store = open_store(&fx, "state.db");
 
-    let before = LIVE.load(Ordering::Relaxed);
-    PEAK.store(before, Ordering::Relaxed);
-    let report = apply(&fx, store, CancellationToken::new()).await;
-    let peak = PEAK.load(Ordering::Relaxed).saturating_sub(before);
+    let (report, peak) = apply_measured(&fx, store).await;
 
     let counts = done(&report, "copy.kim.old");
     assert_eq!(counts.items, 2, "{report:#?}");
@@ -202,18 +222,10 @@ async fn a_large_pop3_message_is_spooled_not_held() {
     let fx = copy_plan(&imaps(&d), &source, "memory_budget_mb: 16", &src, &dst);
     let store = open_store(&fx, "state.db");
 
-    let before = LIVE.load(Ordering::Relaxed);
-    PEAK.store(before, Ordering::Relaxed);
-    let report = apply(&fx, store, CancellationToken::new()).await;
-    let peak = PEAK.load(Ordering::Relaxed).saturating_sub(before);
+    let (report, peak) = apply_measured(&fx, store).await;
 
     assert_eq!(done(&report, "copy.kim.old").items, 1, "{report:#?}");
-    let copied: Vec<Vec<u8>> = imap_contents(&d, &dst)
-        .await
-        .into_values()
-        .flatten()
-        .map(|(bytes, _, _)| bytes)
-        .collect();
+    let copied = stored_bytes(&d, &dst).await;
     assert!(copied == vec![big.bytes().to_vec()], "byte-identical, once");
     println!(
         "heap peak during the POP3 copy: {:.1} MB (message {} MB)",
@@ -253,20 +265,11 @@ async fn without_top_large_pop3_messages_are_read_one_at_a_time() {
     let fx = copy_plan(&imaps(&d), &source, "memory_budget_mb: 16", &src, &dst);
     let store = open_store(&fx, "state.db");
 
-    let before = LIVE.load(Ordering::Relaxed);
-    PEAK.store(before, Ordering::Relaxed);
-    let report = apply(&fx, store, CancellationToken::new()).await;
-    let peak = PEAK.load(Ordering::Relaxed).saturating_sub(before);
+    let (report, peak) = apply_measured(&fx, store).await;
 
     assert_eq!(done(&report, "copy.kim.old").items, 3, "{report:#?}");
-    let mut copied: Vec<Vec<u8>> = imap_contents(&d, &dst)
-        .await
-        .into_values()
-        .flatten()
-        .map(|(bytes, _, _)| bytes)
-        .collect();
+    let copied = stored_bytes(&d, &dst).await;
     let mut expected: Vec<Vec<u8>> = big.iter().map(|m| m.bytes().to_vec()).collect();
-    copied.sort();
     expected.sort();
     assert!(copied == expected, "byte-identical, each once");
     println!(

@@ -15,10 +15,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::apply_process::{apply as apply_process, resume_until_done};
+use common::apply_process::{apply as apply_process, resume_until_done, settled_so_far};
 use cutover::connectors::pst::PstFile;
 use cutover::engine::{CancellationToken, StepResult, WalkOutcome};
-use cutover::state::{SqliteStore, StateStore};
 use pst_fixtures::pst_writer::{self, *};
 use support::dovecot::Dovecot;
 use support::mailbox::imap_contents;
@@ -274,19 +273,9 @@ fn bulk(dir: &Path) -> std::path::PathBuf {
     pst_fixtures::write_to(dir, "bulk.pst", &spec)
 }
 
+/// Messages the state says were settled (committed) so far.
 fn copied_so_far(dir: &Path) -> u64 {
-    let path = dir.join(".cutover").join("pst-copy.db");
-    if !path.exists() {
-        return 0;
-    }
-    SqliteStore::open(path)
-        .unwrap()
-        .steps()
-        .unwrap()
-        .iter()
-        .filter(|s| s.id.starts_with("copy."))
-        .map(|s| s.counts.items + s.counts.present + s.counts.left_behind)
-        .sum()
+    settled_so_far(&dir.join(".cutover").join("pst-copy.db"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

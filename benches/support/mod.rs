@@ -6,9 +6,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use cutover::engine::{self, ApplyOptions, CancellationToken, NullSink, StepResult, WalkOutcome};
-use cutover::graph::Selection;
-use cutover::plan::{self, Options};
+use cutover::engine::{
+    self, ApplyOptions, CancellationToken, NullSink, Runners, StepResult, WalkOutcome,
+};
+use cutover::graph::{Selection, StepGraph};
+use cutover::plan::{self, Options, Plan};
 use cutover::state::{Counts, SqliteStore, StateStore};
 
 /// A number from the environment (a bench's scale), else `default`.
@@ -19,10 +21,9 @@ pub fn env_num(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// Applies the plan's `step` (a glob) with a state file `state`; returns (seconds, counts and
-/// result of `copy.bench.old` or `delta.bench.old`). For a delta the copy and the DNS cutover
-/// are marked done first, as after a real cutover.
-pub async fn apply(yaml: &str, base: &Path, state: &str, step: &str) -> (f64, Counts, StepResult) {
+/// The plan `yaml` (relative paths from `base`), its step graph and runners; panics with the
+/// diagnostics when it is not valid.
+pub fn load(yaml: &str, base: &Path) -> (Plan, StepGraph, Runners) {
     let loaded = plan::load_str(yaml.to_string(), "bench.yaml", base, Options::default());
     assert_eq!(
         loaded.report.errors(),
@@ -32,6 +33,14 @@ pub async fn apply(yaml: &str, base: &Path, state: &str, step: &str) -> (f64, Co
     );
     let (plan, graph) = (loaded.plan.expect("plan"), loaded.graph.expect("graph"));
     let runners = cutover::runners::runners_for(&plan, &graph, base);
+    (plan, graph, runners)
+}
+
+/// Applies the plan's `step` (a glob) with a state file `state`; returns (seconds, counts and
+/// result of `copy.bench.old` or `delta.bench.old`). For a delta the copy and the DNS cutover
+/// are marked done first, as after a real cutover.
+pub async fn apply(yaml: &str, base: &Path, state: &str, step: &str) -> (f64, Counts, StepResult) {
+    let (plan, graph, runners) = load(yaml, base);
     let selected = graph.select(&Selection::new(&[step.to_string()], &[]).expect("selection"));
     let store: Arc<dyn StateStore> = Arc::new(SqliteStore::open(base.join(state)).expect("state"));
     let id = step.replace('*', "bench.old");

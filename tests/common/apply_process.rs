@@ -31,3 +31,20 @@ pub fn resume_until_done(dir: &Path, max_runs: usize) -> usize {
     }
     max_runs
 }
+
+/// Messages the copy steps settled (copied, found already there, or left behind) according
+/// to the state file `state` so far: 0 before it exists. For deciding when to kill.
+pub fn settled_so_far(state: &Path) -> u64 {
+    use cutover::state::{SqliteStore, StateStore};
+    if !state.exists() {
+        return 0;
+    }
+    SqliteStore::open(state)
+        .unwrap()
+        .steps()
+        .unwrap()
+        .iter()
+        .filter(|s| s.id.starts_with("copy."))
+        .map(|s| s.counts.items + s.counts.present + s.counts.left_behind)
+        .sum()
+}
