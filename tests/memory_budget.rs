@@ -4,8 +4,10 @@
 //! literal without ever being held whole, and a message held whole is held once — read
 //! buffer to target, never a second copy (no clone for the target's flags, no literal grown
 //! by doubling). And when the source is cut mid-literal, the target's APPEND is abandoned:
-//! nothing partial is stored, and the retry stores the message exactly once.
+//! nothing partial is stored, and the retry stores the message exactly once. A PST's large
+//! attachments go from the file into the APPEND literal block by block.
 
+mod pst_fixtures;
 mod support;
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -280,5 +282,81 @@ async fn without_top_large_pop3_messages_are_read_one_at_a_time() {
     assert!(
         peak < 2 * EACH,
         "heap peak {peak} bytes: more than one {EACH}-byte message was held at once"
+    );
+}
+
+/// PST messages larger than a lane's share: the converted message's template is built, its
+/// attachment data read from the file block by block into the APPEND literal — the heap never
+/// holds a message, nor an attachment. What lands is byte for byte the whole conversion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_pst_attachments_are_streamed_from_the_file() {
+    let _serial = SERIAL.lock().await;
+    const ATTACHMENT: usize = 20 * MB;
+    let d = Dovecot::shared();
+    let dst = d.add_user("pstmemdst");
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = pst_fixtures::sample(false, 1);
+    spec.folders.push(pst_fixtures::pst_writer::FolderSpec {
+        name: "Big".into(),
+        container_class: Some("IPF.Note".into()),
+        messages: (0..2)
+            .map(|i| {
+                pst_fixtures::mail_with_attachment(
+                    &format!("big {i}"),
+                    pst_fixtures::T0 + i64::from(i),
+                    ATTACHMENT,
+                    40 + i,
+                )
+            })
+            .collect(),
+        ..pst_fixtures::pst_writer::FolderSpec::default()
+    });
+    let file = pst_fixtures::write_to(dir.path(), "big.pst", &spec);
+    drop(spec);
+    let yaml = format!(
+        "version: 1\nname: mem\ndomain: example.test\ntarget: {{ kind: imap, {} }}\nsources:\n  outlook: {{ kind: pst }}\nusers:\n  - email: carol@example.test\n    target_login: {{ login: {}, password: {} }}\n    migrate:\n      - {{ from: outlook, file: {} }}\n",
+        imaps(&d),
+        dst.login,
+        pw_file(dir.path(), "dst.pw", &dst.password),
+        file.display()
+    );
+    let base = dir.path().to_path_buf();
+    let fx = fixture_in(dir, base, &yaml);
+    let store = open_store(&fx, "state.db");
+
+    let (report, peak) = apply_measured(&fx, store).await;
+
+    let copied = done(&report, "copy.carol.outlook").items;
+    let pst = cutover::connectors::pst::PstFile::open(&file).unwrap();
+    let mut expected: Vec<Vec<u8>> = pst
+        .folders()
+        .iter()
+        .flat_map(|f| pst.message_nids(f.nid))
+        .filter_map(|nid| {
+            let class = pst.summary(nid).unwrap().message_class;
+            (class == "IPM.Note").then(|| pst.message(nid).unwrap().bytes)
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(copied as usize, expected.len(), "{report:#?}");
+    let stored = stored_bytes(&d, &dst).await;
+    let big: Vec<usize> = stored
+        .iter()
+        .map(Vec::len)
+        .filter(|n| *n > ATTACHMENT)
+        .collect();
+    assert_eq!(big.len(), 2, "both large messages arrived");
+    assert!(
+        stored == expected,
+        "byte for byte the whole conversion, each once"
+    );
+    println!(
+        "heap peak during the PST copy: {:.1} MB (2 messages of {:.1} MB)",
+        peak as f64 / MB as f64,
+        big[0] as f64 / MB as f64
+    );
+    assert!(
+        peak < 8 * MB,
+        "heap peak {peak} bytes: a {ATTACHMENT}-byte attachment was held"
     );
 }

@@ -226,6 +226,90 @@ fn the_same_pst_gives_the_same_bytes_every_time() {
     assert_eq!(first, convert_all());
 }
 
+/// Attachment data over 256 KiB is left in the file when a message is converted and written
+/// out block by block: the message's exact size is known before its first byte, the pieces
+/// add up to the bytes of the whole conversion, and each large attachment's part is byte for
+/// byte what mail-builder writes for the same data held in memory — also inside an embedded
+/// message. A large text file is base64 too (choosing 7-bit would need its data read twice).
+#[test]
+fn large_attachments_are_written_block_by_block_as_mail_builder_would() {
+    use mail_builder::headers::content_type::ContentType;
+    use mail_builder::mime::{BodyPart, MimePart};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = pst_fixtures::sample(false, 1);
+    let mut big = pst_fixtures::mail_with_attachment("big", pst_fixtures::T0, 1_000_003, 7);
+    let notes: Vec<u8> = b"line of notes\r\n".repeat(20_000);
+    big.attachments
+        .push(pst_fixtures::file("notes.txt", &notes, "text/plain"));
+    big.attachments.push(pst_fixtures::embedded(
+        pst_fixtures::mail_with_attachment("inner", pst_fixtures::T0 - 5, 400_001, 9),
+        "inner",
+    ));
+    spec.folders.push(pst_writer::FolderSpec {
+        name: "Big".into(),
+        container_class: Some("IPF.Note".into()),
+        messages: vec![big],
+        ..pst_writer::FolderSpec::default()
+    });
+    let path = pst_fixtures::write_to(dir.path(), "big.pst", &spec);
+    let file = PstFile::open(&path).unwrap();
+    let nid = message_by_subject(&file, "Big", "big");
+
+    let whole = file.message(nid).unwrap().bytes;
+    let mut stream = file
+        .message_stream(nid, &ConvertOptions::default())
+        .unwrap();
+    assert_eq!(
+        stream.size(),
+        whole.len() as u64,
+        "size known before the first piece"
+    );
+    let mut pieces = Vec::new();
+    let mut piece = Vec::new();
+    // An odd piece size: pieces end mid-line and mid-block.
+    while stream.next_piece(&file, &mut piece, 1_001).unwrap() {
+        assert!(!piece.is_empty() && piece.len() <= 1_001);
+        pieces.extend_from_slice(&piece);
+    }
+    assert!(stream.is_done());
+    assert!(
+        pieces == whole,
+        "streamed bytes differ from the whole conversion"
+    );
+
+    let part = |name: &str, mime: &'static str, data: Vec<u8>| {
+        let mut out = Vec::new();
+        MimePart::new(ContentType::new(mime), BodyPart::Binary(data.into()))
+            .attachment(name.to_owned())
+            .write_part(&mut out);
+        out
+    };
+    let contains = |needle: &[u8]| whole.windows(needle.len()).any(|w| w == needle);
+    for (name, mime, data) in [
+        (
+            "big.pdf",
+            "application/pdf",
+            pst_fixtures::pseudo_image(1_000_003, 7),
+        ),
+        (
+            "inner.pdf",
+            "application/pdf",
+            pst_fixtures::pseudo_image(400_001, 9),
+        ),
+    ] {
+        assert!(
+            contains(&part(name, mime, data)),
+            "{name}: not the part mail-builder writes"
+        );
+    }
+    // mail-builder would pick 7bit for this text held in memory; streamed, it is base64.
+    let mut encoded = b"Content-Transfer-Encoding: base64\r\n\r\n".to_vec();
+    encodify::base64::MIME.encode_append(&notes, &mut encoded);
+    assert!(contains(&encoded), "notes.txt: not its data in MIME base64");
+    assert!(whole.len() > 1_800_000, "{} bytes", whole.len());
+}
+
 /// The cheap header section carries the same identity (Message-ID, Date, Subject) as the
 /// full conversion, so a source adapter can list identities without converting bodies.
 #[test]

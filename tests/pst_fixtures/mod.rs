@@ -39,7 +39,7 @@ pub fn real_psts() -> Vec<PathBuf> {
 
 pub const T0: i64 = 1_589_224_672; // 2020-05-11 19:17:52 UTC
 
-fn mail(
+pub fn mail(
     subject: &str,
     from: (&str, &str),
     to: &[(&str, &str)],
@@ -85,7 +85,7 @@ fn mail(
     }
 }
 
-fn file(name: &str, bytes: &[u8], mime: &str) -> AttachmentSpec {
+pub fn file(name: &str, bytes: &[u8], mime: &str) -> AttachmentSpec {
     AttachmentSpec {
         props: vec![
             unicode(0x3707, name),
@@ -98,7 +98,7 @@ fn file(name: &str, bytes: &[u8], mime: &str) -> AttachmentSpec {
     }
 }
 
-fn embedded(message: MessageSpec, name: &str) -> AttachmentSpec {
+pub fn embedded(message: MessageSpec, name: &str) -> AttachmentSpec {
     AttachmentSpec {
         props: vec![unicode(0x3001, name)],
         embedded: Some(Box::new(message)),
@@ -486,4 +486,29 @@ pub fn twins(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// A mail carrying `attachment_len` bytes of attachment data (a PDF-like binary), as Outlook
+/// stores it: the data in a sub-node data tree, PidTagMessageSize counting it.
+pub fn mail_with_attachment(
+    subject: &str,
+    at: i64,
+    attachment_len: usize,
+    seed: u32,
+) -> MessageSpec {
+    let mut m = mail(
+        subject,
+        ("Ana Lima", "ana@as.pt"),
+        &[("Carlos Machado", "cmachado@as.pt")],
+        "see the attached file\r\n",
+        at,
+    );
+    m.props.retain(|p| p.id != 0x0E08);
+    m.props.push(int32(0x0E08, (attachment_len + 2_000) as i32));
+    m.attachments.push(file(
+        &format!("{subject}.pdf"),
+        &pseudo_image(attachment_len, seed),
+        "application/pdf",
+    ));
+    m
 }

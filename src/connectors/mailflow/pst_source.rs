@@ -18,14 +18,15 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
 
 use super::{
-    BoxFuture, Checkpoints, Fetched, FlowError, FlowResult, FolderStatus, MailSource, MessageMeta,
-    Side, SourceFolder, SourceSession, SpecialUse,
+    BodyReader, BoxFuture, Checkpoints, Fetched, FlowError, FlowResult, FolderStatus, MailSource,
+    MessageMeta, Opened, Side, SourceFolder, SourceSession, SpecialUse, STREAM_PIECE,
 };
 use crate::connectors::mail::identity::Identity;
-use crate::connectors::mail::DateWindow;
-use crate::connectors::pst::{ConvertOptions, Folder, FolderRole, PstFile};
+use crate::connectors::mail::{DateWindow, Flags};
+use crate::connectors::pst::{ConvertOptions, Folder, FolderRole, MessageStream, PstFile};
 
 /// Folders converted at once: the file is read with `pread`, shared by all sessions.
 const SESSIONS: usize = 4;
@@ -328,9 +329,7 @@ impl SourceSession for PstSession {
         Box::pin(async move {
             let mut out = Vec::with_capacity(messages.len());
             for meta in messages {
-                let nid: u32 = meta.id.parse().map_err(|_| {
-                    FlowError::Permanent(format!("not a PST node id: {:?}", meta.id))
-                })?;
+                let nid = node_id(meta)?;
                 out.push(match self.pst.message_with(nid, &self.options) {
                     Ok(m) => Fetched::Message(m.into_raw()),
                     Err(e) => Fetched::Unreadable(format!("node {nid:#x}: {e}")),
@@ -340,8 +339,72 @@ impl SourceSession for PstSession {
         })
     }
 
+    fn streams(&self) -> bool {
+        true
+    }
+
+    /// The message's template (headers, bodies, small attachments) is built at once; large
+    /// attachment data is read from the file block by block as the pieces go out.
+    fn open_body<'a>(
+        &'a mut self,
+        _folder: &'a SourceFolder,
+        message: &'a MessageMeta,
+    ) -> BoxFuture<'a, FlowResult<Opened<'a>>> {
+        Box::pin(async move {
+            let nid = node_id(message)?;
+            Ok(match self.pst.message_stream(nid, &self.options) {
+                Ok(stream) => Opened::Body(Box::new(PstBody {
+                    pst: Arc::clone(&self.pst),
+                    stream,
+                })),
+                Err(e) => Opened::Unreadable(format!("node {nid:#x}: {e}")),
+            })
+        })
+    }
+
     fn close(self: Box<Self>) -> BoxFuture<'static, FlowResult<()>> {
         Box::pin(async { Ok(()) })
+    }
+}
+
+fn node_id(message: &MessageMeta) -> FlowResult<u32> {
+    message
+        .id
+        .parse()
+        .map_err(|_| FlowError::Permanent(format!("not a PST node id: {:?}", message.id)))
+}
+
+/// A PST message written out piece by piece (see [`PstFile::message_stream`]).
+struct PstBody {
+    pst: Arc<PstFile>,
+    stream: MessageStream,
+}
+
+impl BodyReader for PstBody {
+    fn size(&self) -> u64 {
+        self.stream.size()
+    }
+
+    fn flags(&self) -> &Flags {
+        &self.stream.flags
+    }
+
+    fn internal_date(&self) -> Option<SystemTime> {
+        self.stream.internal_date
+    }
+
+    fn next_piece<'a>(&'a mut self, buf: &'a mut Vec<u8>) -> BoxFuture<'a, FlowResult<bool>> {
+        Box::pin(async move {
+            let nid = self.stream.nid;
+            self.stream
+                .next_piece(&self.pst, buf, STREAM_PIECE)
+                // Measured when opened, unreadable now: the file changed or its disk fails.
+                .map_err(|e| FlowError::Transient(format!("node {nid:#x}: {e}")))
+        })
+    }
+
+    fn is_done(&self) -> bool {
+        self.stream.is_done()
     }
 }
 

@@ -15,13 +15,14 @@ use mail_builder::headers::date::Date;
 use mail_builder::headers::message_id::MessageId;
 use mail_builder::headers::raw::Raw;
 use mail_builder::mime::{BodyPart, MimePart};
-use mail_builder::MessageBuilder;
+use mail_builder::{MessageBuilder, Writer};
 use sha2::{Digest, Sha256};
 
 use super::messaging::{binary, int, text, time, Attachment, Item};
 use super::props::{id, PropValue};
 use super::rtf;
 use super::strings::encoding_for_code_page;
+use super::template::{Holes, Template, TemplateWriter};
 
 /// Caller-supplied knowledge the PST lacks.
 #[derive(Debug, Clone, Default)]
@@ -49,15 +50,16 @@ pub(crate) struct Context<'a> {
     pub options: &'a ConvertOptions,
 }
 
-/// Converts an item to RFC 5322 bytes. `seed` names the item uniquely within the store (its
-/// node id path), for derived boundaries and Message-IDs. Notes about what could not be
+/// Converts an item to RFC 5322 bytes, as a [`Template`]: large attachment data stays in the
+/// file until the message is written out. `seed` names the item uniquely within the store
+/// (its node id path), for derived boundaries and Message-IDs. Notes about what could not be
 /// carried over go to `notes`.
 pub(crate) fn to_rfc5322(
     item: &Item,
     ctx: &Context<'_>,
     seed: &str,
     notes: &mut Vec<String>,
-) -> Vec<u8> {
+) -> Template {
     compose(item, ctx, seed, notes, true)
 }
 
@@ -65,6 +67,8 @@ pub(crate) fn to_rfc5322(
 /// and Subject fields (the message's identity) without decoding bodies or attachments.
 pub(crate) fn header_section(item: &Item, ctx: &Context<'_>, seed: &str) -> Vec<u8> {
     compose(item, ctx, seed, &mut Vec::new(), false)
+        .into_plain()
+        .unwrap_or_default()
 }
 
 fn compose(
@@ -73,35 +77,37 @@ fn compose(
     seed: &str,
     notes: &mut Vec<String>,
     with_body: bool,
-) -> Vec<u8> {
+) -> Template {
     let code_page = item_code_page(item, ctx);
-    let mut boundaries = Boundaries::new(ctx.store_record_key, seed);
+    let mut skeleton = Skeleton::new(ctx.store_record_key, seed);
     let body = if with_body {
-        body_part(item, ctx, code_page, seed, &mut boundaries, notes)
+        body_part(item, ctx, code_page, seed, &mut skeleton)
     } else {
         MimePart::new(
             ContentType::new("text/plain").attribute("charset", "utf-8"),
             "",
         )
     };
+    notes.append(&mut skeleton.notes);
     let headers =
         text(&item.props, id::TRANSPORT_MESSAGE_HEADERS, code_page).and_then(|h| kept_headers(&h));
+    let mut out = TemplateWriter::new(&mut skeleton.holes);
     match headers {
         Some(kept) => {
-            let mut out = kept.into_bytes();
-            if !has_header(&out, "message-id") {
-                out.extend_from_slice(b"Message-ID: ");
-                out.extend_from_slice(message_id(item, ctx, seed, code_page).as_bytes());
-                out.extend_from_slice(b"\r\n");
+            let mut head = kept.into_bytes();
+            if !has_header(&head, "message-id") {
+                head.extend_from_slice(b"Message-ID: ");
+                head.extend_from_slice(message_id(item, ctx, seed, code_page).as_bytes());
+                head.extend_from_slice(b"\r\n");
             }
-            if !has_header(&out, "date") {
-                out.extend_from_slice(b"Date: ");
-                out.extend_from_slice(Date::new(date_of(item)).to_rfc822().as_bytes());
-                out.extend_from_slice(b"\r\n");
+            if !has_header(&head, "date") {
+                head.extend_from_slice(b"Date: ");
+                head.extend_from_slice(Date::new(date_of(item)).to_rfc822().as_bytes());
+                head.extend_from_slice(b"\r\n");
             }
-            out.extend_from_slice(b"MIME-Version: 1.0\r\n");
+            head.extend_from_slice(b"MIME-Version: 1.0\r\n");
+            out.write(&head);
             body.write_part(&mut out);
-            out
         }
         None => {
             let mut builder = MessageBuilder::new();
@@ -185,9 +191,10 @@ fn compose(
                 }
             }
             builder = builder.header("MIME-Version", Raw::new("1.0"));
-            builder.body(body).write_to_vec().unwrap_or_default()
+            builder.body(body).serialize(&mut out);
         }
     }
+    out.finish()
 }
 
 /// The code page of a message's ANSI strings: its own, else the store's.
@@ -371,20 +378,29 @@ pub(crate) fn address_of(
     })
 }
 
-/// Deterministic MIME boundaries: a hash of the store and the item, plus a counter.
-struct Boundaries {
+/// What a message's MIME tree is built around: deterministic boundaries (a hash of the store
+/// and the item, plus a counter), the holes left for attachment data, and notes about what
+/// could not be carried over.
+struct Skeleton {
     stem: String,
     next: usize,
+    holes: Holes,
+    notes: Vec<String>,
 }
 
-impl Boundaries {
+impl Skeleton {
     fn new(store_key: &[u8], seed: &str) -> Self {
         let mut hash = Sha256::new();
         hash.update(store_key);
         hash.update(seed.as_bytes());
         let digest = hash.finalize();
         let stem: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-        Boundaries { stem, next: 0 }
+        Skeleton {
+            holes: Holes::new(&stem),
+            stem,
+            next: 0,
+            notes: Vec::new(),
+        }
     }
 
     fn multipart(
@@ -409,8 +425,7 @@ fn body_part(
     ctx: &Context<'_>,
     code_page: Option<u32>,
     seed: &str,
-    boundaries: &mut Boundaries,
-    notes: &mut Vec<String>,
+    skeleton: &mut Skeleton,
 ) -> MimePart<'static> {
     let plain = text(&item.props, id::BODY, code_page).filter(|b| !b.is_empty());
     let mut html = match item.props.get(id::HTML) {
@@ -432,7 +447,9 @@ fn body_part(
                     rtf_part = Some(raw);
                 }
             }
-            Err(err) => notes.push(format!("RTF body not converted: {err}")),
+            Err(err) => skeleton
+                .notes
+                .push(format!("RTF body not converted: {err}")),
         }
     }
 
@@ -447,7 +464,7 @@ fn body_part(
             &child_seed,
             index,
             html.as_deref(),
-            notes,
+            skeleton,
         ) {
             Some((part, true)) => inline.push(part),
             Some((part, false)) => attached.push(part),
@@ -465,7 +482,7 @@ fn body_part(
         } else {
             let mut parts = vec![part];
             parts.append(&mut inline);
-            boundaries.multipart("related", parts)
+            skeleton.multipart("related", parts)
         }
     });
     // Inline parts without an HTML body to refer to them become ordinary attachments.
@@ -492,14 +509,14 @@ fn body_part(
             "",
         ),
         1 => alternatives.remove(0),
-        _ => boundaries.multipart("alternative", alternatives),
+        _ => skeleton.multipart("alternative", alternatives),
     };
     if attached.is_empty() {
         main
     } else {
         let mut parts = vec![main];
         parts.append(&mut attached);
-        boundaries.multipart("mixed", parts)
+        skeleton.multipart("mixed", parts)
     }
 }
 
@@ -524,37 +541,40 @@ fn attachment_part(
     seed: &str,
     index: usize,
     html: Option<&str>,
-    notes: &mut Vec<String>,
+    skeleton: &mut Skeleton,
 ) -> Option<(MimePart<'static>, bool)> {
     let props = &attachment.props;
     let name = attachment_name(attachment, code_page, index);
     if let Some(embedded) = &attachment.embedded {
         let mut inner_notes = Vec::new();
-        let bytes = to_rfc5322(embedded, ctx, seed, &mut inner_notes);
-        notes.extend(inner_notes.into_iter().map(|n| format!("{name}: {n}")));
-        let encoding = if bytes.iter().any(|b| *b >= 0x80) {
-            "8bit"
-        } else {
-            "7bit"
-        };
+        let inner = to_rfc5322(embedded, ctx, seed, &mut inner_notes);
+        skeleton
+            .notes
+            .extend(inner_notes.into_iter().map(|n| format!("{name}: {n}")));
+        let encoding = if inner.has_8bit() { "8bit" } else { "7bit" };
+        // Written as it is (a raw part): its own holes are filled where it lands.
         let part = MimePart::new(
             ContentType::new("message/rfc822"),
-            BodyPart::Binary(Cow::Owned(bytes)),
+            BodyPart::Binary(Cow::Owned(skeleton.holes.token(inner))),
         )
         .attachment(name)
         .transfer_encoding(encoding);
         return Some((part, false));
     }
-    let data = match props.get(id::ATTACH_DATA) {
-        Some(PropValue::Binary(bytes)) => bytes.clone(),
+    // Data too large to hold is a hole, filled base64-encoded as the message is written out.
+    let (data, streamed) = match props.get(id::ATTACH_DATA) {
+        Some(PropValue::Binary(bytes)) => (bytes.clone(), false),
+        Some(PropValue::Stream(stream)) => (skeleton.holes.base64(stream.clone()), true),
         Some(PropValue::Unreadable(why)) => {
-            notes.push(format!("attachment {name:?} not readable: {why}"));
+            skeleton
+                .notes
+                .push(format!("attachment {name:?} not readable: {why}"));
             return None;
         }
         _ => {
             let method = int(props, id::ATTACH_METHOD).unwrap_or(0);
             if method != 0 {
-                notes.push(format!(
+                skeleton.notes.push(format!(
                     "attachment {name:?} has no data (attach method {method}: by reference)"
                 ));
             }
@@ -575,16 +595,24 @@ fn attachment_part(
         ContentType::new(content_type),
         BodyPart::Binary(Cow::Owned(data)),
     );
-    match cid {
-        Some(cid) if referenced => Some((
+    let (part, inline) = match cid {
+        Some(cid) if referenced => (
             part.inline()
                 .cid(cid)
                 .header("Content-Description", Raw::new(header_safe(&name))),
             true,
-        )),
-        Some(cid) => Some((part.attachment(name).cid(cid), false)),
-        None => Some((part.attachment(name), false)),
-    }
+        ),
+        Some(cid) => (part.attachment(name).cid(cid), false),
+        None => (part.attachment(name), false),
+    };
+    // Last, where mail-builder writes the header of a body it encodes itself: a hole's part
+    // reads as it would with the data in memory.
+    let part = if streamed {
+        part.transfer_encoding("base64")
+    } else {
+        part
+    };
+    Some((part, inline))
 }
 
 fn header_safe(text: &str) -> String {

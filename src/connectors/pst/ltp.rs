@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use super::error::{le_u16, le_u32, Result};
-use super::ndb::{nid, Ndb, NodeRef};
+use super::ndb::{nid, Ndb, NodeRef, StreamRef};
 use super::props::{PropType, PropValue};
 
 pub const SIG_HN: u8 = 0xEC;
@@ -190,6 +190,32 @@ impl<'a> Heap<'a> {
     }
 }
 
+impl Heap<'_> {
+    /// The sub-node stream behind `hnid`, located and measured, when it may hold more than
+    /// `hold_at_most` bytes; `None` for a heap item or a smaller stream (read it whole with
+    /// [`hnid`](Self::hnid)).
+    fn large_value(&self, hnid: u32, hold_at_most: usize) -> Result<Option<StreamRef>> {
+        if hnid == 0 || hnid & 0x1F == nid::TYPE_HID as u32 {
+            return Ok(None);
+        }
+        let Some(sub) = self.ndb.subnode(self.node.sub_bid, hnid)? else {
+            // Said by `hnid`, with the same words.
+            return Ok(None);
+        };
+        let tree = self.ndb.data_tree(sub.data_bid)?;
+        // Leaves times the largest block bounds the size from above, before any leaf is read.
+        if tree
+            .leaves
+            .len()
+            .saturating_mul(self.ndb.format().max_block_data())
+            <= hold_at_most
+        {
+            return Ok(None);
+        }
+        self.ndb.measure_stream(sub.data_bid).map(Some)
+    }
+}
+
 /// A property context: one object's properties (MS-PST 2.3.3).
 #[derive(Debug, Clone, Default)]
 pub struct PropertyBag {
@@ -198,6 +224,23 @@ pub struct PropertyBag {
 
 impl PropertyBag {
     pub fn read(ndb: &Ndb, node: NodeRef) -> Result<PropertyBag> {
+        PropertyBag::read_with(ndb, node, None)
+    }
+
+    /// [`read`](Self::read), except that property `streamed` (attachment data), when it
+    /// lives in a sub-node of more than `hold_at_most` bytes, is not read but located and
+    /// measured ([`PropValue::Stream`]): a 30 MB attachment is never held whole by reading
+    /// its attachment object.
+    pub fn read_streaming(
+        ndb: &Ndb,
+        node: NodeRef,
+        streamed: u16,
+        hold_at_most: usize,
+    ) -> Result<PropertyBag> {
+        PropertyBag::read_with(ndb, node, Some((streamed, hold_at_most)))
+    }
+
+    fn read_with(ndb: &Ndb, node: NodeRef, streamed: Option<(u16, usize)>) -> Result<PropertyBag> {
         let heap = Heap::open(ndb, node)?;
         if heap.client_sig != CLIENT_PC {
             return Err(heap.site_of(0).corrupt(
@@ -219,6 +262,15 @@ impl PropertyBag {
             let raw = le_u32(&data, 2).unwrap_or(0);
             let value = if kind.is_inline_in_pc() {
                 PropValue::from_inline(kind, raw)
+            } else if let Some(max) = streamed.filter(|(pid, _)| *pid == id).map(|(_, m)| m) {
+                match heap.large_value(raw, max) {
+                    Ok(Some(stream)) => PropValue::Stream(stream),
+                    Ok(None) => match heap.hnid(raw) {
+                        Ok(bytes) => PropValue::decode(kind, &bytes),
+                        Err(err) => PropValue::Unreadable(err.to_string()),
+                    },
+                    Err(err) => PropValue::Unreadable(err.to_string()),
+                }
             } else {
                 match heap.hnid(raw) {
                     Ok(bytes) => PropValue::decode(kind, &bytes),

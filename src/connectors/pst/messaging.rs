@@ -238,6 +238,11 @@ pub(crate) struct Messaging {
 
 const MAX_EMBEDDING_DEPTH: usize = 16;
 
+/// Attachment data up to this size is read with its attachment; larger data is located and
+/// measured only ([`PropValue::Stream`]) and read block by block as the message is written
+/// out, so converting a message never holds a large attachment whole.
+pub(crate) const ATTACHMENT_HELD_MAX: usize = 256 * 1024;
+
 impl Messaging {
     pub fn open(ndb: Ndb) -> Result<Messaging> {
         let store_node = ndb.node(nid::MESSAGE_STORE)?.ok_or_else(|| {
@@ -643,7 +648,8 @@ impl Messaging {
     }
 
     fn read_attachment(&self, node: NodeRef, depth: usize) -> Result<Attachment> {
-        let props = PropertyBag::read(&self.ndb, node)?;
+        let props =
+            PropertyBag::read_streaming(&self.ndb, node, id::ATTACH_DATA, ATTACHMENT_HELD_MAX)?;
         let mut embedded = None;
         if let Some(PropValue::Object { nid: object, .. }) = props.get(id::ATTACH_DATA) {
             if depth >= MAX_EMBEDDING_DEPTH {

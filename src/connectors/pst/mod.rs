@@ -24,6 +24,7 @@ mod ndb;
 mod props;
 pub mod rtf;
 mod strings;
+mod template;
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -93,6 +94,38 @@ impl PstMessage {
         RawMessage::new(self.bytes)
             .with_flags(self.flags)
             .with_internal_date(self.internal_date)
+    }
+}
+
+/// A converted message written out piece by piece ([`PstFile::message_stream`]).
+#[derive(Debug)]
+pub struct MessageStream {
+    pub nid: u32,
+    reader: template::TemplateReader,
+    pub flags: Flags,
+    /// As [`PstMessage::internal_date`].
+    pub internal_date: Option<SystemTime>,
+    /// As [`PstMessage::notes`].
+    pub notes: Vec<String>,
+}
+
+impl MessageStream {
+    /// Exact size in bytes of the whole message.
+    pub fn size(&self) -> u64 {
+        self.reader.size()
+    }
+
+    /// Replaces `buf`'s content with the next at most `max` bytes of the message (read from
+    /// `pst`, the file it came from) and returns `Ok(true)`; `Ok(false)` once all were
+    /// written. An error leaves the stream unusable: what was written is no message.
+    pub fn next_piece(&mut self, pst: &PstFile, buf: &mut Vec<u8>, max: usize) -> Result<bool> {
+        buf.clear();
+        self.reader.fill(&pst.inner.ndb, buf, max)
+    }
+
+    /// Whether every byte was written.
+    pub fn is_done(&self) -> bool {
+        self.reader.is_done()
     }
 }
 
@@ -254,7 +287,23 @@ impl PstFile {
     /// [`PstFile::message`] with caller knowledge (EX DN → SMTP map).
     pub fn message_with(&self, nid: u32, options: &ConvertOptions) -> Result<PstMessage> {
         let item = self.inner.item(nid)?;
-        Ok(self.convert(&item, options))
+        self.convert(&item, options)
+    }
+
+    /// [`PstFile::message_with`] to be written out piece by piece: its exact size is known at
+    /// once, and attachment data larger than 256 KiB is read from the file block by block as
+    /// the message is written ([`MessageStream::next_piece`]), never held whole. The bytes
+    /// are those [`PstFile::message_with`] gives.
+    pub fn message_stream(&self, nid: u32, options: &ConvertOptions) -> Result<MessageStream> {
+        let item = self.inner.item(nid)?;
+        let (template, flags, internal_date, notes) = self.template(&item, options);
+        Ok(MessageStream {
+            nid,
+            reader: template::TemplateReader::new(template),
+            flags,
+            internal_date,
+            notes,
+        })
     }
 
     /// The header section [`PstFile::message`] would write, with an empty body: its
@@ -277,8 +326,26 @@ impl PstFile {
         Ok(convert::header_section(&item, &ctx, &format!("{nid:x}")))
     }
 
-    /// Converts an item read with [`PstFile::item`].
-    pub fn convert(&self, item: &Item, options: &ConvertOptions) -> PstMessage {
+    /// Converts an item read with [`PstFile::item`]. An error only where attachment data that
+    /// was measured cannot be read now (the file changed or is failing).
+    pub fn convert(&self, item: &Item, options: &ConvertOptions) -> Result<PstMessage> {
+        let (template, flags, internal_date, notes) = self.template(item, options);
+        Ok(PstMessage {
+            nid: item.nid,
+            bytes: template.render(&self.inner.ndb)?,
+            flags,
+            internal_date,
+            notes,
+        })
+    }
+
+    /// An item converted, its large attachment data left in the file; with flags, internal
+    /// date and notes.
+    fn template(
+        &self,
+        item: &Item,
+        options: &ConvertOptions,
+    ) -> (template::Template, Flags, Option<SystemTime>, Vec<String>) {
         let ctx = convert::Context {
             store_code_page: self.inner.store.code_page,
             store_record_key: &self.inner.store.record_key,
@@ -286,7 +353,7 @@ impl PstFile {
         };
         let mut notes = item.problems.clone();
         let seed = format!("{:x}", item.nid);
-        let bytes = convert::to_rfc5322(item, &ctx, &seed, &mut notes);
+        let template = convert::to_rfc5322(item, &ctx, &seed, &mut notes);
         let flags_prop = int(&item.props, id::MESSAGE_FLAGS).unwrap_or(0);
         let mut flags = Flags::new();
         if flags_prop & msgflag::READ != 0 {
@@ -301,13 +368,7 @@ impl PstFile {
         let internal_date = time(&item.props, id::MESSAGE_DELIVERY_TIME)
             .or_else(|| time(&item.props, id::CLIENT_SUBMIT_TIME))
             .and_then(unix_to_system_time);
-        PstMessage {
-            nid: item.nid,
-            bytes,
-            flags,
-            internal_date,
-            notes,
-        }
+        (template, flags, internal_date, notes)
     }
 
     /// The raw autocomplete stream (PidTagRoamingBinaryStream, 0x7C090102) of the Inbox's

@@ -655,6 +655,23 @@ impl Ndb {
         Ok(out)
     }
 
+    /// Locates a node's data stream and measures it without holding it: every leaf block is
+    /// read once and checked (trailer, signature, CRC), one at a time, and only its size
+    /// kept. So a stream handed on piece by piece later ([`Ndb::block`] per leaf) has an
+    /// exact size known before its first byte goes out (an IMAP APPEND announces it), and a
+    /// damaged block is found before anything of the stream is sent.
+    pub fn measure_stream(&self, bid: u64) -> Result<StreamRef> {
+        let tree = self.data_tree(bid)?;
+        let mut size = 0u64;
+        for leaf in &tree.leaves {
+            size += self.block(*leaf)?.data.len() as u64;
+        }
+        Ok(StreamRef {
+            leaves: tree.leaves,
+            size,
+        })
+    }
+
     /// Finds `nid` in the sub-node tree rooted at `sub_bid` (SLBLOCK / SIBLOCK).
     pub fn subnode(&self, sub_bid: u64, nid: u32) -> Result<Option<NodeRef>> {
         let mut bid = sub_bid;
@@ -836,6 +853,16 @@ impl Source {
 pub struct DataTree {
     pub leaves: Vec<u64>,
     pub total: u64,
+}
+
+/// A data stream located and measured by [`Ndb::measure_stream`] but not read: attachment
+/// data too large to hold, read block by block when the message is written out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamRef {
+    /// The data tree's leaf blocks, in order.
+    pub leaves: Vec<u64>,
+    /// Exact size in bytes: the leaves' sizes added up.
+    pub size: u64,
 }
 
 fn page_name(ptype: u8) -> &'static str {

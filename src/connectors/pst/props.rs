@@ -72,6 +72,10 @@ pub enum PropValue {
         kind: u16,
         bytes: Vec<u8>,
     },
+    /// Binary data too large to hold with its object (attachment data, see
+    /// [`PropertyBag::read_streaming`](super::ltp::PropertyBag::read_streaming)): located
+    /// and measured, read block by block when it is written out.
+    Stream(super::ndb::StreamRef),
     /// The value's storage could not be read; the text says why.
     Unreadable(String),
 }
