@@ -20,6 +20,7 @@ use cutover::connectors::pst::PstFile;
 use cutover::engine::{CancellationToken, StepResult, WalkOutcome};
 use pst_fixtures::pst_writer::{self, *};
 use support::dovecot::Dovecot;
+use support::fault_proxy::{FaultProxy, Faults};
 use support::mailbox::imap_contents;
 use support::remote::{apply, done, fixture_in, maildir_contents, open_store, server};
 
@@ -350,6 +351,101 @@ async fn sigkill_mid_pst_copy_then_resume_delivers_exactly_once() {
         );
     }
     assert_eq!(have.values().map(Vec::len).sum::<usize>(), total);
+}
+
+/// A kill while a PST message too large for a lane's share (budget 16 MB: 2 MB) is being
+/// written from the file into the target's APPEND literal, its 6 MB attachment read block by
+/// block: the target (behind a proxy that reports each APPEND as it starts) gets a literal cut
+/// short, which it discards; the resumed run stores that message once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_streamed_pst_message_then_resume_delivers_exactly_once() {
+    let d = Dovecot::shared();
+    let dst = d.add_user("pst-stream-kill");
+    let dir = tempfile::tempdir().unwrap();
+    // Only large messages, so every APPEND is one streamed message.
+    let mut spec = pst_fixtures::sample(false, 1);
+    spec.folders = vec![FolderSpec {
+        name: "Big".into(),
+        container_class: Some("IPF.Note".into()),
+        messages: (0..5)
+            .map(|i| {
+                pst_fixtures::mail_with_attachment(
+                    &format!("big {i}"),
+                    pst_fixtures::T0 + i64::from(i),
+                    6 << 20,
+                    60 + i,
+                )
+            })
+            .collect(),
+        ..FolderSpec::default()
+    }];
+    let file = pst_fixtures::write_to(dir.path(), "big.pst", &spec);
+    let total = {
+        let pst = PstFile::open(&file).unwrap();
+        pst.folders()
+            .iter()
+            .flat_map(|f| pst.messages(f.nid).messages)
+            .filter(|m| m.message_class == "IPM.Note")
+            .count()
+    };
+    let proxy = FaultProxy::start(d.imap_port, Faults::default());
+    std::fs::write(dir.path().join("dst.pw"), &dst.password).unwrap();
+    let target = format!(
+        "{{ kind: imap, host: 127.0.0.1, port: {}, tls: none, allow_plaintext: true }}",
+        proxy.port
+    );
+    let yaml = plan(&target, &file, None)
+        .replace(
+            "  - email: carol@example.test\n",
+            &format!(
+                "  - email: carol@example.test\n    target_login: {{ login: {}, password: {{ file: dst.pw }} }}\n",
+                dst.login
+            ),
+        )
+        .replace(
+            "name: pst-copy\n",
+            "name: pst-copy\nsettings: { output_dir: reports, memory_budget_mb: 16 }\n",
+        );
+    std::fs::write(dir.path().join("plan.yaml"), yaml).unwrap();
+    let watch = proxy.watch();
+    let mut mid_literal = 0;
+    for _ in 0..3 {
+        let started = proxy.counts().appends;
+        let mut child = apply_process(dir.path()).spawn().expect("cutover runs");
+        let began = watch.wait_until(Duration::from_secs(60), |c| c.appends > started);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        if !began {
+            break;
+        }
+        // Every APPEND that started and is not at the target was cut mid-literal.
+        let stored = imap_contents(&d, &dst).await.values().flatten().count();
+        if stored < proxy.counts().appends {
+            mid_literal += 1;
+        }
+    }
+    assert!(mid_literal >= 1, "no kill landed mid-literal");
+    resume_until_done(dir.path(), 4);
+    let have = imap_contents(&d, &dst).await;
+    for ((folder, identity), copies) in &have {
+        assert_eq!(
+            copies.len(),
+            1,
+            "{folder} {identity:?} stored {} times",
+            copies.len()
+        );
+    }
+    assert_eq!(total, 5);
+    assert_eq!(have.values().map(Vec::len).sum::<usize>(), total);
+    let large = have
+        .values()
+        .flatten()
+        .filter(|(bytes, _, _)| bytes.len() > 6 << 20)
+        .count();
+    assert_eq!(large, 5, "every large message arrived whole");
+    println!(
+        "streamed PST kill test: {mid_literal} SIGKILLs mid-literal: every message exactly once"
+    );
 }
 
 /// `autocomplete: {}` with a PST: the cache Outlook keeps inside the PST (the Inbox's hidden
