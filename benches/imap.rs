@@ -24,7 +24,7 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use cutover::connectors::imap::ImapClient;
@@ -33,7 +33,7 @@ use cutover::connectors::net::{Credentials, Endpoint};
 use cutover::engine::StepResult;
 use cutover::plan::model::Tls;
 use dovecot::{Dovecot, User};
-use support::{apply, env_num};
+use support::{apply, env_num, reset_peak_rss, run_measured};
 
 fn endpoint(d: &Dovecot) -> Endpoint {
     Endpoint::new("127.0.0.1", d.imaps_port, Tls::Implicit).with_ca_file(d.ca_file())
@@ -107,17 +107,6 @@ async fn store(c: &mut ImapClient, mailbox: &str, batch: &[RawMessage]) {
     }
 }
 
-/// Resets the kernel's peak-RSS mark (Linux ≥ 4.0), so each scenario's peak is its own and
-/// not the corpus loader's.
-fn reset_peak_rss() {
-    // SAFETY: malloc_trim only returns free heap pages to the kernel. Without it the
-    // loader's freed buffers would still count as resident.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
 fn peak_rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -179,37 +168,6 @@ async fn scenario(label: &str, yaml: &str, base: &Path, msgs: u64, bytes: u64) {
         "{label}: peak RSS {:.1} MB (first copy and reruns; the process, corpus loader excluded)",
         peak_rss_kb() as f64 / 1024.0
     );
-}
-
-/// Wall seconds and peak RSS (MB) of `cmd` run to its end, from `wait4`'s resource usage of
-/// that one child. The child is spawned sharing this process's memory until it executes
-/// (`vfork`), and Linux carries that memory's peak over into the child's: so this process's
-/// peak is reset to what it holds now first, which then is the floor of the figure.
-fn run_measured(cmd: &mut Command, what: &str, stderr: &Path) -> (f64, f64) {
-    reset_peak_rss();
-    let started = Instant::now();
-    // Reaped below by `wait4`, which `Child` does not offer, for the child's own usage.
-    #[allow(clippy::zombie_processes)]
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(stderr).expect("stderr file"))
-        .spawn()
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: waits for our own child and fills the struct it is given.
-    let usage = unsafe {
-        assert_eq!(libc::wait4(pid, &mut status, 0, usage.as_mut_ptr()), pid);
-        usage.assume_init()
-    };
-    let secs = started.elapsed().as_secs_f64();
-    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-        let err = std::fs::read_to_string(stderr).unwrap_or_default();
-        panic!("{what} failed ({status}): {err}");
-    }
-    (secs, usage.ru_maxrss as f64 / 1024.0)
 }
 
 /// How many messages `user` holds in all folders of `d`.

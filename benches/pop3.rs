@@ -12,6 +12,7 @@
 #[allow(dead_code)]
 #[path = "../tests/support/dovecot.rs"]
 mod dovecot;
+#[allow(dead_code)]
 mod support;
 
 use std::path::Path;

@@ -5,12 +5,19 @@
 //!     CUTOVER_REAL_FIXTURES=… cargo bench --bench pst
 //!     BENCH_PST_REPEAT=20 BENCH_PST_MESSAGES=3000 cargo bench --bench pst
 //!
+//! `BENCH_PST_SCENARIO=big` (`scripts/bench-pst.sh big`): a PST of 24 mails with 22 MiB
+//! attachments in four folders, copied by `cutover apply` (PST → maildir through the copy
+//! path, attachments streamed from the file) beside `readpst` on the same file: wall time and
+//! peak RSS of both, from `wait4`.
+//!
 //! Each measurement runs in a child process (this binary with `--child`) so every peak RSS
 //! is that process's own high-water mark (`VmHWM`). Output goes to /dev/shm when it exists, for both
 //! tools, so the disk is not what is measured.
 
 #[path = "../tests/pst_fixtures/mod.rs"]
 mod pst_fixtures;
+#[allow(dead_code)]
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,6 +29,10 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--child") {
         child(&args[2..]);
+        return;
+    }
+    if std::env::var("BENCH_PST_SCENARIO").as_deref() == Ok("big") {
+        big();
         return;
     }
     let repeat: usize = env_or("BENCH_PST_REPEAT", 10);
@@ -102,6 +113,114 @@ fn main() {
         fifty.rss_kb as f64 / 1024.0,
         (fifty.rss_kb as f64 - once.rss_kb as f64) / 1024.0
     );
+}
+
+/// The big-attachment scenario (see the module documentation).
+fn big() {
+    use pst_fixtures::pst_writer::FolderSpec;
+    let messages = env_or("BENCH_PST_MESSAGES", 24);
+    let attachment = env_or("BENCH_PST_ATTACH_KB", 22 * 1024) * 1024;
+    let scratch_root = if Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    let scratch = tempfile::tempdir_in(&scratch_root).expect("scratch dir");
+    let base = scratch.path();
+    let mut spec = pst_fixtures::sample(false, 1);
+    spec.folders = ["Inbox", "Archive", "Projects", "Sent"]
+        .iter()
+        .enumerate()
+        .map(|(f, name)| FolderSpec {
+            name: (*name).into(),
+            container_class: Some("IPF.Note".into()),
+            messages: (f..messages)
+                .step_by(4)
+                .map(|i| {
+                    pst_fixtures::mail_with_attachment(
+                        &format!("big {i}"),
+                        pst_fixtures::T0 + i as i64,
+                        attachment,
+                        i as u32,
+                    )
+                })
+                .collect(),
+            ..FolderSpec::default()
+        })
+        .collect();
+    let file = pst_fixtures::write_to(base, "big.pst", &spec);
+    drop(spec);
+    let size = std::fs::metadata(&file).unwrap().len() as f64 / 1e6;
+    println!(
+        "big.pst: {messages} mails with {} KiB attachments in 4 folders, {size:.1} MB; output on {}",
+        attachment / 1024,
+        scratch_root.display()
+    );
+    std::fs::write(
+        base.join("plan.yaml"),
+        format!(
+            "version: 1\nname: big\ndomain: example.test\nsettings: {{ max_message_size_mb: 40 }}\ntarget: {{ kind: maildir, path: out }}\nsources:\n  outlook: {{ kind: pst }}\nusers:\n  - email: bench@example.test\n    migrate:\n      - {{ from: outlook, file: {} }}\n",
+            file.display()
+        ),
+    )
+    .expect("plan");
+    let (secs, rss) = support::run_measured(
+        Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .args([
+                "apply",
+                "--yes",
+                "--progress",
+                "plain",
+                "--target",
+                "copy.*",
+            ])
+            .arg("plan.yaml")
+            .current_dir(base),
+        "cutover apply",
+        &base.join("cutover.stderr"),
+    );
+    let copied = count_files(&base.join("out"));
+    assert_eq!(copied, messages, "cutover copied every mail");
+    let readpst_out = base.join("readpst");
+    std::fs::create_dir(&readpst_out).unwrap();
+    let (peer_secs, peer_rss) = support::run_measured(
+        Command::new("readpst")
+            .args(["-D", "-S", "-q", "-o"])
+            .arg(&readpst_out)
+            .arg(&file),
+        "readpst",
+        &base.join("readpst.stderr"),
+    );
+    println!(
+        "big pst->maildir, cutover apply: {secs:.2} s ({:.1} MB/s of PST), peak RSS {rss:.0} MB",
+        size / secs
+    );
+    println!(
+        "big pst, readpst -D -S: {peer_secs:.2} s ({:.1} MB/s of PST), peak RSS {peer_rss:.0} MB",
+        size / peer_secs
+    );
+    println!(
+        "big pst, cutover/readpst: wall time {:.2}x, peak RSS {:.2}x",
+        secs / peer_secs,
+        rss / peer_rss
+    );
+}
+
+/// Messages below `dir`: files in a maildir's `cur` and `new` folders.
+fn count_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .flatten()
+            .map(|e| {
+                let path = e.path();
+                if path.is_dir() {
+                    count_files(&path)
+                } else {
+                    usize::from(dir.ends_with("cur") || dir.ends_with("new"))
+                }
+            })
+            .sum()
+    })
 }
 
 struct ChildResult {

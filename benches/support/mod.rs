@@ -3,6 +3,7 @@
 pub mod delay_proxy;
 
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -71,4 +72,46 @@ pub async fn apply(yaml: &str, base: &Path, state: &str, step: &str) -> (f64, Co
     let result = report.steps[&id].clone();
     let counts = store.step(&id).expect("state").expect("record").counts;
     (secs, counts, result)
+}
+
+/// Resets the kernel's peak-RSS mark (Linux ≥ 4.0), so each scenario's peak is its own and
+/// not the corpus loader's.
+pub fn reset_peak_rss() {
+    // SAFETY: malloc_trim only returns free heap pages to the kernel. Without it the
+    // loader's freed buffers would still count as resident.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Wall seconds and peak RSS (MB) of `cmd` run to its end, from `wait4`'s resource usage of
+/// that one child. The child is spawned sharing this process's memory until it executes
+/// (`vfork`), and Linux carries that memory's peak over into the child's: so this process's
+/// peak is reset to what it holds now first, which then is the floor of the figure.
+pub fn run_measured(cmd: &mut Command, what: &str, stderr: &Path) -> (f64, f64) {
+    reset_peak_rss();
+    let started = Instant::now();
+    // Reaped below by `wait4`, which `Child` does not offer, for the child's own usage.
+    #[allow(clippy::zombie_processes)]
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(stderr).expect("stderr file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: waits for our own child and fills the struct it is given.
+    let usage = unsafe {
+        assert_eq!(libc::wait4(pid, &mut status, 0, usage.as_mut_ptr()), pid);
+        usage.assume_init()
+    };
+    let secs = started.elapsed().as_secs_f64();
+    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+        let err = std::fs::read_to_string(stderr).unwrap_or_default();
+        panic!("{what} failed ({status}): {err}");
+    }
+    (secs, usage.ru_maxrss as f64 / 1024.0)
 }
