@@ -160,6 +160,14 @@ fn special_of(role: Option<FolderRole>) -> Option<SpecialUse> {
     }
 }
 
+/// The size a message will have once converted, from Outlook's (PidTagMessageSize, which
+/// counts attachment data raw): attachments grow by a third in base64, and in mail with large
+/// attachments — the mail whose size decides anything (the plan's size limit, whether a copy
+/// holds the message or streams it) — they are nearly all of it.
+fn converted_size_estimate(outlook_size: u64) -> u64 {
+    outlook_size.saturating_mul(4) / 3
+}
+
 fn folder_id(nid: u32) -> String {
     format!("{nid:x}")
 }
@@ -238,7 +246,7 @@ impl PstSession {
         };
         Some(MessageMeta {
             id: nid.to_string(),
-            size: summary.size,
+            size: converted_size_estimate(summary.size),
             identity,
             subject: Some(summary.subject),
             received,
