@@ -249,7 +249,10 @@ fn large_attachments_are_written_block_by_block_as_mail_builder_would() {
     spec.folders.push(pst_writer::FolderSpec {
         name: "Big".into(),
         container_class: Some("IPF.Note".into()),
-        messages: vec![big],
+        messages: vec![
+            big,
+            pst_fixtures::mail_with_attachments("many", pst_fixtures::T0 + 1, 8, 200_000),
+        ],
         ..pst_writer::FolderSpec::default()
     });
     let path = pst_fixtures::write_to(dir.path(), "big.pst", &spec);
@@ -308,6 +311,37 @@ fn large_attachments_are_written_block_by_block_as_mail_builder_would() {
     encodify::base64::MIME.encode_append(&notes, &mut encoded);
     assert!(contains(&encoded), "notes.txt: not its data in MIME base64");
     assert!(whole.len() > 1_800_000, "{} bytes", whole.len());
+
+    // Many attachments, each under 256 KiB: those past the first MiB a message holds are
+    // streamed too, and every part is still mail-builder's.
+    let nid = message_by_subject(&file, "Big", "many");
+    let whole = file.message(nid).unwrap().bytes;
+    let mut stream = file
+        .message_stream(nid, &ConvertOptions::default())
+        .unwrap();
+    assert_eq!(stream.size(), whole.len() as u64);
+    let mut pieces = Vec::new();
+    while stream.next_piece(&file, &mut piece, 65_536).unwrap() {
+        pieces.extend_from_slice(&piece);
+    }
+    assert!(
+        pieces == whole,
+        "streamed bytes differ from the whole conversion"
+    );
+    let contains = |needle: &[u8]| whole.windows(needle.len()).any(|w| w == needle);
+    assert!(contains(&part(
+        "many.pdf",
+        "application/pdf",
+        pst_fixtures::pseudo_image(200_000, 0)
+    )));
+    for i in 1..8u32 {
+        let name = format!("photo {i}.jpg");
+        let expected = part(&name, "image/jpeg", pst_fixtures::pseudo_image(200_000, i));
+        assert!(
+            contains(&expected),
+            "{name}: not the part mail-builder writes"
+        );
+    }
 }
 
 /// The cheap header section carries the same identity (Message-ID, Date, Subject) as the

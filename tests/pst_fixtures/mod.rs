@@ -512,3 +512,19 @@ pub fn mail_with_attachment(
     ));
     m
 }
+
+/// A mail carrying `count` attachments of `each` bytes: as many photos from a phone, none
+/// large, together large.
+pub fn mail_with_attachments(subject: &str, at: i64, count: usize, each: usize) -> MessageSpec {
+    let mut m = mail_with_attachment(subject, at, each, 0);
+    for i in 1..count {
+        m.attachments.push(file(
+            &format!("photo {i}.jpg"),
+            &pseudo_image(each, i as u32),
+            "image/jpeg",
+        ));
+    }
+    m.props.retain(|p| p.id != 0x0E08);
+    m.props.push(int32(0x0E08, (count * each + 2_000) as i32));
+    m
+}

@@ -238,10 +238,15 @@ pub(crate) struct Messaging {
 
 const MAX_EMBEDDING_DEPTH: usize = 16;
 
-/// Attachment data up to this size is read with its attachment; larger data is located and
+/// Attachment data up to this size is read with its attachment, while the message holds less
+/// than [`MESSAGE_HELD_MAX`] of such data; larger data (and any beyond that) is located and
 /// measured only ([`PropValue::Stream`]) and read block by block as the message is written
-/// out, so converting a message never holds a large attachment whole.
+/// out. So converting a message holds neither a large attachment nor a hundred small ones.
 pub(crate) const ATTACHMENT_HELD_MAX: usize = 256 * 1024;
+
+/// Attachment data one message (its embedded messages included) holds at most; see
+/// [`ATTACHMENT_HELD_MAX`].
+pub(crate) const MESSAGE_HELD_MAX: usize = 1024 * 1024;
 
 impl Messaging {
     pub fn open(ndb: Ndb) -> Result<Messaging> {
@@ -577,10 +582,11 @@ impl Messaging {
     /// A message with its recipients and attachments, embedded messages included.
     pub fn item(&self, message: u32) -> Result<Item> {
         let node = self.message_node(message)?;
-        self.read_item(node, 0)
+        self.read_item(node, 0, &mut 0)
     }
 
-    fn read_item(&self, node: NodeRef, depth: usize) -> Result<Item> {
+    /// `held`: attachment data read so far for the top-level message.
+    fn read_item(&self, node: NodeRef, depth: usize, held: &mut usize) -> Result<Item> {
         let props = PropertyBag::read(&self.ndb, node)?;
         let mut problems = Vec::new();
         let mut recipients = Vec::new();
@@ -599,7 +605,7 @@ impl Messaging {
             match self.attachment_nodes(node) {
                 Ok(nodes) => {
                     for attachment in nodes {
-                        match self.read_attachment(attachment, depth) {
+                        match self.read_attachment(attachment, depth, held) {
                             Ok(a) => attachments.push(a),
                             Err(err) => {
                                 problems.push(format!("attachment {:#x}: {err}", attachment.nid))
@@ -647,9 +653,12 @@ impl Messaging {
         Ok(ordered)
     }
 
-    fn read_attachment(&self, node: NodeRef, depth: usize) -> Result<Attachment> {
-        let props =
-            PropertyBag::read_streaming(&self.ndb, node, id::ATTACH_DATA, ATTACHMENT_HELD_MAX)?;
+    fn read_attachment(&self, node: NodeRef, depth: usize, held: &mut usize) -> Result<Attachment> {
+        let hold_at_most = ATTACHMENT_HELD_MAX.min(MESSAGE_HELD_MAX.saturating_sub(*held));
+        let props = PropertyBag::read_streaming(&self.ndb, node, id::ATTACH_DATA, hold_at_most)?;
+        if let Some(PropValue::Binary(data)) = props.get(id::ATTACH_DATA) {
+            *held += data.len();
+        }
         let mut embedded = None;
         if let Some(PropValue::Object { nid: object, .. }) = props.get(id::ATTACH_DATA) {
             if depth >= MAX_EMBEDDING_DEPTH {
@@ -664,7 +673,7 @@ impl Messaging {
                     format!("embedded message sub-node {object:#x} is missing"),
                 )
             })?;
-            embedded = Some(Box::new(self.read_item(sub, depth + 1)?));
+            embedded = Some(Box::new(self.read_item(sub, depth + 1, held)?));
         }
         Ok(Attachment { props, embedded })
     }
