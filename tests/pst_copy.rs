@@ -200,6 +200,82 @@ async fn a_damaged_message_is_left_behind_and_the_rest_copied() {
     );
 }
 
+/// A message whose attachment data is damaged (a block's CRC no longer matches): copied
+/// without that attachment, and the report lists it with what it lacks — moved, but not
+/// whole, and the consultant can tell the client which.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_attachment_is_reported_and_its_message_copied() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().to_path_buf();
+    let mut spec = pst_fixtures::sample(false, 0);
+    spec.folders.push(FolderSpec {
+        name: "Scans".into(),
+        container_class: Some("IPF.Note".into()),
+        messages: vec![pst_fixtures::mail_with_attachment(
+            "scan",
+            pst_fixtures::T0,
+            300_000,
+            5,
+        )],
+        ..FolderSpec::default()
+    });
+    // Unencrypted (crypt 0): the attachment's bytes are in the file as they are.
+    let mut bytes = pst_writer::write(&spec);
+    let data = pst_fixtures::pseudo_image(300_000, 5);
+    let probe = &data[100_000..100_064];
+    let at = bytes
+        .windows(probe.len())
+        .position(|w| w == probe)
+        .expect("the attachment's data is in the file");
+    bytes[at] ^= 0xff;
+    let file = base.join("damaged-attachment.pst");
+    std::fs::write(&file, &bytes).unwrap();
+    std::fs::write(
+        base.join("plan.yaml"),
+        plan("{ kind: maildir, path: out }", &file, None),
+    )
+    .unwrap();
+    let fx = fixture_in(
+        dir,
+        base.clone(),
+        &plan("{ kind: maildir, path: out }", &file, None),
+    );
+    let store = open_store(&fx, "state.db");
+    let report = apply(&fx, Arc::clone(&store), CancellationToken::new()).await;
+    let counts = done(&report, "copy.carol.outlook");
+    assert_eq!((counts.items, counts.left_behind), (9, 0), "{report:#?}");
+    let stored = maildir_contents(&base.join("out/carol@example.test"));
+    assert!(
+        stored.keys().any(|(folder, _)| folder == "Scans"),
+        "the message arrived: {:?}",
+        stored.keys()
+    );
+    let checkpoints = store.checkpoints("copy.carol.outlook").unwrap();
+    let partly = cutover::runners::skipped::partial_from_checkpoints(&checkpoints);
+    assert_eq!(partly.len(), 1, "{partly:?}");
+    assert_eq!(partly[0].folder, "Scans");
+    assert_eq!(partly[0].subject.as_deref(), Some("scan"));
+    assert!(
+        partly[0].reason.contains("scan.pdf") && partly[0].reason.contains("CRC"),
+        "names the attachment and why: {}",
+        partly[0].reason
+    );
+    assert!(cutover::runners::skipped::from_checkpoints(&checkpoints).is_empty());
+    let ws = cutover::ops::Workspace::open(
+        &base.join("plan.yaml"),
+        Some(&base.join("state.db")),
+        cutover::plan::Options::default(),
+    )
+    .unwrap();
+    let out = cutover::cli::render::report_markdown(
+        &cutover::ops::build_report(&ws, &report, store.as_ref()).unwrap(),
+    );
+    assert!(
+        out.contains("Copied without some of their parts") && out.contains("scan.pdf"),
+        "{out}"
+    );
+}
+
 /// Every real PST of the fixtures (or, without them, the writer-made ones): every mail
 /// message the reader lists arrives once, and a lost state stores nothing again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

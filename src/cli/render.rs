@@ -99,6 +99,30 @@ fn render_dns(out: &mut String, dns: &crate::runners::dns::DnsPreview) {
 
 /// The report's section on steps that needed more than one attempt or were throttled, so a
 /// run that "succeeded" the hard way says so.
+/// A table of messages with the step that recorded each, under `title`; `last`: the heading
+/// of the reason column. Nothing when there are none.
+fn message_table(md: &mut String, title: &str, last: &str, messages: &[(&str, &SkippedMessage)]) {
+    if messages.is_empty() {
+        return;
+    }
+    let _ = write!(
+        md,
+        "\n{title}\n\n| step | folder | received | size | subject | {last} |\n|---|---|---|---:|---|---|\n"
+    );
+    let cell = |s: &str| s.replace('\n', " ").replace('|', "\\|");
+    for (step, m) in messages {
+        let _ = writeln!(
+            md,
+            "| `{step}` | {} | {} | {} | {} | {} |",
+            cell(&m.folder),
+            m.date.as_deref().unwrap_or("unknown"),
+            human_bytes(m.size),
+            cell(m.subject.as_deref().unwrap_or("")),
+            cell(&m.reason)
+        );
+    }
+}
+
 fn retries_and_throttling(md: &mut String, report: &Report) {
     let struggled: Vec<&StepReport> = report
         .users
@@ -377,21 +401,18 @@ pub fn report_markdown(report: &Report) -> String {
             .iter()
             .flat_map(|s| s.left_behind.iter().map(move |m| (s.step.as_str(), m)))
             .collect();
-        if !left.is_empty() {
-            md.push_str("\nLeft behind at the source:\n\n| step | folder | received | size | subject | why |\n|---|---|---|---:|---|---|\n");
-            let cell = |s: &str| s.replace('\n', " ").replace('|', "\\|");
-            for (step, m) in left {
-                let _ = writeln!(
-                    md,
-                    "| `{step}` | {} | {} | {} | {} | {} |",
-                    cell(&m.folder),
-                    m.date.as_deref().unwrap_or("unknown"),
-                    human_bytes(m.size),
-                    cell(m.subject.as_deref().unwrap_or("")),
-                    cell(&m.reason)
-                );
-            }
-        }
+        message_table(&mut md, "Left behind at the source:", "why", &left);
+        let partly: Vec<(&str, &SkippedMessage)> = user
+            .steps
+            .iter()
+            .flat_map(|s| s.copied_partly.iter().map(move |m| (s.step.as_str(), m)))
+            .collect();
+        message_table(
+            &mut md,
+            "Copied without some of their parts (the source could not read or carry them over):",
+            "missing",
+            &partly,
+        );
     }
     if !report.other_steps.is_empty() {
         md.push_str("\n## DNS and gates\n");

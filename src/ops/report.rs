@@ -65,6 +65,9 @@ pub struct StepReport {
     /// Messages the step left behind on purpose (too large), each with folder and date.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub left_behind: Vec<SkippedMessage>,
+    /// Messages the step copied without some of their parts (`reason`: what each lacks).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub copied_partly: Vec<SkippedMessage>,
     /// What the step left for the reader: files it wrote, what it changed at the target.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
@@ -127,6 +130,7 @@ pub fn build_report(
             left_behind_count: counts.left_behind,
             detail,
             left_behind: skipped::from_checkpoints(&checkpoints),
+            copied_partly: skipped::partial_from_checkpoints(&checkpoints),
             notes: notes::from_checkpoints(&checkpoints),
         }
     };

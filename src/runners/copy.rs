@@ -50,9 +50,9 @@ use super::throttled::{self, ConnectionLimited};
 use crate::connectors::mail::identity::{Identity, IdentityCounts};
 use crate::connectors::mail::RawMessage;
 use crate::connectors::mailflow::{
-    display_target, left_behind_key, target_folder_key, Checkpoints, Fetched, FlowError,
-    FolderMapper, FolderStatus, MailSource, MailTarget, MessageMeta, Opened, Route, Side,
-    SourceFolder, SourceSession, TargetNote, TargetSession,
+    display_target, left_behind_key, partial_key, target_folder_key, Checkpoints, Fetched,
+    FlowError, FolderMapper, FolderStatus, MailSource, MailTarget, MessageMeta, Opened, Route,
+    Side, SourceFolder, SourceSession, TargetNote, TargetSession, PARTIAL_PREFIX,
 };
 use crate::connectors::net::{is_connection_limit, reserve_connections, NetError};
 use crate::engine::{
@@ -181,7 +181,9 @@ impl CopyRunner {
             Some(copy) => {
                 let mut seed = checkpoints_of(copy)?;
                 seed.retain(|k, _| {
-                    !k.starts_with(skipped::PREFIX) && !k.starts_with(STORED_PREFIX)
+                    !k.starts_with(skipped::PREFIX)
+                        && !k.starts_with(PARTIAL_PREFIX)
+                        && !k.starts_with(STORED_PREFIX)
                 });
                 Ok(seed)
             }
@@ -954,6 +956,7 @@ impl Lane {
             Opened::Unreadable(why) => Some(Err(why)),
             Opened::Body(mut body) => {
                 let size = body.size();
+                let missing = body.missing().map(str::to_owned);
                 let result = tgt
                     .append_streamed(&unit.target, body.as_mut(), self.ctx.cancel_token())
                     .await;
@@ -971,7 +974,7 @@ impl Lane {
                     let mut rest = Vec::new();
                     while body.next_piece(&mut rest).await? {}
                 }
-                Some(Ok((result, size)))
+                Some(Ok((result, size, missing)))
             }
         };
         let entry = &mut progress.entries[i];
@@ -985,9 +988,12 @@ impl Lane {
                     Some(left_behind(folder, &meta, &reason)),
                 )
             }
-            Some(Ok((Ok(stored_as), size))) => {
+            Some(Ok((Ok(stored_as), size, missing))) => {
                 let record = unit.records_copies(&self.ctx);
                 entry.stored(counts, &unit.target, stored_as, record, size as usize);
+                if let Some(what) = missing {
+                    entry.copied_partly(folder, &what);
+                }
                 std::mem::replace(&mut entry.settle, Settle::Open)
             }
             Some(Ok((
@@ -995,6 +1001,7 @@ impl Lane {
                     text,
                     left_behind: true,
                 }),
+                _,
                 _,
             ))) => {
                 let reason = format!("refused by the target: {text}");
@@ -1005,7 +1012,7 @@ impl Lane {
             }
             // Nothing of this message is committed; the sessions are dropped by the caller
             // (the target's mid-literal, the source's perhaps too).
-            Some(Ok((Err(e), _))) => {
+            Some(Ok((Err(e), _, _))) => {
                 if self.ctx.is_cancelled() {
                     return Ok(false);
                 }
@@ -1158,9 +1165,17 @@ impl Lane {
                 };
                 let fetched = src.fetch(folder, &metas).await?;
                 let mut to_send: Vec<(usize, RawMessage)> = Vec::new();
+                let mut missing: BTreeMap<usize, String> = BTreeMap::new();
                 for (&i, fetched) in batch.iter().zip(fetched) {
                     let message = match fetched {
                         Fetched::Message(m) => m,
+                        Fetched::Partial {
+                            message,
+                            missing: what,
+                        } => {
+                            missing.insert(i, what);
+                            message
+                        }
                         // Expunged at the source since it was listed: nothing to copy.
                         Fetched::Gone => {
                             progress.entries[i].settle = Settle::Done(Counts::default(), None);
@@ -1200,6 +1215,9 @@ impl Lane {
                             let record = unit.records_copies(&self.ctx);
                             let entry = &mut progress.entries[i];
                             entry.stored(counts, &unit.target, stored_as, record, message.len());
+                            if let Some(what) = missing.remove(&i) {
+                                entry.copied_partly(folder, &what);
+                            }
                         }
                         // The target's own limit, lower than the plan's: left behind and
                         // reported like any oversized message, not a failed copy.
@@ -1373,7 +1391,8 @@ enum Settle {
     Fetch,
     /// The target holds it already.
     Present,
-    /// Settled: counts to add and maybe a left-behind record.
+    /// Settled: counts to add and maybe a record (left behind, or copied without some of
+    /// its parts).
     Done(Counts, Option<(String, String)>),
 }
 
@@ -1411,6 +1430,27 @@ impl Entry {
             },
             None,
         );
+    }
+}
+
+impl Entry {
+    /// Records, with the message's copy, that it went without some of its parts: `missing`
+    /// says which, for the report.
+    fn copied_partly(&mut self, folder: &SourceFolder, missing: &str) {
+        let record = SkippedMessage::new(
+            folder.display.as_str(),
+            self.meta.id.as_str(),
+            self.meta.size,
+            self.meta.subject.clone(),
+            self.meta.received,
+            missing,
+        );
+        if let Settle::Done(_, slot) = &mut self.settle {
+            *slot = Some((
+                partial_key(folder, &self.meta.id),
+                serde_json::to_string(&record).unwrap_or_default(),
+            ));
+        }
     }
 }
 

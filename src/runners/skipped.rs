@@ -1,7 +1,9 @@
 //! Messages a copy deliberately left behind (over the size limit, or refused by the target as
 //! too big): each one recorded as a checkpoint of its step, so the report can list them with
 //! folder, size, subject and date — a consultant must be able to tell the client exactly
-//! which mail did not move.
+//! which mail did not move. Messages copied without some of their parts (a PST attachment the
+//! file no longer holds readable) are recorded the same way under their own prefix
+//! ([`partial_from_checkpoints`]): moved, but not whole.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -73,9 +75,19 @@ impl SkippedMessage {
 /// The skipped-message records among a step's checkpoints, in key order. Unreadable records
 /// are left out rather than failing a report.
 pub fn from_checkpoints(checkpoints: &BTreeMap<String, Vec<u8>>) -> Vec<SkippedMessage> {
+    records_under(PREFIX, checkpoints)
+}
+
+/// The records of messages copied without some of their parts, in key order; `reason` says
+/// what each lacks.
+pub fn partial_from_checkpoints(checkpoints: &BTreeMap<String, Vec<u8>>) -> Vec<SkippedMessage> {
+    records_under(crate::connectors::mailflow::PARTIAL_PREFIX, checkpoints)
+}
+
+fn records_under(prefix: &str, checkpoints: &BTreeMap<String, Vec<u8>>) -> Vec<SkippedMessage> {
     checkpoints
-        .range(PREFIX.to_string()..)
-        .take_while(|(k, _)| k.starts_with(PREFIX))
+        .range(prefix.to_string()..)
+        .take_while(|(k, _)| k.starts_with(prefix))
         .filter_map(|(_, v)| serde_json::from_slice(v).ok())
         .collect()
 }

@@ -218,6 +218,13 @@ pub struct MessageMeta {
 pub enum Fetched {
     /// The message, with its flags and internal date.
     Message(RawMessage),
+    /// The message without parts the source could not read or carry over (a PST attachment
+    /// whose blocks are damaged, one stored only as a link): copied as it is, and reported
+    /// with `missing`, which says what it lacks.
+    Partial {
+        message: RawMessage,
+        missing: String,
+    },
     /// Gone since it was listed (expunged): settled without copying.
     Gone,
     /// There, but the source cannot read it (a damaged file): left behind and reported with
@@ -263,6 +270,12 @@ pub trait BodyReader: Send {
     fn take_whole(&mut self) -> Option<RawMessage> {
         None
     }
+
+    /// What the message lacks, as [`Fetched::Partial`] says it; known when the reader is
+    /// opened. The default, nothing, is for sources that hand messages on as they are.
+    fn missing(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// What [`SourceSession::open_body`] found.
@@ -279,6 +292,7 @@ pub enum Opened<'a> {
 /// [`SourceSession::open_body`] gives, for sources that cannot stream.
 pub struct InMemoryBody {
     message: Option<RawMessage>,
+    missing: Option<String>,
     flags: Flags,
     internal_date: Option<SystemTime>,
     size: u64,
@@ -292,7 +306,16 @@ impl InMemoryBody {
             internal_date: message.internal_date,
             size: message.len() as u64,
             message: Some(message),
+            missing: None,
             at: 0,
+        }
+    }
+
+    /// A message without some of its parts ([`Fetched::Partial`]).
+    pub fn partial(message: RawMessage, missing: String) -> InMemoryBody {
+        InMemoryBody {
+            missing: Some(missing),
+            ..InMemoryBody::new(message)
         }
     }
 }
@@ -339,6 +362,10 @@ impl BodyReader for InMemoryBody {
         }
         self.at = self.size as usize;
         self.message.take()
+    }
+
+    fn missing(&self) -> Option<&str> {
+        self.missing.as_deref()
     }
 }
 
@@ -534,6 +561,9 @@ pub trait SourceSession: Send {
             let mut fetched = self.fetch(folder, &[message]).await?;
             Ok(match fetched.pop() {
                 Some(Fetched::Message(m)) => Opened::Body(Box::new(InMemoryBody::new(m))),
+                Some(Fetched::Partial { message, missing }) => {
+                    Opened::Body(Box::new(InMemoryBody::partial(message, missing)))
+                }
                 Some(Fetched::Unreadable(why)) => Opened::Unreadable(why),
                 Some(Fetched::Gone) | None => Opened::Gone,
             })
@@ -771,6 +801,15 @@ pub fn left_behind_key(folder: &SourceFolder, message_id: &str) -> String {
 
 /// Every [`left_behind_key`] starts with this.
 pub const LEFT_BEHIND_PREFIX: &str = "skipped:";
+
+/// The checkpoint key of the record of a message copied without some of its parts
+/// ([`Fetched::Partial`]).
+pub fn partial_key(folder: &SourceFolder, message_id: &str) -> String {
+    format!("{PARTIAL_PREFIX}{}:{message_id}", folder.id)
+}
+
+/// Every [`partial_key`] starts with this.
+pub const PARTIAL_PREFIX: &str = "partial:";
 
 /// The checkpoint key under which the runner records that it made sure of a target folder
 /// (created, subscribed as the source says): once per folder and step, so an incremental

@@ -14,7 +14,10 @@
 //!
 //! Checkpoint: `pst:<folder node id>` → the last settled message's node id. Messages are
 //! listed in node-id order, which a PST never reorders. A message the reader cannot read is
-//! listed with its problem and left behind, reported with folder, node id and why.
+//! listed with its problem and left behind, reported with folder, node id and why; one whose
+//! parts it cannot all read or carry over (a damaged attachment, an attachment stored as a
+//! link, an unreadable recipient table) is copied without them and reported with what it
+//! lacks ([`Fetched::Partial`]).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -339,6 +342,10 @@ impl SourceSession for PstSession {
             for meta in messages {
                 let nid = node_id(meta)?;
                 out.push(match self.pst.message_with(nid, &self.options) {
+                    Ok(m) if !m.notes.is_empty() => Fetched::Partial {
+                        missing: m.notes.join("; "),
+                        message: m.into_raw(),
+                    },
                     Ok(m) => Fetched::Message(m.into_raw()),
                     Err(e) => Fetched::Unreadable(format!("node {nid:#x}: {e}")),
                 });
@@ -363,6 +370,7 @@ impl SourceSession for PstSession {
             Ok(match self.pst.message_stream(nid, &self.options) {
                 Ok(stream) => Opened::Body(Box::new(PstBody {
                     pst: Arc::clone(&self.pst),
+                    missing: (!stream.notes.is_empty()).then(|| stream.notes.join("; ")),
                     stream,
                 })),
                 Err(e) => Opened::Unreadable(format!("node {nid:#x}: {e}")),
@@ -386,6 +394,8 @@ fn node_id(message: &MessageMeta) -> FlowResult<u32> {
 struct PstBody {
     pst: Arc<PstFile>,
     stream: MessageStream,
+    /// The conversion's notes: what the message goes without.
+    missing: Option<String>,
 }
 
 impl BodyReader for PstBody {
@@ -413,6 +423,10 @@ impl BodyReader for PstBody {
 
     fn is_done(&self) -> bool {
         self.stream.is_done()
+    }
+
+    fn missing(&self) -> Option<&str> {
+        self.missing.as_deref()
     }
 }
 
