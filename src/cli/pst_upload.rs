@@ -12,12 +12,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::progress::ProgressMode;
 use super::render::human_bytes;
 use super::{ExitCode, Output};
-use crate::connectors::azure_blob::one_off::{self, OneOffUpload};
 use crate::connectors::azure_blob::upload::hex;
 use crate::connectors::azure_blob::{
-    ContainerSas, StagedBlock, UploadObserver, UploadOutcome, UploadReport, UploadSettings,
-    UploadStart,
+    StagedBlock, UploadObserver, UploadOutcome, UploadReport, UploadSettings, UploadStart,
 };
+use crate::ops::pst_upload::{upload, UploadJob, UploadJobError, Uploaded};
 use crate::plan::model::{EnvSecret, FileSecret, SecretRef};
 use crate::redact::redact;
 
@@ -65,24 +64,15 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
             return ExitCode::Usage;
         }
     };
-    let sas = match crate::secrets::resolve(&reference, std::path::Path::new(""), false)
-        .map_err(|e| e.to_string())
-        .and_then(|secret| ContainerSas::parse(secret.expose()).map_err(|e| e.to_string()))
-    {
-        Ok(sas) => sas,
-        Err(e) => {
-            let _ = writeln!(output.err, "error: SAS URL: {}", redact(&e));
-            return ExitCode::Usage;
-        }
-    };
     if let Some(mbps) = args.max_upload_mbps {
         if !(mbps.is_finite() && mbps > 0.0) {
             let _ = writeln!(output.err, "error: --max-upload-mbps must be above 0");
             return ExitCode::Usage;
         }
     }
-    let request = OneOffUpload {
+    let job = UploadJob {
         file: args.file.clone(),
+        sas: reference,
         blob_name: args.name.clone(),
         settings: UploadSettings {
             block_size: u64::from(args.block_mib) * MIB,
@@ -91,7 +81,6 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
             block_md5: args.block_md5,
             ..UploadSettings::default()
         },
-        record_dir: None,
     };
     // First Ctrl-C: stop, keeping what the service acknowledged; second: exit at once.
     let interrupt = super::interrupt::Interrupt::working();
@@ -102,24 +91,34 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
         ProgressMode::Auto => std::io::stderr().is_terminal(),
     };
     let display = Arc::new(Display::new(bars));
-    let result = one_off::run(&sas, &request, display.clone(), &cancel);
+    let result = upload(&job, display.clone(), &cancel);
     display.finish();
     match result {
-        Ok(UploadOutcome::Complete(report)) => {
-            print_report(&report, &sas, args, "complete", output);
+        Ok(Uploaded {
+            outcome: UploadOutcome::Complete(report),
+            blob,
+        }) => {
+            print_report(&report, &blob, args, "complete", output);
             ExitCode::Ok
         }
-        Ok(UploadOutcome::Interrupted(report)) => {
-            print_report(&report, &sas, args, "interrupted", output);
+        Ok(Uploaded {
+            outcome: UploadOutcome::Interrupted(report),
+            blob,
+        }) => {
+            print_report(&report, &blob, args, "interrupted", output);
             let _ = writeln!(
                 output.err,
                 "interrupted: run the same command again to resume"
             );
             ExitCode::Interrupted
         }
-        Err(e) => {
-            let _ = writeln!(output.err, "error: {}", redact(&e.message));
-            if e.transient {
+        Err(UploadJobError::Sas(e)) => {
+            let _ = writeln!(output.err, "error: SAS URL: {e}");
+            ExitCode::Usage
+        }
+        Err(UploadJobError::Upload { message, transient }) => {
+            let _ = writeln!(output.err, "error: {message}");
+            if transient {
                 let _ = writeln!(
                     output.err,
                     "the blocks the service acknowledged are kept: run the same command again to resume"
@@ -132,22 +131,17 @@ pub fn run(args: &Args, output: &mut Output<'_>) -> ExitCode {
 
 fn print_report(
     report: &UploadReport,
-    sas: &ContainerSas,
+    blob: &str,
     args: &Args,
     outcome: &str,
     output: &mut Output<'_>,
 ) {
-    let blob = args
-        .name
-        .clone()
-        .or_else(|| one_off::default_blob_name(&args.file))
-        .unwrap_or_default();
     let seconds = report.elapsed.as_secs_f64();
     let rate = report.bytes_sent as f64 / MIB as f64 / seconds.max(1e-9);
     if args.json {
         let json = serde_json::json!({
             "outcome": outcome,
-            "blob": sas.describe_blob(&blob),
+            "blob": blob,
             "size": report.size,
             "block_size": report.block_size,
             "blocks": report.blocks,
@@ -171,7 +165,7 @@ fn print_report(
             output.out,
             "{} is already uploaded to {} (length and MD5 match); nothing sent",
             args.file.display(),
-            sas.describe_blob(&blob)
+            blob
         );
         return;
     }
@@ -184,7 +178,7 @@ fn print_report(
         } else {
             "partly uploaded"
         },
-        sas.describe_blob(&blob)
+        blob
     );
     let _ = writeln!(
         output.out,

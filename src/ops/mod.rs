@@ -7,6 +7,7 @@ mod apply;
 mod approve;
 mod plan;
 pub mod pst;
+pub mod pst_upload;
 pub mod report;
 pub mod rollback;
 mod status;
