@@ -369,7 +369,27 @@ impl BodyReader for InMemoryBody {
     }
 }
 
-/// A [`BodyReader`] over a message spooled to an unnamed private file (`tempfile`: `0600`,
+/// An unnamed private file (`0600`, never linked into a folder, so a crash leaves nothing) for
+/// a [`SpooledBody`], in [`spool_dir`] (or, where that refuses it, the system's temporary
+/// folder).
+pub fn spool_file() -> std::io::Result<std::fs::File> {
+    let dir = spool_dir(std::env::var_os("TMPDIR"), std::path::Path::new("/var/tmp"));
+    tempfile::tempfile_in(dir).or_else(|_| tempfile::tempfile())
+}
+
+/// Where spool files go: `$TMPDIR` when set (the user's choice), else `/var/tmp` where it is
+/// a directory, else the system's temporary folder. Not `/tmp` first: many systems mount it
+/// as `tmpfs`, where a spooled message would take the memory the spool exists to spare;
+/// `/var/tmp` is on disk by convention (FHS).
+fn spool_dir(tmpdir: Option<std::ffi::OsString>, var_tmp: &std::path::Path) -> std::path::PathBuf {
+    match tmpdir {
+        Some(dir) if !dir.is_empty() => dir.into(),
+        _ if var_tmp.is_dir() => var_tmp.to_path_buf(),
+        _ => std::env::temp_dir(),
+    }
+}
+
+/// A [`BodyReader`] over a message spooled to an unnamed private file ([`spool_file`]: `0600`,
 /// never linked into a folder, so nothing is left behind by a crash): for a source that can
 /// only read a message whole in one go (a POP3 `RETR` is dot-stuffed, so its exact size is
 /// known only at its end), yet must not hold it in memory.
@@ -824,5 +844,23 @@ pub fn display_target(segments: &[String]) -> String {
         "INBOX".into()
     } else {
         segments.join("/")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spool_files_go_to_tmpdir_else_var_tmp() {
+        let dir = tempfile::tempdir().unwrap();
+        let chosen = dir.path().join("chosen");
+        assert_eq!(spool_dir(Some(chosen.clone().into()), dir.path()), chosen);
+        assert_eq!(spool_dir(None, dir.path()), dir.path());
+        assert_eq!(spool_dir(Some("".into()), dir.path()), dir.path());
+        assert_eq!(
+            spool_dir(None, &dir.path().join("missing")),
+            std::env::temp_dir()
+        );
     }
 }

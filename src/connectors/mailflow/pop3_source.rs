@@ -396,7 +396,7 @@ impl SourceSession for Pop3Session {
             let spool_error = |e: std::io::Error| {
                 FlowError::Transient(format!("a spool file for message {}: {e}", message.id))
             };
-            let file = tempfile::tempfile().map_err(spool_error)?;
+            let file = super::spool_file().map_err(spool_error)?;
             let mut out = std::io::BufWriter::with_capacity(STREAM_PIECE, file);
             let size = self
                 .client
