@@ -368,3 +368,44 @@ async fn large_pst_attachments_are_streamed_from_the_file() {
         "heap peak {peak} bytes: a large attachment, or a message's many small ones, were held"
     );
 }
+
+/// A Maildir message larger than a lane's share is read from its file piece by piece into
+/// the APPEND literal, never held; what lands is the file, byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_maildir_message_is_read_from_its_file() {
+    use cutover::connectors::mail::maildir::MaildirTarget;
+    use cutover::connectors::mail::FolderPath;
+    let _serial = SERIAL.lock().await;
+    const SIZE: usize = 24 * MB;
+    let d = Dovecot::shared();
+    let dst = d.add_user("maildirmemdst");
+    let dir = tempfile::tempdir().unwrap();
+    let big = big_message(30, SIZE);
+    let mut md = MaildirTarget::open(dir.path().join("old.maildir")).unwrap();
+    md.store(&FolderPath::inbox(), &big).unwrap();
+    drop(md);
+    let yaml = format!(
+        "version: 1\nname: mem\ndomain: example.test\ntarget: {{ kind: imap, {} }}\nsources:\n  old: {{ kind: maildir }}\nusers:\n  - email: kim@example.test\n    target_login: {{ login: {}, password: {} }}\n    migrate:\n      - {{ from: old, file: old.maildir }}\n",
+        imaps(&d),
+        dst.login,
+        pw_file(dir.path(), "dst.pw", &dst.password),
+    );
+    let base = dir.path().to_path_buf();
+    let fx = fixture_in(dir, base, &yaml);
+    let store = open_store(&fx, "state.db");
+
+    let (report, peak) = apply_measured(&fx, store).await;
+
+    assert_eq!(done(&report, "copy.kim.old").items, 1, "{report:#?}");
+    let copied = stored_bytes(&d, &dst).await;
+    assert!(copied == vec![big.bytes().to_vec()], "byte-identical, once");
+    println!(
+        "heap peak during the Maildir copy: {:.1} MB (message {} MB)",
+        peak as f64 / MB as f64,
+        SIZE / MB
+    );
+    assert!(
+        peak < 8 * MB,
+        "heap peak {peak} bytes: the {SIZE}-byte message was held"
+    );
+}

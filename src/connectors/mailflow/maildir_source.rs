@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use super::{
-    BoxFuture, Checkpoints, Fetched, FlowError, FlowResult, FolderStatus, MailSource, MessageMeta,
-    Side, SourceFolder, SourceSession,
+    BoxFuture, Checkpoints, Fetched, FileBody, FlowError, FlowResult, FolderStatus, MailSource,
+    MessageMeta, Opened, Side, SourceFolder, SourceSession,
 };
 use crate::connectors::mail::identity::Identity;
 use crate::connectors::mail::maildir::read_header;
@@ -239,6 +239,38 @@ impl SourceSession for MaildirSession {
                 });
             }
             Ok(out)
+        })
+    }
+
+    fn streams(&self) -> bool {
+        true
+    }
+
+    /// The message's file, read where it is piece by piece (its size the file's).
+    fn open_body<'a>(
+        &'a mut self,
+        folder: &'a SourceFolder,
+        message: &'a MessageMeta,
+    ) -> BoxFuture<'a, FlowResult<Opened<'a>>> {
+        Box::pin(async move {
+            let mut entry = self.file(folder, &message.id, false)?;
+            if entry.is_none() {
+                // Flags may have renamed the file since it was listed: list again.
+                entry = self.file(folder, &message.id, true)?;
+            }
+            let Some(entry) = entry else {
+                return Ok(Opened::Gone);
+            };
+            let opened = std::fs::File::open(&entry.path).and_then(|file| {
+                let size = file.metadata()?.len();
+                FileBody::new(file, size, entry.flags.clone(), entry.internal_date)
+            });
+            match opened {
+                Ok(body) => Ok(Opened::Body(Box::new(body))),
+                // Expunged since the listing.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Opened::Gone),
+                Err(e) => Err(crate::connectors::mail::MailError::io(&entry.path, e).into()),
+            }
         })
     }
 

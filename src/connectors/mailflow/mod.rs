@@ -370,7 +370,7 @@ impl BodyReader for InMemoryBody {
 }
 
 /// An unnamed private file (`0600`, never linked into a folder, so a crash leaves nothing) for
-/// a [`SpooledBody`], in [`spool_dir`] (or, where that refuses it, the system's temporary
+/// a [`FileBody`], in [`spool_dir`] (or, where that refuses it, the system's temporary
 /// folder).
 pub fn spool_file() -> std::io::Result<std::fs::File> {
     let dir = spool_dir(std::env::var_os("TMPDIR"), std::path::Path::new("/var/tmp"));
@@ -389,11 +389,12 @@ fn spool_dir(tmpdir: Option<std::ffi::OsString>, var_tmp: &std::path::Path) -> s
     }
 }
 
-/// A [`BodyReader`] over a message spooled to an unnamed private file ([`spool_file`]: `0600`,
-/// never linked into a folder, so nothing is left behind by a crash): for a source that can
-/// only read a message whole in one go (a POP3 `RETR` is dot-stuffed, so its exact size is
-/// known only at its end), yet must not hold it in memory.
-pub struct SpooledBody {
+/// A [`BodyReader`] over a file holding the message: a Maildir's message file where it is, or
+/// a spool file ([`spool_file`]: an unnamed private file, `0600`, never linked into a folder,
+/// so nothing is left behind by a crash) for a source that can only read a message whole in
+/// one go (a POP3 `RETR` is dot-stuffed, so its exact size is known only at its end), yet
+/// must not hold it in memory.
+pub struct FileBody {
     file: std::fs::File,
     size: u64,
     read: u64,
@@ -402,16 +403,16 @@ pub struct SpooledBody {
     done: bool,
 }
 
-impl SpooledBody {
+impl FileBody {
     /// `file` holds the message (`size` bytes) and is read from its start.
     pub fn new(
         mut file: std::fs::File,
         size: u64,
         flags: Flags,
         internal_date: Option<SystemTime>,
-    ) -> std::io::Result<SpooledBody> {
+    ) -> std::io::Result<FileBody> {
         std::io::Seek::rewind(&mut file)?;
-        Ok(SpooledBody {
+        Ok(FileBody {
             file,
             size,
             read: 0,
@@ -422,7 +423,7 @@ impl SpooledBody {
     }
 }
 
-impl BodyReader for SpooledBody {
+impl BodyReader for FileBody {
     fn size(&self) -> u64 {
         self.size
     }
@@ -445,9 +446,8 @@ impl BodyReader for SpooledBody {
             let n = left.min(STREAM_PIECE as u64) as usize;
             buf.clear();
             buf.resize(n, 0);
-            std::io::Read::read_exact(&mut self.file, buf).map_err(|e| {
-                FlowError::Transient(format!("reading a spooled message back: {e}"))
-            })?;
+            std::io::Read::read_exact(&mut self.file, buf)
+                .map_err(|e| FlowError::Transient(format!("reading the message's file: {e}")))?;
             self.read += n as u64;
             Ok(true)
         })

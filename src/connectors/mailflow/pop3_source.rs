@@ -31,8 +31,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::{
-    BoxFuture, Checkpoints, Fetched, FlowError, FlowResult, FolderStatus, Login, MailSource,
-    MessageMeta, Opened, Side, SourceFolder, SourceSession, SpooledBody, STREAM_PIECE,
+    BoxFuture, Checkpoints, Fetched, FileBody, FlowError, FlowResult, FolderStatus, Login,
+    MailSource, MessageMeta, Opened, Side, SourceFolder, SourceSession, STREAM_PIECE,
 };
 use crate::connectors::mail::date::parse_rfc5322;
 use crate::connectors::mail::identity::Identity;
@@ -414,7 +414,7 @@ impl SourceSession for Pop3Session {
                     .insert(message.id.clone(), Head::of(&RawMessage::new(head)));
             }
             let received = self.heads.get(&message.id).and_then(|h| h.received);
-            let body = SpooledBody::new(file, size, Flags::new(), received).map_err(spool_error)?;
+            let body = FileBody::new(file, size, Flags::new(), received).map_err(spool_error)?;
             Ok(Opened::Body(Box::new(body)))
         })
     }
