@@ -33,7 +33,7 @@ use cutover::connectors::net::{Credentials, Endpoint};
 use cutover::engine::StepResult;
 use cutover::plan::model::Tls;
 use dovecot::{Dovecot, User};
-use support::{apply, env_num, reset_peak_rss, run_measured};
+use support::{apply, apply_copies_measured, env_num, reset_peak_rss, run_measured};
 
 fn endpoint(d: &Dovecot) -> Endpoint {
     Endpoint::new("127.0.0.1", d.imaps_port, Tls::Implicit).with_ca_file(d.ca_file())
@@ -240,21 +240,7 @@ async fn big() {
         ),
     )
     .expect("plan");
-    let (secs, rss) = run_measured(
-        Command::new(env!("CARGO_BIN_EXE_cutover"))
-            .args([
-                "apply",
-                "--yes",
-                "--progress",
-                "plain",
-                "--target",
-                "copy.*",
-            ])
-            .arg("plan.yaml")
-            .current_dir(base),
-        "cutover apply",
-        &base.join("cutover.stderr"),
-    );
+    let (secs, rss) = apply_copies_measured(base);
     assert_eq!(count_messages(&b, &dst).await, msgs, "cutover copied all");
 
     // mbsync, the peer: the same source into another account of the same target server.

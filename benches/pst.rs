@@ -164,21 +164,7 @@ fn big() {
         ),
     )
     .expect("plan");
-    let (secs, rss) = support::run_measured(
-        Command::new(env!("CARGO_BIN_EXE_cutover"))
-            .args([
-                "apply",
-                "--yes",
-                "--progress",
-                "plain",
-                "--target",
-                "copy.*",
-            ])
-            .arg("plan.yaml")
-            .current_dir(base),
-        "cutover apply",
-        &base.join("cutover.stderr"),
-    );
+    let (secs, rss) = support::apply_copies_measured(base);
     let copied = count_files(&base.join("out"));
     assert_eq!(copied, messages, "cutover copied every mail");
     let readpst_out = base.join("readpst");

@@ -17,7 +17,7 @@ use cutover::state::StateStore;
 use support::dovecot::{Dovecot, User};
 use support::fault_proxy::{FaultProxy, Faults};
 use support::graph_fake::{FakeSku, FakeTenant, GraphFake};
-use support::mailbox::{imap_contents, Contents};
+use support::mailbox::{assert_each_once, imap_contents, Contents};
 use support::remote::{apply, done, fixture_in, open_store, seed, server, Fx, Seed};
 
 fn mail(n: usize, extra: &str) -> RawMessage {
@@ -91,13 +91,6 @@ impl Exchange {
     }
 }
 
-fn each_once(contents: &Contents, expected: usize) {
-    for (k, copies) in contents {
-        assert_eq!(copies.len(), 1, "{k:?} stored {} times", copies.len());
-    }
-    assert_eq!(contents.len(), expected);
-}
-
 /// A budget of 40 messages a second, 8 deep, a 300 ms suggested backoff and a BYE after three
 /// throttles on a connection; `retries: 1`, so a disconnect that spent a retry would fail the
 /// step.
@@ -116,7 +109,7 @@ async fn throttling_is_waited_out_together_and_costs_no_retry() {
     let store = open_store(&x.fx, "state.db");
     let report = x.run(Arc::clone(&store)).await;
     assert_eq!(report.outcome, WalkOutcome::Succeeded, "{report:#?}");
-    each_once(&x.contents().await, 240);
+    assert_each_once(&x.contents().await, 240);
     let counts = x.proxy.counts();
     assert!(counts.throttles > 0, "the budget was met: {counts:?}");
     assert!(
@@ -160,7 +153,7 @@ async fn a_known_budget_is_never_refused() {
     );
     let report = x.run(open_store(&x.fx, "state.db")).await;
     assert_eq!(report.outcome, WalkOutcome::Succeeded, "{report:#?}");
-    each_once(&x.contents().await, 90);
+    assert_each_once(&x.contents().await, 90);
     assert_eq!(x.proxy.counts().throttles, 0, "{:?}", x.proxy.counts());
 }
 

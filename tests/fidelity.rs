@@ -522,14 +522,6 @@ async fn a_per_user_connection_limit_slows_the_copy_without_failing_it() {
     }
     assert!(limited > 0, "the server refused some connections");
     // The report says it.
-    let ws = cutover::ops::Workspace::open(
-        &base.join("plan.yaml"),
-        Some(&base.join("state.db")),
-        cutover::plan::Options::default(),
-    )
-    .unwrap();
-    let out = cutover::cli::render::report_markdown(
-        &cutover::ops::build_report(&ws, &report, store.as_ref()).unwrap(),
-    );
+    let out = support::remote::report_markdown(&base, &report, store.as_ref());
     assert!(out.contains("max_connections_per_login"), "{out}");
 }

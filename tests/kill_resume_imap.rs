@@ -261,23 +261,10 @@ async fn sigkill_mid_streamed_message_then_resume_delivers_exactly_once() {
         ),
     )
     .unwrap();
-    let watch = proxy.watch();
-    let mut mid_literal = 0;
-    for _ in 0..3 {
-        let started = proxy.counts().appends;
-        let mut child = apply(dir.path()).spawn().expect("cutover runs");
-        let began = watch.wait_until(Duration::from_secs(60), |c| c.appends > started);
-        child.kill().unwrap();
-        child.wait().unwrap();
-        if !began {
-            break;
-        }
-        // Every APPEND that started and is not at the target was cut mid-literal.
-        let stored = imap_contents(&d, &dst).await.values().flatten().count();
-        if stored < proxy.counts().appends {
-            mid_literal += 1;
-        }
-    }
+    let mid_literal = support::remote::kill_at_appends(&proxy, &d, &dst, 3, || {
+        apply(dir.path()).spawn().expect("cutover runs")
+    })
+    .await;
     assert!(mid_literal >= 1, "no kill landed mid-literal");
     let resumes = resume_until_done(dir.path(), 4);
     assert_same(&expected, &imap_contents(&d, &dst).await);

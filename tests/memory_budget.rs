@@ -86,6 +86,18 @@ async fn apply_measured(
     (report, PEAK.load(Ordering::Relaxed).saturating_sub(before))
 }
 
+/// Prints the copy's heap peak with what it `copied`, and fails unless it stayed below `bound`.
+fn assert_peak_below(peak: usize, bound: usize, copied: &str) {
+    println!(
+        "heap peak during the copy: {:.1} MB ({copied})",
+        peak as f64 / MB as f64
+    );
+    assert!(
+        peak < bound,
+        "heap peak {peak} bytes, below {bound} expected: {copied}"
+    );
+}
+
 /// The bytes of every message in `user`'s IMAP mailbox, sorted.
 async fn stored_bytes(d: &Dovecot, user: &User) -> Vec<Vec<u8>> {
     let mut all: Vec<Vec<u8>> = imap_contents(d, user)
@@ -109,6 +121,26 @@ fn copy_plan(target: &str, source: &str, settings: &str, src: &User, dst: &User)
         pw_file(dir.path(), "dst.pw", &dst.password),
         src.login,
         pw_file(dir.path(), "src.pw", &src.password),
+    );
+    let base = dir.path().to_path_buf();
+    fixture_in(dir, base, &yaml)
+}
+
+/// A plan copying `file` (a PST, a Maildir…: a source of `kind` without a login) into
+/// `dst`'s IMAP mailbox, with the default budget; its password file in `dir`.
+fn file_copy_plan(
+    dir: tempfile::TempDir,
+    kind: &str,
+    file: &std::path::Path,
+    d: &Dovecot,
+    dst: &User,
+) -> Fx {
+    let yaml = format!(
+        "version: 1\nname: mem\ndomain: example.test\ntarget: {{ kind: imap, {} }}\nsources:\n  old: {{ kind: {kind} }}\nusers:\n  - email: kim@example.test\n    target_login: {{ login: {}, password: {} }}\n    migrate:\n      - {{ from: old, file: {} }}\n",
+        imaps(d),
+        dst.login,
+        pw_file(dir.path(), "dst.pw", &dst.password),
+        file.display()
     );
     let base = dir.path().to_path_buf();
     fixture_in(dir, base, &yaml)
@@ -152,17 +184,16 @@ async fn a_large_message_is_streamed_and_a_whole_one_held_once() {
     let counts = done(&report, "copy.kim.old");
     assert_eq!(counts.items, 2, "{report:#?}");
     assert_same(&expected, &imap_contents(&d, &dst).await);
-    println!(
-        "heap peak during the copy: {:.1} MB (streamed message {} MB, whole message {} MB)",
-        peak as f64 / MB as f64,
-        STREAMED / MB,
-        WHOLE / MB
-    );
     // Two copies of the whole message would need 28 MB; the streamed one alone 40 MB. The
     // rest of a copy (TLS, state, sessions, the streamed message's pieces) stays under 6 MB.
-    assert!(
-        peak < WHOLE + 6 * MB,
-        "heap peak {peak} bytes: a message was held more than once, or the large one whole"
+    assert_peak_below(
+        peak,
+        WHOLE + 6 * MB,
+        &format!(
+            "a streamed message of {} MB never whole, a whole one of {} MB held once",
+            STREAMED / MB,
+            WHOLE / MB
+        ),
     );
 }
 
@@ -229,14 +260,10 @@ async fn a_large_pop3_message_is_spooled_not_held() {
     assert_eq!(done(&report, "copy.kim.old").items, 1, "{report:#?}");
     let copied = stored_bytes(&d, &dst).await;
     assert!(copied == vec![big.bytes().to_vec()], "byte-identical, once");
-    println!(
-        "heap peak during the POP3 copy: {:.1} MB (message {} MB)",
-        peak as f64 / MB as f64,
-        SPOOLED / MB
-    );
-    assert!(
-        peak < SPOOLED / 2,
-        "heap peak {peak} bytes: the {SPOOLED}-byte message was held"
+    assert_peak_below(
+        peak,
+        SPOOLED / 2,
+        &format!("a POP3 message of {} MB, spooled", SPOOLED / MB),
     );
 }
 
@@ -274,14 +301,13 @@ async fn without_top_large_pop3_messages_are_read_one_at_a_time() {
     let mut expected: Vec<Vec<u8>> = big.iter().map(|m| m.bytes().to_vec()).collect();
     expected.sort();
     assert!(copied == expected, "byte-identical, each once");
-    println!(
-        "heap peak, POP3 without TOP: {:.1} MB (3 messages of {} MB)",
-        peak as f64 / MB as f64,
-        EACH / MB
-    );
-    assert!(
-        peak < 2 * EACH,
-        "heap peak {peak} bytes: more than one {EACH}-byte message was held at once"
+    assert_peak_below(
+        peak,
+        2 * EACH,
+        &format!(
+            "3 POP3 messages of {} MB without TOP, read one at a time",
+            EACH / MB
+        ),
     );
 }
 
@@ -321,20 +347,12 @@ async fn large_pst_attachments_are_streamed_from_the_file() {
     });
     let file = pst_fixtures::write_to(dir.path(), "big.pst", &spec);
     drop(spec);
-    let yaml = format!(
-        "version: 1\nname: mem\ndomain: example.test\ntarget: {{ kind: imap, {} }}\nsources:\n  outlook: {{ kind: pst }}\nusers:\n  - email: carol@example.test\n    target_login: {{ login: {}, password: {} }}\n    migrate:\n      - {{ from: outlook, file: {} }}\n",
-        imaps(&d),
-        dst.login,
-        pw_file(dir.path(), "dst.pw", &dst.password),
-        file.display()
-    );
-    let base = dir.path().to_path_buf();
-    let fx = fixture_in(dir, base, &yaml);
+    let fx = file_copy_plan(dir, "pst", &file, &d, &dst);
     let store = open_store(&fx, "state.db");
 
     let (report, peak) = apply_measured(&fx, store).await;
 
-    let copied = done(&report, "copy.carol.outlook").items;
+    let copied = done(&report, "copy.kim.old").items;
     let pst = cutover::connectors::pst::PstFile::open(&file).unwrap();
     let mut expected: Vec<Vec<u8>> = pst
         .folders()
@@ -358,15 +376,8 @@ async fn large_pst_attachments_are_streamed_from_the_file() {
         stored == expected,
         "byte for byte the whole conversion, each once"
     );
-    println!(
-        "heap peak during the PST copy: {:.1} MB (messages of {:?} bytes)",
-        peak as f64 / MB as f64,
-        big
-    );
-    assert!(
-        peak < 8 * MB,
-        "heap peak {peak} bytes: a large attachment, or a message's many small ones, were held"
-    );
+    let copied = format!("PST messages of {big:?} bytes, no attachment held but the first MiB");
+    assert_peak_below(peak, 8 * MB, &copied);
 }
 
 /// A Maildir message larger than a lane's share is read from its file piece by piece into
@@ -384,14 +395,8 @@ async fn a_large_maildir_message_is_read_from_its_file() {
     let mut md = MaildirTarget::open(dir.path().join("old.maildir")).unwrap();
     md.store(&FolderPath::inbox(), &big).unwrap();
     drop(md);
-    let yaml = format!(
-        "version: 1\nname: mem\ndomain: example.test\ntarget: {{ kind: imap, {} }}\nsources:\n  old: {{ kind: maildir }}\nusers:\n  - email: kim@example.test\n    target_login: {{ login: {}, password: {} }}\n    migrate:\n      - {{ from: old, file: old.maildir }}\n",
-        imaps(&d),
-        dst.login,
-        pw_file(dir.path(), "dst.pw", &dst.password),
-    );
-    let base = dir.path().to_path_buf();
-    let fx = fixture_in(dir, base, &yaml);
+    let maildir = dir.path().join("old.maildir");
+    let fx = file_copy_plan(dir, "maildir", &maildir, &d, &dst);
     let store = open_store(&fx, "state.db");
 
     let (report, peak) = apply_measured(&fx, store).await;
@@ -399,13 +404,9 @@ async fn a_large_maildir_message_is_read_from_its_file() {
     assert_eq!(done(&report, "copy.kim.old").items, 1, "{report:#?}");
     let copied = stored_bytes(&d, &dst).await;
     assert!(copied == vec![big.bytes().to_vec()], "byte-identical, once");
-    println!(
-        "heap peak during the Maildir copy: {:.1} MB (message {} MB)",
-        peak as f64 / MB as f64,
-        SIZE / MB
-    );
-    assert!(
-        peak < 8 * MB,
-        "heap peak {peak} bytes: the {SIZE}-byte message was held"
+    assert_peak_below(
+        peak,
+        8 * MB,
+        &format!("a Maildir message of {} MB, read from its file", SIZE / MB),
     );
 }

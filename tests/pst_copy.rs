@@ -21,8 +21,10 @@ use cutover::engine::{CancellationToken, StepResult, WalkOutcome};
 use pst_fixtures::pst_writer::{self, *};
 use support::dovecot::Dovecot;
 use support::fault_proxy::{FaultProxy, Faults};
-use support::mailbox::imap_contents;
-use support::remote::{apply, done, fixture_in, maildir_contents, open_store, server};
+use support::mailbox::{assert_each_once, imap_contents};
+use support::remote::{
+    apply, done, fixture_in, kill_at_appends, maildir_contents, open_store, server,
+};
 
 /// Messages per target folder (`/`-joined, `INBOX` for the inbox).
 fn per_folder(contents: &support::mailbox::Contents) -> BTreeMap<String, usize> {
@@ -39,6 +41,22 @@ fn plan(target: &str, file: &Path, into: Option<&str>) -> String {
         "version: 1\nname: pst-copy\ndomain: example.test\ntarget: {target}\nsources:\n  outlook: {{ kind: pst }}\nusers:\n  - email: carol@example.test\n    migrate:\n      - {{ from: outlook, file: {}{into} }}\n",
         file.display()
     )
+}
+
+/// [`plan`] into an IMAP `target` as `login` (password in `dst.pw`), with `settings`
+/// (a YAML flow mapping's inside, may be empty).
+fn imap_plan(target: &str, file: &Path, into: Option<&str>, login: &str, settings: &str) -> String {
+    plan(target, file, into)
+        .replace(
+            "  - email: carol@example.test\n",
+            &format!(
+                "  - email: carol@example.test\n    target_login: {{ login: {login}, password: {{ file: dst.pw }} }}\n"
+            ),
+        )
+        .replace(
+            "name: pst-copy\n",
+            &format!("name: pst-copy\nsettings: {{ {settings} }}\n"),
+        )
 }
 
 /// The Portuguese-Outlook sample plus a folder with two different messages sharing one
@@ -134,13 +152,7 @@ async fn an_archive_pst_lands_below_its_folder() {
             .trim_start_matches("{ ")
             .trim_end_matches(" }")
     );
-    let yaml = plan(&target, &file, Some("Archive")).replace(
-        "  - email: carol@example.test\n",
-        &format!(
-            "  - email: carol@example.test\n    target_login: {{ login: {}, password: {{ file: dst.pw }} }}\n",
-            dst.login
-        ),
-    );
+    let yaml = imap_plan(&target, &file, Some("Archive"), &dst.login, "");
     let fx = fixture_in(dir, base.clone(), &yaml);
     let report = apply(&fx, open_store(&fx, "state.db"), CancellationToken::new()).await;
     assert_eq!(report.outcome, WalkOutcome::Succeeded, "{report:#?}");
@@ -230,16 +242,10 @@ async fn a_damaged_attachment_is_reported_and_its_message_copied() {
     bytes[at] ^= 0xff;
     let file = base.join("damaged-attachment.pst");
     std::fs::write(&file, &bytes).unwrap();
-    std::fs::write(
-        base.join("plan.yaml"),
-        plan("{ kind: maildir, path: out }", &file, None),
-    )
-    .unwrap();
-    let fx = fixture_in(
-        dir,
-        base.clone(),
-        &plan("{ kind: maildir, path: out }", &file, None),
-    );
+    // On disk too, for the report.
+    let yaml = plan("{ kind: maildir, path: out }", &file, None);
+    std::fs::write(base.join("plan.yaml"), &yaml).unwrap();
+    let fx = fixture_in(dir, base.clone(), &yaml);
     let store = open_store(&fx, "state.db");
     let report = apply(&fx, Arc::clone(&store), CancellationToken::new()).await;
     let counts = done(&report, "copy.carol.outlook");
@@ -261,15 +267,7 @@ async fn a_damaged_attachment_is_reported_and_its_message_copied() {
         partly[0].reason
     );
     assert!(cutover::runners::skipped::from_checkpoints(&checkpoints).is_empty());
-    let ws = cutover::ops::Workspace::open(
-        &base.join("plan.yaml"),
-        Some(&base.join("state.db")),
-        cutover::plan::Options::default(),
-    )
-    .unwrap();
-    let out = cutover::cli::render::report_markdown(
-        &cutover::ops::build_report(&ws, &report, store.as_ref()).unwrap(),
-    );
+    let out = support::remote::report_markdown(&base, &report, store.as_ref());
     assert!(
         out.contains("Copied without some of their parts") && out.contains("scan.pdf"),
         "{out}"
@@ -368,15 +366,7 @@ async fn sigkill_mid_pst_copy_then_resume_delivers_exactly_once() {
             .trim_start_matches("{ ")
             .trim_end_matches(" }")
     );
-    let yaml = plan(&target, &file, None)
-        .replace(
-            "  - email: carol@example.test\n",
-            &format!(
-                "  - email: carol@example.test\n    target_login: {{ login: {}, password: {{ file: dst.pw }} }}\n",
-                dst.login
-            ),
-        )
-        .replace("name: pst-copy\n", "name: pst-copy\nsettings: { output_dir: reports }\n");
+    let yaml = imap_plan(&target, &file, None, &dst.login, "output_dir: reports");
     std::fs::write(dir.path().join("plan.yaml"), yaml).unwrap();
     let total = {
         let pst = PstFile::open(&file).unwrap();
@@ -417,16 +407,7 @@ async fn sigkill_mid_pst_copy_then_resume_delivers_exactly_once() {
     }
     assert!(mid_copy >= 2, "only {mid_copy} kills landed mid-copy");
     resume_until_done(dir.path(), 4);
-    let have = imap_contents(&d, &dst).await;
-    for ((folder, identity), copies) in &have {
-        assert_eq!(
-            copies.len(),
-            1,
-            "{folder} {identity:?} stored {} times",
-            copies.len()
-        );
-    }
-    assert_eq!(have.values().map(Vec::len).sum::<usize>(), total);
+    assert_each_once(&imap_contents(&d, &dst).await, total);
 }
 
 /// A kill while a PST message too large for a lane's share (budget 16 MB: 2 MB) is being
@@ -470,49 +451,23 @@ async fn sigkill_mid_streamed_pst_message_then_resume_delivers_exactly_once() {
         "{{ kind: imap, host: 127.0.0.1, port: {}, tls: none, allow_plaintext: true }}",
         proxy.port
     );
-    let yaml = plan(&target, &file, None)
-        .replace(
-            "  - email: carol@example.test\n",
-            &format!(
-                "  - email: carol@example.test\n    target_login: {{ login: {}, password: {{ file: dst.pw }} }}\n",
-                dst.login
-            ),
-        )
-        .replace(
-            "name: pst-copy\n",
-            "name: pst-copy\nsettings: { output_dir: reports, memory_budget_mb: 16 }\n",
-        );
+    let yaml = imap_plan(
+        &target,
+        &file,
+        None,
+        &dst.login,
+        "output_dir: reports, memory_budget_mb: 16",
+    );
     std::fs::write(dir.path().join("plan.yaml"), yaml).unwrap();
-    let watch = proxy.watch();
-    let mut mid_literal = 0;
-    for _ in 0..3 {
-        let started = proxy.counts().appends;
-        let mut child = apply_process(dir.path()).spawn().expect("cutover runs");
-        let began = watch.wait_until(Duration::from_secs(60), |c| c.appends > started);
-        child.kill().unwrap();
-        child.wait().unwrap();
-        if !began {
-            break;
-        }
-        // Every APPEND that started and is not at the target was cut mid-literal.
-        let stored = imap_contents(&d, &dst).await.values().flatten().count();
-        if stored < proxy.counts().appends {
-            mid_literal += 1;
-        }
-    }
+    let mid_literal = kill_at_appends(&proxy, &d, &dst, 3, || {
+        apply_process(dir.path()).spawn().expect("cutover runs")
+    })
+    .await;
     assert!(mid_literal >= 1, "no kill landed mid-literal");
     resume_until_done(dir.path(), 4);
-    let have = imap_contents(&d, &dst).await;
-    for ((folder, identity), copies) in &have {
-        assert_eq!(
-            copies.len(),
-            1,
-            "{folder} {identity:?} stored {} times",
-            copies.len()
-        );
-    }
     assert_eq!(total, 5);
-    assert_eq!(have.values().map(Vec::len).sum::<usize>(), total);
+    let have = imap_contents(&d, &dst).await;
+    assert_each_once(&have, total);
     let large = have
         .values()
         .flatten()

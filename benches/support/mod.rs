@@ -115,3 +115,23 @@ pub fn run_measured(cmd: &mut Command, what: &str, stderr: &Path) -> (f64, f64) 
     }
     (secs, usage.ru_maxrss as f64 / 1024.0)
 }
+
+/// `cutover apply` of the copy steps of `base/plan.yaml`, as a user runs it (the release
+/// binary, plain progress): wall seconds and peak RSS (MB), see [`run_measured`].
+pub fn apply_copies_measured(base: &Path) -> (f64, f64) {
+    run_measured(
+        Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .args([
+                "apply",
+                "--yes",
+                "--progress",
+                "plain",
+                "--target",
+                "copy.*",
+            ])
+            .arg("plan.yaml")
+            .current_dir(base),
+        "cutover apply",
+        &base.join("cutover.stderr"),
+    )
+}

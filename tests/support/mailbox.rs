@@ -82,3 +82,11 @@ pub fn assert_same(expected: &Contents, actual: &Contents) {
         }
     }
 }
+
+/// Every message of `contents` is there once, and there are `expected` of them.
+pub fn assert_each_once(contents: &Contents, expected: usize) {
+    for (k, copies) in contents {
+        assert_eq!(copies.len(), 1, "{k:?} stored {} times", copies.len());
+    }
+    assert_eq!(contents.len(), expected, "distinct messages");
+}

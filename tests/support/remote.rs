@@ -287,3 +287,50 @@ pub fn done(report: &WalkReport, id: &str) -> cutover::state::Counts {
         other => panic!("{id}: {other:?}\n{report:#?}"),
     }
 }
+
+/// Starts an apply with `spawn` up to `runs` times and kills each (SIGKILL) the moment
+/// `proxy`, in front of `user`'s target server `d`, sees a new APPEND begin; returns how many
+/// kills cut a literal (an APPEND begun whose message is not at the target). Stops early
+/// when an apply ends without beginning one.
+pub async fn kill_at_appends(
+    proxy: &super::fault_proxy::FaultProxy,
+    d: &Dovecot,
+    user: &User,
+    runs: usize,
+    spawn: impl Fn() -> std::process::Child,
+) -> usize {
+    let watch = proxy.watch();
+    let mut mid_literal = 0;
+    for _ in 0..runs {
+        let started = proxy.counts().appends;
+        let mut child = spawn();
+        let began = watch.wait_until(Duration::from_secs(60), |c| c.appends > started);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        if !began {
+            break;
+        }
+        // Every APPEND that began and is not at the target was cut mid-literal.
+        let stored = super::mailbox::imap_contents(d, user)
+            .await
+            .values()
+            .flatten()
+            .count();
+        if stored < proxy.counts().appends {
+            mid_literal += 1;
+        }
+    }
+    mid_literal
+}
+
+/// The client report of `report` as the CLI renders it (Markdown), for the plan at
+/// `base/plan.yaml` with its state at `base/state.db`.
+pub fn report_markdown(base: &Path, report: &WalkReport, store: &dyn StateStore) -> String {
+    let ws = cutover::ops::Workspace::open(
+        &base.join("plan.yaml"),
+        Some(&base.join("state.db")),
+        Options::default(),
+    )
+    .unwrap();
+    cutover::cli::render::report_markdown(&cutover::ops::build_report(&ws, report, store).unwrap())
+}
