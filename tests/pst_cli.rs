@@ -166,6 +166,67 @@ fn export_mbox_and_eml() {
     assert_eq!(eml_count, 8);
 }
 
+/// A mail with a 2 MB attachment (written from the file piece by piece) exports to eml,
+/// maildir and mbox as the bytes of its whole conversion.
+#[test]
+fn export_writes_large_attachments_as_converted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = pst_fixtures::sample(false, 1);
+    spec.folders = vec![pst_fixtures::pst_writer::FolderSpec {
+        name: "Big".into(),
+        container_class: Some("IPF.Note".into()),
+        messages: vec![pst_fixtures::mail_with_attachment(
+            "big",
+            pst_fixtures::T0,
+            2_000_000,
+            3,
+        )],
+        ..pst_fixtures::pst_writer::FolderSpec::default()
+    }];
+    let pst = pst_fixtures::write_to(dir.path(), "big.pst", &spec);
+    let file = cutover::connectors::pst::PstFile::open(&pst).unwrap();
+    let folder = file
+        .folders()
+        .iter()
+        .find(|f| f.path.last().is_some_and(|n| n == "Big"))
+        .unwrap();
+    let nid = file.message_nids(folder.nid)[0];
+    let whole = file.message(nid).unwrap().bytes;
+    assert!(whole.len() > 2_700_000);
+    for form in ["eml", "maildir", "mbox"] {
+        let out = dir.path().join(form);
+        let ran = cutover(
+            dir.path(),
+            &["pst", "export", s(&pst), "--to", form, s(&out), "--quiet"],
+        );
+        assert_eq!(ran.code, ExitCode::Ok, "{}", ran.err);
+        assert!(
+            ran.out.starts_with("wrote 1 message"),
+            "{form}: {}",
+            ran.out
+        );
+    }
+    let eml = std::fs::read(dir.path().join(format!("eml/Big/{nid:08x}.eml"))).unwrap();
+    assert!(eml == whole, "eml differs from the conversion");
+    let maildir = Maildir::open(dir.path().join("maildir")).unwrap();
+    let stored: Vec<Vec<u8>> = maildir
+        .folders()
+        .unwrap()
+        .iter()
+        .flat_map(|f| maildir.entries(f).unwrap())
+        .map(|e| e.read().unwrap().bytes().to_vec())
+        .collect();
+    assert!(
+        stored == vec![whole.clone()],
+        "maildir differs from the conversion"
+    );
+    let mbox = std::fs::read(dir.path().join("mbox/Big.mbox")).unwrap();
+    assert!(
+        mbox.windows(whole.len()).any(|w| w == whole.as_slice()),
+        "mbox does not hold the conversion"
+    );
+}
+
 fn walkdir(dir: &Path) -> usize {
     let mut n = 0;
     for entry in std::fs::read_dir(dir).unwrap() {

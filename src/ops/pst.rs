@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::connectors::mail::identity::{Identity, IdentityCounts};
-use crate::connectors::mail::{FolderPath, MailError, MaildirTarget, MboxWriter};
+use crate::connectors::mail::{FolderPath, MailError, MaildirTarget, MboxWriter, RawMessage};
+use crate::connectors::mailflow::STREAM_PIECE;
 use crate::connectors::pst::{
-    self, calendar_ics, contacts_csv, contacts_vcard, Folder, FolderRole, Problem, PstError,
-    PstFile, StoreInfo,
+    self, calendar_ics, contacts_csv, contacts_vcard, ConvertOptions, Folder, FolderRole,
+    MessageStream, Problem, PstError, PstFile, StoreInfo,
 };
 
 /// Why a PST command failed as a whole (per-message problems are in its report instead).
@@ -211,74 +212,137 @@ pub fn export(
             }
             let result = file.summary(nid).and_then(|summary| {
                 if is_mail_class(&summary.message_class) {
-                    file.message(nid).map(Some)
+                    file.message_stream(nid, &ConvertOptions::default())
+                        .map(Some)
                 } else {
                     Ok(None)
                 }
             });
-            match result {
-                Ok(None) => summary.not_mail += 1,
-                Ok(Some(message)) => {
-                    summary.bytes += message.bytes.len() as u64;
-                    summary.notes.extend(
-                        message
-                            .notes
-                            .iter()
-                            .map(|n| format!("{label} (node {:#x}): {n}", message.nid)),
-                    );
-                    let nid = message.nid;
-                    let raw = message.into_raw();
-                    match format {
-                        ExportFormat::Maildir => {
-                            let target = maildir.as_mut().ok_or(PstOpsError::Interrupted)?;
-                            let folder_path = FolderPath::new(segments.clone())?;
-                            if present.is_none() {
-                                present = Some(target.identities(&folder_path)?);
-                            }
-                            // The folder holds as many copies of an identity as earlier runs
-                            // stored; this run stores only those beyond that count.
-                            let identity = Identity::of_message(raw.bytes());
-                            let seen = seen_here.entry(identity).or_insert(0u32);
-                            *seen += 1;
-                            let already = present.as_ref().map_or(0, |p| p.get(&identity));
-                            if *seen <= already {
-                                summary.messages_present += 1;
-                            } else {
-                                target.store(&folder_path, &raw)?;
+            let mut message = match result {
+                Ok(None) => {
+                    summary.not_mail += 1;
+                    progress.message(&label);
+                    continue;
+                }
+                Ok(Some(message)) => message,
+                Err(err) => {
+                    summary.problems.push(Problem {
+                        folder: label.clone(),
+                        nid,
+                        reason: err.to_string(),
+                    });
+                    progress.message(&label);
+                    continue;
+                }
+            };
+            summary.bytes += message.size();
+            summary.notes.extend(
+                message
+                    .notes
+                    .iter()
+                    .map(|n| format!("{label} (node {nid:#x}): {n}")),
+            );
+            // Written piece by piece (large attachments straight from the file), except into
+            // an mbox, whose `From ` escaping wants the message whole.
+            let written = match format {
+                ExportFormat::Maildir => 'maildir: {
+                    let target = maildir.as_mut().ok_or(PstOpsError::Interrupted)?;
+                    let folder_path = FolderPath::new(segments.clone())?;
+                    if present.is_none() {
+                        present = Some(target.identities(&folder_path)?);
+                    }
+                    let mut piece = Vec::new();
+                    let more = match message.next_piece(&file, &mut piece, STREAM_PIECE) {
+                        Ok(more) => more,
+                        Err(e) => break 'maildir Err(e.into()),
+                    };
+                    // The folder holds as many copies of an identity as earlier runs
+                    // stored; this run stores only those beyond that count.
+                    let identity = Identity::of_message(&piece);
+                    let seen = seen_here.entry(identity).or_insert(0u32);
+                    *seen += 1;
+                    let already = present.as_ref().map_or(0, |p| p.get(&identity));
+                    if *seen <= already {
+                        summary.messages_present += 1;
+                        Ok(())
+                    } else {
+                        let mut delivery =
+                            target.begin(&folder_path, &message.flags, message.size())?;
+                        delivery.write(&piece)?;
+                        // Dropped on an error, the delivery removes its file.
+                        let rest = more
+                            .then(|| each_piece(&file, &mut message, |p| Ok(delivery.write(p)?)));
+                        match rest.unwrap_or(Ok(())) {
+                            Ok(()) => {
+                                target.finish(delivery, message.internal_date, identity)?;
                                 summary.messages_written += 1;
+                                Ok(())
                             }
-                        }
-                        ExportFormat::Mbox => {
-                            if mbox.is_none() {
-                                let file_path = nested_path(dir, &segments, "mbox");
-                                create_parent(&file_path)?;
-                                mbox = Some(MboxWriter::create(&file_path)?);
-                                summary.files.push(relative(dir, &file_path));
-                            }
-                            if let Some(writer) = mbox.as_mut() {
-                                writer.write(&raw).map_err(|source| PstOpsError::Write {
-                                    path: nested_path(dir, &segments, "mbox"),
-                                    source,
-                                })?;
-                            }
-                            summary.messages_written += 1;
-                        }
-                        ExportFormat::Eml => {
-                            let mut folder_dir = dir.to_path_buf();
-                            for s in &segments {
-                                folder_dir.push(s);
-                            }
-                            let eml = folder_dir.join(format!("{nid:08x}.eml"));
-                            write_private(&eml, raw.bytes())?;
-                            summary.messages_written += 1;
+                            Err(e) => Err(e),
                         }
                     }
                 }
-                Err(err) => summary.problems.push(Problem {
+                ExportFormat::Mbox => {
+                    if mbox.is_none() {
+                        let file_path = nested_path(dir, &segments, "mbox");
+                        create_parent(&file_path)?;
+                        mbox = Some(MboxWriter::create(&file_path)?);
+                        summary.files.push(relative(dir, &file_path));
+                    }
+                    let mut bytes = Vec::with_capacity(message.size() as usize);
+                    let read = each_piece(&file, &mut message, |p| {
+                        bytes.extend_from_slice(p);
+                        Ok(())
+                    });
+                    match (read, mbox.as_mut()) {
+                        (Ok(()), Some(writer)) => {
+                            let raw = RawMessage::new(bytes)
+                                .with_flags(message.flags.clone())
+                                .with_internal_date(message.internal_date);
+                            writer.write(&raw).map_err(|source| PstOpsError::Write {
+                                path: nested_path(dir, &segments, "mbox"),
+                                source,
+                            })?;
+                            summary.messages_written += 1;
+                            Ok(())
+                        }
+                        (Ok(()), None) => Ok(()),
+                        (Err(e), _) => Err(e),
+                    }
+                }
+                ExportFormat::Eml => {
+                    let mut folder_dir = dir.to_path_buf();
+                    for s in &segments {
+                        folder_dir.push(s);
+                    }
+                    let eml = folder_dir.join(format!("{nid:08x}.eml"));
+                    let mut out = create_private(&eml)?;
+                    let written = each_piece(&file, &mut message, |p| {
+                        std::io::Write::write_all(&mut out, p).map_err(|source| {
+                            PstOpsError::Write {
+                                path: eml.clone(),
+                                source,
+                            }
+                        })
+                    });
+                    if written.is_err() {
+                        drop(out);
+                        let _ = fs::remove_file(&eml);
+                    } else {
+                        summary.messages_written += 1;
+                    }
+                    written
+                }
+            };
+            match written {
+                Ok(()) => {}
+                // The message could not be read to its end: a problem of this message only.
+                Err(PstOpsError::Pst(err)) => summary.problems.push(Problem {
                     folder: label.clone(),
                     nid,
                     reason: err.to_string(),
                 }),
+                Err(e) => return Err(e),
             }
             progress.message(&label);
         }
@@ -369,17 +433,38 @@ fn create_private_dir(dir: &Path) -> Result<(), PstOpsError> {
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), PstOpsError> {
+    let mut file = create_private(path)?;
+    std::io::Write::write_all(&mut file, bytes).map_err(|source| PstOpsError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// `path` created (or emptied) as a private file, its folders made.
+fn create_private(path: &Path) -> Result<fs::File, PstOpsError> {
     create_parent(path)?;
-    let result = crate::files::options()
+    crate::files::options()
         .write(true)
         .create(true)
         .truncate(true)
         .open(path)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, bytes));
-    result.map_err(|source| PstOpsError::Write {
-        path: path.to_path_buf(),
-        source,
-    })
+        .map_err(|source| PstOpsError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Hands the rest of `message` to `each`, piece by piece.
+fn each_piece(
+    file: &PstFile,
+    message: &mut MessageStream,
+    mut each: impl FnMut(&[u8]) -> Result<(), PstOpsError>,
+) -> Result<(), PstOpsError> {
+    let mut piece = Vec::new();
+    while message.next_piece(file, &mut piece, STREAM_PIECE)? {
+        each(&piece)?;
+    }
+    Ok(())
 }
 
 /// The PST's autocomplete stream, for `autocomplete` steps and `pst show`.
