@@ -312,8 +312,8 @@ fn large_attachments_are_written_block_by_block_as_mail_builder_would() {
     assert!(contains(&encoded), "notes.txt: not its data in MIME base64");
     assert!(whole.len() > 1_800_000, "{} bytes", whole.len());
 
-    // Many attachments, each under 256 KiB: those past the first MiB a message holds are
-    // streamed too, and every part is still mail-builder's.
+    // Many attachments, each under 256 KiB: those past the first 512 KiB a message holds
+    // are streamed too, and every part is still mail-builder's.
     let nid = message_by_subject(&file, "Big", "many");
     let whole = file.message(nid).unwrap().bytes;
     let mut stream = file
@@ -542,6 +542,55 @@ fn corrupt_files_name_file_offset_and_structure() {
         "{text}"
     );
     assert!(text.contains("CRC"), "{text}");
+}
+
+/// A data tree naming one block twice (which would let a tiny file describe gigabytes of
+/// attachment) is damage: the attachment is not read, and the message says what it lacks.
+#[test]
+fn a_data_tree_naming_a_block_twice_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = pst_fixtures::sample(false, 0);
+    spec.folders = vec![pst_writer::FolderSpec {
+        name: "Twice".into(),
+        container_class: Some("IPF.Note".into()),
+        messages: vec![pst_fixtures::mail_with_attachment(
+            "twice",
+            pst_fixtures::T0,
+            100_000,
+            4,
+        )],
+        ..pst_writer::FolderSpec::default()
+    }];
+    let mut bytes = pst_writer::write(&spec);
+    // The attachment's XBLOCK: btype 1, level 1, 13 leaves, 100,000 bytes (MS-PST 2.2.2.8.3.2.1).
+    let leaves = 100_000usize.div_ceil(8176);
+    let mut head = vec![0x01u8, 0x01];
+    head.extend_from_slice(&(leaves as u16).to_le_bytes());
+    head.extend_from_slice(&100_000u32.to_le_bytes());
+    let x = bytes
+        .windows(head.len())
+        .position(|w| w == head.as_slice())
+        .expect("the XBLOCK is in the file");
+    let first: [u8; 8] = bytes[x + 8..x + 16].try_into().unwrap();
+    bytes[x + 16..x + 24].copy_from_slice(&first);
+    // Its trailer's CRC (MS-PST 5.3: CRC-32 without inversions) made to match again.
+    let size = 8 + 8 * leaves;
+    let trailer = x + (size + 16).div_ceil(64) * 64 - 16;
+    let mut crc = crc32fast::Hasher::new_with_initial(0xFFFF_FFFF);
+    crc.update(&bytes[x..x + size]);
+    bytes[trailer + 4..trailer + 8].copy_from_slice(&(!crc.finalize()).to_le_bytes());
+    let file = open_bytes(dir.path(), "twice.pst", &bytes).unwrap();
+    let nid = message_by_subject(&file, "Twice", "twice");
+    let message = file.message(nid).unwrap();
+    assert!(
+        message
+            .notes
+            .iter()
+            .any(|n| n.contains("twice.pdf") && n.contains("appears twice")),
+        "{:?}",
+        message.notes
+    );
+    assert!(message.bytes.len() < 10_000, "the attachment was not read");
 }
 
 #[test]

@@ -97,8 +97,6 @@ fn render_dns(out: &mut String, dns: &crate::runners::dns::DnsPreview) {
     out.push('\n');
 }
 
-/// The report's section on steps that needed more than one attempt or were throttled, so a
-/// run that "succeeded" the hard way says so.
 /// A table of messages with the step that recorded each, under `title`; `last`: the heading
 /// of the reason column. Nothing when there are none.
 fn message_table(md: &mut String, title: &str, last: &str, messages: &[(&str, &SkippedMessage)]) {
@@ -123,6 +121,8 @@ fn message_table(md: &mut String, title: &str, last: &str, messages: &[(&str, &S
     }
 }
 
+/// The report's section on steps that needed more than one attempt or were throttled, so a
+/// run that "succeeded" the hard way says so.
 fn retries_and_throttling(md: &mut String, report: &Report) {
     let struggled: Vec<&StepReport> = report
         .users

@@ -992,7 +992,7 @@ impl Lane {
                 let record = unit.records_copies(&self.ctx);
                 entry.stored(counts, &unit.target, stored_as, record, size as usize);
                 if let Some(what) = missing {
-                    entry.copied_partly(folder, &what);
+                    entry.copied_partly(folder, &what, size);
                 }
                 std::mem::replace(&mut entry.settle, Settle::Open)
             }
@@ -1216,7 +1216,7 @@ impl Lane {
                             let entry = &mut progress.entries[i];
                             entry.stored(counts, &unit.target, stored_as, record, message.len());
                             if let Some(what) = missing.remove(&i) {
-                                entry.copied_partly(folder, &what);
+                                entry.copied_partly(folder, &what, message.len() as u64);
                             }
                         }
                         // The target's own limit, lower than the plan's: left behind and
@@ -1434,13 +1434,13 @@ impl Entry {
 }
 
 impl Entry {
-    /// Records, with the message's copy, that it went without some of its parts: `missing`
-    /// says which, for the report.
-    fn copied_partly(&mut self, folder: &SourceFolder, missing: &str) {
+    /// Records, with the message's copy (`bytes` copied), that it went without some of its
+    /// parts: `missing` says which, for the report.
+    fn copied_partly(&mut self, folder: &SourceFolder, missing: &str, bytes: u64) {
         let record = SkippedMessage::new(
             folder.display.as_str(),
             self.meta.id.as_str(),
-            self.meta.size,
+            bytes,
             self.meta.subject.clone(),
             self.meta.received,
             missing,

@@ -553,7 +553,10 @@ impl Builder {
                 let data = self.block(pc, false);
                 let sub = self.subnode_block(attach_subs);
                 subs.push(Sub { nid, data, sub });
-                attachment_rows.push(vec![int32(0x67F2, nid as i32), int32(0x0E21, i as i32)]);
+                // Outlook's attachment table carries each attachment's size (PidTagAttachSize).
+                let mut row = vec![int32(0x67F2, nid as i32), int32(0x0E21, i as i32)];
+                row.extend(props.iter().filter(|p| p.id == 0x0E20).cloned());
+                attachment_rows.push(row);
             }
             let table = self.table_context(&attachment_rows);
             let data = self.block(table, false);

@@ -259,9 +259,12 @@ pub trait BodyReader: Send {
     /// whatever it was writing the pieces to.
     fn next_piece<'a>(&'a mut self, buf: &'a mut Vec<u8>) -> BoxFuture<'a, FlowResult<bool>>;
 
-    /// Whether [`next_piece`](Self::next_piece) returned `Ok(false)`: the session is usable
-    /// again. A caller that gives up early (the target refused the message) reads the rest
-    /// first, or drops the session.
+    /// Whether the source's session is free for its next command: [`next_piece`] returned
+    /// `Ok(false)`, or the reader never held the session (a file read where it is, a spool, a
+    /// message already in memory). A caller that gives up early (the target refused the
+    /// message) reads the rest first when it is not, or drops the session.
+    ///
+    /// [`next_piece`]: Self::next_piece
     fn is_done(&self) -> bool;
 
     /// The whole message at once, if the reader holds it whole already (a source that cannot
@@ -352,8 +355,9 @@ impl BodyReader for InMemoryBody {
         })
     }
 
+    /// Read whole already: the session is free.
     fn is_done(&self) -> bool {
-        self.message.is_none() || self.at as u64 >= self.size
+        true
     }
 
     fn take_whole(&mut self) -> Option<RawMessage> {
@@ -453,8 +457,9 @@ impl BodyReader for FileBody {
         })
     }
 
+    /// A file: the session that spooled it (or the folder it lies in) is free.
     fn is_done(&self) -> bool {
-        self.done
+        true
     }
 }
 

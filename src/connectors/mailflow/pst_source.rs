@@ -29,7 +29,9 @@ use super::{
 };
 use crate::connectors::mail::identity::Identity;
 use crate::connectors::mail::{DateWindow, Flags};
-use crate::connectors::pst::{ConvertOptions, Folder, FolderRole, MessageStream, PstFile};
+use crate::connectors::pst::{
+    ConvertOptions, Folder, FolderRole, MessageStream, PstError, PstFile,
+};
 
 /// Folders converted at once: the file is read with `pread`, shared by all sessions.
 const SESSIONS: usize = 4;
@@ -240,6 +242,13 @@ impl PstSession {
         if !self.window.is_none_or(|w| w.contains(received)) {
             return None;
         }
+        // PidTagMessageSize, which Outlook always records; a file written by other software
+        // may lack it, and then the attachment table's sizes stand for it, so a message
+        // with large attachments is still streamed rather than held.
+        let outlook_size = match summary.size {
+            0 => self.pst.attachments_size(nid).unwrap_or(0),
+            size => size,
+        };
         let (identity, problem) = match self.pst.header_section(nid) {
             Ok(head) => (Some(Identity::of_message(&head)), None),
             Err(e) => (
@@ -249,7 +258,7 @@ impl PstSession {
         };
         Some(MessageMeta {
             id: nid.to_string(),
-            size: converted_size_estimate(summary.size),
+            size: converted_size_estimate(outlook_size),
             identity,
             subject: Some(summary.subject),
             received,
@@ -347,6 +356,10 @@ impl SourceSession for PstSession {
                         message: m.into_raw(),
                     },
                     Ok(m) => Fetched::Message(m.into_raw()),
+                    // The disk refused a read: worth another attempt, not damage.
+                    Err(e @ PstError::Io { .. }) => {
+                        return Err(FlowError::Transient(format!("node {nid:#x}: {e}")))
+                    }
                     Err(e) => Fetched::Unreadable(format!("node {nid:#x}: {e}")),
                 });
             }
@@ -373,6 +386,9 @@ impl SourceSession for PstSession {
                     missing: (!stream.notes.is_empty()).then(|| stream.notes.join("; ")),
                     stream,
                 })),
+                Err(e @ PstError::Io { .. }) => {
+                    return Err(FlowError::Transient(format!("node {nid:#x}: {e}")))
+                }
                 Err(e) => Opened::Unreadable(format!("node {nid:#x}: {e}")),
             })
         })
@@ -421,8 +437,10 @@ impl BodyReader for PstBody {
         })
     }
 
+    /// The file is read by position: the session is free whatever was read of the message,
+    /// so a message the target refused is not read to its end for nothing.
     fn is_done(&self) -> bool {
-        self.stream.is_done()
+        true
     }
 
     fn missing(&self) -> Option<&str> {

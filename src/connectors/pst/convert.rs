@@ -396,18 +396,14 @@ impl Skeleton {
         let digest = hash.finalize();
         let stem: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
         Skeleton {
-            holes: Holes::new(&stem),
+            holes: Holes::new(),
             stem,
             next: 0,
             notes: Vec::new(),
         }
     }
 
-    fn multipart(
-        &mut self,
-        subtype: &'static str,
-        parts: Vec<MimePart<'static>>,
-    ) -> MimePart<'static> {
+    fn multipart<'i>(&mut self, subtype: &'static str, parts: Vec<MimePart<'i>>) -> MimePart<'i> {
         self.next += 1;
         let boundary = format!("=_cutover_{}_{}", self.stem, self.next);
         MimePart::new(
@@ -420,13 +416,13 @@ impl Skeleton {
 /// The message body: text/plain, text/html (from PidTagHtml or RTF-encapsulated HTML),
 /// text/rtf for other RTF, inline images in multipart/related, attachments in
 /// multipart/mixed.
-fn body_part(
-    item: &Item,
+fn body_part<'i>(
+    item: &'i Item,
     ctx: &Context<'_>,
     code_page: Option<u32>,
     seed: &str,
     skeleton: &mut Skeleton,
-) -> MimePart<'static> {
+) -> MimePart<'i> {
     let plain = text(&item.props, id::BODY, code_page).filter(|b| !b.is_empty());
     let mut html = match item.props.get(id::HTML) {
         Some(PropValue::Binary(bytes)) | Some(PropValue::String8(bytes)) if !bytes.is_empty() => {
@@ -499,7 +495,7 @@ fn body_part(
             BodyPart::Binary(Cow::Owned(r)),
         )
     });
-    let mut alternatives: Vec<MimePart<'static>> = [plain_part, rtf_part, html_part]
+    let mut alternatives: Vec<MimePart<'_>> = [plain_part, rtf_part, html_part]
         .into_iter()
         .flatten()
         .collect();
@@ -534,19 +530,21 @@ fn decode_html(bytes: &[u8], code_page: Option<u32>) -> String {
 }
 
 /// One attachment as a MIME part; `true` when it is an inline image the HTML refers to.
-fn attachment_part(
-    attachment: &Attachment,
+fn attachment_part<'i>(
+    attachment: &'i Attachment,
     ctx: &Context<'_>,
     code_page: Option<u32>,
     seed: &str,
     index: usize,
     html: Option<&str>,
     skeleton: &mut Skeleton,
-) -> Option<(MimePart<'static>, bool)> {
+) -> Option<(MimePart<'i>, bool)> {
     let props = &attachment.props;
     let name = attachment_name(attachment, code_page, index);
     if let Some(embedded) = &attachment.embedded {
-        let mut inner_notes = Vec::new();
+        // What the reader could not read of it (an attachment, its recipient table) is
+        // missing from the message as much as what conversion could not carry over.
+        let mut inner_notes = embedded.problems.clone();
         let inner = to_rfc5322(embedded, ctx, seed, &mut inner_notes);
         skeleton
             .notes
@@ -562,9 +560,12 @@ fn attachment_part(
         return Some((part, false));
     }
     // Data too large to hold is a hole, filled base64-encoded as the message is written out.
-    let (data, streamed) = match props.get(id::ATTACH_DATA) {
-        Some(PropValue::Binary(bytes)) => (bytes.clone(), false),
-        Some(PropValue::Stream(stream)) => (skeleton.holes.base64(stream.clone()), true),
+    // Held data is borrowed, not copied: the item outlives the conversion.
+    let (data, streamed): (Cow<'i, [u8]>, bool) = match props.get(id::ATTACH_DATA) {
+        Some(PropValue::Binary(bytes)) => (Cow::Borrowed(bytes), false),
+        Some(PropValue::Stream(stream)) => {
+            (Cow::Owned(skeleton.holes.base64(stream.clone())), true)
+        }
         Some(PropValue::Unreadable(why)) => {
             skeleton
                 .notes
@@ -591,10 +592,7 @@ fn attachment_part(
     let referenced = cid
         .as_deref()
         .is_some_and(|c| html.is_some_and(|h| h.contains(&format!("cid:{c}"))));
-    let part = MimePart::new(
-        ContentType::new(content_type),
-        BodyPart::Binary(Cow::Owned(data)),
-    );
+    let part = MimePart::new(ContentType::new(content_type), BodyPart::Binary(data));
     let (part, inline) = match cid {
         Some(cid) if referenced => (
             part.inline()

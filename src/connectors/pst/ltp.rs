@@ -227,8 +227,8 @@ impl PropertyBag {
         PropertyBag::read_with(ndb, node, None)
     }
 
-    /// [`read`](Self::read), except that property `streamed` (attachment data), when it
-    /// lives in a sub-node of more than `hold_at_most` bytes, is not read but located and
+    /// [`read`](Self::read), except that property `streamed` (attachment data), when it is
+    /// binary and lives in a sub-node of more than `hold_at_most` bytes, is not read but located and
     /// measured ([`PropValue::Stream`]): a 30 MB attachment is never held whole by reading
     /// its attachment object.
     pub fn read_streaming(
@@ -262,7 +262,10 @@ impl PropertyBag {
             let raw = le_u32(&data, 2).unwrap_or(0);
             let value = if kind.is_inline_in_pc() {
                 PropValue::from_inline(kind, raw)
-            } else if let Some(max) = streamed.filter(|(pid, _)| *pid == id).map(|(_, m)| m) {
+            } else if let Some(max) = streamed
+                .filter(|(pid, _)| *pid == id && kind == PropType::BINARY)
+                .map(|(_, m)| m)
+            {
                 match heap.large_value(raw, max) {
                     Ok(Some(stream)) => PropValue::Stream(stream),
                     Ok(None) => match heap.hnid(raw) {

@@ -263,6 +263,12 @@ impl PstFile {
         })
     }
 
+    /// The sizes of a message's attachments added up, from its attachment table (see
+    /// `MessageSummary::size` for the whole message's, when Outlook recorded it).
+    pub fn attachments_size(&self, nid: u32) -> Result<u64> {
+        self.inner.attachments_size(nid)
+    }
+
     /// The file offset of a message's first data block: where a report can point a reader
     /// with a hex editor.
     pub fn message_block_offset(&self, nid: u32) -> Result<u64> {

@@ -601,6 +601,18 @@ impl Ndb {
         }
         let mut leaves = Vec::new();
         let total = self.collect_xblock(bid, 2, &mut leaves)?;
+        // Each block is checked to carry its own id, so distinct leaves are distinct blocks
+        // and a tree can describe no more data than the file holds; a leaf named twice would
+        // let a tiny file describe gigabytes.
+        let mut seen = leaves.iter().map(|b| b & !1).collect::<Vec<u64>>();
+        seen.sort_unstable();
+        if let Some(twice) = seen.windows(2).find(|w| w[0] == w[1]) {
+            let block = self.block(bid)?;
+            return Err(self.site(block.offset).corrupt(
+                format!("XBLOCK {:#x}", bid & !1),
+                format!("block {:#x} appears twice in the data tree", twice[0]),
+            ));
+        }
         Ok(DataTree { leaves, total })
     }
 

@@ -202,6 +202,8 @@ pub mod id {
     pub const MESSAGE_DELIVERY_TIME: u16 = 0x0E06;
     pub const MESSAGE_FLAGS: u16 = 0x0E07;
     pub const MESSAGE_SIZE: u16 = 0x0E08;
+    /// PidTagAttachSize: an attachment object's size, a column of the attachment table.
+    pub const ATTACH_SIZE: u16 = 0x0E20;
     pub const RECORD_KEY: u16 = 0x0FF9;
     pub const BODY: u16 = 0x1000;
     pub const RTF_COMPRESSED: u16 = 0x1009;

@@ -149,6 +149,7 @@ impl TemplateReader {
     /// block that cannot be read now (or a file changed since the holes were measured) is an
     /// error: what was written so far is not a message.
     pub fn fill(&mut self, ndb: &Ndb, out: &mut Vec<u8>, limit: usize) -> Result<bool> {
+        debug_assert!(limit > 0, "a piece of no bytes says nothing");
         let start = out.len();
         while out.len() - start < limit {
             let room = limit - (out.len() - start);
@@ -258,6 +259,10 @@ impl<'h> TemplateWriter<'h> {
     }
 
     pub fn finish(mut self) -> Template {
+        debug_assert!(
+            self.holes.all_taken(),
+            "a hole's token was not written once"
+        );
         if !self.current.is_empty() {
             self.segments.push(Segment::Bytes(self.current));
         }
@@ -292,18 +297,19 @@ impl mail_builder::Writer for TemplateWriter<'_> {
     }
 }
 
-/// Tokens standing for holes while mail-builder writes the MIME tree, unique per message
-/// (`stem`: a hash of the store and the message) and NUL-delimited, which no header and no
-/// encoded body contains.
+/// Tokens standing for holes while mail-builder writes the MIME tree. A token is never in the
+/// output, so it can be random: 128 bits drawn per message, which no content of the file can
+/// forge (a text part is written as it is, NULs and all; a token derived from the file could
+/// be planted in one, and take another part's data).
 pub(crate) struct Holes {
-    stem: String,
+    nonce: String,
     waiting: Vec<(Vec<u8>, Template)>,
 }
 
 impl Holes {
-    pub fn new(stem: &str) -> Holes {
+    pub fn new() -> Holes {
         Holes {
-            stem: stem.to_owned(),
+            nonce: format!("{:016x}{:016x}", random_u64(), random_u64()),
             waiting: Vec::new(),
         }
     }
@@ -311,9 +317,15 @@ impl Holes {
     /// A token for a part body: writing it writes `filling` (base64 data, or an embedded
     /// message's own template) in its place.
     pub fn token(&mut self, filling: Template) -> Vec<u8> {
-        let token = format!("\0cutover-hole-{}-{}\0", self.stem, self.waiting.len()).into_bytes();
+        let token = format!("\0cutover-hole-{}-{}\0", self.nonce, self.waiting.len()).into_bytes();
         self.waiting.push((token.clone(), filling));
         token
+    }
+
+    /// Whether every token was written, once: a token written never or twice is a part lost
+    /// or duplicated.
+    fn all_taken(&self) -> bool {
+        self.waiting.iter().all(|(token, _)| token.is_empty())
     }
 
     /// A token for `stream`'s data, base64-encoded.
@@ -323,13 +335,25 @@ impl Holes {
         })
     }
 
+    /// The filling of the token `bytes` is, if it is one not taken yet; it is taken.
     fn take(&mut self, bytes: &[u8]) -> Option<Template> {
         if !bytes.starts_with(b"\0cutover-hole-") {
             return None;
         }
         let i = self.waiting.iter().position(|(t, _)| t == bytes)?;
+        self.waiting[i].0.clear();
         Some(std::mem::take(&mut self.waiting[i].1))
     }
+}
+
+/// 64 random bits from the standard library's per-process random hash keys (no other source
+/// of randomness is needed for tokens that only have to be unguessable from the file).
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    hasher.finish()
 }
 
 #[cfg(test)]
