@@ -238,8 +238,8 @@ pub const STREAM_PIECE: usize = 512 * 1024;
 /// One message read piece by piece, from [`SourceSession::open_body`]: for a message larger
 /// than a copy lane may hold, which goes from source to target without ever being whole in
 /// memory. It borrows its source session: nothing else may be asked of that session until the
-/// reader is read to its end (or dropped — then the session must not be used again, see
-/// [`is_done`](Self::is_done)).
+/// reader is read to its end or [`is_done`](Self::is_done) says the session is free (dropped
+/// before, the session must not be used again).
 pub trait BodyReader: Send {
     /// Exact size in bytes of what [`next_piece`](Self::next_piece) will hand out in all
     /// (IMAP: the FETCH literal's length), known before the first piece — what an IMAP
@@ -404,7 +404,6 @@ pub struct FileBody {
     read: u64,
     flags: Flags,
     internal_date: Option<SystemTime>,
-    done: bool,
 }
 
 impl FileBody {
@@ -422,7 +421,6 @@ impl FileBody {
             read: 0,
             flags,
             internal_date,
-            done: false,
         })
     }
 }
@@ -444,7 +442,6 @@ impl BodyReader for FileBody {
         Box::pin(async move {
             let left = self.size - self.read;
             if left == 0 {
-                self.done = true;
                 return Ok(false);
             }
             let n = left.min(STREAM_PIECE as u64) as usize;
