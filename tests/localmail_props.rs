@@ -158,4 +158,38 @@ proptest! {
             prop_assert!(total <= data.len());
         }
     }
+
+    /// Listing an mbox without holding bodies (`next_entry`) measures every message as
+    /// reading it whole gives it, with the same identity and flags; and its body read line by
+    /// line (`body_line`, what a streamed copy sends) is those bytes.
+    #[test]
+    fn entries_and_body_lines_agree_with_whole_messages(
+        messages in proptest::collection::vec(body(), 1..5),
+        crlf_blank in any::<bool>(),
+    ) {
+        let mut data = Vec::new();
+        for m in &messages {
+            data.extend_from_slice(b"From someone@example.com Mon Jan  2 15:04:05 2023\n");
+            data.extend_from_slice(b"Subject: s\nX-Status: F\n\n");
+            data.extend_from_slice(m);
+            data.extend_from_slice(if crlf_blank { b"\r\n" } else { b"\n" });
+        }
+        let whole: Vec<_> = MboxReader::new(&data[..], MboxVariant::Mboxrd, "p")
+            .map(|m| m.unwrap())
+            .collect();
+        let mut entries = MboxReader::new(&data[..], MboxVariant::Mboxrd, "p");
+        let mut lines = MboxReader::new(&data[..], MboxVariant::Mboxrd, "p");
+        for m in &whole {
+            let e = entries.next_entry().unwrap().unwrap();
+            prop_assert_eq!(e.offset, m.offset);
+            prop_assert_eq!(e.size, m.message.len() as u64);
+            prop_assert_eq!(Identity::of_message(&e.head), Identity::of_message(m.message.bytes()));
+            prop_assert_eq!(&e.flags, &m.message.flags);
+            prop_assert!(lines.begin(m.offset).unwrap());
+            let mut streamed = Vec::new();
+            while lines.body_line(&mut streamed).unwrap() {}
+            prop_assert!(streamed == m.message.bytes(), "body lines differ");
+        }
+        prop_assert!(entries.next_entry().is_none());
+    }
 }

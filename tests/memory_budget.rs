@@ -416,3 +416,41 @@ async fn a_large_maildir_message_is_read_from_its_file() {
         &format!("a Maildir message of {} MB, read from its file", SIZE / MB),
     );
 }
+
+/// An mbox message larger than a lane's share is measured where it lies, then read line by
+/// line, un-escaped, into the APPEND literal: never held. What lands is the message as the
+/// mbox reader gives it whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_mbox_message_is_read_line_by_line() {
+    use cutover::connectors::mail::{MboxReader, MboxVariant, MboxWriter};
+    let _serial = SERIAL.lock().await;
+    const SIZE: usize = 24 * MB;
+    let d = Dovecot::shared();
+    let dst = d.add_user("mboxmemdst");
+    let dir = tempfile::tempdir().unwrap();
+    let mbox = dir.path().join("export.mbox");
+    let mut writer = MboxWriter::create(&mbox).unwrap();
+    writer.write(&big_message(31, SIZE)).unwrap();
+    writer.write(&big_message(32, 1000)).unwrap();
+    writer.finish().unwrap();
+    let mut expected: Vec<Vec<u8>> = MboxReader::open(&mbox, MboxVariant::Mboxrd)
+        .unwrap()
+        .map(|m| m.unwrap().message.bytes().to_vec())
+        .collect();
+    expected.sort();
+    let fx = file_copy_plan(dir, "mbox", &mbox, &d, &dst);
+    let store = open_store(&fx, "state.db");
+
+    let (report, peak) = apply_measured(&fx, store).await;
+
+    assert_eq!(done(&report, "copy.kim.old").items, 2, "{report:#?}");
+    assert!(
+        stored_bytes(&d, &dst).await == expected,
+        "as read whole, once each"
+    );
+    assert_peak_below(
+        peak,
+        8 * MB,
+        &format!("an mbox message of {} MB, read line by line", SIZE / MB),
+    );
+}

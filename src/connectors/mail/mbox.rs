@@ -51,7 +51,30 @@ pub struct MboxMessage {
     pub message: RawMessage,
 }
 
-/// Streaming mbox reader: holds one message at a time.
+/// One message located in an mbox and measured, its body not held: what a listing needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MboxEntry {
+    /// As [`MboxMessage::offset`].
+    pub offset: u64,
+    /// As [`MboxMessage::envelope`].
+    pub envelope: String,
+    /// Exact size of the message [`MboxReader::next`] would give (un-escaped, without the
+    /// separator's blank line).
+    pub size: u64,
+    /// Its header section (up to and with the blank line ending it, at most
+    /// [`HEAD_MAX`] bytes): identity, subject and flags come from it.
+    pub head: Vec<u8>,
+    /// Flags from the status headers, as [`MboxMessage::message`]'s.
+    pub flags: Flags,
+    /// From the separator's date.
+    pub internal_date: Option<SystemTime>,
+}
+
+/// The most of a header section an [`MboxEntry`] keeps.
+pub const HEAD_MAX: usize = 256 * 1024;
+
+/// Streaming mbox reader: holds one message at a time ([`next`](Iterator::next)), or none
+/// ([`next_entry`](Self::next_entry), [`body_line`](Self::body_line)).
 pub struct MboxReader<R> {
     reader: R,
     variant: MboxVariant,
@@ -60,8 +83,19 @@ pub struct MboxReader<R> {
     pos: u64,
     /// The next message's separator, already consumed: (offset, line without line end).
     pending: Option<(u64, Vec<u8>)>,
+    /// The message whose body is being read, if one is.
+    body: Option<BodyState>,
+    line: Vec<u8>,
     started: bool,
     done: bool,
+}
+
+/// Where the reading of one message's body stands.
+struct BodyState {
+    /// The last line read was blank: a `From ` line now separates.
+    prev_blank: bool,
+    /// A blank line read but not handed out: the separator's, if no other line follows.
+    held: Option<&'static [u8]>,
 }
 
 impl MboxReader<BufReader<File>> {
@@ -78,7 +112,8 @@ impl MboxReader<BufReader<File>> {
     /// means the file changed since; that is an error, not a guess.
     pub fn open_after(path: impl AsRef<Path>, variant: MboxVariant, offset: u64) -> Result<Self> {
         let mut reader = Self::open_at(path, variant, offset)?;
-        if let Some(Err(e)) = reader.next() {
+        // Read past, not held: the settled message may be the largest of the file.
+        if let Some(Err(e)) = reader.next_entry() {
             return Err(e);
         }
         Ok(reader)
@@ -129,6 +164,8 @@ impl<R: BufRead> MboxReader<R> {
             path: path.into(),
             pos: 0,
             pending: None,
+            body: None,
+            line: Vec::new(),
             started: false,
             done: false,
         }
@@ -191,32 +228,121 @@ impl<R: BufRead> MboxReader<R> {
         }
     }
 
-    fn read_message(&mut self) -> Result<Option<MboxMessage>> {
+    /// Starts reading the next message: its separator `(offset, line)`, or `None` at the end.
+    /// Its body then comes from [`body_line`](Self::body_line).
+    fn begin_message(&mut self) -> Result<Option<(u64, Vec<u8>)>> {
         if !self.started {
             self.find_first_separator()?;
         }
-        let Some((offset, separator)) = self.pending.take() else {
+        self.skip_body()?;
+        let Some(pending) = self.pending.take() else {
             self.done = true;
             return Ok(None);
         };
-        let mut bytes = Vec::new();
-        let mut line = Vec::new();
-        let mut prev_blank = false;
+        self.body = Some(BodyState {
+            prev_blank: false,
+            held: None,
+        });
+        Ok(Some(pending))
+    }
+
+    /// Reads past the rest of a body begun and not read to its end.
+    fn skip_body(&mut self) -> Result<()> {
+        let mut skipped = Vec::new();
+        while self.body.is_some() {
+            skipped.clear();
+            self.body_line(&mut skipped)?;
+        }
+        Ok(())
+    }
+
+    /// Starts reading the body of the message whose `From ` line is at `offset`, at or after
+    /// where the reader is (earlier messages are read past, not held), for
+    /// [`body_line`](Self::body_line); `Ok(false)` when no message starts there.
+    pub fn begin(&mut self, offset: u64) -> Result<bool> {
         loop {
-            let line_offset = self.read_line(&mut line)?;
+            if !self.started {
+                self.find_first_separator()?;
+            }
+            self.skip_body()?;
+            match &self.pending {
+                Some((at, _)) if *at <= offset => {
+                    let at = *at;
+                    self.begin_message()?;
+                    if at == offset {
+                        return Ok(true);
+                    }
+                }
+                _ => return Ok(false),
+            }
+        }
+    }
+
+    /// Appends the current message's next body line, un-escaped, to `out` (after a blank
+    /// line held back: the last line of a message is the separator's blank line, dropped);
+    /// `Ok(false)` at the message's end, with nothing appended. Lines are as long as the
+    /// file makes them.
+    pub fn body_line(&mut self, out: &mut Vec<u8>) -> Result<bool> {
+        let mut line = std::mem::take(&mut self.line);
+        let result = self.body_line_with(&mut line, out);
+        self.line = line;
+        result
+    }
+
+    fn body_line_with(&mut self, line: &mut Vec<u8>, out: &mut Vec<u8>) -> Result<bool> {
+        loop {
+            let Some(prev_blank) = self.body.as_ref().map(|b| b.prev_blank) else {
+                return Ok(false);
+            };
+            let line_offset = match self.read_line(line) {
+                Ok(offset) => offset,
+                Err(e) => {
+                    self.body = None;
+                    return Err(e);
+                }
+            };
             if line.is_empty() {
                 self.done = true;
-                break;
+                self.body = None;
+                return Ok(false);
             }
             if prev_blank && line.starts_with(b"From ") {
-                self.pending = Some((line_offset, chomp(&line).to_vec()));
-                break;
+                self.pending = Some((line_offset, chomp(line).to_vec()));
+                self.body = None;
+                return Ok(false);
             }
-            prev_blank = is_blank(&line);
-            bytes.extend_from_slice(self.unescape(&line));
+            let blank = is_blank(line);
+            let held: Option<&'static [u8]> = match self.unescape(line) {
+                b"\n" => Some(b"\n"),
+                b"\r\n" => Some(b"\r\n"),
+                _ => None,
+            };
+            let Some(state) = self.body.as_mut() else {
+                return Ok(false);
+            };
+            state.prev_blank = blank;
+            let earlier = state.held.take();
+            state.held = held;
+            if let Some(h) = earlier {
+                out.extend_from_slice(h);
+                if held.is_some() {
+                    return Ok(true);
+                }
+            }
+            if held.is_none() {
+                let line: &[u8] = line;
+                out.extend_from_slice(self.unescape(line));
+                return Ok(true);
+            }
         }
-        strip_separator_blank_line(&mut bytes);
+    }
 
+    fn read_message(&mut self) -> Result<Option<MboxMessage>> {
+        let Some((offset, separator)) = self.begin_message()? else {
+            return Ok(None);
+        };
+        let mut bytes = Vec::new();
+        while self.body_line(&mut bytes)? {}
         let envelope = String::from_utf8_lossy(&separator[5..]).trim().to_owned();
         let internal_date = date::parse_asctime_anywhere(&envelope);
         let flags = flags_from_headers(&bytes);
@@ -228,15 +354,59 @@ impl<R: BufRead> MboxReader<R> {
                 .with_internal_date(internal_date),
         }))
     }
-}
 
-/// Removes the blank line that separates a message from the next `From ` line: the final
-/// line, when it is empty and is a line of its own.
-fn strip_separator_blank_line(bytes: &mut Vec<u8>) {
-    if bytes == b"\r\n" || bytes.ends_with(b"\n\r\n") {
-        bytes.truncate(bytes.len() - 2);
-    } else if bytes == b"\n" || bytes.ends_with(b"\n\n") {
-        bytes.truncate(bytes.len() - 1);
+    /// The next message located and measured, its body read but not held: an
+    /// [`MboxEntry`]; `None` after the last.
+    pub fn next_entry(&mut self) -> Option<Result<MboxEntry>> {
+        if self.done && self.pending.is_none() && self.body.is_none() {
+            return None;
+        }
+        match self.scan_message() {
+            Ok(Some(entry)) => Some(Ok(entry)),
+            Ok(None) => None,
+            Err(e) => {
+                self.done = true;
+                self.pending = None;
+                self.body = None;
+                Some(Err(e))
+            }
+        }
+    }
+
+    fn scan_message(&mut self) -> Result<Option<MboxEntry>> {
+        let Some((offset, separator)) = self.begin_message()? else {
+            return Ok(None);
+        };
+        let mut head = Vec::new();
+        let mut in_head = true;
+        let mut size = 0u64;
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if !self.body_line(&mut line)? {
+                break;
+            }
+            size += line.len() as u64;
+            if in_head {
+                let from = head.len().saturating_sub(3);
+                head.extend_from_slice(&line[..line.len().min(HEAD_MAX - head.len())]);
+                let tail = &head[from..];
+                in_head = head.len() < HEAD_MAX
+                    && !(head.starts_with(b"\n")
+                        || head.starts_with(b"\r\n")
+                        || tail.windows(2).any(|w| w == b"\n\n")
+                        || tail.windows(3).any(|w| w == b"\n\r\n"));
+            }
+        }
+        let envelope = String::from_utf8_lossy(&separator[5..]).trim().to_owned();
+        Ok(Some(MboxEntry {
+            offset,
+            internal_date: date::parse_asctime_anywhere(&envelope),
+            envelope,
+            size,
+            flags: flags_from_headers(&head),
+            head,
+        }))
     }
 }
 
@@ -427,20 +597,22 @@ mod tests {
             .unwrap()
     }
 
+    /// The message's last line, when blank, is the separator's and is dropped; nothing else.
     #[test]
     fn blank_line_handling() {
-        let mut b = b"x\n\n".to_vec();
-        strip_separator_blank_line(&mut b);
-        assert_eq!(b, b"x\n");
-        let mut b = b"x\r\n\r\n".to_vec();
-        strip_separator_blank_line(&mut b);
-        assert_eq!(b, b"x\r\n");
-        let mut b = b"x\n".to_vec();
-        strip_separator_blank_line(&mut b);
-        assert_eq!(b, b"x\n");
-        let mut b = b"\n".to_vec();
-        strip_separator_blank_line(&mut b);
-        assert_eq!(b, b"");
+        for (body, want) in [
+            (&b"x\n\n"[..], &b"x\n"[..]),
+            (b"x\r\n\r\n", b"x\r\n"),
+            (b"x\n", b"x\n"),
+            (b"\n", b""),
+            (b"x\n\n\n", b"x\n\n"),
+            (b"x\n\r", b"x\n\r"),
+        ] {
+            let mut data = b"From a Mon Jan  2 15:04:05 2023\n".to_vec();
+            data.extend_from_slice(body);
+            let msgs = read_all(&data, MboxVariant::Mboxrd);
+            assert_eq!(msgs[0].message.bytes(), want, "{body:?}");
+        }
     }
 
     #[test]

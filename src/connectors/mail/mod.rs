@@ -22,7 +22,7 @@ use std::io;
 use std::path::PathBuf;
 
 pub use maildir::{FolderPath, Maildir, MaildirEntry, MaildirFolder, MaildirTarget};
-pub use mbox::{MboxMessage, MboxReader, MboxVariant, MboxWriter};
+pub use mbox::{MboxEntry, MboxMessage, MboxReader, MboxVariant, MboxWriter};
 pub use message::{Flag, Flags, RawMessage};
 pub use window::DateWindow;
 
