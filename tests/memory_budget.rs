@@ -454,3 +454,57 @@ async fn a_large_mbox_message_is_read_line_by_line() {
         &format!("an mbox message of {} MB, read line by line", SIZE / MB),
     );
 }
+
+/// Ctrl-C while a large message streams: the copy stops between pieces — the target's
+/// APPEND literal cut short (behind a proxy that reports each APPEND as it begins), so the
+/// server stores nothing of it — rather than sending the rest first; the next run stores
+/// each message once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_mid_streamed_message_stops_it_and_the_next_run_sends_it() {
+    use cutover::engine::{StepResult, WalkOutcome};
+    let _serial = SERIAL.lock().await;
+    let d = Dovecot::shared();
+    let (src, dst) = (d.add_user("cancelsrc"), d.add_user("canceldst"));
+    seed(
+        &d,
+        &src,
+        &vec![(
+            "INBOX".to_string(),
+            vec![big_message(40, 30 * MB), big_message(41, 30 * MB)],
+        )],
+    )
+    .await;
+    let expected = imap_contents(&d, &src).await;
+    let proxy = FaultProxy::start(d.imap_port, Faults::default());
+    let target = format!(
+        "host: 127.0.0.1, port: {}, tls: none, allow_plaintext: true",
+        proxy.port
+    );
+    let source = format!("kind: imap, {}", imaps(&d));
+    let fx = copy_plan(&target, &source, "max_message_size_mb: 40", &src, &dst);
+    let store = open_store(&fx, "state.db");
+    let cancel = CancellationToken::new();
+    let watch = proxy.watch();
+    let stopper = {
+        let cancel = cancel.clone();
+        std::thread::spawn(move || {
+            watch.wait_until(std::time::Duration::from_secs(60), |c| c.appends > 0);
+            cancel.cancel();
+        })
+    };
+
+    let report = apply(&fx, store.clone(), cancel).await;
+    stopper.join().unwrap();
+
+    assert_eq!(report.outcome, WalkOutcome::Interrupted, "{report:#?}");
+    assert_eq!(report.steps["copy.kim.old"], StepResult::Interrupted);
+    let stored = imap_contents(&d, &dst).await.values().flatten().count();
+    assert!(
+        stored < proxy.counts().appends,
+        "the APPEND under way ran to its end: {stored} stored of {} begun",
+        proxy.counts().appends
+    );
+    let report = apply(&fx, store, CancellationToken::new()).await;
+    assert_eq!(report.outcome, WalkOutcome::Succeeded, "{report:#?}");
+    assert_same(&expected, &imap_contents(&d, &dst).await);
+}

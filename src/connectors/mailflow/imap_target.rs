@@ -638,6 +638,11 @@ impl TargetSession for ImapTargetSession {
             let mut next = Vec::with_capacity(STREAM_PIECE);
             let mut sent = 0u64;
             while more {
+                if cancel.is_cancelled() {
+                    // Cut short: the server stores nothing of it, the next run sends it.
+                    self.client.abandon().await;
+                    return Err(FlowError::Transient("cancelled mid-message".into()));
+                }
                 sent += piece.len() as u64;
                 if sent > size {
                     self.client.abandon().await;

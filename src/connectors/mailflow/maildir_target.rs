@@ -159,7 +159,7 @@ impl TargetSession for MaildirSession {
         &'a mut self,
         folder: &'a [String],
         body: &'a mut dyn BodyReader,
-        _cancel: &'a CancellationToken,
+        cancel: &'a CancellationToken,
     ) -> BoxFuture<'a, FlowResult<Option<String>>> {
         Box::pin(async move {
             let folder = maildir_folder(folder)?;
@@ -171,6 +171,10 @@ impl TargetSession for MaildirSession {
             let writer = self.writer()?;
             let mut delivery = writer.begin(&folder, &flags, body.size())?;
             while more {
+                if cancel.is_cancelled() {
+                    // Dropped unfinished, the delivery removes its file from `tmp/`.
+                    return Err(FlowError::Transient("cancelled mid-message".into()));
+                }
                 delivery.write(&piece)?;
                 more = body.next_piece(&mut piece).await?;
             }

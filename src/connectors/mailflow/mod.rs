@@ -737,8 +737,10 @@ pub trait TargetSession: Send {
     /// received of a message cut short (an IMAP APPEND literal) must fail — and be dropped by
     /// the caller, never closed — when `body` fails, so nothing partial is ever stored.
     /// Throttling is not waited out here: it is an error (the runner reconnects and goes on
-    /// from its checkpoints), as the body cannot be read twice. The default gathers the
-    /// pieces (or takes the message whole, [`BodyReader::take_whole`]) and calls `append`.
+    /// from its checkpoints), as the body cannot be read twice. `cancel` stops a message
+    /// between pieces the same way — cut short, nothing of it stored, an error — so a Ctrl-C
+    /// does not wait for a large message to finish. The default gathers the pieces (or takes
+    /// the message whole, [`BodyReader::take_whole`]) and calls `append`.
     fn append_streamed<'a>(
         &'a mut self,
         folder: &'a [String],
