@@ -133,13 +133,16 @@ fn sigkill_at_random_instants_then_resume_delivers_exactly_once() {
     verify(dir.path());
 }
 
-/// Messages the state says were copied (committed) so far.
+/// Messages the state says were copied (committed) so far; read-only, as a watcher must
+/// (see `common::apply_process::settled_so_far`).
 fn copied_so_far(dir: &Path) -> u64 {
     let path = dir.join(".cutover").join("kill.db");
     if !path.exists() {
         return 0;
     }
-    let store = SqliteStore::open(path).unwrap();
+    let Ok(store) = SqliteStore::open_read_only(path) else {
+        return 0;
+    };
     store
         .steps()
         .unwrap()

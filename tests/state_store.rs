@@ -49,6 +49,31 @@ fn opening_creates_the_state_dir_with_a_gitignore_and_reopening_keeps_the_data()
     assert_eq!(journal, "wal");
 }
 
+/// A read-only open changes nothing: not a file being set up (empty: refused, left empty,
+/// still in its journal mode), not a set-up one (read, and a write refused).
+#[test]
+fn a_read_only_open_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    assert!(SqliteStore::open_read_only(&path).is_err(), "missing");
+    std::fs::write(&path, b"").unwrap();
+    assert!(
+        SqliteStore::open_read_only(&path).is_err(),
+        "not set up yet"
+    );
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "left as it was");
+
+    let store = SqliteStore::open(&path).unwrap();
+    store.set_config_hash("user.alice", "ab12").unwrap();
+    let reader = SqliteStore::open_read_only(&path).unwrap();
+    assert_eq!(reader.steps().unwrap().len(), 1);
+    assert!(
+        reader.set_config_hash("user.bob", "cd34").is_err(),
+        "read only"
+    );
+    assert_eq!(store.steps().unwrap().len(), 1);
+}
+
 #[test]
 fn an_empty_file_is_initialised() {
     let dir = tempfile::tempdir().unwrap();

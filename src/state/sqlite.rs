@@ -132,6 +132,39 @@ impl SqliteStore {
         })
     }
 
+    /// Opens an existing state file only to read it, changing nothing (no journal switch, no
+    /// migration, no lock): for watching another process's apply. Opening a file for writing
+    /// while another process creates it makes the two race for the switch to WAL, and one of
+    /// them gives up busy; this never takes part in that. Fails while the file is not yet a
+    /// state file of this version.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_owned();
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn =
+            Connection::open_with_flags(&path, flags).map_err(|source| StateError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        conn.busy_timeout(OpenOptions::default().busy_timeout)
+            .map_err(|e| classify(&path, "set busy timeout", e))?;
+        let header =
+            migrations::read_header(&conn).map_err(|e| classify(&path, "read header", e))?;
+        migrations::check_header(&path, &header, SCHEMA_VERSION)?;
+        if header.user_version != SCHEMA_VERSION {
+            return Err(StateError::Corrupt {
+                path,
+                detail: format!(
+                    "schema version {}, not yet {SCHEMA_VERSION}: read it once it is set up",
+                    header.user_version
+                ),
+            });
+        }
+        Ok(SqliteStore {
+            path,
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
     /// An empty store in memory: `plan` on a plan that never ran previews against it
     /// without creating a state file.
     pub fn in_memory() -> Result<Self> {

@@ -33,14 +33,17 @@ pub fn resume_until_done(dir: &Path, max_runs: usize) -> usize {
 }
 
 /// Messages the copy steps settled (copied, found already there, or left behind) according
-/// to the state file `state` so far: 0 before it exists. For deciding when to kill.
+/// to the state file `state` so far: 0 before the apply has set it up. For deciding when to
+/// kill. Read-only: a watcher opening the file for writing would race the apply's own start.
 pub fn settled_so_far(state: &Path) -> u64 {
     use cutover::state::{SqliteStore, StateStore};
     if !state.exists() {
         return 0;
     }
-    SqliteStore::open(state)
-        .unwrap()
+    let Ok(store) = SqliteStore::open_read_only(state) else {
+        return 0;
+    };
+    store
         .steps()
         .unwrap()
         .iter()
