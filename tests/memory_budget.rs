@@ -329,12 +329,19 @@ async fn large_pst_attachments_are_streamed_from_the_file() {
         container_class: Some("IPF.Note".into()),
         messages: (0..2)
             .map(|i| {
-                pst_fixtures::mail_with_attachment(
+                let mut m = pst_fixtures::mail_with_attachment(
                     &format!("big {i}"),
                     pst_fixtures::T0 + i64::from(i),
                     ATTACHMENT,
                     40 + i,
-                )
+                );
+                if i == 1 {
+                    // A PidTagMessageSize that understates the message (edited by other
+                    // software): the attachment table's sizes still tell it is large.
+                    m.props.retain(|p| p.id != 0x0E08);
+                    m.props.push(pst_fixtures::pst_writer::int32(0x0E08, 1000));
+                }
+                m
             })
             .chain([{
                 // As written by software other than Outlook: no PidTagMessageSize, so the

@@ -503,8 +503,10 @@ pub fn mail_with_attachment(
         "see the attached file\r\n",
         at,
     );
-    m.props.retain(|p| p.id != 0x0E08);
+    m.props.retain(|p| p.id != 0x0E08 && p.id != 0x0E07);
     m.props.push(int32(0x0E08, (attachment_len + 2_000) as i32));
+    // Read, and MSGFLAG_HASATTACH as Outlook sets it.
+    m.props.push(int32(0x0E07, 0x01 | 0x10));
     m.attachments.push(file(
         &format!("{subject}.pdf"),
         &pseudo_image(attachment_len, seed),

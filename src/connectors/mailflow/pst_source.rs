@@ -242,12 +242,16 @@ impl PstSession {
         if !self.window.is_none_or(|w| w.contains(received)) {
             return None;
         }
-        // PidTagMessageSize, which Outlook always records; a file written by other software
-        // may lack it, and then the attachment table's sizes stand for it, so a message
-        // with large attachments is still streamed rather than held.
-        let outlook_size = match summary.size {
-            0 => self.pst.attachments_size(nid).unwrap_or(0),
-            size => size,
+        // PidTagMessageSize, which Outlook keeps; a file written or edited by other software
+        // may lack it or understate it, so for a message with attachments the attachment
+        // table's sizes bound it from below: a message with large attachments is streamed,
+        // never fetched whole on a size that says it is small.
+        let outlook_size = if summary.size == 0 || summary.has_attachments {
+            summary
+                .size
+                .max(self.pst.attachments_size(nid).unwrap_or(0))
+        } else {
+            summary.size
         };
         let (identity, problem) = match self.pst.header_section(nid) {
             Ok(head) => (Some(Identity::of_message(&head)), None),
