@@ -244,98 +244,44 @@ pub fn export(
             );
             // Written piece by piece (large attachments straight from the file), except into
             // an mbox, whose `From ` escaping wants the message whole.
-            let written = match format {
-                ExportFormat::Maildir => 'maildir: {
+            let exported = match format {
+                ExportFormat::Maildir => {
                     let target = maildir.as_mut().ok_or(PstOpsError::Interrupted)?;
                     let folder_path = FolderPath::new(segments.clone())?;
-                    if present.is_none() {
-                        present = Some(target.identities(&folder_path)?);
-                    }
-                    let mut piece = Vec::new();
-                    let more = match message.next_piece(&file, &mut piece, STREAM_PIECE) {
-                        Ok(more) => more,
-                        Err(e) => break 'maildir Err(e.into()),
+                    let present = match &mut present {
+                        Some(p) => p,
+                        None => present.insert(target.identities(&folder_path)?),
                     };
-                    // The folder holds as many copies of an identity as earlier runs
-                    // stored; this run stores only those beyond that count.
-                    let identity = Identity::of_message(&piece);
-                    let seen = seen_here.entry(identity).or_insert(0u32);
-                    *seen += 1;
-                    let already = present.as_ref().map_or(0, |p| p.get(&identity));
-                    if *seen <= already {
-                        summary.messages_present += 1;
-                        Ok(())
-                    } else {
-                        let mut delivery =
-                            target.begin(&folder_path, &message.flags, message.size())?;
-                        delivery.write(&piece)?;
-                        // Dropped on an error, the delivery removes its file.
-                        let rest = more
-                            .then(|| each_piece(&file, &mut message, |p| Ok(delivery.write(p)?)));
-                        match rest.unwrap_or(Ok(())) {
-                            Ok(()) => {
-                                target.finish(delivery, message.internal_date, identity)?;
-                                summary.messages_written += 1;
-                                Ok(())
-                            }
-                            Err(e) => Err(e),
-                        }
-                    }
+                    to_maildir(
+                        &file,
+                        &mut message,
+                        target,
+                        &folder_path,
+                        present,
+                        &mut seen_here,
+                    )
                 }
                 ExportFormat::Mbox => {
-                    if mbox.is_none() {
-                        let file_path = nested_path(dir, &segments, "mbox");
-                        create_parent(&file_path)?;
-                        mbox = Some(MboxWriter::create(&file_path)?);
-                        summary.files.push(relative(dir, &file_path));
-                    }
-                    let mut bytes = Vec::with_capacity(message.size() as usize);
-                    let read = each_piece(&file, &mut message, |p| {
-                        bytes.extend_from_slice(p);
-                        Ok(())
-                    });
-                    match (read, mbox.as_mut()) {
-                        (Ok(()), Some(writer)) => {
-                            let raw = RawMessage::new(bytes)
-                                .with_flags(message.flags.clone())
-                                .with_internal_date(message.internal_date);
-                            writer.write(&raw).map_err(|source| PstOpsError::Write {
-                                path: nested_path(dir, &segments, "mbox"),
-                                source,
-                            })?;
-                            summary.messages_written += 1;
-                            Ok(())
+                    let path = nested_path(dir, &segments, "mbox");
+                    let writer = match &mut mbox {
+                        Some(w) => w,
+                        None => {
+                            create_parent(&path)?;
+                            summary.files.push(relative(dir, &path));
+                            mbox.insert(MboxWriter::create(&path)?)
                         }
-                        (Ok(()), None) => Ok(()),
-                        (Err(e), _) => Err(e),
-                    }
+                    };
+                    to_mbox(&file, &mut message, writer, &path)
                 }
                 ExportFormat::Eml => {
-                    let mut folder_dir = dir.to_path_buf();
-                    for s in &segments {
-                        folder_dir.push(s);
-                    }
-                    let eml = folder_dir.join(format!("{nid:08x}.eml"));
-                    let mut out = create_private(&eml)?;
-                    let written = each_piece(&file, &mut message, |p| {
-                        std::io::Write::write_all(&mut out, p).map_err(|source| {
-                            PstOpsError::Write {
-                                path: eml.clone(),
-                                source,
-                            }
-                        })
-                    });
-                    if written.is_err() {
-                        drop(out);
-                        let _ = fs::remove_file(&eml);
-                    } else {
-                        summary.messages_written += 1;
-                    }
-                    written
+                    let mut eml = dir.to_path_buf();
+                    eml.extend(&segments);
+                    to_eml(&file, &mut message, &eml.join(format!("{nid:08x}.eml")))
                 }
             };
-            match written {
-                Ok(()) => {}
+            match exported {
+                Ok(Exported::Written) => summary.messages_written += 1,
+                Ok(Exported::Present) => summary.messages_present += 1,
                 // The message could not be read to its end: a problem of this message only.
                 Err(PstOpsError::Pst(err)) => summary.problems.push(Problem {
                     folder: label.clone(),
@@ -452,6 +398,85 @@ fn create_private(path: &Path) -> Result<fs::File, PstOpsError> {
             path: path.to_path_buf(),
             source,
         })
+}
+
+/// How a message went into an export.
+enum Exported {
+    Written,
+    /// A maildir export's earlier run stored it already.
+    Present,
+}
+
+/// Stores `message` in a maildir export's `folder`, unless as many copies of it as this run
+/// has met are there already (the folder holds `present` from earlier runs). Its identity
+/// comes from its first piece, which holds its header section.
+fn to_maildir(
+    file: &PstFile,
+    message: &mut MessageStream,
+    target: &mut MaildirTarget,
+    folder: &FolderPath,
+    present: &IdentityCounts,
+    seen_here: &mut HashMap<Identity, u32>,
+) -> Result<Exported, PstOpsError> {
+    let mut first = Vec::new();
+    let more = message.next_piece(file, &mut first, STREAM_PIECE)?;
+    let identity = Identity::of_message(&first);
+    let seen = seen_here.entry(identity).or_insert(0u32);
+    *seen += 1;
+    if *seen <= present.get(&identity) {
+        return Ok(Exported::Present);
+    }
+    // Dropped on an error, the delivery removes its file.
+    let mut delivery = target.begin(folder, &message.flags, message.size())?;
+    delivery.write(&first)?;
+    if more {
+        each_piece(file, message, |p| Ok(delivery.write(p)?))?;
+    }
+    target.finish(delivery, message.internal_date, identity)?;
+    Ok(Exported::Written)
+}
+
+/// Appends `message` to the mbox `writer` (writing `path`): read whole, for its escaping.
+fn to_mbox(
+    file: &PstFile,
+    message: &mut MessageStream,
+    writer: &mut MboxWriter<std::io::BufWriter<fs::File>>,
+    path: &Path,
+) -> Result<Exported, PstOpsError> {
+    let mut bytes = Vec::with_capacity(message.size() as usize);
+    each_piece(file, message, |p| {
+        bytes.extend_from_slice(p);
+        Ok(())
+    })?;
+    let raw = RawMessage::new(bytes)
+        .with_flags(message.flags.clone())
+        .with_internal_date(message.internal_date);
+    writer.write(&raw).map_err(|source| PstOpsError::Write {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(Exported::Written)
+}
+
+/// Writes `message` as the file `eml`, piece by piece; removed again when it cannot be
+/// written whole.
+fn to_eml(
+    file: &PstFile,
+    message: &mut MessageStream,
+    eml: &Path,
+) -> Result<Exported, PstOpsError> {
+    let mut out = create_private(eml)?;
+    let written = each_piece(file, message, |p| {
+        std::io::Write::write_all(&mut out, p).map_err(|source| PstOpsError::Write {
+            path: eml.to_path_buf(),
+            source,
+        })
+    });
+    if written.is_err() {
+        drop(out);
+        let _ = fs::remove_file(eml);
+    }
+    written.map(|()| Exported::Written)
 }
 
 /// Hands the rest of `message` to `each`, piece by piece.

@@ -155,6 +155,13 @@ fn is_blank(line: &[u8]) -> bool {
     chomp(line).is_empty()
 }
 
+/// A separator line's envelope (after `From `) and the date in it.
+fn envelope_of(separator: &[u8]) -> (String, Option<SystemTime>) {
+    let envelope = String::from_utf8_lossy(&separator[5..]).trim().to_owned();
+    let date = date::parse_asctime_anywhere(&envelope);
+    (envelope, date)
+}
+
 impl<R: BufRead> MboxReader<R> {
     /// Reads from any buffered source; `path` only names it in errors.
     pub fn new(reader: R, variant: MboxVariant, path: impl Into<PathBuf>) -> Self {
@@ -301,39 +308,40 @@ impl<R: BufRead> MboxReader<R> {
                     return Err(e);
                 }
             };
-            if line.is_empty() {
-                self.done = true;
+            let separator = prev_blank && line.starts_with(b"From ");
+            if line.is_empty() || separator {
+                // The message's end; a blank line still held was the separator's.
+                if separator {
+                    self.pending = Some((line_offset, chomp(line).to_vec()));
+                } else {
+                    self.done = true;
+                }
                 self.body = None;
                 return Ok(false);
             }
-            if prev_blank && line.starts_with(b"From ") {
-                self.pending = Some((line_offset, chomp(line).to_vec()));
-                self.body = None;
-                return Ok(false);
-            }
-            let blank = is_blank(line);
-            let held: Option<&'static [u8]> = match self.unescape(line) {
+            // A blank line is held back until another line shows it is not the last.
+            let blank_line: Option<&'static [u8]> = match line.as_slice() {
                 b"\n" => Some(b"\n"),
                 b"\r\n" => Some(b"\r\n"),
                 _ => None,
             };
+            let is_blank = is_blank(line);
             let Some(state) = self.body.as_mut() else {
                 return Ok(false);
             };
-            state.prev_blank = blank;
-            let earlier = state.held.take();
-            state.held = held;
-            if let Some(h) = earlier {
-                out.extend_from_slice(h);
-                if held.is_some() {
-                    return Ok(true);
-                }
+            state.prev_blank = is_blank;
+            let earlier = std::mem::replace(&mut state.held, blank_line);
+            if earlier.is_none() && blank_line.is_some() {
+                continue;
             }
-            if held.is_none() {
+            if let Some(held) = earlier {
+                out.extend_from_slice(held);
+            }
+            if blank_line.is_none() {
                 let line: &[u8] = line;
                 out.extend_from_slice(self.unescape(line));
-                return Ok(true);
             }
+            return Ok(true);
         }
     }
 
@@ -343,8 +351,7 @@ impl<R: BufRead> MboxReader<R> {
         };
         let mut bytes = Vec::new();
         while self.body_line(&mut bytes)? {}
-        let envelope = String::from_utf8_lossy(&separator[5..]).trim().to_owned();
-        let internal_date = date::parse_asctime_anywhere(&envelope);
+        let (envelope, internal_date) = envelope_of(&separator);
         let flags = flags_from_headers(&bytes);
         Ok(Some(MboxMessage {
             offset,
@@ -398,10 +405,10 @@ impl<R: BufRead> MboxReader<R> {
                         || tail.windows(3).any(|w| w == b"\n\r\n"));
             }
         }
-        let envelope = String::from_utf8_lossy(&separator[5..]).trim().to_owned();
+        let (envelope, internal_date) = envelope_of(&separator);
         Ok(Some(MboxEntry {
             offset,
-            internal_date: date::parse_asctime_anywhere(&envelope),
+            internal_date,
             envelope,
             size,
             flags: flags_from_headers(&head),

@@ -83,12 +83,11 @@ impl MboxSource {
         mut each: impl FnMut(MboxEntry) -> bool,
     ) -> FlowResult<()> {
         let offset = Self::checkpoint(checkpoints)?;
-        let reader = match (side, offset) {
+        let mut reader = match (side, offset) {
             (Side::Pending, Some(o)) => MboxReader::open_after(&self.file, MboxVariant::Mboxrd, o),
             (Side::Settled, None) => return Ok(()),
             _ => MboxReader::open(&self.file, MboxVariant::Mboxrd),
         }?;
-        let mut reader = reader;
         while let Some(item) = reader.next_entry() {
             let m = item?;
             if side == Side::Settled && offset.is_some_and(|o| m.offset > o) {

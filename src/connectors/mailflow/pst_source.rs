@@ -355,16 +355,14 @@ impl SourceSession for PstSession {
             for meta in messages {
                 let nid = node_id(meta)?;
                 out.push(match self.pst.message_with(nid, &self.options) {
-                    Ok(m) if !m.notes.is_empty() => Fetched::Partial {
-                        missing: m.notes.join("; "),
-                        message: m.into_raw(),
+                    Ok(m) => match missing(&m.notes) {
+                        Some(missing) => Fetched::Partial {
+                            missing,
+                            message: m.into_raw(),
+                        },
+                        None => Fetched::Message(m.into_raw()),
                     },
-                    Ok(m) => Fetched::Message(m.into_raw()),
-                    // The disk refused a read: worth another attempt, not damage.
-                    Err(e @ PstError::Io { .. }) => {
-                        return Err(FlowError::Transient(format!("node {nid:#x}: {e}")))
-                    }
-                    Err(e) => Fetched::Unreadable(format!("node {nid:#x}: {e}")),
+                    Err(e) => Fetched::Unreadable(unreadable(nid, e)?),
                 });
             }
             Ok(out)
@@ -387,19 +385,30 @@ impl SourceSession for PstSession {
             Ok(match self.pst.message_stream(nid, &self.options) {
                 Ok(stream) => Opened::Body(Box::new(PstBody {
                     pst: Arc::clone(&self.pst),
-                    missing: (!stream.notes.is_empty()).then(|| stream.notes.join("; ")),
+                    missing: missing(&stream.notes),
                     stream,
                 })),
-                Err(e @ PstError::Io { .. }) => {
-                    return Err(FlowError::Transient(format!("node {nid:#x}: {e}")))
-                }
-                Err(e) => Opened::Unreadable(format!("node {nid:#x}: {e}")),
+                Err(e) => Opened::Unreadable(unreadable(nid, e)?),
             })
         })
     }
 
     fn close(self: Box<Self>) -> BoxFuture<'static, FlowResult<()>> {
         Box::pin(async { Ok(()) })
+    }
+}
+
+/// What a converted message lacks, from its conversion's notes.
+fn missing(notes: &[String]) -> Option<String> {
+    (!notes.is_empty()).then(|| notes.join("; "))
+}
+
+/// Why message `nid` cannot be read, for the report; a disk that refused a read is no
+/// damage but worth another attempt: an error.
+fn unreadable(nid: u32, e: PstError) -> FlowResult<String> {
+    match e {
+        PstError::Io { .. } => Err(FlowError::Transient(format!("node {nid:#x}: {e}"))),
+        e => Ok(format!("node {nid:#x}: {e}")),
     }
 }
 

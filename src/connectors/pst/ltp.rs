@@ -212,7 +212,7 @@ impl Heap<'_> {
         {
             return Ok(None);
         }
-        self.ndb.measure_stream(sub.data_bid).map(Some)
+        self.ndb.measure_stream(tree).map(Some)
     }
 }
 

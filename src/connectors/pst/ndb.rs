@@ -667,13 +667,12 @@ impl Ndb {
         Ok(out)
     }
 
-    /// Locates a node's data stream and measures it without holding it: every leaf block is
-    /// read once and checked (trailer, signature, CRC), one at a time, and only its size
-    /// kept. So a stream handed on piece by piece later ([`Ndb::block`] per leaf) has an
+    /// Measures a node's data stream (its [`data_tree`](Self::data_tree)) without holding it:
+    /// every leaf block is read once and checked (trailer, signature, CRC), one at a time, and
+    /// only its size kept. So a stream handed on piece by piece later ([`Ndb::block`] per leaf) has an
     /// exact size known before its first byte goes out (an IMAP APPEND announces it), and a
     /// damaged block is found before anything of the stream is sent.
-    pub fn measure_stream(&self, bid: u64) -> Result<StreamRef> {
-        let tree = self.data_tree(bid)?;
+    pub fn measure_stream(&self, tree: DataTree) -> Result<StreamRef> {
         let mut size = 0u64;
         for leaf in &tree.leaves {
             size += self.block(*leaf)?.data.len() as u64;

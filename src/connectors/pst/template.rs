@@ -104,7 +104,6 @@ pub(crate) struct TemplateReader {
     segments: std::vec::IntoIter<Segment>,
     current: Option<Current>,
     size: u64,
-    written: u64,
 }
 
 #[derive(Debug)]
@@ -131,7 +130,6 @@ impl TemplateReader {
             size: template.size(),
             segments: template.segments.into_iter(),
             current: None,
-            written: 0,
         }
     }
 
@@ -142,7 +140,7 @@ impl TemplateReader {
 
     /// Whether everything was written.
     pub fn is_done(&self) -> bool {
-        self.written >= self.size && self.current.is_none() && self.segments.len() == 0
+        self.current.is_none() && self.segments.len() == 0
     }
 
     /// Appends up to `limit` next bytes to `out`; `Ok(false)` when there were none left. A
@@ -195,7 +193,7 @@ impl TemplateReader {
                         *read += block.data.len() as u64;
                         *next_leaf += 1;
                         if *read > stream.size {
-                            return Err(changed(ndb, &block, stream.size));
+                            return Err(changed(ndb, block.offset, *read, stream.size));
                         }
                         carry.extend_from_slice(&block.data);
                         // Whole lines only, so the lines fall where one encoding of all the
@@ -212,13 +210,7 @@ impl TemplateReader {
                         carry.drain(..take);
                         false
                     } else if *read != stream.size {
-                        return Err(ndb.site(0).corrupt(
-                            "attachment data",
-                            format!(
-                                "{read} bytes where {} were measured: the file changed",
-                                stream.size
-                            ),
-                        ));
+                        return Err(changed(ndb, 0, *read, stream.size));
                     } else {
                         true
                     }
@@ -228,16 +220,15 @@ impl TemplateReader {
                 self.current = None;
             }
         }
-        let n = out.len() - start;
-        self.written += n as u64;
-        Ok(n > 0)
+        Ok(out.len() > start)
     }
 }
 
-fn changed(ndb: &Ndb, block: &super::ndb::Block, size: u64) -> super::error::PstError {
-    ndb.site(block.offset).corrupt(
+/// Attachment data read back (`read` bytes so far, at `offset`) other than it was measured.
+fn changed(ndb: &Ndb, offset: u64, read: u64, measured: u64) -> super::error::PstError {
+    ndb.site(offset).corrupt(
         "attachment data",
-        format!("more than the {size} bytes measured: the file changed"),
+        format!("{read} bytes where {measured} were measured: the file changed"),
     )
 }
 
