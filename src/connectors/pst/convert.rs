@@ -53,7 +53,7 @@ pub(crate) struct Context<'a> {
 /// Converts an item to RFC 5322 bytes, as a [`Template`]: large attachment data stays in the
 /// file until the message is written out. `seed` names the item uniquely within the store
 /// (its node id path), for derived boundaries and Message-IDs. Notes about what could not be
-/// carried over go to `notes`.
+/// read or carried over (embedded messages' included) go to `notes`.
 pub(crate) fn to_rfc5322(
     item: &Item,
     ctx: &Context<'_>,
@@ -88,6 +88,11 @@ fn compose(
             "",
         )
     };
+    if with_body {
+        // What the reader could not read of it (an attachment, its recipient table) is
+        // missing from the message as much as what conversion could not carry over.
+        notes.extend(item.problems.iter().cloned());
+    }
     notes.append(&mut skeleton.notes);
     let headers =
         text(&item.props, id::TRANSPORT_MESSAGE_HEADERS, code_page).and_then(|h| kept_headers(&h));
@@ -542,9 +547,7 @@ fn attachment_part<'i>(
     let props = &attachment.props;
     let name = attachment_name(attachment, code_page, index);
     if let Some(embedded) = &attachment.embedded {
-        // What the reader could not read of it (an attachment, its recipient table) is
-        // missing from the message as much as what conversion could not carry over.
-        let mut inner_notes = embedded.problems.clone();
+        let mut inner_notes = Vec::new();
         let inner = to_rfc5322(embedded, ctx, seed, &mut inner_notes);
         skeleton
             .notes

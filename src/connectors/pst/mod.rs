@@ -357,7 +357,7 @@ impl PstFile {
             store_record_key: &self.inner.store.record_key,
             options,
         };
-        let mut notes = item.problems.clone();
+        let mut notes = Vec::new();
         let seed = format!("{:x}", item.nid);
         let template = convert::to_rfc5322(item, &ctx, &seed, &mut notes);
         let flags_prop = int(&item.props, id::MESSAGE_FLAGS).unwrap_or(0);
