@@ -1431,25 +1431,19 @@ impl Entry {
             None,
         );
     }
-}
 
-impl Entry {
     /// Records, with the message's copy (`bytes` copied), that it went without some of its
     /// parts: `missing` says which, for the report.
     fn copied_partly(&mut self, folder: &SourceFolder, missing: &str, bytes: u64) {
-        let record = SkippedMessage::new(
-            folder.display.as_str(),
-            self.meta.id.as_str(),
+        let record = message_record(
+            partial_key(folder, &self.meta.id),
+            folder,
+            &self.meta,
             bytes,
-            self.meta.subject.clone(),
-            self.meta.received,
             missing,
         );
         if let Settle::Done(_, slot) = &mut self.settle {
-            *slot = Some((
-                partial_key(folder, &self.meta.id),
-                serde_json::to_string(&record).unwrap_or_default(),
-            ));
+            *slot = Some(record);
         }
     }
 }
@@ -1551,18 +1545,33 @@ impl Progress {
 
 /// The record of a message left behind: key and report entry.
 fn left_behind(folder: &SourceFolder, meta: &MessageMeta, reason: &str) -> (String, String) {
+    message_record(
+        left_behind_key(folder, &meta.id),
+        folder,
+        meta,
+        meta.size,
+        reason,
+    )
+}
+
+/// A message's record for the report under checkpoint `key`: folder, id, `size`, subject,
+/// date and `reason`.
+fn message_record(
+    key: String,
+    folder: &SourceFolder,
+    meta: &MessageMeta,
+    size: u64,
+    reason: &str,
+) -> (String, String) {
     let record = SkippedMessage::new(
         folder.display.as_str(),
         meta.id.as_str(),
-        meta.size,
+        size,
         meta.subject.clone(),
         meta.received,
         reason,
     );
-    (
-        left_behind_key(folder, &meta.id),
-        serde_json::to_string(&record).unwrap_or_default(),
-    )
+    (key, serde_json::to_string(&record).unwrap_or_default())
 }
 
 fn left_behind_count() -> Counts {
