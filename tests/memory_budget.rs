@@ -98,6 +98,16 @@ fn assert_peak_below(peak: usize, bound: usize, copied: &str) {
     );
 }
 
+/// Fills `user`'s inbox with `messages`; returns its contents as read back.
+async fn seed_inbox(
+    d: &Dovecot,
+    user: &User,
+    messages: Vec<cutover::connectors::mail::RawMessage>,
+) -> support::mailbox::Contents {
+    seed(d, user, &vec![("INBOX".to_string(), messages)]).await;
+    imap_contents(d, user).await
+}
+
 /// The bytes of every message in `user`'s IMAP mailbox, sorted.
 async fn stored_bytes(d: &Dovecot, user: &User) -> Vec<Vec<u8>> {
     let mut all: Vec<Vec<u8>> = imap_contents(d, user)
@@ -205,16 +215,12 @@ async fn a_source_cut_mid_literal_stores_nothing_partial() {
     let _serial = SERIAL.lock().await;
     let d = Dovecot::shared();
     let (src, dst) = (d.add_user("cutsrc"), d.add_user("cutdst"));
-    seed(
+    let expected = seed_inbox(
         &d,
         &src,
-        &vec![(
-            "INBOX".to_string(),
-            vec![big_message(3, 6 * MB), big_message(4, 5 * MB)],
-        )],
+        vec![big_message(3, 6 * MB), big_message(4, 5 * MB)],
     )
     .await;
-    let expected = imap_contents(&d, &src).await;
     // Plaintext through the proxy, which cuts the first body download after 3 MB.
     let proxy = FaultProxy::start(
         d.imap_port,
@@ -472,16 +478,12 @@ async fn a_cancel_mid_streamed_message_stops_it_and_the_next_run_sends_it() {
     let _serial = SERIAL.lock().await;
     let d = Dovecot::shared();
     let (src, dst) = (d.add_user("cancelsrc"), d.add_user("canceldst"));
-    seed(
+    let expected = seed_inbox(
         &d,
         &src,
-        &vec![(
-            "INBOX".to_string(),
-            vec![big_message(40, 30 * MB), big_message(41, 30 * MB)],
-        )],
+        vec![big_message(40, 30 * MB), big_message(41, 30 * MB)],
     )
     .await;
-    let expected = imap_contents(&d, &src).await;
     let proxy = FaultProxy::start(d.imap_port, Faults::default());
     let target = format!(
         "host: 127.0.0.1, port: {}, tls: none, allow_plaintext: true",
